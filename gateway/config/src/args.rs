@@ -1,0 +1,144 @@
+//! The gateway's command line: one flag per overridable key, each with its `WSGATE_*`
+//! environment variable.
+//!
+//! Every field is an `Option`, so [`Config::load`](crate::Config::load) can tell "not given"
+//! from "given the default value" and let the file decide in the first case. clap merges flag
+//! and environment variable (the flag wins), which gives the first two layers of the precedence
+//! flag > env > file > default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::builder::BoolishValueParser;
+
+use crate::{LogFormat, Secret};
+
+/// The gateway's flags and environment variables; see `docs/config.md` for each key.
+///
+/// Boolean flags take an optional value (`--demo`, `--demo=false`) so that an environment
+/// variable such as `WSGATE_DEMO=false` can switch off what the file switched on.
+#[derive(clap::Parser, Debug, Clone, Default, PartialEq)]
+#[command(
+    name = "wsgate",
+    version,
+    about = "A Kubernetes-native WebSocket gateway",
+    long_about = "A Kubernetes-native WebSocket gateway.\n\nPrecedence: flag > WSGATE_* environment variable > --config file > default. The keys are described in docs/config.md."
+)]
+pub struct Args {
+    /// TOML configuration file; flags and environment variables override its keys.
+    #[arg(long, env = "WSGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Validate FILE (with the defaults, ignoring other flags) and exit: prints "ok: FILE" and
+    /// exits 0, or prints the error and exits 2.
+    #[arg(long, value_name = "FILE")]
+    pub check_config: Option<PathBuf>,
+
+    /// Public listener (`/ws`, `/client/`, the demo page) [default: 127.0.0.1:8080].
+    #[arg(long, env = "WSGATE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Admin listener (backend API, /healthz, /readyz, /metrics) [default: served on --listen].
+    #[arg(long, env = "WSGATE_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Cluster name, one NATS subject token; isolates clusters sharing a NATS [default: default].
+    #[arg(long, env = "WSGATE_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
+
+    /// Node name, one NATS subject token; in Kubernetes the pod name [default: host name].
+    #[arg(long, env = "WSGATE_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Comma-separated NATS URLs [default: none, single node with an in-process broker].
+    #[arg(long, env = "WSGATE_NATS_URL", value_name = "URLS")]
+    pub nats_url: Option<String>,
+
+    /// Accept connections without a token [default: false].
+    #[arg(
+        long,
+        env = "WSGATE_ALLOW_ANONYMOUS",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub allow_anonymous: Option<bool>,
+
+    /// Comma-separated Origin allow-list, e.g. https://app.example.com,https://*.example.com
+    /// [default: empty, any origin].
+    #[arg(
+        long,
+        env = "WSGATE_ALLOWED_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Option<Vec<String>>,
+
+    /// Serve the demo page at / [default: false].
+    #[arg(
+        long,
+        env = "WSGATE_DEMO",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub demo: Option<bool>,
+
+    /// Testing only: a plain echo WebSocket at /echo, no auth or origin check [default: false].
+    #[arg(
+        long,
+        env = "WSGATE_ECHO_ENDPOINT",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub echo_endpoint: Option<bool>,
+
+    /// Log line format [default: text].
+    #[arg(long, env = "WSGATE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// HS256 key itself, for development; in production use auth.jwt_secret_file.
+    #[arg(
+        long,
+        env = "WSGATE_JWT_SECRET",
+        value_name = "KEY",
+        hide_env_values = true,
+        value_parser = Secret::parse_value,
+    )]
+    pub jwt_secret: Option<Secret>,
+
+    /// RS256/ES256 public key file (PEM).
+    #[arg(long, env = "WSGATE_JWT_PUBLIC_KEY_FILE", value_name = "FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// Comma-separated backend API keys, for development; in production use
+    /// auth.api_keys_file.
+    #[arg(
+        long,
+        env = "WSGATE_API_KEYS",
+        value_name = "KEYS",
+        hide_env_values = true,
+        value_parser = Secret::parse_list,
+    )]
+    pub api_keys: Option<Secret>,
+
+    /// Connections per gateway; over it: 503 [default: 10000, capped below the open-file limit].
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Largest client message in bytes, 1 KiB to 64 MiB [default: 65536].
+    #[arg(long, env = "WSGATE_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Outgoing frames queued per connection; full: close 1013 [default: 256].
+    #[arg(long, env = "WSGATE_SEND_QUEUE", value_name = "N")]
+    pub send_queue: Option<usize>,
+
+    /// Hard deadline of a drain in seconds, then close 1001 [default: 30].
+    #[arg(long, env = "WSGATE_DRAIN_SECONDS", value_name = "SECONDS")]
+    pub drain_seconds: Option<u64>,
+}

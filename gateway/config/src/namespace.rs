@@ -1,0 +1,79 @@
+//! Per-namespace room behaviour, and how a room finds its namespace.
+//!
+//! A room's namespace is the part of its name before the first `:` (`chat:lobby` is in `chat`).
+//! Rooms without `:`, and rooms whose namespace is not configured, use the default namespace.
+//! A configured namespace takes every key it leaves out from the default namespace (as
+//! configured, not the built-in values), so `[namespaces.default]` sets a baseline for all.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How the rooms of one namespace behave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    /// Messages kept per room; 0: no history, and messages carry no `seq`/`prev`/`epoch`.
+    pub history_size: u64,
+    /// How long a message stays in history; zero: until pushed out by `history_size`.
+    pub history_ttl: Duration,
+    /// Most messages one `join` with `since`, or one history request, returns.
+    pub recovery_max: usize,
+    /// Keep cluster-wide presence (otherwise `presence` gets `not_supported`).
+    pub presence: bool,
+    /// Send `joined`/`left` events to members.
+    pub join_leave: bool,
+    /// Let clients publish; `false`: only backends, through the HTTP API.
+    pub client_publish: bool,
+}
+
+impl Default for Namespace {
+    /// The built-in values of shared/CONFIG.md: no history, no presence, clients may publish.
+    fn default() -> Self {
+        Namespace {
+            history_size: 0,
+            history_ttl: Duration::ZERO,
+            recovery_max: 1000,
+            presence: false,
+            join_leave: false,
+            client_publish: true,
+        }
+    }
+}
+
+impl Namespace {
+    /// Whether rooms of this namespace keep history (and so carry `seq`, `prev` and `epoch`).
+    pub fn has_history(&self) -> bool {
+        self.history_size > 0
+    }
+}
+
+/// The default namespace and every configured one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Namespaces {
+    /// Rooms without a namespace or in one that is not configured; also the values configured
+    /// namespaces leave out.
+    pub default: Namespace,
+    /// Configured namespaces by name, other than `default`, already filled in from `default`.
+    pub named: BTreeMap<String, Namespace>,
+}
+
+/// The name of the namespace that holds the values other namespaces leave out.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+impl Namespaces {
+    /// The namespace of a room: its name before the first `:`, or the default namespace.
+    pub fn for_room(&self, room: &str) -> &Namespace {
+        room.split_once(':')
+            .and_then(|(namespace, _)| self.named.get(namespace))
+            .unwrap_or(&self.default)
+    }
+
+    /// Whether any namespace keeps history, so the gateway knows whether it needs JetStream.
+    pub fn any_history(&self) -> bool {
+        self.default.has_history() || self.named.values().any(Namespace::has_history)
+    }
+
+    /// Whether any namespace keeps presence.
+    pub fn any_presence(&self) -> bool {
+        self.default.presence || self.named.values().any(|namespace| namespace.presence)
+    }
+}
