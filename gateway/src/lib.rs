@@ -1,1 +1,30 @@
-//! wsgate
+//! wsgate: a WebSocket gateway whose rooms span replicas over NATS.
+//!
+//! # Layout
+//! - [`protocol`]: client frames parsed and validated, server frames written (PROTOCOL.md).
+//! - [`session`]: one connection: reader loop, writer task, the client's commands.
+//! - [`hub`]: this node's rooms and their local members, connections and users.
+//! - [`broker`]: how messages cross nodes: [`broker::LocalBroker`] (single node) and
+//!   [`broker::NatsBroker`], behind the [`broker::Broker`] trait.
+//! - [`auth`]: JWT verification, room patterns, API keys, key reloading.
+//! - [`app`]: shared state, routers and the WebSocket handshake; [`api`]: the backend HTTP API.
+//! - [`origin`]: the Origin allow-list. [`metrics`]: Prometheus metrics.
+//! - [`shutdown`]: the signal and the drain. [`server`]: wiring it all from a [`Config`].
+//!
+//! Data flows client frame → `protocol` → `session` → `hub`/`broker` → every node's
+//! `hub` with members → each member's bounded queue → its writer task.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod broker;
+pub mod hub;
+pub mod metrics;
+pub mod origin;
+pub mod protocol;
+mod server;
+pub mod session;
+pub mod shutdown;
+
+pub use server::{init_tracing, run};
+pub use wsgate_config::{Args, Config};

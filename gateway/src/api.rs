@@ -1,0 +1,217 @@
+//! The backend HTTP API (PROTOCOL.md, "HTTP API for backends"), on the admin
+//! listener, authenticated with an API key. Bodies are read up to
+//! `limits.max_http_body_bytes`; every error is a JSON body with a code.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::app::AppState;
+use crate::broker::BrokerError;
+use crate::protocol::{self, ErrorCode, Failure, Target, frame};
+
+/// An API error: rendered as `{"error":{"code":..,"message":..}}` with its status.
+#[derive(Debug)]
+pub struct AppError(Failure);
+
+impl AppError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self(Failure::new(code, message))
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            frame::http_error(&self.0),
+        )
+            .into_response()
+    }
+}
+
+impl From<Failure> for AppError {
+    fn from(failure: Failure) -> Self {
+        Self(failure)
+    }
+}
+
+impl From<BrokerError> for AppError {
+    fn from(error: BrokerError) -> Self {
+        Self(Failure::from(&error))
+    }
+}
+
+type ApiResult = Result<Response, AppError>;
+
+fn json(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The API's routes, behind the API-key check.
+pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/publish", post(publish))
+        .route("/send", post(send))
+        .route("/disconnect", post(disconnect))
+        .route("/stats", get(stats))
+        .route("/rooms/{room}/presence", get(presence))
+        .route("/rooms/{room}/history", get(history))
+        .layer(middleware::from_fn_with_state(state, require_api_key))
+}
+
+/// Refuses requests without a configured API key as their bearer token.
+async fn require_api_key(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(key) if state.auth.check_api_key(key.trim()) => next.run(request).await,
+        Some(_) => AppError::new(ErrorCode::Unauthorized, "unknown API key").into_response(),
+        None => AppError::new(
+            ErrorCode::Unauthorized,
+            "missing API key: Authorization: Bearer <key>",
+        )
+        .into_response(),
+    }
+}
+
+/// Reads a body within `limits.max_http_body_bytes`.
+async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes, AppError> {
+    let limit = state.config.limits.max_http_body_bytes;
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| AppError::new(ErrorCode::TooLarge, format!("body over {limit} bytes")))
+}
+
+/// Parses a JSON body; `data` fields stay borrowed raw JSON.
+fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, AppError> {
+    serde_json::from_slice(bytes)
+        .map_err(|error| AppError::new(ErrorCode::BadRequest, format!("invalid body: {error}")))
+}
+
+#[derive(Deserialize)]
+struct PublishBody<'a> {
+    #[serde(borrow)]
+    room: Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// `POST /api/v1/publish {"room":R,"data":D}` → `{}`.
+async fn publish(State(state): State<Arc<AppState>>, request: Body) -> ApiResult {
+    let bytes = read_body(&state, request).await?;
+    let PublishBody { room, data } = parse(&bytes)?;
+    protocol::validate_room(&room)?;
+    if state.config.namespaces.for_room(&room).history_size > 0 {
+        return Err(AppError::new(
+            ErrorCode::NotSupported,
+            "rooms with history are not supported yet",
+        ));
+    }
+    let frame = frame::message(&room, data, "null");
+    state.metrics.messages_in.inc();
+    state.broker.publish(&room, frame).await?;
+    Ok(json("{}".into()))
+}
+
+/// A body naming a user or a connection, and for `send` the data.
+#[derive(Deserialize)]
+struct TargetBody<'a> {
+    user: Option<String>,
+    conn: Option<String>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+impl TargetBody<'_> {
+    fn target(&mut self) -> Result<Target, AppError> {
+        match (self.user.take(), self.conn.take()) {
+            (Some(user), None) => Ok(Target::User(user)),
+            (None, Some(conn)) => Ok(Target::Conn(conn)),
+            (Some(_), Some(_)) => Err(AppError::new(
+                ErrorCode::BadRequest,
+                "give user or conn, not both",
+            )),
+            (None, None) => Err(AppError::new(ErrorCode::BadRequest, "give user or conn")),
+        }
+    }
+}
+
+/// `POST /api/v1/send {"user":U,"data":D}` or `{"conn":C,"data":D}` → `{"delivered":N}`.
+async fn send(State(state): State<Arc<AppState>>, request: Body) -> ApiResult {
+    let bytes = read_body(&state, request).await?;
+    let mut body: TargetBody<'_> = parse(&bytes)?;
+    let target = body.target()?;
+    let data = body
+        .data
+        .ok_or_else(|| AppError::new(ErrorCode::BadRequest, "missing data"))?;
+    let gathered = state
+        .broker
+        .send(target, frame::direct(data, "null"))
+        .await?;
+    Ok(json(
+        serde_json::json!({"delivered": gathered.count, "partial": gathered.partial}).to_string(),
+    ))
+}
+
+/// `POST /api/v1/disconnect {"user":U}` or `{"conn":C}` → `{"disconnected":N}`.
+async fn disconnect(State(state): State<Arc<AppState>>, request: Body) -> ApiResult {
+    let bytes = read_body(&state, request).await?;
+    let mut body: TargetBody<'_> = parse(&bytes)?;
+    let gathered = state.broker.disconnect(body.target()?).await?;
+    Ok(json(
+        serde_json::json!({"disconnected": gathered.count, "partial": gathered.partial})
+            .to_string(),
+    ))
+}
+
+/// `GET /api/v1/stats` → every live node's counts.
+async fn stats(State(state): State<Arc<AppState>>) -> ApiResult {
+    let stats = state.broker.stats().await?;
+    let connections: u64 = stats.nodes.iter().map(|node| node.connections).sum();
+    let rooms: u64 = stats.nodes.iter().map(|node| node.rooms).sum();
+    Ok(json(
+        serde_json::json!({
+            "nodes": stats.nodes,
+            "connections": connections,
+            "rooms": rooms,
+            "partial": stats.partial,
+        })
+        .to_string(),
+    ))
+}
+
+async fn presence(Path(room): Path<String>) -> ApiResult {
+    protocol::validate_room(&room)?;
+    Err(AppError::new(
+        ErrorCode::NotSupported,
+        "presence is not supported yet",
+    ))
+}
+
+async fn history(Path(room): Path<String>) -> ApiResult {
+    protocol::validate_room(&room)?;
+    Err(AppError::new(
+        ErrorCode::NotSupported,
+        "history is not supported yet",
+    ))
+}

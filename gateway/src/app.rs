@@ -1,0 +1,352 @@
+//! The HTTP side: shared state, the public and admin routers, and the WebSocket
+//! handshake with its ordered decisions (PROTOCOL.md, "Connecting").
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::broker::Broker;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::origin::AllowedOrigins;
+use crate::protocol::{ErrorCode, Failure, close, frame};
+use crate::session;
+use wsgate_config::Config;
+
+/// Largest message and frame on the `/echo` endpoint (CONFIG.md: testing only).
+const ECHO_LIMIT: usize = 16 * 1024 * 1024;
+
+/// What every handler and session shares.
+pub struct AppState {
+    pub config: Config,
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+    pub auth: Arc<Authenticator>,
+    pub metrics: Arc<Metrics>,
+    pub origins: AllowedOrigins,
+    /// Places under `limits.max_connections` (already capped below the open-file limit).
+    pub connections: Arc<Semaphore>,
+    /// Set when the drain starts: readiness fails and upgrades are refused.
+    pub draining: AtomicBool,
+    /// Tracks every session so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    /// Random per-process part of connection ids, so ids never repeat across restarts of a node.
+    boot: String,
+    next_conn: AtomicU64,
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(
+        config: Config,
+        hub: Arc<Hub>,
+        broker: Arc<dyn Broker>,
+        auth: Arc<Authenticator>,
+        metrics: Arc<Metrics>,
+        origins: AllowedOrigins,
+        max_connections: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            hub,
+            broker,
+            auth,
+            metrics,
+            origins,
+            connections: Arc::new(Semaphore::new(max_connections)),
+            draining: AtomicBool::new(false),
+            sessions: TaskTracker::new(),
+            boot: format!("{:x}", rand::random::<u32>()),
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    /// A new connection id: `<node>:<boot>-<n>`, so the node can be read back from it.
+    fn conn_id(&self) -> Arc<str> {
+        let n = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        Arc::from(format!("{}:{}-{n:x}", self.hub.node(), self.boot))
+    }
+
+    /// Whether the gateway should receive traffic.
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(Ordering::Acquire) && self.broker.is_ready()
+    }
+}
+
+/// The public router: `/ws` and, when enabled, `/echo`.
+pub fn public(state: Arc<AppState>) -> Router {
+    let mut router = Router::new().route("/ws", get(upgrade));
+    if state.config.echo_endpoint {
+        router = router.route("/echo", get(echo));
+    }
+    router.with_state(state)
+}
+
+/// The admin router: health, readiness, metrics and the backend API.
+pub fn admin(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .nest("/api/v1", crate::api::router(state.clone()))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.draining.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else if !state.broker.is_ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "broker unavailable").into_response()
+    } else {
+        (StatusCode::OK, "ready").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// A refused upgrade: status and JSON error body.
+fn refuse(state: &AppState, status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    state.metrics.refused(status.as_u16());
+    let body = frame::http_error(&Failure::new(code, message));
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        let seconds = rand::random_range(2..=6u32);
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The token of an upgrade request, from `Authorization: Bearer` and/or `?token=`.
+/// `Err` when both are given and differ, or the header is not a bearer token.
+fn request_token(
+    headers: &HeaderMap,
+    query: Option<String>,
+) -> Result<Option<String>, &'static str> {
+    let header = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| "malformed Authorization header")?;
+            let token = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .or_else(|| (value == "Bearer" || value == "bearer").then_some(""))
+                .ok_or("Authorization must be a Bearer token")?;
+            Some(token.trim().to_owned())
+        }
+    };
+    match (header, query) {
+        (Some(header), Some(query)) if header != query => {
+            Err("the Authorization and token= tokens differ")
+        }
+        (header, query) => Ok(header.or(query)),
+    }
+}
+
+/// `GET /ws`: the handshake decisions in PROTOCOL.md's order, then the upgrade.
+async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // 1. Draining, or at the connection limit.
+    if state.draining.load(Ordering::Acquire) {
+        return refuse(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "draining",
+        );
+    }
+    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+        return refuse(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "at the connection limit",
+        );
+    };
+    // 2. Origin.
+    match headers.get(header::ORIGIN).map(HeaderValue::to_str) {
+        Some(Ok(origin)) if state.origins.allows(origin) => {}
+        Some(_) => {
+            return refuse(
+                &state,
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "origin not allowed",
+            );
+        }
+        None if state.config.require_origin => {
+            return refuse(
+                &state,
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "an Origin header is required",
+            );
+        }
+        None => {}
+    }
+    // 3. Token.
+    let token = match request_token(&headers, query.token) {
+        Ok(token) => token,
+        Err(message) => {
+            state.metrics.auth_failure("malformed");
+            return refuse(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                message,
+            );
+        }
+    };
+    let conn_id = state.conn_id();
+    let identity = match token {
+        Some(token) => match state.auth.verify(&token) {
+            Ok(identity) => Some(identity),
+            Err(error) => {
+                state.metrics.auth_failure(error.kind_label());
+                return refuse(
+                    &state,
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::Unauthorized,
+                    &error.to_string(),
+                );
+            }
+        },
+        None if state.config.allow_anonymous => Some(state.auth.anonymous(&conn_id)),
+        None => None,
+    };
+    // 4. Per-user cap.
+    let slot = match &identity {
+        Some(identity) => {
+            match state
+                .hub
+                .reserve_user(&identity.user, state.config.limits.max_connections_per_user)
+            {
+                Some(slot) => Some(slot),
+                None => {
+                    return refuse(
+                        &state,
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ErrorCode::LimitExceeded,
+                        "too many connections for this user",
+                    );
+                }
+            }
+        }
+        None => None,
+    };
+    // 5. Upgrade.
+    let limits = &state.config.limits;
+    let max_message = limits.max_message_bytes;
+    let tracker = state.sessions.token();
+    let session_state = state.clone();
+    ws.protocols(["wsgate.v1"])
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_message.saturating_mul(2).max(64 * 1024))
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+        .on_upgrade(move |socket| async move {
+            let start = session::Start {
+                conn_id,
+                identity,
+                slot,
+                permit,
+            };
+            session::run(socket, session_state, start).await;
+            drop(tracker);
+        })
+}
+
+/// `GET /echo`: a plain echo WebSocket for conformance suites (no auth, no origin check).
+async fn echo(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    let tracker = state.sessions.token();
+    ws.max_message_size(ECHO_LIMIT)
+        .max_frame_size(ECHO_LIMIT)
+        .on_upgrade(move |socket| async move {
+            echo_loop(socket).await;
+            drop(tracker);
+        })
+}
+
+async fn echo_loop(mut socket: WebSocket) {
+    while let Some(message) = socket.recv().await {
+        let reply = match message {
+            Ok(message @ (Message::Text(_) | Message::Binary(_))) => message,
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(Message::Close(_)) => break,
+            Err(error) => {
+                let code = match error.into_inner().downcast_ref::<tungstenite::Error>() {
+                    Some(tungstenite::Error::Utf8(_)) => close::INVALID_UTF8,
+                    Some(tungstenite::Error::Capacity(_)) => close::TOO_BIG,
+                    _ => close::PROTOCOL,
+                };
+                let frame = axum::extract::ws::CloseFrame {
+                    code,
+                    reason: "".into(),
+                };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                break;
+            }
+        };
+        if socket.send(reply).await.is_err() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_from_header_and_query_must_agree() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(request_token(&headers, None), Ok(None));
+        assert_eq!(
+            request_token(&headers, Some("q".into())),
+            Ok(Some("q".into()))
+        );
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer h"));
+        assert_eq!(request_token(&headers, None), Ok(Some("h".into())));
+        assert_eq!(
+            request_token(&headers, Some("h".into())),
+            Ok(Some("h".into()))
+        );
+        assert!(request_token(&headers, Some("q".into())).is_err());
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(request_token(&headers, None), Ok(Some(String::new())));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        assert!(request_token(&headers, None).is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! The broker: how a message published on one node reaches the members of its
+//! room on every node, and how direct messages, disconnects and stats reach the
+//! nodes that hold their connections.
+//!
+//! Two implementations sit behind [`Broker`]: [`LocalBroker`], the in-process
+//! single-node default, and [`NatsBroker`], which spans replicas over NATS (one
+//! subject per room, a registry of live nodes, scatter-gather for user-wide
+//! operations). Sessions, the hub and the HTTP API see only the trait.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::hub::Room;
+use crate::protocol::{ErrorCode, Failure, Target};
+
+pub(crate) mod local;
+mod nats;
+mod subject;
+
+pub use local::LocalBroker;
+pub use nats::{NatsBroker, NatsOptions};
+
+/// Keeps a room's broker subscription alive; dropping it unsubscribes.
+pub struct Subscription {
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl Subscription {
+    /// Wraps whatever ends the subscription when dropped.
+    pub fn new(guard: impl Send + Sync + 'static) -> Self {
+        Self {
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+/// A count gathered from the nodes, and whether a live node failed to answer in time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gathered {
+    pub count: u64,
+    pub partial: bool,
+}
+
+/// One node's counts, as `GET /api/v1/stats` reports them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub node: String,
+    pub connections: u64,
+    pub rooms: u64,
+}
+
+/// Every node's counts; `partial` when a live node did not answer in time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    pub nodes: Vec<NodeStats>,
+    pub partial: bool,
+}
+
+/// Why a broker operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker is unreachable: nothing was sent.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The wrapped message exceeds the broker's payload limit.
+    #[error("message of {size} bytes exceeds the broker's payload limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    /// A fault of ours.
+    #[error("broker error: {0}")]
+    Internal(String),
+}
+
+impl From<&BrokerError> for Failure {
+    fn from(error: &BrokerError) -> Self {
+        let code = match error {
+            BrokerError::Unavailable(_) => ErrorCode::Unavailable,
+            BrokerError::TooLarge { .. } => ErrorCode::TooLarge,
+            BrokerError::Internal(_) => ErrorCode::Internal,
+        };
+        Failure::new(code, error.to_string())
+    }
+}
+
+/// What the gateway needs from a message broker.
+pub trait Broker: Send + Sync + 'static {
+    /// Starts delivering `room`'s messages to it. Resolves once the subscription
+    /// is active at the broker, so every message published afterwards arrives.
+    fn subscribe(&self, room: Arc<Room>) -> BoxFuture<'_, Result<Subscription, BrokerError>>;
+
+    /// Publishes a ready `message` frame to every node subscribed to `room`, this
+    /// one included; resolves once the broker has it.
+    fn publish<'a>(
+        &'a self,
+        room: &'a str,
+        frame: String,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Queues a ready `direct` frame to every connection `target` names on every
+    /// node; counts the connections it was queued for.
+    fn send(&self, target: Target, frame: String) -> BoxFuture<'_, Result<Gathered, BrokerError>>;
+
+    /// Closes every connection `target` names on every node with 4003.
+    fn disconnect(&self, target: Target) -> BoxFuture<'_, Result<Gathered, BrokerError>>;
+
+    /// Every live node's counts.
+    fn stats(&self) -> BoxFuture<'_, Result<ClusterStats, BrokerError>>;
+
+    /// Whether the broker is connected and publishes can succeed.
+    fn is_ready(&self) -> bool;
+
+    /// The largest payload the broker accepts.
+    fn max_payload(&self) -> usize;
+
+    /// Tells the other nodes this one is leaving.
+    fn leave_cluster(&self) -> BoxFuture<'_, ()>;
+}

@@ -1,0 +1,574 @@
+//! The NATS broker: rooms, direct messages and stats across replicas.
+//!
+//! - **Rooms.** One core-NATS subject per room; a node subscribes while it has
+//!   local members. A subscription is reported active only after a *barrier*: a
+//!   message this node publishes to its own barrier subject after the SUB and
+//!   receives back, which proves the server processed the SUB (the server
+//!   handles one connection's commands in order). A publish is one NATS publish;
+//!   every subscribed node, the publisher's included, gets it exactly once.
+//! - **Node registry.** Every node publishes a heartbeat on
+//!   `wsgate.<cluster>.nodes` every `nats.node_heartbeat_ms` and forgets a node
+//!   not heard from for three of its intervals; a leaving node says so, and a
+//!   starting node says hello so the others answer at once.
+//! - **Scatter-gather.** A `send` or `disconnect` to a user, and `stats`, go to
+//!   every node; each answers with its count (0 included). The requester waits
+//!   for every live node, or `nats.request_timeout_ms`, then reports `partial`.
+//!   Connection-addressed operations go to the one node the id names.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::connection::State;
+use async_nats::{Client, Message};
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use futures::FutureExt as _;
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
+use tracing::{Instrument as _, debug, info, info_span, warn};
+
+use super::subject::{Control, Subjects, Verb, node_of_conn};
+use super::{Broker, BrokerError, ClusterStats, Gathered, NodeStats, Subscription};
+use crate::hub::{Hub, Room, lock};
+use crate::metrics::Metrics;
+use crate::protocol::Target;
+
+/// How to reach NATS and how this node takes part in the cluster.
+#[derive(Clone, Debug)]
+pub struct NatsOptions {
+    /// Comma-separated server URLs.
+    pub url: String,
+    pub cluster: String,
+    pub node: String,
+    pub credentials_file: Option<std::path::PathBuf>,
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// How often the client pings the server; a dead connection is noticed after two missed pings.
+    pub ping_interval: Duration,
+    /// Registry heartbeat interval.
+    pub node_heartbeat: Duration,
+    /// How long scatter-gather and barriers wait.
+    pub request_timeout: Duration,
+}
+
+/// A registry heartbeat.
+#[derive(Serialize, Deserialize)]
+struct Heartbeat {
+    node: String,
+    interval_ms: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    hello: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    gone: bool,
+}
+
+/// A node's answer to a scatter-gather count request.
+#[derive(Serialize, Deserialize)]
+struct CountReply {
+    node: String,
+    count: u64,
+}
+
+/// Nodes heard from recently: name → (last heard, how long until forgotten).
+#[derive(Default)]
+struct Registry {
+    nodes: Mutex<HashMap<String, (Instant, Duration)>>,
+}
+
+impl Registry {
+    fn heard(&self, heartbeat: &Heartbeat) {
+        let mut nodes = lock(&self.nodes);
+        if heartbeat.gone {
+            nodes.remove(&heartbeat.node);
+        } else {
+            let expiry = Duration::from_millis(heartbeat.interval_ms.saturating_mul(3));
+            nodes.insert(heartbeat.node.clone(), (Instant::now(), expiry));
+        }
+    }
+
+    fn live(&self) -> HashSet<String> {
+        let now = Instant::now();
+        let mut nodes = lock(&self.nodes);
+        nodes.retain(|_, (seen, expiry)| now.duration_since(*seen) <= *expiry);
+        nodes.keys().cloned().collect()
+    }
+
+    fn is_live(&self, node: &str) -> bool {
+        self.live().contains(node)
+    }
+}
+
+/// The NATS-backed broker.
+pub struct NatsBroker {
+    client: Client,
+    subjects: Subjects,
+    node: String,
+    hub: Arc<Hub>,
+    registry: Registry,
+    heartbeat: Duration,
+    request_timeout: Duration,
+    barriers: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    next_barrier: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl NatsBroker {
+    /// Connects (retrying in the background while NATS is unreachable) and starts
+    /// the control subscriptions and the heartbeat, as tasks of `tracker` that end
+    /// with `cancel`.
+    ///
+    /// # Errors
+    /// When the options are unusable (a credentials file that cannot be read, an
+    /// invalid URL).
+    pub async fn connect(
+        options: NatsOptions,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let NatsOptions {
+            url,
+            cluster,
+            node,
+            credentials_file,
+            tls_ca_file,
+            tls_cert_file,
+            tls_key_file,
+            ping_interval,
+            node_heartbeat,
+            request_timeout,
+        } = options;
+        let event_metrics = metrics.clone();
+        let mut connect = async_nats::ConnectOptions::new()
+            .name(format!("wsgate {cluster}/{node}"))
+            .ping_interval(ping_interval)
+            .connection_timeout(request_timeout.max(Duration::from_secs(2)))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                let base = Duration::from_millis(100).saturating_mul(attempts.min(20) as u32);
+                base.min(Duration::from_secs(2)) + Duration::from_millis(rand::random_range(0..100))
+            })
+            .event_callback(move |event| {
+                let metrics = event_metrics.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            metrics.broker_connected.set(1);
+                            info!("nats connected");
+                        }
+                        async_nats::Event::Disconnected => {
+                            metrics.broker_connected.set(0);
+                            warn!("nats disconnected");
+                        }
+                        other => debug!(event = %other, "nats event"),
+                    }
+                }
+            });
+        if let Some(path) = credentials_file {
+            connect = connect.credentials_file(&path).await.map_err(|error| {
+                BrokerError::Internal(format!(
+                    "reading nats.credentials_file {}: {error}",
+                    path.display()
+                ))
+            })?;
+        }
+        if let Some(path) = tls_ca_file {
+            connect = connect.add_root_certificates(path).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (tls_cert_file, tls_key_file) {
+            connect = connect.add_client_certificate(cert, key).require_tls(true);
+        }
+        let servers: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let client = connect
+            .connect(servers.as_slice())
+            .await
+            .map_err(|error| BrokerError::Unavailable(format!("connecting to NATS: {error}")))?;
+        let broker = Arc::new(Self {
+            client,
+            subjects: Subjects::new(&cluster, &node),
+            node,
+            hub,
+            registry: Registry::default(),
+            heartbeat: node_heartbeat,
+            request_timeout,
+            barriers: Mutex::default(),
+            next_barrier: AtomicU64::new(1),
+            metrics,
+        });
+        broker.start(tracker, cancel).await?;
+        Ok(broker)
+    }
+
+    /// Subscribes the control subjects and starts the heartbeat.
+    async fn start(
+        self: &Arc<Self>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Result<(), BrokerError> {
+        for subject in [
+            self.subjects.own_node(),
+            self.subjects.users(),
+            self.subjects.stats(),
+            self.subjects.registry(),
+        ] {
+            let mut subscriber = self
+                .client
+                .subscribe(subject.clone())
+                .await
+                .map_err(unavailable)?;
+            let broker = self.clone();
+            let cancel = cancel.clone();
+            tracker.spawn(
+                async move {
+                    loop {
+                        let message = tokio::select! {
+                            () = cancel.cancelled() => break,
+                            message = subscriber.next() => message,
+                        };
+                        let Some(message) = message else { break };
+                        broker.handle_control(message).await;
+                    }
+                }
+                .instrument(info_span!("nats_control", %subject)),
+            );
+        }
+        let broker = self.clone();
+        tracker.spawn(
+            async move {
+                let mut hello = true;
+                let mut ticker = tokio::time::interval(broker.heartbeat);
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        _ = ticker.tick() => {}
+                    }
+                    broker.beat(hello, false).await;
+                    hello = false;
+                    broker.metrics.nodes.set(broker.live_nodes().len() as i64);
+                }
+            }
+            .instrument(info_span!("nats_heartbeat")),
+        );
+        Ok(())
+    }
+
+    /// Publishes a registry heartbeat.
+    async fn beat(&self, hello: bool, gone: bool) {
+        let heartbeat = Heartbeat {
+            node: self.node.clone(),
+            interval_ms: self.heartbeat.as_millis() as u64,
+            hello,
+            gone,
+        };
+        if let Ok(payload) = serde_json::to_vec(&heartbeat)
+            && let Err(error) = self
+                .client
+                .publish(self.subjects.registry(), payload.into())
+                .await
+        {
+            debug!(%error, "heartbeat not sent");
+        }
+    }
+
+    /// Live nodes, this one included.
+    fn live_nodes(&self) -> HashSet<String> {
+        let mut nodes = self.registry.live();
+        nodes.insert(self.node.clone());
+        nodes
+    }
+
+    /// Handles one message on a control subject.
+    async fn handle_control(&self, message: Message) {
+        let subject = message.subject.as_str();
+        if subject == self.subjects.registry() {
+            if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&message.payload) {
+                if heartbeat.node != self.node {
+                    self.registry.heard(&heartbeat);
+                    if heartbeat.hello {
+                        self.beat(false, false).await;
+                    }
+                }
+            }
+            return;
+        }
+        if subject == self.subjects.stats() {
+            let stats = self.hub.stats();
+            self.reply(&message, serde_json::to_vec(&stats).unwrap_or_default())
+                .await;
+            return;
+        }
+        let count = match self.subjects.control(subject) {
+            Some(Control::Barrier) => {
+                let id = std::str::from_utf8(&message.payload)
+                    .ok()
+                    .and_then(|id| id.parse().ok());
+                if let Some(waiter) = id.and_then(|id: u64| lock(&self.barriers).remove(&id)) {
+                    let _ = waiter.send(());
+                }
+                return;
+            }
+            Some(Control::User { user, verb }) => {
+                self.apply(Target::User(user), verb, &message.payload)
+            }
+            Some(Control::Conn { conn, verb }) => {
+                self.apply(Target::Conn(conn), verb, &message.payload)
+            }
+            None => {
+                debug!(subject, "unexpected control subject");
+                return;
+            }
+        };
+        let reply = CountReply {
+            node: self.node.clone(),
+            count,
+        };
+        self.reply(&message, serde_json::to_vec(&reply).unwrap_or_default())
+            .await;
+    }
+
+    /// Applies a send or disconnect to the local connections `target` names.
+    fn apply(&self, target: Target, verb: Verb, payload: &Bytes) -> u64 {
+        match verb {
+            Verb::Send => match Utf8Bytes::try_from(payload.clone()) {
+                Ok(frame) => self.hub.deliver(&target, &frame) as u64,
+                Err(_) => 0,
+            },
+            Verb::Disconnect => self.hub.disconnect(&target) as u64,
+        }
+    }
+
+    async fn reply(&self, message: &Message, payload: Vec<u8>) {
+        if let Some(reply) = &message.reply
+            && let Err(error) = self.client.publish(reply.clone(), payload.into()).await
+        {
+            debug!(%error, "reply not sent");
+        }
+    }
+
+    fn ensure_connected(&self) -> Result<(), BrokerError> {
+        match self.client.connection_state() {
+            State::Connected => Ok(()),
+            state => Err(BrokerError::Unavailable(format!(
+                "NATS connection is {state}"
+            ))),
+        }
+    }
+
+    /// Waits until the server has processed every command this client sent before.
+    async fn barrier(&self) -> Result<(), BrokerError> {
+        let id = self.next_barrier.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.barriers).insert(id, tx);
+        let result = async {
+            self.client
+                .publish(self.subjects.barrier(), id.to_string().into())
+                .await
+                .map_err(unavailable)?;
+            match tokio::time::timeout(self.request_timeout, rx).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(BrokerError::Unavailable(
+                    "NATS did not confirm the subscription in time".into(),
+                )),
+            }
+        }
+        .await;
+        lock(&self.barriers).remove(&id);
+        result
+    }
+
+    /// Publishes `payload` on `subject` and gathers replies from `expected` nodes,
+    /// until all have answered or the request timeout passes.
+    async fn gather(
+        &self,
+        subject: String,
+        payload: Bytes,
+        mut expected: HashSet<String>,
+    ) -> Result<(Vec<Bytes>, bool), BrokerError> {
+        self.ensure_connected()?;
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(unavailable)?;
+        self.client
+            .publish_with_reply(subject, inbox, payload)
+            .await
+            .map_err(unavailable)?;
+        self.client.flush().await.map_err(unavailable)?;
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let mut answers = Vec::new();
+        let mut heard = HashSet::new();
+        while !expected.is_empty() {
+            let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await else {
+                break;
+            };
+            #[derive(Deserialize)]
+            struct From {
+                node: String,
+            }
+            let Ok(From { node }) = serde_json::from_slice::<From>(&message.payload) else {
+                continue;
+            };
+            if heard.insert(node.clone()) {
+                expected.remove(&node);
+                answers.push(message.payload);
+            }
+        }
+        // Late or unexpected answers are not waited for; drop the inbox.
+        let _ = replies.unsubscribe().await;
+        Ok((answers, !expected.is_empty()))
+    }
+
+    /// A count request to `target` on every node that may hold it.
+    async fn count(
+        &self,
+        target: Target,
+        verb: Verb,
+        payload: Bytes,
+    ) -> Result<Gathered, BrokerError> {
+        let (subject, expected) = match &target {
+            Target::User(user) => (self.subjects.user(user, verb), self.live_nodes()),
+            Target::Conn(conn) => {
+                let Some(node) = node_of_conn(conn) else {
+                    return Ok(Gathered::default());
+                };
+                if node != self.node && !self.registry.is_live(node) {
+                    return Ok(Gathered::default());
+                }
+                (
+                    self.subjects.conn(node, conn, verb),
+                    HashSet::from([node.to_owned()]),
+                )
+            }
+        };
+        let (answers, partial) = self.gather(subject, payload, expected).await?;
+        let count = answers
+            .iter()
+            .filter_map(|answer| serde_json::from_slice::<CountReply>(answer).ok())
+            .map(|reply| reply.count)
+            .sum();
+        Ok(Gathered { count, partial })
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(error.to_string())
+}
+
+impl Broker for NatsBroker {
+    fn subscribe(&self, room: Arc<Room>) -> BoxFuture<'_, Result<Subscription, BrokerError>> {
+        async move {
+            self.ensure_connected()?;
+            let mut subscriber = self
+                .client
+                .subscribe(self.subjects.room(room.name()))
+                .await
+                .map_err(unavailable)?;
+            self.barrier().await?;
+            let span = info_span!("room", room = room.name());
+            let pump = tokio::spawn(
+                async move {
+                    while let Some(message) = subscriber.next().await {
+                        match Utf8Bytes::try_from(message.payload) {
+                            Ok(frame) => room.deliver(&frame),
+                            Err(_) => warn!("dropped a room message that is not UTF-8"),
+                        }
+                    }
+                }
+                .instrument(span),
+            );
+            Ok(Subscription::new(AbortOnDropHandle::new(pump)))
+        }
+        .boxed()
+    }
+
+    fn publish<'a>(
+        &'a self,
+        room: &'a str,
+        frame: String,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        async move {
+            self.ensure_connected()?;
+            let limit = self.max_payload();
+            if frame.len() > limit {
+                return Err(BrokerError::TooLarge {
+                    size: frame.len(),
+                    limit,
+                });
+            }
+            self.client
+                .publish(self.subjects.room(room), frame.into())
+                .await
+                .map_err(unavailable)?;
+            self.client.flush().await.map_err(unavailable)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn send(&self, target: Target, frame: String) -> BoxFuture<'_, Result<Gathered, BrokerError>> {
+        async move {
+            let limit = self.max_payload();
+            if frame.len() > limit {
+                return Err(BrokerError::TooLarge {
+                    size: frame.len(),
+                    limit,
+                });
+            }
+            self.count(target, Verb::Send, frame.into()).await
+        }
+        .boxed()
+    }
+
+    fn disconnect(&self, target: Target) -> BoxFuture<'_, Result<Gathered, BrokerError>> {
+        self.count(target, Verb::Disconnect, Bytes::new()).boxed()
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<ClusterStats, BrokerError>> {
+        async move {
+            let (answers, partial) = self
+                .gather(self.subjects.stats(), Bytes::new(), self.live_nodes())
+                .await?;
+            let mut nodes: Vec<NodeStats> = answers
+                .iter()
+                .filter_map(|answer| serde_json::from_slice(answer).ok())
+                .collect();
+            nodes.sort_by(|a, b| a.node.cmp(&b.node));
+            Ok(ClusterStats { nodes, partial })
+        }
+        .boxed()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    fn max_payload(&self) -> usize {
+        match self.client.server_info().max_payload {
+            0 => 1024 * 1024,
+            limit => limit,
+        }
+    }
+
+    fn leave_cluster(&self) -> BoxFuture<'_, ()> {
+        async move {
+            self.beat(false, true).await;
+            let _ = tokio::time::timeout(self.request_timeout, self.client.flush()).await;
+        }
+        .boxed()
+    }
+}

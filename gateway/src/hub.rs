@@ -1,0 +1,485 @@
+//! The hub: this node's rooms and their local members, its connections, and its
+//! users.
+//!
+//! A room exists here while it has local members, and exactly then this node
+//! holds a broker subscription for it: the first member's `join` subscribes (and
+//! is answered only once the subscription is active), the last member's `leave`
+//! unsubscribes. Those transitions are serialized per room by an async lock, so
+//! a join racing a leave never ends with members but no subscription.
+//!
+//! Messages from the broker are queued to every member's [`Outbox`] without
+//! blocking: a member whose queue is full is closed with 1013 and the others
+//! carry on.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, BrokerError, NodeStats, Subscription};
+use crate::metrics::Metrics;
+use crate::protocol::{Target, close};
+
+/// Locks a std mutex, recovering the data if a panicking thread poisoned it: the
+/// maps behind these locks stay consistent between statements.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What the hub holds of one connection: its bounded outbound queue and the
+/// switch that closes it.
+pub struct Outbox {
+    /// Local key, unique for the life of the process.
+    pub key: u64,
+    /// Connection id, `<node>:<boot>-<n>`, unique across the cluster.
+    pub id: Arc<str>,
+    tx: mpsc::Sender<Utf8Bytes>,
+    closing: OnceLock<(u16, &'static str)>,
+    cancel: CancellationToken,
+    metrics: Arc<Metrics>,
+}
+
+impl Outbox {
+    /// Creates an outbox and the receiving end its writer task drains.
+    pub fn new(
+        key: u64,
+        id: Arc<str>,
+        capacity: usize,
+        cancel: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Self>, mpsc::Receiver<Utf8Bytes>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let outbox = Self {
+            key,
+            id,
+            tx,
+            closing: OnceLock::new(),
+            cancel,
+            metrics,
+        };
+        (Arc::new(outbox), rx)
+    }
+
+    /// Queues a frame; a full queue closes the connection with 1013.
+    /// Returns whether the frame was queued.
+    pub fn push(&self, frame: Utf8Bytes) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => {
+                self.metrics.messages_out.inc();
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.close(close::TRY_AGAIN_LATER, "slow consumer") {
+                    self.metrics.slow_consumers.inc();
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the connection to close with `code`; the first request wins.
+    /// Returns whether this call decided the code.
+    pub fn close(&self, code: u16, reason: &'static str) -> bool {
+        let decided = self.closing.set((code, reason)).is_ok();
+        if decided {
+            self.metrics.close(code);
+        }
+        self.cancel.cancel();
+        decided
+    }
+
+    /// The close requested so far, if any.
+    pub fn closing(&self) -> Option<(u16, &'static str)> {
+        self.closing.get().copied()
+    }
+
+    /// Cancelled when the connection is asked to close.
+    pub fn cancelled(&self) -> &CancellationToken {
+        &self.cancel
+    }
+}
+
+/// One room with local members.
+pub struct Room {
+    name: Arc<str>,
+    members: RwLock<HashMap<u64, Arc<Outbox>>>,
+    /// The broker subscription; the async lock serializes subscribe and
+    /// unsubscribe against joins and leaves.
+    subscription: tokio::sync::Mutex<Option<Subscription>>,
+    /// Set when the room has been removed from the hub; a join holding a stale
+    /// handle retries with a fresh room.
+    closed: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl Room {
+    /// The room's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Queues a frame from the broker to every local member.
+    pub fn deliver(&self, frame: &Utf8Bytes) {
+        let _timer = self.metrics.time_fanout();
+        for outbox in read(&self.members).values() {
+            outbox.push(frame.clone());
+        }
+    }
+
+    /// How many local members the room has.
+    pub fn len(&self) -> usize {
+        read(&self.members).len()
+    }
+
+    /// Whether the room has no local member.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The connections of one user on this node.
+#[derive(Default)]
+struct UserEntry {
+    /// Slots held: reserved at the handshake, released when the connection ends.
+    slots: usize,
+    outboxes: Vec<Arc<Outbox>>,
+}
+
+/// This node's rooms, connections and users.
+pub struct Hub {
+    node: String,
+    rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
+    conns: RwLock<HashMap<Arc<str>, Arc<Outbox>>>,
+    users: Mutex<HashMap<String, UserEntry>>,
+    next_key: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    /// Creates an empty hub for `node`.
+    pub fn new(node: String, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            node,
+            rooms: Mutex::default(),
+            conns: RwLock::default(),
+            users: Mutex::default(),
+            next_key: AtomicU64::new(1),
+            metrics,
+        })
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// A fresh local key for a connection.
+    pub fn next_key(&self) -> u64 {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Reserves one of `user`'s connection slots, or `None` when the user already
+    /// holds `max`. The slot is released when the guard drops.
+    pub fn reserve_user(self: &Arc<Self>, user: &str, max: usize) -> Option<UserSlot> {
+        let mut users = lock(&self.users);
+        let entry = users.entry(user.to_owned()).or_default();
+        if entry.slots >= max {
+            if entry.slots == 0 && entry.outboxes.is_empty() {
+                users.remove(user);
+            }
+            return None;
+        }
+        entry.slots += 1;
+        Some(UserSlot {
+            hub: Arc::downgrade(self),
+            user: user.to_owned(),
+            outbox: None,
+        })
+    }
+
+    /// Indexes a new connection by its id: it becomes reachable by
+    /// connection-addressed `send` and `disconnect`, and by the drain.
+    pub fn attach(&self, outbox: &Arc<Outbox>) {
+        write(&self.conns).insert(outbox.id.clone(), outbox.clone());
+    }
+
+    /// Registers a connection under its user's slot; it becomes reachable by
+    /// user-addressed `send` and `disconnect`.
+    pub fn register(&self, slot: &mut UserSlot, outbox: &Arc<Outbox>) {
+        let mut users = lock(&self.users);
+        users
+            .entry(slot.user.clone())
+            .or_default()
+            .outboxes
+            .push(outbox.clone());
+        slot.outbox = Some(outbox.key);
+    }
+
+    /// Removes a connection from the connection index (its user slot is released
+    /// by dropping the slot; its rooms by [`Hub::leave`]).
+    pub fn detach(&self, outbox: &Outbox) {
+        write(&self.conns).remove(&outbox.id);
+    }
+
+    /// Adds `outbox` to `room`, subscribing at the broker first when it is the
+    /// room's first local member, and queues `reply` to it while no message of the
+    /// room can be queued in between: the join reply always precedes the room's
+    /// messages. Returns whether the connection was not a member before.
+    ///
+    /// # Errors
+    /// The broker's, when it could not subscribe.
+    pub async fn join(
+        &self,
+        broker: &dyn Broker,
+        name: &str,
+        outbox: &Arc<Outbox>,
+        reply: Utf8Bytes,
+    ) -> Result<bool, BrokerError> {
+        loop {
+            let room = self.room(name);
+            let mut subscription = room.subscription.lock().await;
+            if room.closed.load(Ordering::Acquire) {
+                continue;
+            }
+            if subscription.is_none() {
+                match broker.subscribe(room.clone()).await {
+                    Ok(active) => {
+                        *subscription = Some(active);
+                        self.metrics.rooms.inc();
+                    }
+                    Err(error) => {
+                        if room.is_empty() {
+                            self.close_room(&room);
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+            let mut members = write(&room.members);
+            let inserted = members.insert(outbox.key, outbox.clone()).is_none();
+            outbox.push(reply);
+            return Ok(inserted);
+        }
+    }
+
+    /// Removes `key` from `room`, unsubscribing when it was the last local member.
+    /// Returns whether it was a member.
+    pub async fn leave(&self, name: &str, key: u64) -> bool {
+        let Some(room) = lock(&self.rooms).get(name).cloned() else {
+            return false;
+        };
+        let mut subscription = room.subscription.lock().await;
+        let removed = {
+            let mut members = write(&room.members);
+            let removed = members.remove(&key).is_some();
+            if members.is_empty() && !room.closed.load(Ordering::Acquire) {
+                self.close_room(&room);
+                if subscription.take().is_some() {
+                    self.metrics.rooms.dec();
+                }
+            }
+            removed
+        };
+        drop(subscription);
+        removed
+    }
+
+    /// The room named `name`, created when missing.
+    fn room(&self, name: &str) -> Arc<Room> {
+        let mut rooms = lock(&self.rooms);
+        if let Some(room) = rooms.get(name) {
+            return room.clone();
+        }
+        let name: Arc<str> = Arc::from(name);
+        let room = Arc::new(Room {
+            name: name.clone(),
+            members: RwLock::default(),
+            subscription: tokio::sync::Mutex::new(None),
+            closed: AtomicBool::new(false),
+            metrics: self.metrics.clone(),
+        });
+        rooms.insert(name, room.clone());
+        room
+    }
+
+    /// Marks `room` closed and removes it from the index if it is still there.
+    fn close_room(&self, room: &Arc<Room>) {
+        room.closed.store(true, Ordering::Release);
+        let mut rooms = lock(&self.rooms);
+        if rooms
+            .get(room.name())
+            .is_some_and(|current| Arc::ptr_eq(current, room))
+        {
+            rooms.remove(room.name());
+        }
+    }
+
+    /// Queues a direct frame to the local connections `target` names; returns how
+    /// many it was queued for.
+    pub fn deliver(&self, target: &Target, frame: &Utf8Bytes) -> usize {
+        self.outboxes(target)
+            .iter()
+            .filter(|outbox| outbox.push(frame.clone()))
+            .count()
+    }
+
+    /// Closes the local connections `target` names with 4003; returns how many.
+    pub fn disconnect(&self, target: &Target) -> usize {
+        let outboxes = self.outboxes(target);
+        for outbox in &outboxes {
+            outbox.close(close::DISCONNECTED, "disconnected by the backend");
+        }
+        outboxes.len()
+    }
+
+    fn outboxes(&self, target: &Target) -> Vec<Arc<Outbox>> {
+        match target {
+            Target::Conn(id) => read(&self.conns)
+                .get(id.as_str())
+                .cloned()
+                .into_iter()
+                .collect(),
+            Target::User(user) => lock(&self.users)
+                .get(user)
+                .map(|entry| entry.outboxes.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Every local connection, for the drain.
+    pub fn all(&self) -> Vec<Arc<Outbox>> {
+        read(&self.conns).values().cloned().collect()
+    }
+
+    /// This node's counts.
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            node: self.node.clone(),
+            connections: read(&self.conns).len() as u64,
+            rooms: lock(&self.rooms).len() as u64,
+        }
+    }
+
+    fn release(&self, user: &str, key: Option<u64>) {
+        let mut users = lock(&self.users);
+        if let Some(entry) = users.get_mut(user) {
+            entry.slots = entry.slots.saturating_sub(1);
+            if let Some(key) = key {
+                entry.outboxes.retain(|outbox| outbox.key != key);
+            }
+            if entry.slots == 0 && entry.outboxes.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+}
+
+/// One of a user's connection slots on this node, released on drop.
+pub struct UserSlot {
+    hub: Weak<Hub>,
+    user: String,
+    outbox: Option<u64>,
+}
+
+impl UserSlot {
+    /// The user holding the slot.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.release(&self.user, self.outbox);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::local::LocalBroker;
+
+    fn outbox(hub: &Hub, capacity: usize) -> (Arc<Outbox>, mpsc::Receiver<Utf8Bytes>) {
+        let key = hub.next_key();
+        Outbox::new(
+            key,
+            format!("n:{key}").into(),
+            capacity,
+            CancellationToken::new(),
+            hub.metrics.clone(),
+        )
+    }
+
+    /// A join's reply is queued before any message of the room, and the last
+    /// leave drops the room and its subscription.
+    #[tokio::test]
+    async fn join_reply_precedes_messages_and_last_leave_drops_room() {
+        let metrics = Arc::new(Metrics::new());
+        let hub = Hub::new("n".into(), metrics);
+        let broker = LocalBroker::new(hub.clone());
+        let (a, mut rx) = outbox(&hub, 8);
+        assert!(hub.join(&*broker, "r", &a, "reply".into()).await.unwrap());
+        broker.publish("r", "m1".into()).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "reply");
+        assert_eq!(rx.recv().await.unwrap(), "m1");
+        assert!(!hub.join(&*broker, "r", &a, "again".into()).await.unwrap());
+        assert!(hub.leave("r", a.key).await);
+        assert!(!hub.leave("r", a.key).await);
+        assert_eq!(hub.stats().rooms, 0);
+        broker.publish("r", "m2".into()).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "again");
+        assert!(rx.try_recv().is_err());
+    }
+
+    /// A full queue closes that connection with 1013 and does not stop delivery
+    /// to the others.
+    #[tokio::test]
+    async fn slow_consumer_is_closed_and_others_keep_receiving() {
+        let hub = Hub::new("n".into(), Arc::new(Metrics::new()));
+        let broker = LocalBroker::new(hub.clone());
+        let (slow, _slow_rx) = outbox(&hub, 1);
+        let (fast, mut fast_rx) = outbox(&hub, 64);
+        hub.join(&*broker, "r", &slow, "ok".into()).await.unwrap();
+        hub.join(&*broker, "r", &fast, "ok".into()).await.unwrap();
+        for i in 0..10 {
+            broker.publish("r", format!("m{i}")).await.unwrap();
+        }
+        assert_eq!(
+            slow.closing(),
+            Some((close::TRY_AGAIN_LATER, "slow consumer"))
+        );
+        assert_eq!(fast_rx.recv().await.unwrap(), "ok");
+        for i in 0..10 {
+            assert_eq!(fast_rx.recv().await.unwrap(), format!("m{i}").as_str());
+        }
+    }
+
+    /// Per-user slots are capped and released on drop.
+    #[test]
+    fn user_slots_are_capped_and_released() {
+        let hub = Hub::new("n".into(), Arc::new(Metrics::new()));
+        let first = hub.reserve_user("alice", 2).unwrap();
+        let _second = hub.reserve_user("alice", 2).unwrap();
+        assert!(hub.reserve_user("alice", 2).is_none());
+        drop(first);
+        assert!(hub.reserve_user("alice", 2).is_some());
+    }
+}

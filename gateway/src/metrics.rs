@@ -1,0 +1,201 @@
+//! Prometheus metrics: one [`Metrics`] per process, every name prefixed `wsgate_`.
+//!
+//! Labels are low-cardinality enums (close codes, error codes, reasons): never a
+//! connection, user or room id.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A label naming a reason, a code or a kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// A WebSocket close code label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: u16,
+}
+
+/// The gateway's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub connections: Gauge,
+    /// Accepted WebSocket connections since start.
+    pub connections_accepted: Counter,
+    /// Upgrades refused before the handshake, by HTTP status.
+    pub upgrades_refused: Family<CodeLabel, Counter>,
+    /// Connections closed by the server, by close code.
+    pub closes: Family<CodeLabel, Counter>,
+    /// Rooms with at least one member on this node.
+    pub rooms: Gauge,
+    /// Messages published by clients and backends through this node.
+    pub messages_in: Counter,
+    /// Frames queued to local connections (messages and direct messages).
+    pub messages_out: Counter,
+    /// Time to queue one broker message to every local member of its room.
+    pub fanout_seconds: Histogram,
+    /// Connections closed because their outbound queue was full.
+    pub slow_consumers: Counter,
+    /// Tokens refused, by reason.
+    pub auth_failures: Family<ReasonLabel, Counter>,
+    /// Error replies sent to clients, by error code.
+    pub client_errors: Family<ReasonLabel, Counter>,
+    /// 1 while the broker connection is up.
+    pub broker_connected: Gauge,
+    /// Live nodes in the cluster registry, this one included.
+    pub nodes: Gauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("wsgate");
+        let metrics = Self {
+            connections: Gauge::default(),
+            connections_accepted: Counter::default(),
+            upgrades_refused: Family::default(),
+            closes: Family::default(),
+            rooms: Gauge::default(),
+            messages_in: Counter::default(),
+            messages_out: Counter::default(),
+            fanout_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
+            slow_consumers: Counter::default(),
+            auth_failures: Family::default(),
+            client_errors: Family::default(),
+            broker_connected: Gauge::default(),
+            nodes: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "WebSocket connections accepted since start",
+            metrics.connections_accepted.clone(),
+        );
+        registry.register(
+            "upgrades_refused",
+            "Upgrade requests refused, by HTTP status",
+            metrics.upgrades_refused.clone(),
+        );
+        registry.register(
+            "closes",
+            "Connections closed by the server, by close code",
+            metrics.closes.clone(),
+        );
+        registry.register(
+            "rooms",
+            "Rooms with members on this node",
+            metrics.rooms.clone(),
+        );
+        registry.register(
+            "messages_in",
+            "Messages published through this node",
+            metrics.messages_in.clone(),
+        );
+        registry.register(
+            "messages_out",
+            "Frames queued to local connections",
+            metrics.messages_out.clone(),
+        );
+        registry.register(
+            "fanout_seconds",
+            "Time to queue one broker message to every local member of its room",
+            metrics.fanout_seconds.clone(),
+        );
+        registry.register(
+            "slow_consumer_closes",
+            "Connections closed with 1013 because their queue was full",
+            metrics.slow_consumers.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Tokens refused, by reason",
+            metrics.auth_failures.clone(),
+        );
+        registry.register(
+            "client_errors",
+            "Error replies sent to clients, by code",
+            metrics.client_errors.clone(),
+        );
+        registry.register(
+            "broker_connected",
+            "1 while the broker (NATS) connection is up",
+            metrics.broker_connected.clone(),
+        );
+        registry.register(
+            "nodes",
+            "Live nodes in the cluster registry",
+            metrics.nodes.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts a refused token.
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts a server-initiated close.
+    pub fn close(&self, code: u16) {
+        self.closes.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    /// Counts an upgrade refused with `status`.
+    pub fn refused(&self, status: u16) {
+        self.upgrades_refused
+            .get_or_create(&CodeLabel { code: status })
+            .inc();
+    }
+
+    /// Starts timing one fan-out; the time is recorded when the guard drops.
+    pub fn time_fanout(&self) -> FanoutTimer<'_> {
+        FanoutTimer {
+            start: Instant::now(),
+            histogram: &self.fanout_seconds,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Records the time since its creation into the fan-out histogram when dropped.
+pub struct FanoutTimer<'a> {
+    start: Instant,
+    histogram: &'a Histogram,
+}
+
+impl Drop for FanoutTimer<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}

@@ -1,0 +1,236 @@
+//! Wiring: from a [`Config`] to running listeners, and the shutdown sequence.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use wsgate_config::{Config, LogFormat, Secret};
+
+use crate::app::{self, AppState};
+use crate::auth::{AuthSettings, Authenticator, SecretSource};
+use crate::broker::{Broker, LocalBroker, NatsBroker, NatsOptions};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::origin::AllowedOrigins;
+use crate::shutdown;
+
+/// How often secret files are checked for rotation.
+const SECRET_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Installs the tracing subscriber: text or JSON lines on stderr, filtered by
+/// `RUST_LOG` (default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn secret_source(secret: &Secret) -> SecretSource {
+    match secret {
+        Secret::File(path) => SecretSource::File(path.clone()),
+        // Values hold one key per line; the authenticator takes a comma-separated list.
+        Secret::Value(value) => SecretSource::Value(value.lines().collect::<Vec<_>>().join(",")),
+    }
+}
+
+fn auth_settings(config: &Config) -> AuthSettings {
+    let auth = &config.auth;
+    AuthSettings {
+        jwt_secret: auth.jwt_secret.as_ref().map(|secret| match secret {
+            Secret::File(path) => SecretSource::File(path.clone()),
+            Secret::Value(value) => SecretSource::Value(value.clone()),
+        }),
+        jwt_public_key_file: auth.jwt_public_key_file.clone(),
+        jwks_file: auth.jwks_file.clone(),
+        audience: auth.audience.clone(),
+        issuer: auth.issuer.clone(),
+        leeway: auth.leeway,
+        require_exp: auth.require_exp,
+        user_rooms: auth.user_rooms.clone(),
+        anonymous_rooms: auth.anonymous_rooms.clone(),
+        api_keys: auth.api_keys.as_ref().map(secret_source),
+    }
+}
+
+/// The open-file limit, raised to its hard maximum first.
+fn open_file_limit() -> Option<u64> {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+        Some(limit.rlim_cur)
+    }
+}
+
+/// `limits.max_connections`, capped below the open-file limit (keeping room for
+/// listeners, NATS and files).
+fn connection_cap(configured: usize) -> usize {
+    const RESERVED: u64 = 64;
+    match open_file_limit() {
+        Some(limit) if (configured as u64).saturating_add(RESERVED) > limit => {
+            let capped = limit.saturating_sub(RESERVED).max(1) as usize;
+            warn!(
+                configured,
+                capped,
+                open_file_limit = limit,
+                "limits.max_connections capped below the open-file limit"
+            );
+            capped
+        }
+        _ => configured,
+    }
+}
+
+/// Runs the gateway until SIGTERM or Ctrl-C, then drains and returns.
+///
+/// # Errors
+/// Startup failures: unreadable keys, an address in use, an invalid option.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    for warning in &config.warnings {
+        warn!(%warning, "configuration");
+    }
+    let max_connections = connection_cap(config.limits.max_connections);
+    let metrics = Arc::new(Metrics::new());
+    let hub = Hub::new(config.node.clone(), metrics.clone());
+    let background = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let broker: Arc<dyn Broker> = match &config.nats_url {
+        Some(url) => {
+            let options = NatsOptions {
+                url: url.clone(),
+                cluster: config.cluster.clone(),
+                node: config.node.clone(),
+                credentials_file: config.nats.credentials_file.clone(),
+                tls_ca_file: config.nats.tls_ca_file.clone(),
+                tls_cert_file: config.nats.tls_cert_file.clone(),
+                tls_key_file: config.nats.tls_key_file.clone(),
+                ping_interval: config.nats.ping_interval,
+                node_heartbeat: config.nats.node_heartbeat,
+                request_timeout: config.nats.request_timeout,
+            };
+            NatsBroker::connect(
+                options,
+                hub.clone(),
+                metrics.clone(),
+                &tracker,
+                background.clone(),
+            )
+            .await?
+        }
+        None => {
+            metrics.broker_connected.set(1);
+            LocalBroker::new(hub.clone())
+        }
+    };
+    let auth = Arc::new(Authenticator::new(auth_settings(&config)).context("auth")?);
+    auth.clone()
+        .spawn_reloader(SECRET_RELOAD_INTERVAL, background.clone());
+    let origins = AllowedOrigins::new(&config.allowed_origins)?;
+
+    let public_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+    let admin_listener = match config.admin_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("admin_listen: cannot bind {address}"))?,
+        ),
+        None => None,
+    };
+    let public_address = public_listener.local_addr()?;
+    let admin_address = match &admin_listener {
+        Some(listener) => listener.local_addr()?,
+        None => public_address,
+    };
+    let single_node = config.nats_url.is_none();
+    let node = config.node.clone();
+    let state = AppState::new(
+        config,
+        hub,
+        broker.clone(),
+        auth,
+        metrics,
+        origins,
+        max_connections,
+    );
+
+    let stop = CancellationToken::new();
+    let mut public_router = app::public(state.clone());
+    if admin_listener.is_none() {
+        public_router = public_router.merge(app::admin(state.clone()));
+    }
+    let nodelay = |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    };
+    let public_server = tokio::spawn(
+        axum::serve(public_listener.tap_io(nodelay), public_router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    let admin_server = admin_listener.map(|listener| {
+        tokio::spawn(
+            axum::serve(listener.tap_io(nodelay), app::admin(state.clone()))
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future(),
+        )
+    });
+
+    info!(%public_address, %admin_address, node, single_node, max_connections, "wsgate started");
+    {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(
+            stdout,
+            "wsgate listening: public={public_address} admin={admin_address}"
+        );
+        let _ = writeln!(
+            stdout,
+            "connect a WebSocket client to ws://{public_address}/ws"
+        );
+        let _ = stdout.flush();
+    }
+
+    tokio::select! {
+        () = shutdown::signal() => info!("shutdown signal received"),
+        result = public_server => {
+            anyhow::bail!("public listener stopped: {result:?}");
+        }
+    }
+    shutdown::drain(&state).await;
+    broker.leave_cluster().await;
+    stop.cancel();
+    background.cancel();
+    if let Some(server) = admin_server {
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
+    info!("stopped");
+    Ok(())
+}

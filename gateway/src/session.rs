@@ -1,0 +1,662 @@
+//! One WebSocket connection: a reader loop that runs the client's commands in
+//! order, and a writer task that drains the connection's bounded queue and sends
+//! heartbeats.
+//!
+//! The reader owns the session's state (identity, joined rooms, rate limit,
+//! error budget) and is the only one to change it, so no lock guards it. Frames
+//! reach the writer only through the [`Outbox`]; when either side ends, it asks
+//! the outbox to close, which stops the other.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tracing::{Instrument as _, debug, info_span};
+
+use crate::app::AppState;
+use crate::auth::Identity;
+use crate::hub::{Outbox, UserSlot};
+use crate::protocol::{self, Command, ErrorCode, Failure, Id, Since, Target, close, frame};
+
+/// How a session starts: with an identity from the handshake, or waiting for `auth`.
+pub struct Start {
+    pub conn_id: Arc<str>,
+    /// The identity from the handshake (a token, or anonymous); `None` when the
+    /// connection must authenticate with a first-frame `auth`.
+    pub identity: Option<Identity>,
+    /// The user slot reserved at the handshake for `identity`.
+    pub slot: Option<UserSlot>,
+    /// Held for the connection's life; releases its place under `limits.max_connections`.
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// A token bucket: `rate` per second, at most `burst` at once.
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: f64, burst: u32) -> Self {
+        let burst = f64::from(burst);
+        Self {
+            rate,
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Client-fault errors within the last 60 seconds.
+struct ErrorBudget {
+    max: usize,
+    times: std::collections::VecDeque<Instant>,
+}
+
+impl ErrorBudget {
+    /// Records an error; returns whether the budget is exceeded.
+    fn exceeded(&mut self) -> bool {
+        let now = Instant::now();
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            self.times.pop_front();
+        }
+        self.times.push_back(now);
+        self.times.len() > self.max
+    }
+}
+
+/// What the reader loop should do after a frame.
+enum Flow {
+    Continue,
+    Close(u16, &'static str),
+}
+
+struct Session {
+    state: Arc<AppState>,
+    outbox: Arc<Outbox>,
+    identity: Option<Identity>,
+    /// The identity's user id as a JSON string literal, for `from` fields.
+    from_json: String,
+    slot: Option<UserSlot>,
+    rooms: HashSet<String>,
+    rate: RateLimit,
+    errors: ErrorBudget,
+    /// When the connection must authenticate or re-authenticate by.
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// Milliseconds since the process's clock origin, for the heartbeat.
+fn millis(origin: Instant) -> u64 {
+    origin.elapsed().as_millis() as u64
+}
+
+/// Runs one connection to its end.
+pub async fn run(socket: WebSocket, state: Arc<AppState>, start: Start) {
+    let Start {
+        conn_id,
+        identity,
+        slot,
+        permit,
+    } = start;
+    let config = &state.config;
+    let key = state.hub.next_key();
+    let (outbox, rx) = Outbox::new(
+        key,
+        conn_id.clone(),
+        config.limits.send_queue,
+        tokio_util::sync::CancellationToken::new(),
+        state.metrics.clone(),
+    );
+    state.metrics.connections.inc();
+    state.metrics.connections_accepted.inc();
+    let origin = Instant::now();
+    let last_heard = Arc::new(AtomicU64::new(0));
+    let (sink, mut stream) = socket.split();
+    let writer = tokio::spawn(
+        write_loop(
+            sink,
+            rx,
+            outbox.clone(),
+            state.clone(),
+            origin,
+            last_heard.clone(),
+        )
+        .instrument(info_span!("writer", conn = %conn_id)),
+    );
+    let mut session = Session {
+        rate: RateLimit::new(config.limits.publish_rate, config.limits.publish_burst),
+        errors: ErrorBudget {
+            max: config.limits.max_errors_per_minute as usize,
+            times: Default::default(),
+        },
+        state: state.clone(),
+        outbox: outbox.clone(),
+        identity: None,
+        from_json: String::new(),
+        slot: None,
+        rooms: HashSet::new(),
+        deadline: None,
+    };
+    state.hub.attach(&outbox);
+    match identity {
+        Some(identity) => {
+            let mut slot = slot;
+            if let Some(slot) = slot.as_mut() {
+                state.hub.register(slot, &outbox);
+            }
+            session.slot = slot;
+            session.become_identity(identity, None);
+        }
+        None => {
+            session.deadline = Some(tokio::time::Instant::now() + config.auth.auth_timeout);
+        }
+    }
+
+    loop {
+        let deadline = session.deadline;
+        let message = tokio::select! {
+            biased;
+            () = outbox.cancelled().cancelled() => break,
+            () = sleep_until(deadline) => {
+                outbox.close(close::AUTH_FAILED, if session.identity.is_some() { "token expired" } else { "authentication timed out" });
+                break;
+            }
+            message = stream.next() => message,
+        };
+        last_heard.store(millis(origin), Ordering::Relaxed);
+        let flow = match message {
+            None => break,
+            Some(Ok(Message::Text(text))) => session.on_text(&text).await,
+            Some(Ok(Message::Binary(_))) => session.on_binary(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
+            Some(Ok(Message::Close(_))) => break,
+            Some(Err(error)) => on_read_error(error),
+        };
+        if let Flow::Close(code, reason) = flow {
+            outbox.close(code, reason);
+            break;
+        }
+    }
+
+    // The client is gone or being closed: leave every room, then let the writer
+    // send the close frame.
+    outbox.close(close::NORMAL, "");
+    for room in std::mem::take(&mut session.rooms) {
+        state.hub.leave(&room, key).await;
+    }
+    state.hub.detach(&outbox);
+    drop(session);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    state.metrics.connections.dec();
+    drop(permit);
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Maps a read error to the close code RFC 6455 and PROTOCOL.md give it.
+fn on_read_error(error: axum::Error) -> Flow {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Flow::Close(close::TOO_BIG, "message too big"),
+        Some(tungstenite::Error::Utf8(_)) => Flow::Close(close::INVALID_UTF8, "invalid UTF-8"),
+        Some(tungstenite::Error::Protocol(_)) => Flow::Close(close::PROTOCOL, "protocol error"),
+        other => {
+            debug!(error = ?other, "connection read failed");
+            Flow::Close(close::NORMAL, "")
+        }
+    }
+}
+
+/// Drains the outbox to the socket, sends heartbeats, and sends the close frame.
+async fn write_loop(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Utf8Bytes>,
+    outbox: Arc<Outbox>,
+    state: Arc<AppState>,
+    origin: Instant,
+    last_heard: Arc<AtomicU64>,
+) {
+    let heartbeat = state.config.limits.heartbeat;
+    let timeout = state.config.limits.heartbeat_timeout.as_millis() as u64;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = outbox.cancelled().cancelled() => break,
+            frame = rx.recv() => {
+                let Some(frame) = frame else { break };
+                if sink.feed(Message::Text(frame)).await.is_err() {
+                    outbox.close(close::NORMAL, "");
+                    return;
+                }
+                // Send what else is queued in the same write.
+                let mut failed = false;
+                while let Ok(frame) = rx.try_recv() {
+                    if sink.feed(Message::Text(frame)).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed || sink.flush().await.is_err() {
+                    outbox.close(close::NORMAL, "");
+                    return;
+                }
+            }
+            _ = ticker.tick() => {
+                if millis(origin).saturating_sub(last_heard.load(Ordering::Relaxed)) > timeout {
+                    outbox.close(close::INTERNAL, "heartbeat timeout");
+                    break;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    outbox.close(close::NORMAL, "");
+                    return;
+                }
+            }
+        }
+    }
+    // Frames queued before the close was decided still go out first (a `left` or
+    // `reconnect` event, an error reply), except for a slow consumer.
+    if let Some((code, reason)) = outbox.closing() {
+        if code != close::TRY_AGAIN_LATER {
+            while let Ok(frame) = rx.try_recv() {
+                if sink.feed(Message::Text(frame)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            sink.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Session {
+    /// Takes `identity` as the connection's and sends the welcome frame.
+    fn become_identity(&mut self, identity: Identity, id: Option<&Id>) {
+        self.from_json = protocol::json_str(&identity.user);
+        self.deadline = self.state.auth.deadline(&identity).map(|deadline| {
+            let remaining = deadline.saturating_sub(unix_now());
+            tokio::time::Instant::now() + Duration::from_secs(remaining)
+        });
+        let config = &self.state.config;
+        let welcome = frame::welcome(
+            id,
+            &self.outbox.id,
+            &identity.user,
+            self.state.hub.node(),
+            config.limits.heartbeat.as_millis() as u64,
+        );
+        self.identity = Some(identity);
+        self.push(welcome);
+    }
+
+    fn push(&self, frame: String) {
+        self.outbox.push(Utf8Bytes::from(frame));
+    }
+
+    fn on_binary(&mut self) -> Flow {
+        if self.identity.is_none() {
+            return Flow::Close(close::AUTH_FAILED, "authenticate first");
+        }
+        self.fail(
+            None,
+            None,
+            None,
+            Failure::bad_request("binary frames are not supported"),
+        )
+    }
+
+    /// Sends an error reply and counts it against the error budget.
+    fn fail(
+        &mut self,
+        id: Option<&Id>,
+        op: Option<&str>,
+        room: Option<&str>,
+        failure: Failure,
+    ) -> Flow {
+        self.state
+            .metrics
+            .client_errors
+            .get_or_create(&crate::metrics::ReasonLabel {
+                reason: failure.code.as_str(),
+            })
+            .inc();
+        self.push(frame::error(id, op, room, &failure));
+        if failure.code.is_client_fault() && self.errors.exceeded() {
+            return Flow::Close(close::POLICY, "too many errors");
+        }
+        Flow::Continue
+    }
+
+    async fn on_text(&mut self, text: &str) -> Flow {
+        let parsed = protocol::parse(text);
+        let id = parsed.id.as_ref();
+        let command = match parsed.command {
+            Ok(command) => command,
+            Err(failure) => {
+                if self.identity.is_none() {
+                    return Flow::Close(close::AUTH_FAILED, "authenticate first");
+                }
+                return self.fail(id, parsed.op, parsed.room, failure);
+            }
+        };
+        if self.identity.is_none() && !matches!(command, Command::Auth { .. }) {
+            return Flow::Close(close::AUTH_FAILED, "authenticate first");
+        }
+        let op = command.op();
+        let result = match command {
+            Command::Auth { token } => return self.auth(id, &token).await,
+            Command::Join { room, since } => self.join(id, room, since).await,
+            Command::Leave { room } => self.leave(room).await,
+            Command::Publish { room, data } => self.publish(room, data).await,
+            Command::Send { target, data } => self.send(target, data).await,
+            Command::Presence { room } => self.presence(room),
+            Command::Refresh { token } => self.refresh(&token).await,
+            Command::Ping => Ok(String::new()),
+        };
+        match result {
+            Ok(extra) => {
+                if let Some(id) = id {
+                    self.push(frame::ok(id, &extra));
+                }
+                Flow::Continue
+            }
+            Err(Reply::Sent) => Flow::Continue,
+            Err(Reply::Failed(failure)) => self.fail(id, Some(op), parsed.room, failure),
+        }
+    }
+
+    fn identity(&self) -> Result<&Identity, Reply> {
+        self.identity.as_ref().ok_or_else(|| {
+            Reply::Failed(Failure::new(ErrorCode::Unauthorized, "authenticate first"))
+        })
+    }
+
+    /// First-frame `auth`, or `auth` on an anonymous connection.
+    async fn auth(&mut self, id: Option<&Id>, token: &str) -> Flow {
+        let anonymous = match &self.identity {
+            None => false,
+            Some(identity) if identity.anonymous => true,
+            Some(_) => {
+                return self.fail(
+                    id,
+                    Some("auth"),
+                    None,
+                    Failure::bad_request("already authenticated: use refresh"),
+                );
+            }
+        };
+        let identity = match self.state.auth.verify(token) {
+            Ok(identity) => identity,
+            Err(error) => {
+                self.state.metrics.auth_failure(error.kind_label());
+                let failure = Failure::new(ErrorCode::Unauthorized, error.to_string());
+                self.push(frame::error(id, Some("auth"), None, &failure));
+                return if anonymous {
+                    Flow::Continue
+                } else {
+                    Flow::Close(close::AUTH_FAILED, "authentication failed")
+                };
+            }
+        };
+        let max = self.state.config.limits.max_connections_per_user;
+        let Some(mut slot) = self.state.hub.reserve_user(&identity.user, max) else {
+            let failure = Failure::new(
+                ErrorCode::LimitExceeded,
+                "too many connections for this user",
+            );
+            self.push(frame::error(id, Some("auth"), None, &failure));
+            return Flow::Close(close::POLICY, "too many connections for this user");
+        };
+        self.state.hub.register(&mut slot, &self.outbox);
+        let previous = self.slot.replace(slot);
+        drop(previous);
+        self.become_identity(identity, id);
+        self.drop_forbidden_rooms().await;
+        Flow::Continue
+    }
+
+    /// Leaves every room the current identity may not join, then tells the
+    /// connection with a `left` event.
+    async fn drop_forbidden_rooms(&mut self) {
+        let Some(identity) = &self.identity else {
+            return;
+        };
+        let forbidden: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|room| !identity.can_join(room))
+            .cloned()
+            .collect();
+        let user = identity.user.clone();
+        for room in forbidden {
+            self.rooms.remove(&room);
+            self.state.hub.leave(&room, self.outbox.key).await;
+            self.push(frame::left(&room, &user, &self.outbox.id, "forbidden"));
+        }
+    }
+
+    async fn join(
+        &mut self,
+        id: Option<&Id>,
+        room: &str,
+        since: Option<Since>,
+    ) -> Result<String, Reply> {
+        let identity = self.identity()?;
+        if !identity.can_join(room) {
+            return Err(Reply::failed(
+                ErrorCode::Forbidden,
+                format!("not allowed to join {room}"),
+            ));
+        }
+        let namespace = self.state.config.namespaces.for_room(room);
+        if namespace.history_size > 0 {
+            return Err(Reply::failed(
+                ErrorCode::NotSupported,
+                "rooms with history are not supported yet",
+            ));
+        }
+        let max = self.state.config.limits.max_rooms_per_connection;
+        if !self.rooms.contains(room) && self.rooms.len() >= max {
+            return Err(Reply::failed(
+                ErrorCode::LimitExceeded,
+                format!("at most {max} rooms per connection"),
+            ));
+        }
+        let _ = since; // Rooms without history ignore `since` (PROTOCOL.md).
+        let Some(id) = id else {
+            return Err(Reply::Failed(Failure::bad_request("join needs an id")));
+        };
+        let reply = frame::ok(id, ",\"recovered\":false");
+        match self
+            .state
+            .hub
+            .join(
+                &*self.state.broker,
+                room,
+                &self.outbox,
+                Utf8Bytes::from(reply),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.rooms.insert(room.to_owned());
+                Err(Reply::Sent)
+            }
+            Err(error) => Err(Reply::Failed(Failure::from(&error))),
+        }
+    }
+
+    async fn leave(&mut self, room: &str) -> Result<String, Reply> {
+        if !self.rooms.remove(room) {
+            return Err(Reply::failed(
+                ErrorCode::NotMember,
+                format!("not a member of {room}"),
+            ));
+        }
+        self.state.hub.leave(room, self.outbox.key).await;
+        Ok(String::new())
+    }
+
+    async fn publish(&mut self, room: &str, data: &RawValue) -> Result<String, Reply> {
+        let identity = self.identity()?;
+        if !identity.can_publish(room) {
+            return Err(Reply::failed(
+                ErrorCode::Forbidden,
+                format!("not allowed to publish to {room}"),
+            ));
+        }
+        let namespace = self.state.config.namespaces.for_room(room);
+        if !namespace.client_publish {
+            return Err(Reply::failed(
+                ErrorCode::Forbidden,
+                "only backends publish in this namespace",
+            ));
+        }
+        if namespace.history_size > 0 {
+            return Err(Reply::failed(
+                ErrorCode::NotSupported,
+                "rooms with history are not supported yet",
+            ));
+        }
+        if !self.rate.allow() {
+            return Err(Reply::failed(
+                ErrorCode::RateLimited,
+                "publish rate over the limit",
+            ));
+        }
+        let frame = frame::message(room, data, &self.from_json);
+        self.state.metrics.messages_in.inc();
+        self.state
+            .broker
+            .publish(room, frame)
+            .await
+            .map_err(|error| Reply::Failed(Failure::from(&error)))?;
+        Ok(String::new())
+    }
+
+    async fn send(&mut self, target: Target, data: &RawValue) -> Result<String, Reply> {
+        let identity = self.identity()?;
+        if !identity.send {
+            return Err(Reply::failed(
+                ErrorCode::Forbidden,
+                "direct messages need the send claim",
+            ));
+        }
+        let frame = frame::direct(data, &self.from_json);
+        let gathered = self
+            .state
+            .broker
+            .send(target, frame)
+            .await
+            .map_err(|error| Reply::Failed(Failure::from(&error)))?;
+        Ok(if gathered.partial {
+            format!(",\"delivered\":{},\"partial\":true", gathered.count)
+        } else {
+            format!(",\"delivered\":{}", gathered.count)
+        })
+    }
+
+    fn presence(&mut self, room: &str) -> Result<String, Reply> {
+        let identity = self.identity()?;
+        if !identity.can_join(room) {
+            return Err(Reply::failed(
+                ErrorCode::Forbidden,
+                format!("not allowed to see {room}"),
+            ));
+        }
+        Err(Reply::failed(
+            ErrorCode::NotSupported,
+            "presence is not kept in this namespace",
+        ))
+    }
+
+    async fn refresh(&mut self, token: &str) -> Result<String, Reply> {
+        let current = self.identity()?;
+        if current.anonymous {
+            return Err(Reply::Failed(Failure::bad_request(
+                "anonymous connection: use auth",
+            )));
+        }
+        let identity = match self.state.auth.verify(token) {
+            Ok(identity) => identity,
+            Err(error) => {
+                self.state.metrics.auth_failure(error.kind_label());
+                return Err(Reply::failed(ErrorCode::Unauthorized, error.to_string()));
+            }
+        };
+        if identity.user != current.user {
+            return Err(Reply::failed(
+                ErrorCode::Unauthorized,
+                "the token is for another user",
+            ));
+        }
+        let extra = identity
+            .expires_at
+            .map(|exp| format!(",\"exp\":{exp}"))
+            .unwrap_or_default();
+        self.deadline = self.state.auth.deadline(&identity).map(|deadline| {
+            tokio::time::Instant::now() + Duration::from_secs(deadline.saturating_sub(unix_now()))
+        });
+        self.identity = Some(identity);
+        self.drop_forbidden_rooms().await;
+        Ok(extra)
+    }
+}
+
+/// Why a command produced no `ok` reply.
+enum Reply {
+    /// The reply was queued already (a join reply, ordered with the room's messages).
+    Sent,
+    Failed(Failure),
+}
+
+impl Reply {
+    fn failed(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Failed(Failure::new(code, message))
+    }
+}
