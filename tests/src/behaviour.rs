@@ -1,0 +1,1 @@
+//! Behaviours both brokers must show.
