@@ -34,7 +34,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub check_config: Option<PathBuf>,
 
-    /// Public listener (`/ws`, `/client/`, the demo page) [default: 127.0.0.1:8080].
+    /// Public listener (/ws, /client/, the demo page) [default: 127.0.0.1:8080].
     #[arg(long, env = "WSGATE_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 

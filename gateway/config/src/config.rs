@@ -452,7 +452,13 @@ impl Layers {
     /// A duration in milliseconds that must be at least 1 ms.
     fn millis(&self, key: &str, file: Option<u64>, default: Duration) -> Result<Duration> {
         self.file_only(key, file.map(Duration::from_millis), || default)
-            .check(|duration| positive_duration(duration, "1"))
+            .check(|duration| {
+                if duration.is_zero() {
+                    Err("must be at least 1".to_owned())
+                } else {
+                    Ok(())
+                }
+            })
     }
 }
 
@@ -481,14 +487,6 @@ fn socket_addr(text: String) -> std::result::Result<SocketAddr, String> {
     text.trim().parse().map_err(|_| {
         format!("{text:?} is not an address like 0.0.0.0:8080 or [::]:8080 (IP and port)")
     })
-}
-
-/// Non-zero durations; `unit` names the smallest valid value in the key's unit.
-fn positive_duration(duration: &Duration, smallest: &str) -> std::result::Result<(), String> {
-    if duration.is_zero() {
-        return Err(format!("must be at least {smallest}"));
-    }
-    Ok(())
 }
 
 /// A check that a number is at least `min`.

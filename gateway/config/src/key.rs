@@ -142,7 +142,7 @@ pub const KEYS: &[Key] = &[
         None,
         None,
         "1",
-        Kind::COUNT,
+        Kind::COUNT32,
         "file format version; required, heads the file"
     ),
     key!(
