@@ -1,0 +1,35 @@
+//! Condition types and reasons of a `WsCluster`'s status.
+//!
+//! They follow the Kubernetes API conventions: `type` in PascalCase, `status`
+//! `"True"`, `"False"` or `"Unknown"`, `reason` a PascalCase word a program
+//! can branch on, `message` a sentence for a person.
+
+/// The fleet serves clients: every wanted replica is ready and the spec is
+/// valid.
+pub const READY: &str = "Ready";
+
+/// The operator is moving the fleet toward the spec: a rollout, a scale or a
+/// first start is under way.
+pub const PROGRESSING: &str = "Progressing";
+
+/// The fleet cannot reach the spec without a person: an invalid spec, a
+/// failed apply, or pods that do not become ready.
+pub const DEGRADED: &str = "Degraded";
+
+/// Reasons set on the conditions above.
+pub mod reason {
+    /// Every wanted replica is ready and up to date.
+    pub const AVAILABLE: &str = "Available";
+    /// Fewer replicas are ready than wanted.
+    pub const REPLICAS_NOT_READY: &str = "ReplicasNotReady";
+    /// A new pod template is being rolled out.
+    pub const ROLLING_OUT: &str = "RollingOut";
+    /// The Deployment has caught up with the spec.
+    pub const UP_TO_DATE: &str = "UpToDate";
+    /// The spec passed the schema but cannot work (see the message).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The API server refused a child object.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// Nothing is wrong.
+    pub const AS_EXPECTED: &str = "AsExpected";
+}

@@ -1,0 +1,683 @@
+//! The `WsCluster` resource and its spec.
+//!
+//! Static defaults (those of `CONFIG.md`) live in the schema, through
+//! `#[serde(default = ...)]`, so `kubectl get -o yaml` shows what applies and
+//! `wsgate-operator render` sees the same values as the API server. Defaults
+//! that depend on the operator (the gateway image) are resolved at reconcile
+//! time instead. Cross-field rules are CEL rules with messages meant for a
+//! person.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::status::WsClusterStatus;
+
+/// A fleet of wsgate gateways: one Deployment, its Service, optionally an
+/// Ingress or HTTPRoute, and the configuration they share.
+///
+/// Gateways of one WsCluster form one cluster on NATS (subjects are
+/// namespaced by a token derived from the WsCluster's namespace and name);
+/// without `nats` every replica is a single node, so keep `replicas: 1`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "wsgate.io",
+    version = "v1alpha1",
+    kind = "WsCluster",
+    plural = "wsclusters",
+    shortname = "wsc",
+    category = "wsgate",
+    namespaced,
+    status = "WsClusterStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "A fleet of wsgate WebSocket gateways, managed by wsgate-operator.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Connections", type_ = "integer", json_path = ".status.connections"),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("!(has(self.ingress) && has(self.httpRoute))").message("set either ingress or httpRoute, not both"))]
+#[x_kube(validation = Rule::new("has(self.nats) || !has(self.replicas) || self.replicas <= 1").message("without nats every pod is a separate single node: set nats to run more than one replica"))]
+#[x_kube(validation = Rule::new("has(self.nats) || !has(self.autoscaling)").message("autoscaling needs nats: without it every pod is a separate single node"))]
+#[serde(rename_all = "camelCase")]
+pub struct WsClusterSpec {
+    /// Number of gateway pods. Leave it out when `autoscaling` is set: then
+    /// it is written only through the scale subresource (by the HPA or the
+    /// operator). Absent without autoscaling: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+
+    /// Gateway image. Absent: `ghcr.io/wsgate/wsgate:<operator version>`,
+    /// resolved by the operator at reconcile time so that upgrading the
+    /// operator upgrades fleets that do not pin an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Pull policy of the gateway image. Absent: Kubernetes' default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// Secrets for pulling the gateway image from a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// NATS connecting the replicas. Absent: every pod is a single node with
+    /// an in-process broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsSpec>,
+
+    /// How clients authenticate and how backends reach the HTTP API.
+    #[serde(default)]
+    pub auth: AuthSpec,
+
+    /// Origin allow-list for WebSocket upgrades. Empty: any origin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+
+    /// Refuse upgrades that carry no `Origin` header.
+    #[serde(default)]
+    pub require_origin: bool,
+
+    /// Per-pod and per-connection limits.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+
+    /// Behaviour per room namespace (the part of a room name before `:`);
+    /// `default` configures rooms without a configured namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespaces: BTreeMap<String, NamespaceSpec>,
+
+    /// JetStream history storage (with NATS only).
+    #[serde(default)]
+    pub history: HistorySpec,
+
+    /// Graceful shutdown of a pod.
+    #[serde(default)]
+    pub drain: DrainSpec,
+
+    /// Log format of the gateways.
+    #[serde(default)]
+    pub log_format: LogFormat,
+
+    /// The Service in front of the pods.
+    #[serde(default)]
+    pub service: ServiceSpec,
+
+    /// An Ingress exposing the public port (`/ws`). Mutually exclusive with
+    /// `httpRoute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+
+    /// A Gateway API HTTPRoute exposing the public port (`/ws`), the
+    /// successor of Ingress. Mutually exclusive with `ingress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route: Option<HttpRouteSpec>,
+
+    /// Compute resources of the gateway container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Node labels the pods must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations of the pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Affinity of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// Topology spread constraints of the pods. Their `labelSelector` may be
+    /// left out: the operator fills in the pods' own selector.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// Extra annotations on the pods (for example for a service mesh).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+
+    /// Autoscaling between `minReplicas` and `maxReplicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+}
+
+/// When the kubelet pulls the gateway image.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    /// Pull on every start.
+    Always,
+    /// Pull when the node lacks the image.
+    IfNotPresent,
+    /// Never pull.
+    Never,
+}
+
+/// One key of a Secret in the WsCluster's namespace. The operator mounts it
+/// as a file and names the file in the gateway config; the value never
+/// leaves the Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// The NATS servers connecting the replicas.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsSpec {
+    /// Comma-separated NATS URLs, e.g. `nats://nats.nats:4222`.
+    #[schemars(length(min = 1))]
+    pub url: String,
+    /// A NATS `.creds` file (JWT and NKey seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<SecretKeyRef>,
+    /// TLS to NATS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<NatsTlsSpec>,
+    /// How fast a dead NATS connection is noticed, in milliseconds.
+    #[serde(default = "default_nats_ping_interval_ms")]
+    #[schemars(range(min = 100))]
+    pub ping_interval_ms: u64,
+}
+
+fn default_nats_ping_interval_ms() -> u64 {
+    5000
+}
+
+/// TLS to NATS: a CA to trust and an optional client certificate.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsTlsSpec {
+    /// The CA bundle that signed the NATS servers' certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`) holding the client
+    /// certificate, for NATS servers that verify clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_name: Option<String>,
+}
+
+/// Client authentication and backend API keys.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// The HS256 key tokens are signed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<SecretKeyRef>,
+    /// An RS256 or ES256 public key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_public_key: Option<SecretKeyRef>,
+    /// A JWKS document; keys are chosen by `kid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<SecretKeyRef>,
+    /// Required `aud` claim, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Required `iss` claim, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway_seconds")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub leeway_seconds: u64,
+    /// Refuse tokens without `exp`.
+    #[serde(default = "default_true")]
+    pub require_exp: bool,
+    /// Accept connections without a token.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// Join patterns for tokens without a `rooms` claim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_rooms: Vec<String>,
+    /// Join and publish patterns for anonymous users. Absent: `["**"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_rooms: Option<Vec<String>>,
+    /// Backend API keys, one per line. The operator adds a key of its own
+    /// (for reading stats) in a Secret it owns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys_secret: Option<SecretKeyRef>,
+    /// Time a client has to send its first-frame `auth` op, in milliseconds.
+    #[serde(default = "default_auth_timeout_ms")]
+    #[schemars(range(min = 100))]
+    pub auth_timeout_ms: u64,
+}
+
+impl Default for AuthSpec {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwks: None,
+            audience: None,
+            issuer: None,
+            leeway_seconds: default_leeway_seconds(),
+            require_exp: true,
+            allow_anonymous: false,
+            user_rooms: Vec::new(),
+            anonymous_rooms: None,
+            api_keys_secret: None,
+            auth_timeout_ms: default_auth_timeout_ms(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_leeway_seconds() -> u64 {
+    30
+}
+fn default_auth_timeout_ms() -> u64 {
+    5000
+}
+
+/// Limits per pod and per connection (`limits.*` in CONFIG.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitsSpec {
+    /// Connections one pod accepts; over it, upgrades get 503.
+    #[serde(default = "default_max_connections")]
+    #[schemars(range(min = 1))]
+    pub max_connections: u64,
+    /// Connections one user may hold on one pod.
+    #[serde(default = "default_max_connections_per_user")]
+    #[schemars(range(min = 1))]
+    pub max_connections_per_user: u64,
+    /// Most presence members per page.
+    #[serde(default = "default_max_page_size")]
+    #[schemars(range(min = 1))]
+    pub max_page_size: u64,
+    /// Rooms one connection may join.
+    #[serde(default = "default_max_rooms_per_connection")]
+    #[schemars(range(min = 1))]
+    pub max_rooms_per_connection: u64,
+    /// Largest message, in bytes; must not exceed NATS `max_payload`.
+    #[serde(default = "default_max_message_bytes")]
+    #[schemars(range(min = 128))]
+    pub max_message_bytes: u64,
+    /// Largest backend API body, in bytes.
+    #[serde(default = "default_max_http_body_bytes")]
+    #[schemars(range(min = 1024))]
+    pub max_http_body_bytes: u64,
+    /// Outgoing queue per connection, in messages; full: close 1013.
+    #[serde(default = "default_send_queue")]
+    #[schemars(range(min = 1))]
+    pub send_queue: u64,
+    /// Messages per second one connection may publish.
+    #[serde(default = "default_publish_rate")]
+    #[schemars(range(min = 1))]
+    pub publish_rate: u64,
+    /// Burst above `publishRate`.
+    #[serde(default = "default_publish_burst")]
+    #[schemars(range(min = 1))]
+    pub publish_burst: u64,
+    /// Client-fault errors per minute before a connection is closed (1008).
+    #[serde(default = "default_max_errors_per_minute")]
+    #[schemars(range(min = 1))]
+    pub max_errors_per_minute: u64,
+    /// Server ping interval, in milliseconds.
+    #[serde(default = "default_heartbeat_ms")]
+    #[schemars(range(min = 1000))]
+    pub heartbeat_ms: u64,
+    /// No pong within this many milliseconds: close 1011.
+    #[serde(default = "default_heartbeat_timeout_ms")]
+    #[schemars(range(min = 1000))]
+    pub heartbeat_timeout_ms: u64,
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            max_connections_per_user: default_max_connections_per_user(),
+            max_page_size: default_max_page_size(),
+            max_rooms_per_connection: default_max_rooms_per_connection(),
+            max_message_bytes: default_max_message_bytes(),
+            max_http_body_bytes: default_max_http_body_bytes(),
+            send_queue: default_send_queue(),
+            publish_rate: default_publish_rate(),
+            publish_burst: default_publish_burst(),
+            max_errors_per_minute: default_max_errors_per_minute(),
+            heartbeat_ms: default_heartbeat_ms(),
+            heartbeat_timeout_ms: default_heartbeat_timeout_ms(),
+        }
+    }
+}
+
+fn default_max_connections() -> u64 {
+    10_000
+}
+fn default_max_connections_per_user() -> u64 {
+    100
+}
+fn default_max_page_size() -> u64 {
+    1000
+}
+fn default_max_rooms_per_connection() -> u64 {
+    100
+}
+fn default_max_message_bytes() -> u64 {
+    65_536
+}
+fn default_max_http_body_bytes() -> u64 {
+    1_048_576
+}
+fn default_send_queue() -> u64 {
+    256
+}
+fn default_publish_rate() -> u64 {
+    50
+}
+fn default_publish_burst() -> u64 {
+    100
+}
+fn default_max_errors_per_minute() -> u64 {
+    60
+}
+fn default_heartbeat_ms() -> u64 {
+    25_000
+}
+fn default_heartbeat_timeout_ms() -> u64 {
+    60_000
+}
+
+/// Behaviour of one room namespace (`namespaces.<ns>.*` in CONFIG.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceSpec {
+    /// Messages kept per room; 0: no history.
+    #[serde(default)]
+    pub history_size: u64,
+    /// Seconds a message is kept; 0: until pushed out by size.
+    #[serde(default)]
+    pub history_ttl_seconds: u64,
+    /// Most messages one recovery returns.
+    #[serde(default = "default_recovery_max")]
+    #[schemars(range(min = 1))]
+    pub recovery_max: u64,
+    /// Keep cluster-wide presence.
+    #[serde(default)]
+    pub presence: bool,
+    /// Send `joined`/`left` events to members.
+    #[serde(default)]
+    pub join_leave: bool,
+    /// `false`: only backends publish.
+    #[serde(default = "default_true")]
+    pub client_publish: bool,
+}
+
+impl Default for NamespaceSpec {
+    fn default() -> Self {
+        Self {
+            history_size: 0,
+            history_ttl_seconds: 0,
+            recovery_max: default_recovery_max(),
+            presence: false,
+            join_leave: false,
+            client_publish: true,
+        }
+    }
+}
+
+fn default_recovery_max() -> u64 {
+    1000
+}
+
+/// JetStream history storage.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistorySpec {
+    /// `file` survives NATS restarts; `memory` is faster.
+    #[serde(default)]
+    pub storage: HistoryStorage,
+    /// JetStream stream replicas.
+    #[serde(default = "default_history_replicas")]
+    #[schemars(range(min = 1, max = 5))]
+    pub replicas: u64,
+}
+
+impl Default for HistorySpec {
+    fn default() -> Self {
+        Self {
+            storage: HistoryStorage::default(),
+            replicas: default_history_replicas(),
+        }
+    }
+}
+
+fn default_history_replicas() -> u64 {
+    1
+}
+
+/// Where JetStream keeps history.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryStorage {
+    /// On disk.
+    #[default]
+    File,
+    /// In memory.
+    Memory,
+}
+
+/// Graceful shutdown: how a pod hands its clients to the others.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainSpec {
+    /// Hard deadline of a drain, in seconds (then close 1001).
+    #[serde(default = "default_drain_seconds")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub seconds: u64,
+    /// `reconnect` hints are spread over this window, in milliseconds.
+    #[serde(default = "default_reconnect_spread_ms")]
+    pub reconnect_spread_ms: u64,
+    /// Pause before SIGTERM so that endpoints and load balancers stop
+    /// sending new clients to a terminating pod.
+    #[serde(default = "default_pre_stop_seconds")]
+    #[schemars(range(min = 0, max = 300))]
+    pub pre_stop_seconds: u64,
+}
+
+impl Default for DrainSpec {
+    fn default() -> Self {
+        Self {
+            seconds: default_drain_seconds(),
+            reconnect_spread_ms: default_reconnect_spread_ms(),
+            pre_stop_seconds: default_pre_stop_seconds(),
+        }
+    }
+}
+
+fn default_drain_seconds() -> u64 {
+    30
+}
+fn default_reconnect_spread_ms() -> u64 {
+    10_000
+}
+fn default_pre_stop_seconds() -> u64 {
+    5
+}
+
+/// Log format of the gateways.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    #[default]
+    Json,
+}
+
+/// The Service in front of the gateway pods. It carries the public port
+/// (`ws`) and the admin port (`admin`: backend API, health, metrics).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Service type.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Port of the public listener on the Service.
+    #[serde(default = "default_service_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Port of the admin listener on the Service.
+    #[serde(default = "default_admin_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub admin_port: i32,
+    /// Annotations on the Service (for example for a cloud load balancer).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            type_: ServiceType::default(),
+            port: default_service_port(),
+            admin_port: default_admin_port(),
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_service_port() -> i32 {
+    80
+}
+fn default_admin_port() -> i32 {
+    9090
+}
+
+/// Kubernetes Service types.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    /// Reachable inside the cluster.
+    #[default]
+    ClusterIP,
+    /// Also on a port of every node.
+    NodePort,
+    /// Also through a cloud load balancer.
+    LoadBalancer,
+}
+
+/// An Ingress routing the public listener.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("!has(self.tlsSecretName) || has(self.host)").message("ingress.host is required when ingress.tlsSecretName is set"))]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// IngressClass name. Absent: the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// Host name. Absent: any host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Path prefix routed to the gateways.
+    #[serde(default = "default_path")]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("ingress.path must start with /"))]
+    pub path: String,
+    /// A `kubernetes.io/tls` Secret for `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+    /// Annotations on the Ingress (WebSocket timeouts of your controller go
+    /// here).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn default_path() -> String {
+    "/".to_owned()
+}
+
+/// A Gateway API HTTPRoute routing the public listener.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteSpec {
+    /// The Gateways (or listeners) the route attaches to.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("httpRoute.parentRefs needs at least one Gateway"))]
+    pub parent_refs: Vec<ParentRef>,
+    /// Host names matched. Empty: those of the parent listeners.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// Path prefix routed to the gateways.
+    #[serde(default = "default_path")]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("httpRoute.path must start with /"))]
+    pub path: String,
+    /// Annotations on the HTTPRoute.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A reference to a Gateway API Gateway (`gateway.networking.k8s.io`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRef {
+    /// Gateway name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Gateway namespace. Absent: the WsCluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// A listener of the Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+}
+
+/// Autoscaling between `minReplicas` and `maxReplicas` on one target.
+///
+/// With `targetCpuUtilization` the operator creates a HorizontalPodAutoscaler
+/// whose scale target is the WsCluster itself. With `targetConnectionsPerPod`
+/// the operator reads the gateways' stats and scales the WsCluster itself;
+/// no metrics adapter is needed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
+#[x_kube(validation = Rule::new("has(self.targetCpuUtilization) != has(self.targetConnectionsPerPod)").message("autoscaling needs exactly one target: targetCpuUtilization or targetConnectionsPerPod"))]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    /// Fewest replicas.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    /// Most replicas.
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// Average CPU utilization, in percent of the requests (needs
+    /// `resources.requests.cpu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization: Option<i32>,
+    /// Average WebSocket connections per pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub target_connections_per_pod: Option<i64>,
+    /// A scale-down takes the highest recommendation of this window, so a
+    /// short dip does not remove pods (and their clients' connections).
+    #[serde(default = "default_scale_down_stabilization_seconds")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_stabilization_seconds: u64,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+fn default_scale_down_stabilization_seconds() -> u64 {
+    300
+}

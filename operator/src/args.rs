@@ -1,0 +1,178 @@
+//! The command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::resources::{self, Settings};
+use crate::{Error, Result, telemetry};
+
+/// Kubernetes operator for wsgate: reconciles `WsCluster` resources into
+/// gateway fleets.
+#[derive(Parser, Debug)]
+#[command(name = "wsgate-operator", version)]
+pub struct Args {
+    /// What to do; without one, run the controller.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Controller options (for `run`, the default).
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controller (the default).
+    Run,
+    /// Print the WsCluster CustomResourceDefinition as YAML.
+    Crd,
+    /// Print, as multi-document YAML, what the controller would apply for
+    /// the WsCluster in FILE (like `helm template`).
+    Render {
+        /// A WsCluster manifest (YAML); `-` reads standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Namespace to assume when the manifest names none.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+/// Options of the controller.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Address of the operator's HTTP server: `/metrics`, `/healthz`,
+    /// `/readyz`.
+    #[arg(long, env = "WSGATE_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Apply the operator's own CRD at startup (Helm never upgrades a
+    /// chart's `crds/`). Needs RBAC on customresourcedefinitions.
+    #[arg(long, env = "WSGATE_OPERATOR_APPLY_CRD")]
+    pub apply_crd: bool,
+
+    /// Elect a leader on a Lease so that only one replica reconciles.
+    #[arg(long, env = "WSGATE_OPERATOR_LEADER_ELECTION")]
+    pub leader_election: bool,
+
+    /// Namespace of the leader-election Lease (the operator's own).
+    #[arg(long, env = "WSGATE_OPERATOR_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "WSGATE_OPERATOR_LEASE_NAME", default_value = "wsgate-operator")]
+    pub lease_name: String,
+
+    /// This replica's identity in the election (the pod name).
+    #[arg(long, env = "WSGATE_OPERATOR_POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Gateway image for WsClusters that name none.
+    #[arg(long, env = "WSGATE_OPERATOR_GATEWAY_IMAGE")]
+    pub gateway_image: Option<String>,
+
+    /// How often the gateways' stats are read (status and autoscaling), in
+    /// seconds.
+    #[arg(long, env = "WSGATE_OPERATOR_STATS_INTERVAL", default_value_t = 15)]
+    pub stats_interval_seconds: u64,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "WSGATE_OPERATOR_LOG_FORMAT", default_value = "text")]
+    pub log_format: telemetry::LogFormat,
+}
+
+impl RunArgs {
+    /// The builders' settings these options select.
+    pub fn settings(&self) -> Settings {
+        match &self.gateway_image {
+            Some(image) => Settings { default_image: image.clone() },
+            None => Settings::default(),
+        }
+    }
+
+    /// The stats interval as a duration (at least one second).
+    pub fn stats_interval(&self) -> Duration {
+        Duration::from_secs(self.stats_interval_seconds.max(1))
+    }
+}
+
+impl Args {
+    /// Runs the chosen command and turns its outcome into an exit status.
+    pub async fn run(self) -> ExitCode {
+        let Self { command, run } = self;
+        let outcome = match command.unwrap_or(Command::Run) {
+            Command::Run => crate::controller::main(run).await,
+            Command::Crd => print_crd(),
+            Command::Render { file, namespace } => print_render(&file, &namespace, &run.settings()),
+        };
+        match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("wsgate-operator: {error:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn print_crd() -> anyhow::Result<()> {
+    print!("{}", wsgate_crds::crd_yaml()?);
+    Ok(())
+}
+
+fn print_render(file: &std::path::Path, namespace: &str, settings: &Settings) -> anyhow::Result<()> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(file).map_err(|error| Error::Input {
+            path: file.display().to_string(),
+            message: error.to_string(),
+        })?
+    };
+    print!("{}", render(&text, namespace, settings).map_err(|error| match error {
+        Error::Input { message, .. } => Error::Input {
+            path: file.display().to_string(),
+            message,
+        },
+        other => other,
+    })?);
+    Ok(())
+}
+
+/// What `render` prints for the WsCluster manifest `text`: every child as
+/// one YAML document, in apply order. The API keys Secret carries a
+/// placeholder instead of a key.
+///
+/// # Errors
+///
+/// [`Error::Input`] when `text` is not a WsCluster manifest, else as
+/// [`resources::children`].
+pub fn render(text: &str, namespace: &str, settings: &Settings) -> Result<String> {
+    let mut wsc: wsgate_crds::WsCluster = serde_yaml::from_str(text).map_err(|error| Error::Input {
+        path: "-".to_owned(),
+        message: error.to_string(),
+    })?;
+    if wsc.metadata.namespace.is_none() {
+        wsc.metadata.namespace = Some(namespace.to_owned());
+    }
+    if wsc.metadata.uid.is_none() {
+        // Owner references need a uid; the API server assigns the real one.
+        wsc.metadata.uid = Some("00000000-0000-0000-0000-000000000000".to_owned());
+    }
+    let placeholder = resources::api_keys_file("<generated-by-the-operator>", None);
+    let children = resources::children(&wsc, settings, &placeholder)?;
+    let mut out = String::new();
+    for value in children.to_values()? {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&value).map_err(|error| Error::Input {
+            path: "-".to_owned(),
+            message: error.to_string(),
+        })?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,544 @@
+//! The reconciler: `WsCluster` → children, applied server-side, and status.
+//!
+//! Every child is built by [`crate::resources`] and applied with
+//! server-side apply under [`FIELD_MANAGER`]. Before an apply, the desired
+//! object is compared with what the reflector cache holds (a hash of the
+//! desired object in an annotation, and every desired field present with
+//! the same value): when nothing differs no request is made, so a resync of
+//! an unchanged fleet writes nothing. The status is written only when it
+//! changed. The WsCluster watch passes only generation changes, so the
+//! operator's own status writes do not trigger reconciles.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument, warn};
+use wsgate_crds::WsCluster;
+
+use crate::args::RunArgs;
+use crate::metrics::Metrics;
+use crate::resources::{self, HTTPRoute, Settings};
+use crate::{Error, FIELD_MANAGER, Result, status, validate};
+
+/// Annotation on every applied child: SHA-256 of the desired object, so a
+/// field removed from the desired state is noticed even though the cached
+/// object still holds it.
+pub const DESIRED_HASH_ANNOTATION: &str = "wsgate.io/desired-hash";
+
+/// Label selector of the children the operator watches.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=wsgate-operator";
+
+/// Periodic resync of a healthy WsCluster.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// Reflector caches of the children, read to skip unchanged applies.
+#[derive(Clone)]
+pub struct Stores {
+    /// ServiceAccounts.
+    pub service_accounts: Store<ServiceAccount>,
+    /// ConfigMaps.
+    pub config_maps: Store<ConfigMap>,
+    /// Secrets (the operator's own, by label).
+    pub secrets: Store<Secret>,
+    /// Deployments.
+    pub deployments: Store<Deployment>,
+    /// Services.
+    pub services: Store<Service>,
+    /// PodDisruptionBudgets.
+    pub pod_disruption_budgets: Store<PodDisruptionBudget>,
+    /// Ingresses.
+    pub ingresses: Store<Ingress>,
+    /// HorizontalPodAutoscalers.
+    pub horizontal_pod_autoscalers: Store<HorizontalPodAutoscaler>,
+    /// HTTPRoutes; `None` when the Gateway API is not installed.
+    pub http_routes: Option<Store<HTTPRoute>>,
+}
+
+/// What the reconciler shares (controller-rs `Context`).
+#[derive(Clone)]
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Publishes Events on WsClusters.
+    pub recorder: Recorder,
+    /// The operator's metrics.
+    pub metrics: Metrics,
+    /// Builder settings (default gateway image).
+    pub settings: Settings,
+    /// Caches of the children.
+    pub stores: Stores,
+}
+
+/// Reconciles one WsCluster: validate, build, apply what differs, delete
+/// what the spec no longer wants, write the status if it changed.
+///
+/// # Errors
+///
+/// A failed apply, delete or status write; [`error_policy`] requeues.
+#[instrument(skip(wsc, ctx), fields(wscluster = %wsc.name_any()))]
+pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.count_and_measure();
+    let (namespace, name) = resources::namespace_and_name(&wsc)?;
+    let wscs: Api<WsCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    let mut observed = status::Observed {
+        desired_replicas: resources::desired_replicas(&wsc),
+        endpoint: status::endpoint(&wsc),
+        selector: resources::selector_string(&name),
+        ..status::Observed::default()
+    };
+
+    let problems = validate::problems(&wsc);
+    if !problems.is_empty() {
+        warn!(problems = ?problems, "invalid spec, not applied");
+        observed.invalid = problems;
+        let cached = ctx.stores.deployments.get(&ObjectRef::new(&name).within(&namespace));
+        observed.deployment = cached.as_deref();
+        if write_status(&wscs, &wsc, &observed).await? {
+            publish(&ctx, &wsc, EventType::Warning, "InvalidSpec", observed.invalid.join("; ")).await;
+        }
+        return Ok(Action::requeue(RESYNC));
+    }
+
+    let api_keys = api_keys(&ctx, &wsc, &namespace, &name).await?;
+    let children = resources::children(&wsc, &ctx.settings, &api_keys)?;
+    let mut applied = Vec::new();
+
+    let client = &ctx.client;
+    let stores = &ctx.stores;
+    let ns = namespace.as_str();
+    apply(client, ns, &children.service_account, &stores.service_accounts, &mut applied).await?;
+    apply(client, ns, &children.config_map, &stores.config_maps, &mut applied).await?;
+    apply(client, ns, &children.api_keys_secret, &stores.secrets, &mut applied).await?;
+    let deployment = apply(client, ns, &children.deployment, &stores.deployments, &mut applied).await?;
+    apply(client, ns, &children.service, &stores.services, &mut applied).await?;
+    apply(client, ns, &children.pod_disruption_budget, &stores.pod_disruption_budgets, &mut applied).await?;
+    apply_optional(client, ns, &name, children.ingress.as_ref(), &stores.ingresses, &wsc, &mut applied).await?;
+    apply_optional(
+        client,
+        ns,
+        &name,
+        children.horizontal_pod_autoscaler.as_ref(),
+        &stores.horizontal_pod_autoscalers,
+        &wsc,
+        &mut applied,
+    )
+    .await?;
+    if let Some(routes) = &stores.http_routes {
+        apply_optional(client, ns, &name, children.http_route.as_ref(), routes, &wsc, &mut applied).await?;
+    }
+
+    if !applied.is_empty() {
+        info!(children = ?applied, "applied");
+        publish(&ctx, &wsc, EventType::Normal, "Applied", format!("applied {}", applied.join(", "))).await;
+    }
+
+    observed.deployment = Some(&deployment);
+    write_status(&wscs, &wsc, &observed).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Logs, counts and requeues a failed reconcile with a backoff.
+pub fn error_policy(wsc: Arc<WsCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(%error, wscluster = %wsc.name_any(), "reconcile failed");
+    ctx.metrics.reconcile_failure(error);
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// The API keys file: the operator's key (kept from the cached Secret, else
+/// new) followed by the user's keys, read from `auth.apiKeysSecret`.
+async fn api_keys(ctx: &Context, wsc: &WsCluster, namespace: &str, name: &str) -> Result<String> {
+    let own = ObjectRef::new(&resources::api_keys_secret_name(name)).within(namespace);
+    let existing = ctx.stores.secrets.get(&own).and_then(|secret| {
+        let data = secret.data.as_ref()?.get(resources::API_KEYS_KEY)?;
+        let text = String::from_utf8(data.0.clone()).ok()?;
+        resources::operator_key(&text).map(str::to_owned)
+    });
+    let operator_key = existing.unwrap_or_else(resources::generate_api_key);
+    let user_keys = match &wsc.spec.auth.api_keys_secret {
+        None => None,
+        Some(reference) => {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+            let secret = secrets.get(&reference.name).await.map_err(Error::Kube)?;
+            secret
+                .data
+                .and_then(|mut data| data.remove(&reference.key))
+                .and_then(|value| String::from_utf8(value.0).ok())
+        }
+    };
+    Ok(resources::api_keys_file(&operator_key, user_keys.as_deref()))
+}
+
+/// Applies `desired` unless the cache already holds it; returns the object
+/// as the API server (or the cache) has it.
+async fn apply<K>(client: &Client, namespace: &str, desired: &K, store: &Store<K>, applied: &mut Vec<String>) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let name = desired.name_any();
+    let kind = K::kind(&()).into_owned();
+    let hash = desired_hash(desired)?;
+    let mut desired = desired.clone();
+    desired
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(DESIRED_HASH_ANNOTATION.to_owned(), hash);
+
+    if let Some(cached) = store.get(&ObjectRef::new(&name).within(namespace))
+        && is_applied(&desired, &cached)?
+    {
+        return Ok((*cached).clone());
+    }
+
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let mut body = serde_json::to_value(&desired)?;
+    if let Value::Object(map) = &mut body {
+        map.insert("apiVersion".to_owned(), Value::String(K::api_version(&()).into_owned()));
+        map.insert("kind".to_owned(), Value::String(kind.clone()));
+        map.remove("status");
+    }
+    let result = api
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(|source| Error::Apply {
+            kind: leak_kind(&kind),
+            name: name.clone(),
+            source,
+        })?;
+    applied.push(format!("{kind}/{name}"));
+    Ok(result)
+}
+
+/// Applies `desired` when present; when absent, deletes the object of that
+/// name if the cache holds one controlled by `wsc`.
+async fn apply_optional<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    desired: Option<&K>,
+    store: &Store<K>,
+    wsc: &WsCluster,
+    applied: &mut Vec<String>,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    if let Some(desired) = desired {
+        apply(client, namespace, desired, store, applied).await?;
+        return Ok(());
+    }
+    let Some(cached) = store.get(&ObjectRef::new(name).within(namespace)) else {
+        return Ok(());
+    };
+    let owned = cached
+        .owner_references()
+        .iter()
+        .any(|owner| owner.controller == Some(true) && Some(&owner.uid) == wsc.metadata.uid.as_ref());
+    if !owned {
+        return Ok(());
+    }
+    let kind = K::kind(&()).into_owned();
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(source) => {
+            return Err(Error::Delete {
+                kind: leak_kind(&kind),
+                name: name.to_owned(),
+                source,
+            });
+        }
+    }
+    applied.push(format!("deleted {kind}/{name}"));
+    Ok(())
+}
+
+/// Kinds are a closed set of static strings; map back to one.
+fn leak_kind(kind: &str) -> &'static str {
+    match kind {
+        "ServiceAccount" => "ServiceAccount",
+        "ConfigMap" => "ConfigMap",
+        "Secret" => "Secret",
+        "Deployment" => "Deployment",
+        "Service" => "Service",
+        "PodDisruptionBudget" => "PodDisruptionBudget",
+        "Ingress" => "Ingress",
+        "HTTPRoute" => "HTTPRoute",
+        "HorizontalPodAutoscaler" => "HorizontalPodAutoscaler",
+        _ => "object",
+    }
+}
+
+/// SHA-256 of the desired object's JSON.
+///
+/// # Errors
+///
+/// [`Error::Serialize`].
+pub fn desired_hash<K: Serialize>(desired: &K) -> Result<String> {
+    Ok(resources::sha256_hex(serde_json::to_string(desired)?.as_bytes()))
+}
+
+/// Whether `cached` already is `desired` (with its hash annotation): every
+/// field of `desired` is present in `cached` with the same value. Fields the
+/// API server defaults, and fields of other managers, are ignored.
+///
+/// # Errors
+///
+/// [`Error::Serialize`].
+pub fn is_applied<K: Serialize>(desired: &K, cached: &K) -> Result<bool> {
+    Ok(is_subset(&serde_json::to_value(desired)?, &serde_json::to_value(cached)?))
+}
+
+fn is_subset(desired: &Value, actual: &Value) -> bool {
+    match (desired, actual) {
+        (Value::Object(want), Value::Object(have)) => want
+            .iter()
+            .all(|(key, value)| have.get(key).is_some_and(|actual| is_subset(value, actual))),
+        (Value::Array(want), Value::Array(have)) => {
+            want.len() == have.len() && want.iter().zip(have).all(|(w, h)| is_subset(w, h))
+        }
+        (want, have) => want == have,
+    }
+}
+
+/// Writes the status computed from `observed` if it differs from the
+/// current one; returns whether it wrote.
+async fn write_status(wscs: &Api<WsCluster>, wsc: &WsCluster, observed: &status::Observed<'_>) -> Result<bool> {
+    let new = status::status(wsc, observed);
+    if !status::differs(wsc.status.as_ref(), &new) {
+        return Ok(false);
+    }
+    wscs.patch_status(
+        &wsc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": new })),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+    Ok(true)
+}
+
+/// Publishes an Event on `wsc`; a failure is logged, never fatal.
+async fn publish(ctx: &Context, wsc: &WsCluster, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &wsc.object_ref(&())).await {
+        warn!(%error, "publish event failed");
+    }
+}
+
+/// Runs the operator: telemetry, HTTP server, optional CRD apply, leader
+/// election, then the controller and the stats poller until a signal.
+///
+/// # Errors
+///
+/// When the client cannot be built, the CRD is missing, or the server
+/// cannot bind.
+pub async fn main(args: RunArgs) -> anyhow::Result<()> {
+    crate::telemetry::init(args.log_format);
+    let client = Client::try_default().await?;
+    let metrics = Metrics::default();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    let server = tokio::spawn(crate::server::serve(args.listen, metrics.clone(), shutdown.clone()));
+
+    if args.apply_crd {
+        apply_crd(&client).await?;
+    }
+    let wscs = Api::<WsCluster>::all(client.clone());
+    if let Err(error) = wscs.list(&ListParams::default().limit(1)).await {
+        anyhow::bail!(
+            "cannot list WsClusters ({error}); is the CRD installed? \
+             `wsgate-operator crd | kubectl apply -f -`, or run with --apply-crd"
+        );
+    }
+
+    let _leader = if args.leader_election {
+        Some(crate::leader::acquire(client.clone(), &args, shutdown.clone()).await?)
+    } else {
+        None
+    };
+
+    run(client, args, metrics, shutdown.clone()).await;
+    shutdown.cancel();
+    server.await??;
+    Ok(())
+}
+
+async fn apply_crd(client: &Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = wsgate_crds::crd();
+    crds.patch(
+        &crd.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    info!("applied the WsCluster CRD");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM cancels `token`.
+async fn shutdown_on_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    token.cancel();
+}
+
+fn owned_watcher<K>(client: &Client) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + use<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let api: Api<K> = Api::all(client.clone());
+    let stream = reflector(writer, watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR)))
+        .default_backoff()
+        .touched_objects();
+    (reader, stream)
+}
+
+use kube::runtime::reflector::reflector;
+
+/// Wires the controller: the WsCluster watch (generation changes only) and
+/// a cached watch per child kind, then runs until `shutdown`.
+pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: CancellationToken) {
+    let (service_accounts, sa_stream) = owned_watcher::<ServiceAccount>(&client);
+    let (config_maps, cm_stream) = owned_watcher::<ConfigMap>(&client);
+    let (secrets, secret_stream) = owned_watcher::<Secret>(&client);
+    let (deployments, deploy_stream) = owned_watcher::<Deployment>(&client);
+    let (services, svc_stream) = owned_watcher::<Service>(&client);
+    let (pdbs, pdb_stream) = owned_watcher::<PodDisruptionBudget>(&client);
+    let (ingresses, ingress_stream) = owned_watcher::<Ingress>(&client);
+    let (hpas, hpa_stream) = owned_watcher::<HorizontalPodAutoscaler>(&client);
+
+    let gateway_api = gateway_api_installed(&client).await;
+    if !gateway_api {
+        info!("gateway api not installed: httpRoute specs are not applied");
+    }
+
+    let (wsc_store, wsc_writer) = reflector::store();
+    let wsc_stream = reflector(wsc_writer, watcher(Api::<WsCluster>::all(client.clone()), watcher::Config::default()))
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(predicates::generation, Default::default());
+
+    let mut controller = Controller::for_stream(wsc_stream, wsc_store.clone())
+        .owns_stream(sa_stream)
+        .owns_stream(cm_stream)
+        .owns_stream(secret_stream)
+        .owns_stream(deploy_stream)
+        .owns_stream(svc_stream)
+        .owns_stream(pdb_stream)
+        .owns_stream(ingress_stream)
+        .owns_stream(hpa_stream);
+    let http_routes = if gateway_api {
+        let (store, stream) = owned_watcher::<HTTPRoute>(&client);
+        controller = controller.owns_stream(stream);
+        Some(store)
+    } else {
+        None
+    };
+
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.to_owned(),
+        instance: args.identity.clone(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        metrics: metrics.clone(),
+        settings: args.settings(),
+        stores: Stores {
+            service_accounts,
+            config_maps,
+            secrets: secrets.clone(),
+            deployments,
+            services,
+            pod_disruption_budgets: pdbs,
+            ingresses,
+            horizontal_pod_autoscalers: hpas,
+            http_routes,
+        },
+    });
+
+    let poller = tokio::spawn(crate::stats::poll(
+        client.clone(),
+        wsc_store,
+        secrets,
+        metrics,
+        args.stats_interval(),
+        shutdown.clone(),
+    ));
+
+    let stop = shutdown.clone();
+    controller
+        .graceful_shutdown_on(async move { stop.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(%error, "controller");
+            }
+        })
+        .await;
+    shutdown.cancel();
+    let _ = poller.await;
+}
+
+/// Whether the API server serves HTTPRoutes (discovery needs no RBAC).
+async fn gateway_api_installed(client: &Client) -> bool {
+    kube::discovery::group(client, "gateway.networking.k8s.io")
+        .await
+        .is_ok_and(|group| group.recommended_kind("HTTPRoute").is_some())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+//! wsgate-operator: turns `WsCluster` resources into running gateway fleets.
+//!
+//! Layout, following controller-rs:
+//!
+//! - [`args`]: the command line: `run` (the controller, default), `crd`
+//!   (print the CRD) and `render -f FILE` (print what would be applied).
+//! - [`resources`]: pure desired-state builders, one per child kind, no I/O.
+//! - [`controller`]: `reconcile`, `error_policy` and the controller's wiring;
+//!   server-side apply that skips objects the cache already holds as wanted.
+//! - [`status`]: conditions and the status computed from the children.
+//! - [`autoscale`]: the connection-aware autoscaling algorithm (pure).
+//! - [`stats`]: reads the gateways' `/api/v1/stats` for status and autoscaling.
+//! - [`leader`]: leader election on a Lease.
+//! - [`metrics`], [`telemetry`], [`server`]: observability and the
+//!   operator's own HTTP endpoints.
+//!
+//! The `WsCluster` types live in the `wsgate-crds` crate.
+
+pub mod args;
+pub mod autoscale;
+pub mod controller;
+pub mod leader;
+pub mod metrics;
+pub mod resources;
+pub mod server;
+pub mod stats;
+pub mod status;
+pub mod telemetry;
+pub mod validate;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use args::Args;
+
+/// The field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "wsgate-operator";
+
+/// The operator's version, which also picks the default gateway image.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Everything that can fail in the operator's library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the Kubernetes API failed.
+    #[error("kubernetes api: {0}")]
+    Kube(#[source] kube::Error),
+
+    /// Applying one child object failed.
+    #[error("apply {kind} {name}: {source}")]
+    Apply {
+        /// Kind of the child.
+        kind: &'static str,
+        /// Name of the child.
+        name: String,
+        /// What the API server said.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Deleting a child that the spec no longer wants failed.
+    #[error("delete {kind} {name}: {source}")]
+    Delete {
+        /// Kind of the child.
+        kind: &'static str,
+        /// Name of the child.
+        name: String,
+        /// What the API server said.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Writing the WsCluster's status failed.
+    #[error("patch status: {0}")]
+    PatchStatus(#[source] kube::Error),
+
+    /// The WsCluster has no namespace or name (a cluster-scoped object was
+    /// handed to a namespaced reconciler).
+    #[error("wscluster has no {0}")]
+    MissingMetadata(&'static str),
+
+    /// An object could not be serialized.
+    #[error("serialize: {0}")]
+    Serialize(#[from] serde_json::Error),
+
+    /// The gateway config could not be rendered.
+    #[error("render gateway config: {0}")]
+    RenderConfig(#[from] toml::ser::Error),
+
+    /// Reading the gateways' stats failed.
+    #[error("read stats: {0}")]
+    Stats(String),
+
+    /// Reading or parsing an input file failed (`render -f`).
+    #[error("read {path}: {message}")]
+    Input {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The operator's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Apply { .. } => "apply",
+            Error::Delete { .. } => "delete",
+            Error::PatchStatus(_) => "patch_status",
+            Error::MissingMetadata(_) => "missing_metadata",
+            Error::Serialize(_) => "serialize",
+            Error::RenderConfig(_) => "render_config",
+            Error::Stats(_) => "stats",
+            Error::Input { .. } => "input",
+        }
+    }
+}

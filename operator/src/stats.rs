@@ -1,0 +1,201 @@
+//! Reading the gateways' stats (`GET /api/v1/stats` on the admin port).
+//!
+//! The operator authenticates with its own API key: the first line of the
+//! API keys Secret it owns per WsCluster (see
+//! [`crate::resources::api_keys_secret`]). It needs no access to pods.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// The part of the stats answer the operator uses.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections across the fleet.
+    pub connections: u64,
+    /// Rooms with members across the fleet.
+    pub rooms: u64,
+    /// A replica did not answer in time: the numbers are a lower bound.
+    #[serde(default)]
+    pub partial: bool,
+}
+
+/// An HTTP client for the gateways' admin listeners.
+#[derive(Clone)]
+pub struct StatsClient {
+    client: Client<HttpConnector, Empty<bytes::Bytes>>,
+    timeout: Duration,
+}
+
+impl Default for StatsClient {
+    fn default() -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl StatsClient {
+    /// Reads `url` (`http://<service>.<namespace>.svc:<adminPort>/api/v1/stats`)
+    /// with `api_key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stats`] on a transport error, a timeout, a status other than
+    /// 200 or a body that is not stats.
+    pub async fn fetch(&self, url: &str, api_key: &str) -> Result<Stats> {
+        let request = http::Request::get(url)
+            .header(http::header::AUTHORIZATION, format!("Bearer {api_key}"))
+            .body(Empty::new())
+            .map_err(|error| Error::Stats(error.to_string()))?;
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| Error::Stats(format!("{url}: timed out")))?
+            .map_err(|error| Error::Stats(format!("{url}: {error}")))?;
+        let status = response.status();
+        let body = tokio::time::timeout(self.timeout, response.into_body().collect())
+            .await
+            .map_err(|_| Error::Stats(format!("{url}: timed out")))?
+            .map_err(|error| Error::Stats(format!("{url}: {error}")))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(Error::Stats(format!("{url}: status {status}")));
+        }
+        serde_json::from_slice(&body).map_err(|error| Error::Stats(format!("{url}: {error}")))
+    }
+}
+
+/// Whether new stats differ enough from what the status shows to be worth a
+/// status write: the first value, any change in rooms or connections of
+/// more than `max(10, 5%)`, or a return to zero.
+pub fn changed_enough(old: Option<(u64, u64)>, new: &Stats) -> bool {
+    let Some((connections, rooms)) = old else {
+        return true;
+    };
+    let threshold = (connections / 20).max(10);
+    connections.abs_diff(new.connections) > threshold
+        || rooms.abs_diff(new.rooms) > (rooms / 20).max(10)
+        || (new.connections == 0 && connections != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(connections: u64, rooms: u64) -> Stats {
+        Stats { connections, rooms, partial: false }
+    }
+
+    /// Small fluctuations are not written; the first value, big changes and a
+    /// drop to zero are.
+    #[test]
+    fn status_is_written_only_for_changes_above_the_threshold() {
+        assert!(changed_enough(None, &stats(0, 0)));
+        assert!(!changed_enough(Some((1000, 10)), &stats(1040, 12)));
+        assert!(changed_enough(Some((1000, 10)), &stats(1100, 10)));
+        assert!(changed_enough(Some((1000, 10)), &stats(1000, 40)));
+        assert!(changed_enough(Some((5, 1)), &stats(0, 0)));
+        assert!(!changed_enough(Some((0, 0)), &stats(3, 1)));
+    }
+
+    /// The gateway's stats answer parses, per-node entries ignored.
+    #[test]
+    fn stats_answer_parses() {
+        let body = r#"{"nodes":[{"node":"a","connections":3,"rooms":2}],"connections":3,"rooms":2,"partial":false}"#;
+        assert_eq!(serde_json::from_str::<Stats>(body).unwrap(), stats(3, 2));
+    }
+}
+
+/// The stats poller: every `interval`, for each WsCluster, reads the stats,
+/// writes `connections`/`rooms` to the status when they moved by more than
+/// the threshold, and with a connections target runs the [`Autoscaler`].
+pub async fn poll(
+    client: kube::Client,
+    wscs: kube::runtime::reflector::Store<wsgate_crds::WsCluster>,
+    secrets: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Secret>,
+    metrics: crate::metrics::Metrics,
+    interval: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use std::collections::HashMap;
+
+    let http = StatsClient::default();
+    let mut autoscalers: HashMap<(String, String), crate::autoscale::Autoscaler> = HashMap::new();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        for wsc in wscs.state() {
+            let key = (wsc.metadata.namespace.clone().unwrap_or_default(), wsc.metadata.name.clone().unwrap_or_default());
+            if let Err(error) = poll_one(&client, &http, &wsc, &secrets, &metrics, autoscalers.entry(key).or_default()).await {
+                metrics.stats_failures.inc();
+                tracing::debug!(%error, wscluster = %wsc.metadata.name.as_deref().unwrap_or_default(), "stats");
+            }
+        }
+        autoscalers.retain(|(namespace, name), _| {
+            wscs.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)).is_some()
+        });
+    }
+}
+
+async fn poll_one(
+    client: &kube::Client,
+    http: &StatsClient,
+    wsc: &wsgate_crds::WsCluster,
+    secrets: &kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Secret>,
+    metrics: &crate::metrics::Metrics,
+    autoscaler: &mut crate::autoscale::Autoscaler,
+) -> Result<()> {
+    use kube::api::{Api, Patch, PatchParams};
+
+    let (namespace, name) = crate::resources::namespace_and_name(wsc)?;
+    let secret_ref = kube::runtime::reflector::ObjectRef::new(&crate::resources::api_keys_secret_name(&name)).within(&namespace);
+    let Some(secret) = secrets.get(&secret_ref) else {
+        return Ok(()); // not reconciled yet
+    };
+    let key = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(crate::resources::API_KEYS_KEY))
+        .and_then(|value| String::from_utf8(value.0.clone()).ok())
+        .and_then(|text| crate::resources::operator_key(&text).map(str::to_owned))
+        .ok_or_else(|| Error::Stats("the API keys Secret has no operator key".to_owned()))?;
+    let url = format!("http://{name}.{namespace}.svc:{}/api/v1/stats", wsc.spec.service.admin_port);
+    let stats = http.fetch(&url, &key).await?;
+
+    let api: Api<wsgate_crds::WsCluster> = Api::namespaced(client.clone(), &namespace);
+    let old = wsc.status.as_ref().and_then(|s| s.connections.zip(s.rooms));
+    if changed_enough(old, &stats) {
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+        let patch = serde_json::json!({"status": {"connections": stats.connections, "rooms": stats.rooms, "statsTime": now}});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(Error::PatchStatus)?;
+    }
+
+    if let Some(autoscaling) = &wsc.spec.autoscaling
+        && let Some(per_pod) = autoscaling.target_connections_per_pod
+    {
+        let target = crate::autoscale::Target {
+            min: autoscaling.min_replicas,
+            max: autoscaling.max_replicas,
+            connections_per_pod: per_pod,
+            stabilization: Duration::from_secs(autoscaling.scale_down_stabilization_seconds),
+        };
+        let current = crate::resources::desired_replicas(wsc);
+        if let Some(replicas) = autoscaler.next(std::time::Instant::now(), current, stats.connections, stats.partial, &target) {
+            tracing::info!(wscluster = %name, from = current, to = replicas, connections = stats.connections, "autoscale");
+            let patch = serde_json::json!({"spec": {"replicas": replicas}});
+            api.patch_scale(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(Error::Kube)?;
+            metrics.autoscale_changes.inc();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! The WsCluster status: conditions and counts computed from the children.
+//!
+//! Conditions follow the API conventions: `lastTransitionTime` moves only
+//! when `status` changes, so an unchanged fleet yields an identical status
+//! and the controller skips the write.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use wsgate_crds::condition::{DEGRADED, PROGRESSING, READY, reason};
+use wsgate_crds::{WsCluster, WsClusterStatus};
+
+/// A condition with `status` `"True"` or `"False"`.
+pub fn condition(type_: &str, status: bool, reason: &str, message: impl Into<String>, generation: Option<i64>) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: if status { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: Time(Timestamp::now()),
+    }
+}
+
+/// `new` with each condition's `lastTransitionTime` carried over from `old`
+/// when its status did not change.
+pub fn merge_conditions(old: &[Condition], new: Vec<Condition>) -> Vec<Condition> {
+    new.into_iter()
+        .map(|mut condition| {
+            if let Some(previous) = old.iter().find(|c| c.type_ == condition.type_)
+                && previous.status == condition.status
+            {
+                condition.last_transition_time = previous.last_transition_time.clone();
+            }
+            condition
+        })
+        .collect()
+}
+
+/// What the reconcile learned, for [`status`].
+#[derive(Clone, Debug, Default)]
+pub struct Observed<'a> {
+    /// The Deployment as the API server holds it (after the apply).
+    pub deployment: Option<&'a Deployment>,
+    /// Replicas wanted.
+    pub desired_replicas: i32,
+    /// Problems making the spec unusable (see [`crate::validate`]).
+    pub invalid: Vec<String>,
+    /// An apply that failed, with the API server's message.
+    pub apply_error: Option<String>,
+    /// Where clients connect.
+    pub endpoint: Option<String>,
+    /// The pods' selector.
+    pub selector: String,
+}
+
+/// The status of `wsc` given what was observed. Stats (`connections`,
+/// `rooms`, `statsTime`) are carried over: the stats poller owns them.
+pub fn status(wsc: &WsCluster, observed: &Observed<'_>) -> WsClusterStatus {
+    let generation = wsc.metadata.generation;
+    let old = wsc.status.clone().unwrap_or_default();
+    let deployment_status = observed.deployment.and_then(|d| d.status.clone()).unwrap_or_default();
+    let replicas = deployment_status.replicas.unwrap_or(0);
+    let ready = deployment_status.ready_replicas.unwrap_or(0);
+    let updated = deployment_status.updated_replicas.unwrap_or(0);
+    let deployment_current = observed.deployment.is_some_and(|d| {
+        d.metadata.generation.is_some() && deployment_status.observed_generation >= d.metadata.generation
+    });
+    let wanted = observed.desired_replicas;
+    let rolled_out = deployment_current && updated >= wanted && replicas == wanted;
+    let all_ready = ready >= wanted;
+
+    let conditions = if !observed.invalid.is_empty() {
+        let message = observed.invalid.join("; ");
+        vec![
+            condition(READY, false, reason::INVALID_SPEC, message.clone(), generation),
+            condition(PROGRESSING, false, reason::INVALID_SPEC, "the spec is not applied until fixed", generation),
+            condition(DEGRADED, true, reason::INVALID_SPEC, message, generation),
+        ]
+    } else if let Some(error) = &observed.apply_error {
+        vec![
+            condition(READY, all_ready && wanted > 0, reason::APPLY_FAILED, error.clone(), generation),
+            condition(PROGRESSING, false, reason::APPLY_FAILED, error.clone(), generation),
+            condition(DEGRADED, true, reason::APPLY_FAILED, error.clone(), generation),
+        ]
+    } else {
+        let ready_condition = if all_ready && rolled_out {
+            condition(READY, true, reason::AVAILABLE, format!("{ready}/{wanted} replicas ready"), generation)
+        } else {
+            condition(
+                READY,
+                false,
+                reason::REPLICAS_NOT_READY,
+                format!("{ready}/{wanted} replicas ready, {updated} up to date"),
+                generation,
+            )
+        };
+        let progressing = if rolled_out && all_ready {
+            condition(PROGRESSING, false, reason::UP_TO_DATE, "the fleet matches the spec", generation)
+        } else {
+            condition(
+                PROGRESSING,
+                true,
+                reason::ROLLING_OUT,
+                format!("rolling out: {updated}/{wanted} up to date, {ready} ready"),
+                generation,
+            )
+        };
+        vec![
+            ready_condition,
+            progressing,
+            condition(DEGRADED, false, reason::AS_EXPECTED, "", generation),
+        ]
+    };
+
+    WsClusterStatus {
+        observed_generation: generation,
+        conditions: merge_conditions(&old.conditions, conditions),
+        replicas,
+        ready_replicas: ready,
+        selector: Some(observed.selector.clone()),
+        endpoint: observed.endpoint.clone(),
+        connections: old.connections,
+        rooms: old.rooms,
+        stats_time: old.stats_time,
+    }
+}
+
+/// Where clients connect: `wss://host/ws` with an Ingress host and TLS,
+/// `ws://host/ws` without TLS, the first HTTPRoute host name, or the
+/// Service's in-cluster URL.
+pub fn endpoint(wsc: &WsCluster) -> Option<String> {
+    let namespace = wsc.metadata.namespace.as_deref()?;
+    let name = wsc.metadata.name.as_deref()?;
+    let spec = &wsc.spec;
+    if let Some(ingress) = &spec.ingress
+        && let Some(host) = &ingress.host
+    {
+        let scheme = if ingress.tls_secret_name.is_some() { "wss" } else { "ws" };
+        return Some(format!("{scheme}://{host}/ws"));
+    }
+    if let Some(route) = &spec.http_route
+        && let Some(host) = route.hostnames.first()
+    {
+        return Some(format!("wss://{host}/ws"));
+    }
+    Some(format!("ws://{name}.{namespace}.svc:{}/ws", spec.service.port))
+}
+
+/// Whether two statuses differ other than in condition timestamps.
+pub fn differs(old: Option<&WsClusterStatus>, new: &WsClusterStatus) -> bool {
+    old != Some(new)
+}

@@ -1,0 +1,73 @@
+//! Checks of a spec that the schema accepts but that cannot work.
+//!
+//! CEL rules in the CRD catch what they can at admission; these need more
+//! than one object's fields or are friendlier as a `Degraded` condition than
+//! as a refused apply. A WsCluster failing them is not applied: its
+//! existing fleet keeps running and the status says what to fix.
+
+use wsgate_crds::WsCluster;
+
+/// Most characters of a WsCluster name: children are named `<name>-config`
+/// and `<name>-api-keys`, and Service names are DNS labels (63).
+pub const MAX_NAME_LEN: usize = 52;
+
+/// Every problem of `wsc`'s spec, as sentences naming the field; empty when
+/// the spec can work.
+pub fn problems(wsc: &WsCluster) -> Vec<String> {
+    let spec = &wsc.spec;
+    let mut problems = Vec::new();
+
+    let name = wsc.metadata.name.as_deref().unwrap_or_default();
+    if name.len() > MAX_NAME_LEN || name.contains('.') {
+        problems.push(format!(
+            "metadata.name: use a DNS label of at most {MAX_NAME_LEN} characters (no dots): it names the Service and the pods"
+        ));
+    }
+
+    let auth = &spec.auth;
+    if auth.jwt_secret.is_none() && auth.jwt_public_key.is_none() && auth.jwks.is_none() && !auth.allow_anonymous {
+        problems.push(
+            "auth: set jwtSecret, jwtPublicKey or jwks, or allowAnonymous: true; as written every client would be refused"
+                .to_owned(),
+        );
+    }
+
+    for namespace in spec.namespaces.keys() {
+        let valid = !namespace.is_empty()
+            && namespace.len() <= 128
+            && namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '@' | '=' | '+' | '/'));
+        if !valid {
+            problems.push(format!(
+                "namespaces.{namespace}: a room namespace is 1 to 128 characters of A-Z a-z 0-9 _ - @ = + / (no ':')"
+            ));
+        }
+    }
+
+    if spec.limits.heartbeat_timeout_ms <= spec.limits.heartbeat_ms {
+        problems.push("limits.heartbeatTimeoutMs must be greater than limits.heartbeatMs".to_owned());
+    }
+
+    if spec.drain.reconnect_spread_ms > spec.drain.seconds.saturating_mul(1000) {
+        problems.push("drain.reconnectSpreadMs must fit within drain.seconds".to_owned());
+    }
+
+    if let Some(autoscaling) = &spec.autoscaling
+        && autoscaling.target_cpu_utilization.is_some()
+    {
+        let has_cpu_request = spec
+            .resources
+            .as_ref()
+            .and_then(|resources| resources.requests.as_ref())
+            .is_some_and(|requests| requests.contains_key("cpu"));
+        if !has_cpu_request {
+            problems.push(
+                "autoscaling.targetCpuUtilization needs resources.requests.cpu: utilization is a share of the request"
+                    .to_owned(),
+            );
+        }
+    }
+
+    problems
+}
