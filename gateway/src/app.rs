@@ -71,6 +71,22 @@ impl AppState {
         })
     }
 
+    /// A single-node state for unit tests: the in-process broker and the
+    /// configuration's auth settings.
+    #[cfg(test)]
+    pub fn test(config: Config) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let hub = Hub::new(config.node.clone(), metrics.clone());
+        let broker = crate::broker::LocalBroker::new(hub.clone());
+        let auth = Arc::new(
+            Authenticator::new(crate::server::auth_settings(&config))
+                .expect("test auth settings are valid"),
+        );
+        let origins = AllowedOrigins::new(&config.allowed_origins).expect("test origins are valid");
+        let max = config.limits.max_connections;
+        Self::new(config, hub, broker, auth, metrics, origins, max)
+    }
+
     /// A new connection id: `<node>:<boot>-<n>`, so the node can be read back from it.
     fn conn_id(&self) -> Arc<str> {
         let n = self.next_conn.fetch_add(1, Ordering::Relaxed);

@@ -45,7 +45,7 @@ fn secret_source(secret: &Secret) -> SecretSource {
     }
 }
 
-fn auth_settings(config: &Config) -> AuthSettings {
+pub(crate) fn auth_settings(config: &Config) -> AuthSettings {
     let auth = &config.auth;
     AuthSettings {
         jwt_secret: auth.jwt_secret.as_ref().map(|secret| match secret {

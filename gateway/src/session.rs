@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::{SinkExt as _, StreamExt as _};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures::{Sink, SinkExt as _, Stream, StreamExt as _};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tracing::{Instrument as _, debug, info_span};
@@ -115,8 +115,15 @@ fn millis(origin: Instant) -> u64 {
     origin.elapsed().as_millis() as u64
 }
 
-/// Runs one connection to its end.
-pub async fn run(socket: WebSocket, state: Arc<AppState>, start: Start) {
+/// Runs one connection to its end. `socket` is the upgraded WebSocket in
+/// production and a pair of channels in unit tests.
+pub async fn run<S>(socket: S, state: Arc<AppState>, start: Start)
+where
+    S: Stream<Item = Result<Message, axum::Error>>
+        + Sink<Message, Error = axum::Error>
+        + Send
+        + 'static,
+{
     let Start {
         conn_id,
         identity,
@@ -238,14 +245,16 @@ fn on_read_error(error: axum::Error) -> Flow {
 }
 
 /// Drains the outbox to the socket, sends heartbeats, and sends the close frame.
-async fn write_loop(
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+async fn write_loop<S>(
+    mut sink: futures::stream::SplitSink<S, Message>,
     mut rx: mpsc::Receiver<Utf8Bytes>,
     outbox: Arc<Outbox>,
     state: Arc<AppState>,
     origin: Instant,
     last_heard: Arc<AtomicU64>,
-) {
+) where
+    S: Sink<Message, Error = axum::Error> + Send,
+{
     let heartbeat = state.config.limits.heartbeat;
     let timeout = state.config.limits.heartbeat_timeout.as_millis() as u64;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -660,3 +669,6 @@ impl Reply {
         Self::Failed(Failure::new(code, message))
     }
 }
+
+#[cfg(test)]
+mod tests;

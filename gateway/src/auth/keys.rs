@@ -24,6 +24,12 @@ use super::settings::SecretSource;
 /// The smallest RSA modulus accepted, in bits.
 const MIN_RSA_BITS: usize = 2048;
 
+/// The largest RSA modulus the verifier (the `rsa` crate) accepts, in bits.
+const MAX_RSA_BITS: usize = 4096;
+
+/// The range of RSA public exponents the verifier accepts.
+const RSA_EXPONENTS: std::ops::RangeInclusive<u64> = 2..=(1 << 33) - 1;
+
 /// HS256 secrets shorter than this (the HMAC-SHA256 output size) draw a warning.
 const MIN_SECRET_BYTES: usize = 32;
 
@@ -370,7 +376,8 @@ fn rsa_from_der_key(key: &DecodingKey) -> Result<VerificationKey, String> {
     rsa_key(&params.n, &params.e)
 }
 
-/// An RS256 key from base64url modulus and exponent, refusing short moduli.
+/// An RS256 key from base64url modulus and exponent. Keys the verifier would refuse on every
+/// token (too short, too long, a bad exponent) are refused here, at load time, instead.
 fn rsa_key(n: &str, e: &str) -> Result<VerificationKey, String> {
     let modulus = URL_SAFE_NO_PAD
         .decode(n)
@@ -381,8 +388,25 @@ fn rsa_key(n: &str, e: &str) -> Result<VerificationKey, String> {
             "RSA key has {bits} bits; at least {MIN_RSA_BITS} are required"
         ));
     }
-    let key = DecodingKey::from_rsa_components(n, e)
+    if bits > MAX_RSA_BITS {
+        return Err(format!(
+            "RSA key has {bits} bits; at most {MAX_RSA_BITS} are supported"
+        ));
+    }
+    let exponent = URL_SAFE_NO_PAD
+        .decode(e)
         .map_err(|_| "RSA exponent is not base64url".to_owned())?;
+    let exponent_fits = significant_bits(&exponent) <= 64
+        && RSA_EXPONENTS.contains(
+            &exponent
+                .iter()
+                .fold(0u64, |value, &byte| value.wrapping_shl(8) | u64::from(byte)),
+        );
+    if !exponent_fits {
+        return Err("RSA exponent is out of range".to_owned());
+    }
+    let key = DecodingKey::from_rsa_components(n, e)
+        .map_err(|_| "RSA key components are not base64url".to_owned())?;
     Ok(VerificationKey {
         algorithm: KeyAlgorithm::Rs256,
         key,
@@ -444,10 +468,10 @@ fn parse_jwks(bytes: &[u8]) -> Result<Vec<JwksKey>, String> {
 
 /// One JWK: `Ok(None)` for a key of a kind wsgate does not use, an error for a broken key of a
 /// kind it does use.
-fn parse_jwk(entry: &Value) -> Result<Option<VerificationKey>, &'static str> {
+fn parse_jwk(entry: &Value) -> Result<Option<VerificationKey>, String> {
     let text = |name: &str| entry.get(name).and_then(Value::as_str);
     if !entry.is_object() {
-        return Err("not a JSON object");
+        return Err("not a JSON object".to_owned());
     }
     if text("use").is_some_and(|usage| usage != "sig") {
         return Ok(None);
@@ -463,25 +487,25 @@ fn parse_jwk(entry: &Value) -> Result<Option<VerificationKey>, &'static str> {
     {
         return Ok(None);
     }
-    let field = |name: &str| text(name).ok_or("a required member is missing or not a string");
+    let field = |name: &str| {
+        text(name).ok_or_else(|| format!("member `{name}` is missing or not a string"))
+    };
     let key = match algorithm {
-        KeyAlgorithm::Rs256 => {
-            rsa_key(field("n")?, field("e")?).map_err(|_| "invalid or too short RSA key")?
-        }
+        KeyAlgorithm::Rs256 => rsa_key(field("n")?, field("e")?)?,
         KeyAlgorithm::Es256 => {
             let key = DecodingKey::from_ec_components(field("x")?, field("y")?)
-                .map_err(|_| "EC coordinates are not base64url")?;
+                .map_err(|_| "EC coordinates are not base64url".to_owned())?;
             if !is_p256_key(&key) {
-                return Err("not a valid P-256 point");
+                return Err("not a valid P-256 point".to_owned());
             }
             VerificationKey { algorithm, key }
         }
         KeyAlgorithm::Hs256 => {
             let secret = URL_SAFE_NO_PAD
                 .decode(field("k")?)
-                .map_err(|_| "oct key value is not base64url")?;
+                .map_err(|_| "oct key value is not base64url".to_owned())?;
             if secret.is_empty() {
-                return Err("oct key is empty");
+                return Err("oct key is empty".to_owned());
             }
             VerificationKey {
                 algorithm,

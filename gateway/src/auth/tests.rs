@@ -525,7 +525,28 @@ fn jwks_problems_are_reported() {
 
     let short = vec![jwk(RSA_1024_PUBLIC, false, "small")];
     let error = Authenticator::new(jwks_settings(&dir, short)).unwrap_err();
-    assert!(error.to_string().contains("\"small\""), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("key \"small\": RSA key has 1024 bits"),
+        "{error}"
+    );
+
+    let mut no_exponent = jwk(RSA_A_PUBLIC, false, "no-e");
+    no_exponent.as_object_mut().unwrap().remove("e");
+    let error = Authenticator::new(jwks_settings(&dir, vec![no_exponent])).unwrap_err();
+    assert!(
+        error.to_string().contains("member `e` is missing"),
+        "{error}"
+    );
+
+    let mut huge_exponent = jwk(RSA_A_PUBLIC, false, "big-e");
+    huge_exponent["e"] = json!(URL_SAFE_NO_PAD.encode([1u8; 9]));
+    let error = Authenticator::new(jwks_settings(&dir, vec![huge_exponent])).unwrap_err();
+    assert!(
+        error.to_string().contains("exponent is out of range"),
+        "{error}"
+    );
 }
 
 /// `aud` is checked only when configured, and may then be a string or an array.

@@ -1,0 +1,340 @@
+//! Session behaviour over an in-memory socket: the same code path as a real
+//! connection, with the transport replaced by channels and time paused where a
+//! test waits for a deadline.
+
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::app::AppState;
+
+const SECRET: &str = "session-test-secret";
+
+/// The server's end of an in-memory WebSocket.
+struct FakeSocket {
+    incoming: mpsc::UnboundedReceiver<Result<Message, axum::Error>>,
+    outgoing: mpsc::UnboundedSender<Message>,
+}
+
+impl Stream for FakeSocket {
+    type Item = Result<Message, axum::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.incoming.poll_recv(cx)
+    }
+}
+
+impl Sink<Message> for FakeSocket {
+    type Error = axum::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+        self.outgoing.send(item).map_err(axum::Error::new)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The client's end.
+struct Client {
+    to_server: mpsc::UnboundedSender<Result<Message, axum::Error>>,
+    from_server: mpsc::UnboundedReceiver<Message>,
+}
+
+impl Client {
+    fn send(&self, value: Value) {
+        self.to_server
+            .send(Ok(Message::Text(value.to_string().into())))
+            .unwrap();
+    }
+
+    fn send_message(&self, message: Result<Message, axum::Error>) {
+        self.to_server.send(message).unwrap();
+    }
+
+    /// The next text frame as JSON (pings skipped); panics on close.
+    async fn next(&mut self) -> Value {
+        loop {
+            match self.from_server.recv().await.expect("connection ended") {
+                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Skips text frames until the close frame; returns its code.
+    async fn close_code(&mut self) -> u16 {
+        loop {
+            match self
+                .from_server
+                .recv()
+                .await
+                .expect("connection ended without a close frame")
+            {
+                Message::Close(Some(frame)) => return frame.code,
+                Message::Close(None) => panic!("close without a code"),
+                _ => continue,
+            }
+        }
+    }
+}
+
+fn state(toml: &str, args: &[&str]) -> Arc<AppState> {
+    let mut argv = vec!["wsgate", "--jwt-secret", SECRET];
+    argv.extend_from_slice(args);
+    let args = <wsgate_config::Args as clap::Parser>::try_parse_from(argv).unwrap();
+    let text = format!("version = 1\n{toml}");
+    let config =
+        wsgate_config::Config::from_args_and_toml(args, &text, Path::new("test.toml")).unwrap();
+    AppState::test(config)
+}
+
+fn token(claims: Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+fn now() -> u64 {
+    unix_now()
+}
+
+/// Opens a session; `token` authenticates it at the handshake, `None` leaves it
+/// anonymous when the state allows that, otherwise waiting for `auth`.
+fn connect(state: &Arc<AppState>, token: Option<&str>) -> Client {
+    let (to_server, incoming) = mpsc::unbounded_channel();
+    let (outgoing, from_server) = mpsc::unbounded_channel();
+    let conn_id: Arc<str> = Arc::from(format!("test:{}", state.hub.next_key()));
+    let identity = match token {
+        Some(token) => Some(state.auth.verify(token).unwrap()),
+        None if state.config.allow_anonymous => Some(state.auth.anonymous(&conn_id)),
+        None => None,
+    };
+    let slot = identity
+        .as_ref()
+        .map(|identity| state.hub.reserve_user(&identity.user, 100).unwrap());
+    let permit = state.connections.clone().try_acquire_owned().unwrap();
+    let start = Start {
+        conn_id,
+        identity,
+        slot,
+        permit,
+    };
+    tokio::spawn(run(FakeSocket { incoming, outgoing }, state.clone(), start));
+    Client {
+        to_server,
+        from_server,
+    }
+}
+
+/// Welcome, join, publish: the join reply comes before the room's messages and
+/// the publisher, a member, receives its own message.
+#[tokio::test]
+async fn anonymous_member_receives_its_own_message_after_the_join_reply() {
+    let state = state("", &["--allow-anonymous"]);
+    let mut client = connect(&state, None);
+    let welcome = client.next().await;
+    assert_eq!(welcome["type"], "welcome");
+    assert!(welcome["user"].as_str().unwrap().starts_with("anon:"));
+    client.send(json!({"op":"join","id":1,"room":"chat:a"}));
+    assert_eq!(
+        client.next().await,
+        json!({"id":1,"ok":true,"recovered":false})
+    );
+    client.send(json!({"op":"publish","id":2,"room":"chat:a","data":{"n":1}}));
+    let message = client.next().await;
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["data"], json!({"n":1}));
+    assert_eq!(message["from"], welcome["user"]);
+    assert_eq!(client.next().await, json!({"id":2,"ok":true}));
+}
+
+/// Without anonymous access, a frame other than `auth` closes with 4001.
+#[tokio::test]
+async fn a_frame_before_auth_closes_with_4001() {
+    let state = state("", &[]);
+    let mut client = connect(&state, None);
+    client.send(json!({"op":"ping","id":1}));
+    assert_eq!(client.close_code().await, close::AUTH_FAILED);
+}
+
+/// First-frame `auth` with a good token gets a welcome carrying its id.
+#[tokio::test]
+async fn first_frame_auth_is_answered_by_a_welcome() {
+    let state = state("", &[]);
+    let mut client = connect(&state, None);
+    client.send(json!({"op":"auth","id":9,"token":token(json!({"sub":"alice","exp":now()+60}))}));
+    let welcome = client.next().await;
+    assert_eq!(welcome["type"], "welcome");
+    assert_eq!(welcome["id"], 9);
+    assert_eq!(welcome["user"], "alice");
+}
+
+/// A bad first-frame token gets `unauthorized`, then 4001.
+#[tokio::test]
+async fn bad_first_frame_auth_closes_with_4001() {
+    let state = state("", &[]);
+    let mut client = connect(&state, None);
+    client.send(json!({"op":"auth","id":1,"token":"not.a.token"}));
+    assert_eq!(client.next().await["error"]["code"], "unauthorized");
+    assert_eq!(client.close_code().await, close::AUTH_FAILED);
+}
+
+/// Silence past `auth.auth_timeout_ms` closes with 4001.
+#[tokio::test(start_paused = true)]
+async fn silence_past_the_auth_timeout_closes_with_4001() {
+    let state = state("[auth]\nauth_timeout_ms = 200\n", &[]);
+    let mut client = connect(&state, None);
+    assert_eq!(client.close_code().await, close::AUTH_FAILED);
+}
+
+/// A token's expiry (plus leeway) closes with 4001 unless refreshed.
+#[tokio::test(start_paused = true)]
+async fn expiry_closes_with_4001_and_refresh_for_another_user_is_refused() {
+    let state = state("[auth]\nleeway_seconds = 0\n", &[]);
+    let mut client = connect(&state, Some(&token(json!({"sub":"bob","exp":now()+5}))));
+    assert_eq!(client.next().await["user"], "bob");
+    client.send(json!({"op":"refresh","id":1,"token":token(json!({"sub":"eve","exp":now()+600}))}));
+    assert_eq!(client.next().await["error"]["code"], "unauthorized");
+    assert_eq!(client.close_code().await, close::AUTH_FAILED);
+}
+
+/// A refreshed token that no longer allows a room removes the connection from it
+/// with a `left` event.
+#[tokio::test]
+async fn refresh_without_a_room_leaves_it_with_a_left_event() {
+    let state = state("", &[]);
+    let first = token(json!({"sub":"carol","exp":now()+60,"rooms":["chat:*"]}));
+    let mut client = connect(&state, Some(&first));
+    client.next().await;
+    client.send(json!({"op":"join","id":1,"room":"chat:a"}));
+    assert_eq!(client.next().await["ok"], true);
+    let narrower = token(json!({"sub":"carol","exp":now()+120,"rooms":["news:*"]}));
+    client.send(json!({"op":"refresh","id":2,"token":narrower}));
+    let left = client.next().await;
+    assert_eq!(left["type"], "left");
+    assert_eq!(left["room"], "chat:a");
+    assert_eq!(left["reason"], "forbidden");
+    let reply = client.next().await;
+    assert_eq!(reply["id"], 2);
+    assert_eq!(reply["exp"], now() + 120);
+    assert_eq!(state.hub.stats().rooms, 0);
+}
+
+/// Client-fault errors beyond the budget close with 1008.
+#[tokio::test]
+async fn too_many_errors_close_with_1008() {
+    let state = state(
+        "[limits]\nmax_errors_per_minute = 3\n",
+        &["--allow-anonymous"],
+    );
+    let mut client = connect(&state, None);
+    client.next().await;
+    for id in 0..4 {
+        client.send(json!({"op":"nope","id":id}));
+    }
+    for _ in 0..3 {
+        assert_eq!(client.next().await["error"]["code"], "unknown_op");
+    }
+    assert_eq!(client.close_code().await, close::POLICY);
+}
+
+/// Publishing beyond the burst gets `rate_limited`; a publish without id
+/// reports its op and room.
+#[tokio::test]
+async fn publishing_beyond_the_burst_is_rate_limited() {
+    let state = state(
+        "[limits]\npublish_rate = 0.001\npublish_burst = 2\n",
+        &["--allow-anonymous"],
+    );
+    let mut client = connect(&state, None);
+    client.next().await;
+    for _ in 0..3 {
+        client.send(json!({"op":"publish","room":"r","data":1}));
+    }
+    let error = client.next().await;
+    assert_eq!(error["error"]["code"], "rate_limited");
+    assert_eq!(error["op"], "publish");
+    assert_eq!(error["room"], "r");
+}
+
+/// The rooms-per-connection cap refuses a further join, not a repeated one.
+#[tokio::test]
+async fn joins_past_the_room_cap_are_refused() {
+    let state = state(
+        "[limits]\nmax_rooms_per_connection = 2\n",
+        &["--allow-anonymous"],
+    );
+    let mut client = connect(&state, None);
+    client.next().await;
+    for (id, room) in ["a", "b", "a", "c"].iter().enumerate() {
+        client.send(json!({"op":"join","id":id,"room":room}));
+    }
+    for _ in 0..3 {
+        assert_eq!(client.next().await["ok"], true);
+    }
+    assert_eq!(client.next().await["error"]["code"], "limit_exceeded");
+}
+
+/// Transport errors map to RFC 6455 close codes.
+#[tokio::test]
+async fn oversize_and_invalid_utf8_map_to_1009_and_1007() {
+    let state = state("", &["--allow-anonymous"]);
+    let mut client = connect(&state, None);
+    client.next().await;
+    let too_long = tungstenite::error::CapacityError::MessageTooLong {
+        size: 2,
+        max_size: 1,
+    };
+    client.send_message(Err(axum::Error::new(tungstenite::Error::Capacity(
+        too_long,
+    ))));
+    assert_eq!(client.close_code().await, close::TOO_BIG);
+
+    let mut client = connect(&state, None);
+    client.next().await;
+    client.send_message(Err(axum::Error::new(tungstenite::Error::Utf8(
+        "bad".into(),
+    ))));
+    assert_eq!(client.close_code().await, close::INVALID_UTF8);
+}
+
+/// Binary frames and `auth` on a token connection are `bad_request`; the
+/// connection stays open.
+#[tokio::test]
+async fn binary_frames_get_bad_request_and_the_connection_stays_open() {
+    let state = state("", &[]);
+    let mut client = connect(&state, Some(&token(json!({"sub":"dan","exp":now()+60}))));
+    client.next().await;
+    client.send_message(Ok(Message::Binary(vec![1, 2, 3].into())));
+    assert_eq!(client.next().await["error"]["code"], "bad_request");
+    client.send(json!({"op":"auth","id":1,"token":"x"}));
+    assert_eq!(client.next().await["error"]["code"], "bad_request");
+    client.send(json!({"op":"ping","id":2}));
+    assert_eq!(client.next().await, json!({"id":2,"ok":true}));
+}
+
+/// Heartbeat: no frame from the client within the timeout closes with 1011.
+#[tokio::test(start_paused = true)]
+async fn silence_past_the_heartbeat_timeout_closes_with_1011() {
+    let state = state(
+        "[limits]\nheartbeat_ms = 100\nheartbeat_timeout_ms = 300\n",
+        &["--allow-anonymous"],
+    );
+    let mut client = connect(&state, None);
+    client.next().await;
+    assert_eq!(client.close_code().await, close::INTERNAL);
+}
