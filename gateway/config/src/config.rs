@@ -27,7 +27,7 @@ pub struct Config {
     /// Public listener: `/ws`, `/client/`, the demo page, `/echo`.
     pub listen: SocketAddr,
     /// Admin listener: backend API, `/healthz`, `/readyz`, `/metrics`; `None`: served on
-    /// `listen` (also when it was set to the same address).
+    /// `listen` (also when it was set to the same address, unless that has port 0).
     pub admin_listen: Option<SocketAddr>,
     /// Cluster name, one NATS subject token: isolates clusters sharing a NATS.
     pub cluster: String,
@@ -581,7 +581,8 @@ fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result<Config> {
             || None,
         )
         .value
-        .filter(|admin| *admin != listen);
+        // The same fixed address twice means one listener; port 0 asks for a fresh port each.
+        .filter(|admin| *admin != listen || admin.port() == 0);
     let cluster = layers
         .pick("cluster", cluster, file_cluster, || {
             DEFAULT_CLUSTER.to_owned()

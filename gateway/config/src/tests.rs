@@ -836,6 +836,18 @@ fn values_are_normalised() -> Result<()> {
     assert_eq!(config.admin_listen, None);
 
     let flags = Args {
+        listen: "127.0.0.1:0".parse().ok(),
+        admin_listen: "127.0.0.1:0".parse().ok(),
+        ..args()
+    };
+    let config = load(flags, "version = 1")?;
+    assert_eq!(
+        config.admin_listen,
+        "127.0.0.1:0".parse().ok(),
+        "two free ports"
+    );
+
+    let flags = Args {
         nats_url: Some(String::new()),
         ..args()
     };
