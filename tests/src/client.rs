@@ -154,6 +154,8 @@ pub struct Client {
     closed: Option<Closed>,
     /// The `Sec-WebSocket-Protocol` the server chose, if any.
     subprotocol: Option<String>,
+    /// Server pings seen (tungstenite answers them itself).
+    pings: u64,
 }
 
 impl fmt::Debug for Client {
@@ -248,6 +250,7 @@ impl Client {
                     welcome: None,
                     closed: None,
                     subprotocol,
+                    pings: 0,
                 })
             }
             Err(WsError::Http(response)) => {
@@ -478,7 +481,11 @@ impl Client {
                     Received::Json(value)
                 }
                 Some(Ok(Message::Binary(bytes))) => Received::Binary(bytes.to_vec()),
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Ping(_))) => {
+                    self.pings += 1;
+                    continue;
+                }
+                Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Ok(Message::Close(frame))) => match frame {
                     Some(frame) => {
                         Received::Close(Some(u16::from(frame.code)), frame.reason.to_string())
@@ -719,6 +726,21 @@ impl Client {
             Ok(Received::Json(value)) => bail!("expected silence, but {value} was received"),
             Ok(other) => bail!("expected silence, but got {other:?}"),
         }
+    }
+
+    /// Server pings seen so far.
+    pub fn pings(&self) -> u64 {
+        self.pings
+    }
+
+    /// Frames read but not yet returned by [`Self::next_json`], oldest first.
+    pub fn queued(&self) -> impl Iterator<Item = &Value> {
+        self.pending.iter()
+    }
+
+    /// Forgets the queued frames.
+    pub fn clear_queue(&mut self) {
+        self.pending.clear();
     }
 
     /// True once a close frame was read or the stream ended.
