@@ -65,8 +65,8 @@ pub struct Args {
     )]
     pub allow_anonymous: Option<bool>,
 
-    /// Comma-separated Origin allow-list, e.g. https://app.example.com,https://*.example.com
-    /// [default: empty, any origin].
+    /// Comma-separated Origin allow-list: scheme://host or scheme://*.domain entries, each with
+    /// an optional :port [default: empty, any origin].
     #[arg(
         long,
         env = "WSGATE_ALLOWED_ORIGINS",

@@ -549,7 +549,7 @@ pub const NAMESPACE_SEGMENT: &str = "<ns>";
 /// Finds the key with the given dotted path, where a namespace name matches `<ns>`.
 ///
 /// The path is split at every `.`, so a namespace whose name holds a dot is not found; the
-/// parser, which knows the real segments, uses [`find_path`].
+/// parser works on the real TOML segments instead.
 pub fn find(dotted: &str) -> Option<&'static Key> {
     let path: Vec<&str> = dotted.split('.').collect();
     find_path(&path)
