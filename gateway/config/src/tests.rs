@@ -956,6 +956,35 @@ fn keys_cover_every_field_of_the_file_model() -> Result<()> {
     Ok(())
 }
 
+/// Whatever passes a key's [`Kind`] check also deserializes into its [`FileConfig`] field, so
+/// a type error is always reported by the key check, with the key's name.
+#[test]
+fn every_value_of_a_keys_kind_fits_its_field() -> Result<()> {
+    for key in KEYS {
+        if key.key == "version" {
+            continue;
+        }
+        let value = match key.kind {
+            Kind::Text => "\"x\"".to_owned(),
+            Kind::Choice(words) => format!("\"{}\"", words[words.len() - 1]),
+            Kind::Bool => "true".to_owned(),
+            Kind::Count { max } => max.to_string(),
+            Kind::Number => "1.5".to_owned(),
+            Kind::TextList => "[\"x\"]".to_owned(),
+        };
+        let dotted = key.key.replace(NAMESPACE_SEGMENT, "chat");
+        let (table, name) = dotted.rsplit_once('.').unwrap_or(("", &dotted));
+        let header = if table.is_empty() {
+            String::new()
+        } else {
+            format!("[{table}]\n")
+        };
+        let text = format!("version = 1\n{header}{name} = {value}\n");
+        FileConfig::parse(&text, Path::new(FILE))?;
+    }
+    Ok(())
+}
+
 /// Every flag of [`Args`] is the flag of a key in [`KEYS`] with the same environment
 /// variable, and every flag in [`KEYS`] exists: the gateway's flags and the operator's file
 /// agree.
