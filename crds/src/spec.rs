@@ -7,6 +7,10 @@
 //! time instead. Cross-field rules are CEL rules with messages meant for a
 //! person.
 
+// kube's `printcolumn(..)` repeats `type_ = ..` by design; clippy reads that
+// as a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
@@ -44,9 +48,17 @@ use crate::status::WsClusterStatus;
     ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
-    printcolumn(name = "Connections", type_ = "integer", json_path = ".status.connections"),
+    printcolumn(
+        name = "Connections",
+        type_ = "integer",
+        json_path = ".status.connections"
+    ),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("!(has(self.ingress) && has(self.httpRoute))").message("set either ingress or httpRoute, not both"))]
 #[x_kube(validation = Rule::new("has(self.nats) || !has(self.replicas) || self.replicas <= 1").message("without nats every pod is a separate single node: set nats to run more than one replica"))]

@@ -21,5 +21,8 @@ fn committed_crd_matches_the_types() {
 fn chart_ships_the_same_crd() {
     let committed = include_str!("../wscluster.yaml");
     let chart = include_str!("../../charts/wsgate/crds/wscluster.yaml");
-    assert!(committed == chart, "charts/wsgate/crds/wscluster.yaml differs from crds/wscluster.yaml");
+    assert!(
+        committed == chart,
+        "charts/wsgate/crds/wscluster.yaml differs from crds/wscluster.yaml"
+    );
 }

@@ -65,7 +65,11 @@ pub struct RunArgs {
     pub lease_namespace: String,
 
     /// Name of the leader-election Lease.
-    #[arg(long, env = "WSGATE_OPERATOR_LEASE_NAME", default_value = "wsgate-operator")]
+    #[arg(
+        long,
+        env = "WSGATE_OPERATOR_LEASE_NAME",
+        default_value = "wsgate-operator"
+    )]
     pub lease_name: String,
 
     /// This replica's identity in the election (the pod name).
@@ -90,7 +94,9 @@ impl RunArgs {
     /// The builders' settings these options select.
     pub fn settings(&self) -> Settings {
         match &self.gateway_image {
-            Some(image) => Settings { default_image: image.clone() },
+            Some(image) => Settings {
+                default_image: image.clone(),
+            },
             None => Settings::default(),
         }
     }
@@ -125,7 +131,11 @@ fn print_crd() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_render(file: &std::path::Path, namespace: &str, settings: &Settings) -> anyhow::Result<()> {
+fn print_render(
+    file: &std::path::Path,
+    namespace: &str,
+    settings: &Settings,
+) -> anyhow::Result<()> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
@@ -134,13 +144,16 @@ fn print_render(file: &std::path::Path, namespace: &str, settings: &Settings) ->
             message: error.to_string(),
         })?
     };
-    print!("{}", render(&text, namespace, settings).map_err(|error| match error {
-        Error::Input { message, .. } => Error::Input {
-            path: file.display().to_string(),
-            message,
-        },
-        other => other,
-    })?);
+    print!(
+        "{}",
+        render(&text, namespace, settings).map_err(|error| match error {
+            Error::Input { message, .. } => Error::Input {
+                path: file.display().to_string(),
+                message,
+            },
+            other => other,
+        })?
+    );
     Ok(())
 }
 
@@ -153,10 +166,11 @@ fn print_render(file: &std::path::Path, namespace: &str, settings: &Settings) ->
 /// [`Error::Input`] when `text` is not a WsCluster manifest, else as
 /// [`resources::children`].
 pub fn render(text: &str, namespace: &str, settings: &Settings) -> Result<String> {
-    let mut wsc: wsgate_crds::WsCluster = serde_yaml::from_str(text).map_err(|error| Error::Input {
-        path: "-".to_owned(),
-        message: error.to_string(),
-    })?;
+    let mut wsc: wsgate_crds::WsCluster =
+        serde_yaml::from_str(text).map_err(|error| Error::Input {
+            path: "-".to_owned(),
+            message: error.to_string(),
+        })?;
     if wsc.metadata.namespace.is_none() {
         wsc.metadata.namespace = Some(namespace.to_owned());
     }
@@ -169,10 +183,12 @@ pub fn render(text: &str, namespace: &str, settings: &Settings) -> Result<String
     let mut out = String::new();
     for value in children.to_values()? {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&value).map_err(|error| Error::Input {
-            path: "-".to_owned(),
-            message: error.to_string(),
-        })?);
+        out.push_str(
+            &serde_yaml::to_string(&value).map_err(|error| Error::Input {
+                path: "-".to_owned(),
+                message: error.to_string(),
+            })?,
+        );
     }
     Ok(out)
 }

@@ -53,7 +53,14 @@ pub struct Autoscaler {
 impl Autoscaler {
     /// The replicas to run given the current replicas and the observed
     /// connections at `now`; `None` when nothing should change.
-    pub fn next(&mut self, now: Instant, current: i32, connections: u64, partial: bool, target: &Target) -> Option<i32> {
+    pub fn next(
+        &mut self,
+        now: Instant,
+        current: i32,
+        connections: u64,
+        partial: bool,
+        target: &Target,
+    ) -> Option<i32> {
         let recommendation = recommend(connections, target);
         self.recommendations.push_back((now, recommendation));
         while let Some(&(at, _)) = self.recommendations.front() {
@@ -127,7 +134,10 @@ mod tests {
     #[test]
     fn a_surge_scales_up_at_once() {
         let mut autoscaler = Autoscaler::default();
-        assert_eq!(autoscaler.next(Instant::now(), 2, 7400, false, &target()), Some(8));
+        assert_eq!(
+            autoscaler.next(Instant::now(), 2, 7400, false, &target()),
+            Some(8)
+        );
     }
 
     /// Recorded stats of a morning peak and an evening decline, sampled every
@@ -137,7 +147,9 @@ mod tests {
     fn recorded_stats_scale_up_fast_and_down_after_the_window() {
         let mut autoscaler = Autoscaler::default();
         let start = Instant::now();
-        let samples: &[u64] = &[1500, 1800, 2600, 4100, 5900, 6100, 6000, 2500, 2400, 2600, 2500];
+        let samples: &[u64] = &[
+            1500, 1800, 2600, 4100, 5900, 6100, 6000, 2500, 2400, 2600, 2500,
+        ];
         let mut replicas = 2;
         let mut history = Vec::new();
         for (i, &connections) in samples.iter().enumerate() {
@@ -152,7 +164,10 @@ mod tests {
 
         // Ten minutes later the window holds only low samples: scale down.
         let later = start + Duration::from_secs(15 * samples.len() as u64 + 600);
-        assert_eq!(autoscaler.next(later, replicas, 2500, false, &target()), Some(3));
+        assert_eq!(
+            autoscaler.next(later, replicas, 2500, false, &target()),
+            Some(3)
+        );
     }
 
     /// A dip shorter than the window does not remove pods.
@@ -177,7 +192,13 @@ mod tests {
     #[test]
     fn replicas_outside_the_bounds_move_inside() {
         let mut autoscaler = Autoscaler::default();
-        assert_eq!(autoscaler.next(Instant::now(), 12, 12000, false, &target()), Some(10));
-        assert_eq!(autoscaler.next(Instant::now(), 1, 0, false, &target()), Some(2));
+        assert_eq!(
+            autoscaler.next(Instant::now(), 12, 12000, false, &target()),
+            Some(10)
+        );
+        assert_eq!(
+            autoscaler.next(Instant::now(), 1, 0, false, &target()),
+            Some(2)
+        );
     }
 }

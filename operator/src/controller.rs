@@ -110,10 +110,20 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
     if !problems.is_empty() {
         warn!(problems = ?problems, "invalid spec, not applied");
         observed.invalid = problems;
-        let cached = ctx.stores.deployments.get(&ObjectRef::new(&name).within(&namespace));
+        let cached = ctx
+            .stores
+            .deployments
+            .get(&ObjectRef::new(&name).within(&namespace));
         observed.deployment = cached.as_deref();
         if write_status(&wscs, &wsc, &observed).await? {
-            publish(&ctx, &wsc, EventType::Warning, "InvalidSpec", observed.invalid.join("; ")).await;
+            publish(
+                &ctx,
+                &wsc,
+                EventType::Warning,
+                "InvalidSpec",
+                observed.invalid.join("; "),
+            )
+            .await;
         }
         return Ok(Action::requeue(RESYNC));
     }
@@ -122,18 +132,61 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
     let children = resources::children(&wsc, &ctx.settings, &api_keys)?;
     let mut applied = Vec::new();
 
-    let client = &ctx.client;
     let stores = &ctx.stores;
     let ns = namespace.as_str();
-    apply(client, ns, &children.service_account, &stores.service_accounts, &mut applied).await?;
-    apply(client, ns, &children.config_map, &stores.config_maps, &mut applied).await?;
-    apply(client, ns, &children.api_keys_secret, &stores.secrets, &mut applied).await?;
-    let deployment = apply(client, ns, &children.deployment, &stores.deployments, &mut applied).await?;
-    apply(client, ns, &children.service, &stores.services, &mut applied).await?;
-    apply(client, ns, &children.pod_disruption_budget, &stores.pod_disruption_budgets, &mut applied).await?;
-    apply_optional(client, ns, &name, children.ingress.as_ref(), &stores.ingresses, &wsc, &mut applied).await?;
+    apply(
+        &ctx,
+        ns,
+        &children.service_account,
+        &stores.service_accounts,
+        &mut applied,
+    )
+    .await?;
+    apply(
+        &ctx,
+        ns,
+        &children.config_map,
+        &stores.config_maps,
+        &mut applied,
+    )
+    .await?;
+    apply(
+        &ctx,
+        ns,
+        &children.api_keys_secret,
+        &stores.secrets,
+        &mut applied,
+    )
+    .await?;
+    let deployment = apply(
+        &ctx,
+        ns,
+        &children.deployment,
+        &stores.deployments,
+        &mut applied,
+    )
+    .await?;
+    apply(&ctx, ns, &children.service, &stores.services, &mut applied).await?;
+    apply(
+        &ctx,
+        ns,
+        &children.pod_disruption_budget,
+        &stores.pod_disruption_budgets,
+        &mut applied,
+    )
+    .await?;
     apply_optional(
-        client,
+        &ctx,
+        ns,
+        &name,
+        children.ingress.as_ref(),
+        &stores.ingresses,
+        &wsc,
+        &mut applied,
+    )
+    .await?;
+    apply_optional(
+        &ctx,
         ns,
         &name,
         children.horizontal_pod_autoscaler.as_ref(),
@@ -143,12 +196,28 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
     )
     .await?;
     if let Some(routes) = &stores.http_routes {
-        apply_optional(client, ns, &name, children.http_route.as_ref(), routes, &wsc, &mut applied).await?;
+        apply_optional(
+            &ctx,
+            ns,
+            &name,
+            children.http_route.as_ref(),
+            routes,
+            &wsc,
+            &mut applied,
+        )
+        .await?;
     }
 
     if !applied.is_empty() {
         info!(children = ?applied, "applied");
-        publish(&ctx, &wsc, EventType::Normal, "Applied", format!("applied {}", applied.join(", "))).await;
+        publish(
+            &ctx,
+            &wsc,
+            EventType::Normal,
+            "Applied",
+            format!("applied {}", applied.join(", ")),
+        )
+        .await;
     }
 
     observed.deployment = Some(&deployment);
@@ -184,12 +253,21 @@ async fn api_keys(ctx: &Context, wsc: &WsCluster, namespace: &str, name: &str) -
                 .and_then(|value| String::from_utf8(value.0).ok())
         }
     };
-    Ok(resources::api_keys_file(&operator_key, user_keys.as_deref()))
+    Ok(resources::api_keys_file(
+        &operator_key,
+        user_keys.as_deref(),
+    ))
 }
 
 /// Applies `desired` unless the cache already holds it; returns the object
 /// as the API server (or the cache) has it.
-async fn apply<K>(client: &Client, namespace: &str, desired: &K, store: &Store<K>, applied: &mut Vec<String>) -> Result<K>
+async fn apply<K>(
+    ctx: &Context,
+    namespace: &str,
+    desired: &K,
+    store: &Store<K>,
+    applied: &mut Vec<String>,
+) -> Result<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -210,24 +288,33 @@ where
     if let Some(cached) = store.get(&ObjectRef::new(&name).within(namespace))
         && is_applied(&desired, &cached)?
     {
+        ctx.metrics.applies_skipped.inc();
         return Ok((*cached).clone());
     }
 
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let mut body = serde_json::to_value(&desired)?;
     if let Value::Object(map) = &mut body {
-        map.insert("apiVersion".to_owned(), Value::String(K::api_version(&()).into_owned()));
+        map.insert(
+            "apiVersion".to_owned(),
+            Value::String(K::api_version(&()).into_owned()),
+        );
         map.insert("kind".to_owned(), Value::String(kind.clone()));
         map.remove("status");
     }
     let result = api
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
         .await
         .map_err(|source| Error::Apply {
             kind: leak_kind(&kind),
             name: name.clone(),
             source,
         })?;
+    ctx.metrics.applies.inc();
     applied.push(format!("{kind}/{name}"));
     Ok(result)
 }
@@ -235,7 +322,7 @@ where
 /// Applies `desired` when present; when absent, deletes the object of that
 /// name if the cache holds one controlled by `wsc`.
 async fn apply_optional<K>(
-    client: &Client,
+    ctx: &Context,
     namespace: &str,
     name: &str,
     desired: Option<&K>,
@@ -251,21 +338,20 @@ where
         + DeserializeOwned,
 {
     if let Some(desired) = desired {
-        apply(client, namespace, desired, store, applied).await?;
+        apply(ctx, namespace, desired, store, applied).await?;
         return Ok(());
     }
     let Some(cached) = store.get(&ObjectRef::new(name).within(namespace)) else {
         return Ok(());
     };
-    let owned = cached
-        .owner_references()
-        .iter()
-        .any(|owner| owner.controller == Some(true) && Some(&owner.uid) == wsc.metadata.uid.as_ref());
+    let owned = cached.owner_references().iter().any(|owner| {
+        owner.controller == Some(true) && Some(&owner.uid) == wsc.metadata.uid.as_ref()
+    });
     if !owned {
         return Ok(());
     }
     let kind = K::kind(&()).into_owned();
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -303,7 +389,9 @@ fn leak_kind(kind: &str) -> &'static str {
 ///
 /// [`Error::Serialize`].
 pub fn desired_hash<K: Serialize>(desired: &K) -> Result<String> {
-    Ok(resources::sha256_hex(serde_json::to_string(desired)?.as_bytes()))
+    Ok(resources::sha256_hex(
+        serde_json::to_string(desired)?.as_bytes(),
+    ))
 }
 
 /// Whether `cached` already is `desired` (with its hash annotation): every
@@ -314,7 +402,10 @@ pub fn desired_hash<K: Serialize>(desired: &K) -> Result<String> {
 ///
 /// [`Error::Serialize`].
 pub fn is_applied<K: Serialize>(desired: &K, cached: &K) -> Result<bool> {
-    Ok(is_subset(&serde_json::to_value(desired)?, &serde_json::to_value(cached)?))
+    Ok(is_subset(
+        &serde_json::to_value(desired)?,
+        &serde_json::to_value(cached)?,
+    ))
 }
 
 fn is_subset(desired: &Value, actual: &Value) -> bool {
@@ -331,7 +422,11 @@ fn is_subset(desired: &Value, actual: &Value) -> bool {
 
 /// Writes the status computed from `observed` if it differs from the
 /// current one; returns whether it wrote.
-async fn write_status(wscs: &Api<WsCluster>, wsc: &WsCluster, observed: &status::Observed<'_>) -> Result<bool> {
+async fn write_status(
+    wscs: &Api<WsCluster>,
+    wsc: &WsCluster,
+    observed: &status::Observed<'_>,
+) -> Result<bool> {
     let new = status::status(wsc, observed);
     if !status::differs(wsc.status.as_ref(), &new) {
         return Ok(false);
@@ -373,7 +468,11 @@ pub async fn main(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Metrics::default();
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    let server = tokio::spawn(crate::server::serve(args.listen, metrics.clone(), shutdown.clone()));
+    let server = tokio::spawn(crate::server::serve(
+        args.listen,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
 
     if args.apply_crd {
         apply_crd(&client).await?;
@@ -434,15 +533,23 @@ async fn shutdown_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
-fn owned_watcher<K>(client: &Client) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + use<K>)
+fn owned_watcher<K>(
+    client: &Client,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + use<K>,
+)
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
     let api: Api<K> = Api::all(client.clone());
-    let stream = reflector(writer, watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR)))
-        .default_backoff()
-        .touched_objects();
+    let stream = reflector(
+        writer,
+        watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR)),
+    )
+    .default_backoff()
+    .touched_objects();
     (reader, stream)
 }
 
@@ -466,10 +573,16 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
     }
 
     let (wsc_store, wsc_writer) = reflector::store();
-    let wsc_stream = reflector(wsc_writer, watcher(Api::<WsCluster>::all(client.clone()), watcher::Config::default()))
-        .default_backoff()
-        .touched_objects()
-        .predicate_filter(predicates::generation, Default::default());
+    let wsc_stream = reflector(
+        wsc_writer,
+        watcher(
+            Api::<WsCluster>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(predicates::generation, Default::default());
 
     let mut controller = Controller::for_stream(wsc_stream, wsc_store.clone())
         .owns_stream(sa_stream)

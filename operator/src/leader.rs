@@ -30,7 +30,11 @@ impl Drop for Leadership {
 /// # Errors
 ///
 /// When the lease manager cannot be built, or `shutdown` fires first.
-pub async fn acquire(client: Client, args: &RunArgs, shutdown: CancellationToken) -> anyhow::Result<Leadership> {
+pub async fn acquire(
+    client: Client,
+    args: &RunArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Leadership> {
     let identity = args
         .identity
         .clone()

@@ -49,12 +49,36 @@ impl Default for Metrics {
         let stats_failures = Counter::default();
         let autoscale_changes = Counter::default();
         registry.register("reconcile", "Reconciles started", reconciles.clone());
-        registry.register("reconcile_errors", "Reconciles that failed, by error", failures.clone());
-        registry.register("reconcile_duration_seconds", "Reconcile durations", duration.clone());
-        registry.register("apply", "Objects written by server-side apply", applies.clone());
-        registry.register("apply_skipped", "Applies skipped: the cache held the desired object", applies_skipped.clone());
-        registry.register("stats_errors", "Stats reads that failed", stats_failures.clone());
-        registry.register("autoscale_changes", "Replica changes made by the connection autoscaler", autoscale_changes.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by error",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile durations",
+            duration.clone(),
+        );
+        registry.register(
+            "apply",
+            "Objects written by server-side apply",
+            applies.clone(),
+        );
+        registry.register(
+            "apply_skipped",
+            "Applies skipped: the cache held the desired object",
+            applies_skipped.clone(),
+        );
+        registry.register(
+            "stats_errors",
+            "Stats reads that failed",
+            stats_failures.clone(),
+        );
+        registry.register(
+            "autoscale_changes",
+            "Replica changes made by the connection autoscaler",
+            autoscale_changes.clone(),
+        );
         Self {
             reconciles,
             failures,

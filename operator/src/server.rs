@@ -18,10 +18,15 @@ pub fn app(metrics: Metrics) -> Router {
         .with_state(metrics)
 }
 
-async fn render_metrics(State(metrics): State<Metrics>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+async fn render_metrics(
+    State(metrics): State<Metrics>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
     (
         StatusCode::OK,
-        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         metrics.encode(),
     )
 }
@@ -31,7 +36,11 @@ async fn render_metrics(State(metrics): State<Metrics>) -> (StatusCode, [(&'stat
 /// # Errors
 ///
 /// When the address cannot be bound or the server fails.
-pub async fn serve(listen: SocketAddr, metrics: Metrics, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     axum::serve(listener, app(metrics))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -84,34 +84,6 @@ pub fn changed_enough(old: Option<(u64, u64)>, new: &Stats) -> bool {
         || (new.connections == 0 && connections != 0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stats(connections: u64, rooms: u64) -> Stats {
-        Stats { connections, rooms, partial: false }
-    }
-
-    /// Small fluctuations are not written; the first value, big changes and a
-    /// drop to zero are.
-    #[test]
-    fn status_is_written_only_for_changes_above_the_threshold() {
-        assert!(changed_enough(None, &stats(0, 0)));
-        assert!(!changed_enough(Some((1000, 10)), &stats(1040, 12)));
-        assert!(changed_enough(Some((1000, 10)), &stats(1100, 10)));
-        assert!(changed_enough(Some((1000, 10)), &stats(1000, 40)));
-        assert!(changed_enough(Some((5, 1)), &stats(0, 0)));
-        assert!(!changed_enough(Some((0, 0)), &stats(3, 1)));
-    }
-
-    /// The gateway's stats answer parses, per-node entries ignored.
-    #[test]
-    fn stats_answer_parses() {
-        let body = r#"{"nodes":[{"node":"a","connections":3,"rooms":2}],"connections":3,"rooms":2,"partial":false}"#;
-        assert_eq!(serde_json::from_str::<Stats>(body).unwrap(), stats(3, 2));
-    }
-}
-
 /// The stats poller: every `interval`, for each WsCluster, reads the stats,
 /// writes `connections`/`rooms` to the status when they moved by more than
 /// the threshold, and with a connections target runs the [`Autoscaler`].
@@ -135,14 +107,27 @@ pub async fn poll(
             _ = ticker.tick() => {}
         }
         for wsc in wscs.state() {
-            let key = (wsc.metadata.namespace.clone().unwrap_or_default(), wsc.metadata.name.clone().unwrap_or_default());
-            if let Err(error) = poll_one(&client, &http, &wsc, &secrets, &metrics, autoscalers.entry(key).or_default()).await {
+            let key = (
+                wsc.metadata.namespace.clone().unwrap_or_default(),
+                wsc.metadata.name.clone().unwrap_or_default(),
+            );
+            if let Err(error) = poll_one(
+                &client,
+                &http,
+                &wsc,
+                &secrets,
+                &metrics,
+                autoscalers.entry(key).or_default(),
+            )
+            .await
+            {
                 metrics.stats_failures.inc();
                 tracing::debug!(%error, wscluster = %wsc.metadata.name.as_deref().unwrap_or_default(), "stats");
             }
         }
         autoscalers.retain(|(namespace, name), _| {
-            wscs.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)).is_some()
+            wscs.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+                .is_some()
         });
     }
 }
@@ -158,7 +143,9 @@ async fn poll_one(
     use kube::api::{Api, Patch, PatchParams};
 
     let (namespace, name) = crate::resources::namespace_and_name(wsc)?;
-    let secret_ref = kube::runtime::reflector::ObjectRef::new(&crate::resources::api_keys_secret_name(&name)).within(&namespace);
+    let secret_ref =
+        kube::runtime::reflector::ObjectRef::new(&crate::resources::api_keys_secret_name(&name))
+            .within(&namespace);
     let Some(secret) = secrets.get(&secret_ref) else {
         return Ok(()); // not reconciled yet
     };
@@ -169,15 +156,22 @@ async fn poll_one(
         .and_then(|value| String::from_utf8(value.0.clone()).ok())
         .and_then(|text| crate::resources::operator_key(&text).map(str::to_owned))
         .ok_or_else(|| Error::Stats("the API keys Secret has no operator key".to_owned()))?;
-    let url = format!("http://{name}.{namespace}.svc:{}/api/v1/stats", wsc.spec.service.admin_port);
+    let url = format!(
+        "http://{name}.{namespace}.svc:{}/api/v1/stats",
+        wsc.spec.service.admin_port
+    );
     let stats = http.fetch(&url, &key).await?;
 
     let api: Api<wsgate_crds::WsCluster> = Api::namespaced(client.clone(), &namespace);
     let old = wsc.status.as_ref().and_then(|s| s.connections.zip(s.rooms));
     if changed_enough(old, &stats) {
-        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
         let patch = serde_json::json!({"status": {"connections": stats.connections, "rooms": stats.rooms, "statsTime": now}});
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(Error::PatchStatus)?;
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::PatchStatus)?;
     }
 
     if let Some(autoscaling) = &wsc.spec.autoscaling
@@ -190,12 +184,52 @@ async fn poll_one(
             stabilization: Duration::from_secs(autoscaling.scale_down_stabilization_seconds),
         };
         let current = crate::resources::desired_replicas(wsc);
-        if let Some(replicas) = autoscaler.next(std::time::Instant::now(), current, stats.connections, stats.partial, &target) {
+        if let Some(replicas) = autoscaler.next(
+            std::time::Instant::now(),
+            current,
+            stats.connections,
+            stats.partial,
+            &target,
+        ) {
             tracing::info!(wscluster = %name, from = current, to = replicas, connections = stats.connections, "autoscale");
             let patch = serde_json::json!({"spec": {"replicas": replicas}});
-            api.patch_scale(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(Error::Kube)?;
+            api.patch_scale(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::Kube)?;
             metrics.autoscale_changes.inc();
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(connections: u64, rooms: u64) -> Stats {
+        Stats {
+            connections,
+            rooms,
+            partial: false,
+        }
+    }
+
+    /// Small fluctuations are not written; the first value, big changes and a
+    /// drop to zero are.
+    #[test]
+    fn status_is_written_only_for_changes_above_the_threshold() {
+        assert!(changed_enough(None, &stats(0, 0)));
+        assert!(!changed_enough(Some((1000, 10)), &stats(1040, 12)));
+        assert!(changed_enough(Some((1000, 10)), &stats(1100, 10)));
+        assert!(changed_enough(Some((1000, 10)), &stats(1000, 40)));
+        assert!(changed_enough(Some((5, 1)), &stats(0, 0)));
+        assert!(!changed_enough(Some((0, 0)), &stats(3, 1)));
+    }
+
+    /// The gateway's stats answer parses, per-node entries ignored.
+    #[test]
+    fn stats_answer_parses() {
+        let body = r#"{"nodes":[{"node":"a","connections":3,"rooms":2}],"connections":3,"rooms":2,"partial":false}"#;
+        assert_eq!(serde_json::from_str::<Stats>(body).unwrap(), stats(3, 2));
+    }
 }

@@ -11,7 +11,13 @@ use wsgate_crds::condition::{DEGRADED, PROGRESSING, READY, reason};
 use wsgate_crds::{WsCluster, WsClusterStatus};
 
 /// A condition with `status` `"True"` or `"False"`.
-pub fn condition(type_: &str, status: bool, reason: &str, message: impl Into<String>, generation: Option<i64>) -> Condition {
+pub fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
     Condition {
         type_: type_.to_owned(),
         status: if status { "True" } else { "False" }.to_owned(),
@@ -59,12 +65,16 @@ pub struct Observed<'a> {
 pub fn status(wsc: &WsCluster, observed: &Observed<'_>) -> WsClusterStatus {
     let generation = wsc.metadata.generation;
     let old = wsc.status.clone().unwrap_or_default();
-    let deployment_status = observed.deployment.and_then(|d| d.status.clone()).unwrap_or_default();
+    let deployment_status = observed
+        .deployment
+        .and_then(|d| d.status.clone())
+        .unwrap_or_default();
     let replicas = deployment_status.replicas.unwrap_or(0);
     let ready = deployment_status.ready_replicas.unwrap_or(0);
     let updated = deployment_status.updated_replicas.unwrap_or(0);
     let deployment_current = observed.deployment.is_some_and(|d| {
-        d.metadata.generation.is_some() && deployment_status.observed_generation >= d.metadata.generation
+        d.metadata.generation.is_some()
+            && deployment_status.observed_generation >= d.metadata.generation
     });
     let wanted = observed.desired_replicas;
     let rolled_out = deployment_current && updated >= wanted && replicas == wanted;
@@ -73,19 +83,55 @@ pub fn status(wsc: &WsCluster, observed: &Observed<'_>) -> WsClusterStatus {
     let conditions = if !observed.invalid.is_empty() {
         let message = observed.invalid.join("; ");
         vec![
-            condition(READY, false, reason::INVALID_SPEC, message.clone(), generation),
-            condition(PROGRESSING, false, reason::INVALID_SPEC, "the spec is not applied until fixed", generation),
+            condition(
+                READY,
+                false,
+                reason::INVALID_SPEC,
+                message.clone(),
+                generation,
+            ),
+            condition(
+                PROGRESSING,
+                false,
+                reason::INVALID_SPEC,
+                "the spec is not applied until fixed",
+                generation,
+            ),
             condition(DEGRADED, true, reason::INVALID_SPEC, message, generation),
         ]
     } else if let Some(error) = &observed.apply_error {
         vec![
-            condition(READY, all_ready && wanted > 0, reason::APPLY_FAILED, error.clone(), generation),
-            condition(PROGRESSING, false, reason::APPLY_FAILED, error.clone(), generation),
-            condition(DEGRADED, true, reason::APPLY_FAILED, error.clone(), generation),
+            condition(
+                READY,
+                all_ready && wanted > 0,
+                reason::APPLY_FAILED,
+                error.clone(),
+                generation,
+            ),
+            condition(
+                PROGRESSING,
+                false,
+                reason::APPLY_FAILED,
+                error.clone(),
+                generation,
+            ),
+            condition(
+                DEGRADED,
+                true,
+                reason::APPLY_FAILED,
+                error.clone(),
+                generation,
+            ),
         ]
     } else {
         let ready_condition = if all_ready && rolled_out {
-            condition(READY, true, reason::AVAILABLE, format!("{ready}/{wanted} replicas ready"), generation)
+            condition(
+                READY,
+                true,
+                reason::AVAILABLE,
+                format!("{ready}/{wanted} replicas ready"),
+                generation,
+            )
         } else {
             condition(
                 READY,
@@ -96,7 +142,13 @@ pub fn status(wsc: &WsCluster, observed: &Observed<'_>) -> WsClusterStatus {
             )
         };
         let progressing = if rolled_out && all_ready {
-            condition(PROGRESSING, false, reason::UP_TO_DATE, "the fleet matches the spec", generation)
+            condition(
+                PROGRESSING,
+                false,
+                reason::UP_TO_DATE,
+                "the fleet matches the spec",
+                generation,
+            )
         } else {
             condition(
                 PROGRESSING,
@@ -136,7 +188,11 @@ pub fn endpoint(wsc: &WsCluster) -> Option<String> {
     if let Some(ingress) = &spec.ingress
         && let Some(host) = &ingress.host
     {
-        let scheme = if ingress.tls_secret_name.is_some() { "wss" } else { "ws" };
+        let scheme = if ingress.tls_secret_name.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
         return Some(format!("{scheme}://{host}/ws"));
     }
     if let Some(route) = &spec.http_route
@@ -144,7 +200,10 @@ pub fn endpoint(wsc: &WsCluster) -> Option<String> {
     {
         return Some(format!("wss://{host}/ws"));
     }
-    Some(format!("ws://{name}.{namespace}.svc:{}/ws", spec.service.port))
+    Some(format!(
+        "ws://{name}.{namespace}.svc:{}/ws",
+        spec.service.port
+    ))
 }
 
 /// Whether two statuses differ other than in condition timestamps.

@@ -18,6 +18,8 @@ pub fn init(format: LogFormat) {
     // `try_init` fails only if a subscriber is already installed (tests).
     let _ = match format {
         LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init(),
-        LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json()).try_init(),
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json())
+            .try_init(),
     };
 }

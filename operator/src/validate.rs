@@ -25,7 +25,11 @@ pub fn problems(wsc: &WsCluster) -> Vec<String> {
     }
 
     let auth = &spec.auth;
-    if auth.jwt_secret.is_none() && auth.jwt_public_key.is_none() && auth.jwks.is_none() && !auth.allow_anonymous {
+    if auth.jwt_secret.is_none()
+        && auth.jwt_public_key.is_none()
+        && auth.jwks.is_none()
+        && !auth.allow_anonymous
+    {
         problems.push(
             "auth: set jwtSecret, jwtPublicKey or jwks, or allowAnonymous: true; as written every client would be refused"
                 .to_owned(),
@@ -35,9 +39,9 @@ pub fn problems(wsc: &WsCluster) -> Vec<String> {
     for namespace in spec.namespaces.keys() {
         let valid = !namespace.is_empty()
             && namespace.len() <= 128
-            && namespace
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '@' | '=' | '+' | '/'));
+            && namespace.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '@' | '=' | '+' | '/')
+            });
         if !valid {
             problems.push(format!(
                 "namespaces.{namespace}: a room namespace is 1 to 128 characters of A-Z a-z 0-9 _ - @ = + / (no ':')"
@@ -46,7 +50,8 @@ pub fn problems(wsc: &WsCluster) -> Vec<String> {
     }
 
     if spec.limits.heartbeat_timeout_ms <= spec.limits.heartbeat_ms {
-        problems.push("limits.heartbeatTimeoutMs must be greater than limits.heartbeatMs".to_owned());
+        problems
+            .push("limits.heartbeatTimeoutMs must be greater than limits.heartbeatMs".to_owned());
     }
 
     if spec.drain.reconnect_spread_ms > spec.drain.seconds.saturating_mul(1000) {

@@ -1,1 +1,300 @@
-//! tests
+//! Reconcile against a mock API server: each request is asserted.
+
+use std::time::Duration;
+
+use http::Method;
+use wsgate_crds::condition::{DEGRADED, PROGRESSING, READY, reason};
+
+use super::*;
+use crate::fixtures::{self, WsClusterExt, assert_owned};
+use crate::resources::{Settings, children};
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap()
+}
+
+/// A new WsCluster: every child is applied server-side under the operator's
+/// field manager with an owner reference, an Event is published, and the
+/// status carries observedGeneration and the three conditions.
+#[tokio::test]
+async fn new_wscluster_applies_owned_children_and_writes_status() {
+    let (ctx, mut server, _caches) = Context::test();
+    let wsc = Arc::new(fixtures::wsc("chat").with_ingress());
+    let reconcile = tokio::spawn(reconcile(wsc.clone(), ctx));
+
+    let expected = [
+        "/api/v1/namespaces/prod/serviceaccounts/chat?",
+        "/api/v1/namespaces/prod/configmaps/chat-config?",
+        "/api/v1/namespaces/prod/secrets/chat-api-keys?",
+        "/apis/apps/v1/namespaces/prod/deployments/chat?",
+        "/api/v1/namespaces/prod/services/chat?",
+        "/apis/policy/v1/namespaces/prod/poddisruptionbudgets/chat?",
+        "/apis/networking.k8s.io/v1/namespaces/prod/ingresses/chat?",
+    ];
+    for path in expected {
+        let seen = server.next().await;
+        assert_eq!(seen.method, Method::PATCH, "{path}");
+        assert!(seen.uri.starts_with(path), "{} is not {path}", seen.uri);
+        assert!(
+            seen.uri.contains("fieldManager=wsgate-operator"),
+            "{}",
+            seen.uri
+        );
+        assert!(seen.uri.contains("force=true"), "{}", seen.uri);
+        assert_owned(&seen.body);
+        assert!(seen.body["metadata"]["annotations"][DESIRED_HASH_ANNOTATION].is_string());
+    }
+
+    let event = server.next().await;
+    assert_eq!(event.method, Method::POST);
+    assert!(
+        event
+            .uri
+            .starts_with("/apis/events.k8s.io/v1/namespaces/prod/events")
+    );
+    assert_eq!(event.body["reason"], "Applied");
+
+    let status = server.next().await;
+    assert_eq!(status.method, Method::PATCH);
+    assert!(
+        status
+            .uri
+            .starts_with("/apis/wsgate.io/v1alpha1/namespaces/prod/wsclusters/chat/status?")
+    );
+    let status = &status.body["status"];
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(condition(status, READY)["status"], "False");
+    assert_eq!(condition(status, PROGRESSING)["status"], "True");
+    assert_eq!(condition(status, DEGRADED)["status"], "False");
+    assert_eq!(
+        status["selector"],
+        "app.kubernetes.io/instance=chat,app.kubernetes.io/name=wsgate"
+    );
+    assert_eq!(status["endpoint"], "wss://chat.example.com/ws");
+
+    let action = reconcile.await.unwrap().unwrap();
+    assert_eq!(action, Action::requeue(RESYNC));
+}
+
+/// When the cache holds every child as desired and the status is current,
+/// a reconcile makes no request at all (it would hang on the mock).
+#[tokio::test]
+async fn unchanged_wscluster_makes_zero_requests() {
+    let (ctx, server, mut caches) = Context::test();
+    let mut wsc = fixtures::wsc("chat")
+        .with_ingress()
+        .with_cpu_autoscaling()
+        .replicas(2);
+    let desired = children(&wsc, &Settings::default(), "cached-key\n").unwrap();
+    caches.hold(&desired, 2);
+    let deployment = ctx.stores.deployments.state()[0].clone();
+    wsc.status = Some(status::status(
+        &wsc,
+        &status::Observed {
+            deployment: Some(&deployment),
+            desired_replicas: 2,
+            endpoint: status::endpoint(&wsc),
+            selector: resources::selector_string("chat"),
+            ..Default::default()
+        },
+    ));
+
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(2),
+        reconcile(Arc::new(wsc), ctx.clone()),
+    )
+    .await;
+    let action = outcome
+        .expect("reconcile made a request though nothing changed")
+        .unwrap();
+    assert_eq!(action, Action::requeue(RESYNC));
+    assert_eq!(ctx.metrics.applies.get(), 0);
+    assert_eq!(
+        ctx.metrics.applies_skipped.get(),
+        7,
+        "every child was compared with the cache"
+    );
+    drop(server);
+}
+
+/// A spec change re-applies only what changed: the ConfigMap and the
+/// Deployment, whose pod template gets a new config checksum (pods roll);
+/// the status moves to the new generation.
+#[tokio::test]
+async fn changed_spec_reapplies_config_and_rolls_pods() {
+    let (ctx, mut server, mut caches) = Context::test();
+    let old = fixtures::wsc("chat");
+    let old_children = children(&old, &Settings::default(), "cached-key\n").unwrap();
+    caches.hold(&old_children, 1);
+    let mut new = old.clone();
+    new.metadata.generation = Some(2);
+    new.spec.limits.max_connections = 20_000;
+    let reconcile = tokio::spawn(reconcile(Arc::new(new), ctx));
+
+    let config = server.next().await;
+    assert!(
+        config
+            .uri
+            .starts_with("/api/v1/namespaces/prod/configmaps/chat-config?"),
+        "{}",
+        config.uri
+    );
+    assert!(
+        config.body["data"]["wsgate.toml"]
+            .as_str()
+            .unwrap()
+            .contains("max_connections = 20000")
+    );
+
+    let deployment = server.next().await;
+    assert!(
+        deployment
+            .uri
+            .starts_with("/apis/apps/v1/namespaces/prod/deployments/chat?"),
+        "{}",
+        deployment.uri
+    );
+    let old_checksum = old_children
+        .deployment
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap()[resources::CONFIG_CHECKSUM_ANNOTATION]
+        .clone();
+    let new_checksum = &deployment.body["spec"]["template"]["metadata"]["annotations"]
+        [resources::CONFIG_CHECKSUM_ANNOTATION];
+    assert_ne!(new_checksum, &Value::String(old_checksum));
+
+    let event = server.next().await;
+    assert_eq!(event.method, Method::POST);
+    assert!(
+        event.body["note"]
+            .as_str()
+            .unwrap()
+            .contains("ConfigMap/chat-config")
+    );
+
+    let status = server.next().await;
+    assert!(status.uri.contains("/wsclusters/chat/status"));
+    assert_eq!(status.body["status"]["observedGeneration"], 2);
+    reconcile.await.unwrap().unwrap();
+}
+
+/// A spec the schema accepts but that cannot work (no key and no anonymous
+/// access) is not applied: the status says Degraded with a clear message,
+/// and a Warning Event is published.
+#[tokio::test]
+async fn invalid_spec_is_degraded_with_a_clear_message() {
+    let (ctx, mut server, _caches) = Context::test();
+    let mut wsc = fixtures::wsc("chat");
+    wsc.spec.auth.jwt_secret = None;
+    let reconcile = tokio::spawn(reconcile(Arc::new(wsc), ctx));
+
+    let status = server.next().await;
+    assert!(
+        status.uri.contains("/wsclusters/chat/status"),
+        "{}",
+        status.uri
+    );
+    let degraded = condition(&status.body["status"], DEGRADED);
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], reason::INVALID_SPEC);
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("set jwtSecret, jwtPublicKey or jwks, or allowAnonymous: true")
+    );
+    assert_eq!(condition(&status.body["status"], READY)["status"], "False");
+
+    let event = server.next().await;
+    assert_eq!(event.body["type"], "Warning");
+    assert_eq!(event.body["reason"], "InvalidSpec");
+    reconcile.await.unwrap().unwrap();
+}
+
+/// Removing the Ingress from the spec deletes the owned Ingress the cache
+/// holds; nothing else is written but the Event.
+#[tokio::test]
+async fn removed_ingress_is_deleted() {
+    let (ctx, mut server, mut caches) = Context::test();
+    let with = fixtures::wsc("chat").with_ingress();
+    caches.hold(
+        &children(&with, &Settings::default(), "cached-key\n").unwrap(),
+        1,
+    );
+    let mut without = fixtures::wsc("chat");
+    without.status = None;
+    // Status of the old spec, so only the endpoint changes.
+    let reconcile = tokio::spawn(reconcile(Arc::new(without), ctx));
+
+    let delete = server.next().await;
+    assert_eq!(delete.method, Method::DELETE);
+    assert!(
+        delete
+            .uri
+            .starts_with("/apis/networking.k8s.io/v1/namespaces/prod/ingresses/chat"),
+        "{}",
+        delete.uri
+    );
+    let event = server.next().await;
+    assert_eq!(event.method, Method::POST);
+    let status = server.next().await;
+    assert_eq!(
+        status.body["status"]["endpoint"],
+        "ws://chat.prod.svc:80/ws"
+    );
+    reconcile.await.unwrap().unwrap();
+}
+
+/// The user's API keys are read (a GET, not a write) and appended after the
+/// operator's own key, which survives from the cache.
+#[tokio::test]
+async fn user_api_keys_follow_the_operator_key() {
+    let (ctx, mut server, mut caches) = Context::test();
+    let mut wsc = fixtures::wsc("chat");
+    caches.hold(
+        &children(&wsc, &Settings::default(), "cached-key\n").unwrap(),
+        1,
+    );
+    wsc.spec.auth.api_keys_secret = Some(wsgate_crds::SecretKeyRef {
+        name: "backend".into(),
+        key: "keys".into(),
+    });
+    let reconcile = tokio::spawn(reconcile(Arc::new(wsc), ctx));
+
+    let get = server.secret("backend", "keys", "k1\nk2\n").await;
+    assert_eq!(get.method, Method::GET);
+    assert!(
+        get.uri
+            .starts_with("/api/v1/namespaces/prod/secrets/backend")
+    );
+    let secret = server.next().await;
+    assert!(
+        secret
+            .uri
+            .starts_with("/api/v1/namespaces/prod/secrets/chat-api-keys?"),
+        "{}",
+        secret.uri
+    );
+    let data = secret.body["data"]["api-keys"].as_str().unwrap().to_owned();
+    let decoded: k8s_openapi::ByteString = serde_json::from_value(Value::String(data)).unwrap();
+    assert_eq!(
+        String::from_utf8(decoded.0).unwrap(),
+        "cached-key\nk1\nk2\n"
+    );
+    // The secret change does not touch the Deployment: the gateway re-reads the file.
+    let event = server.next().await;
+    assert_eq!(event.method, Method::POST);
+    let status = server.next().await;
+    assert!(status.uri.contains("/status"));
+    reconcile.await.unwrap().unwrap();
+}

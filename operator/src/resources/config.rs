@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Serialize;
 use wsgate_crds::{HistoryStorage, LogFormat, WsCluster};
 
-use super::{ADMIN_PORT, PUBLIC_PORT, child_meta, cluster_token, config_map_name, namespace_and_name};
+use super::{
+    ADMIN_PORT, PUBLIC_PORT, child_meta, cluster_token, config_map_name, namespace_and_name,
+};
 use crate::Result;
 
 /// Key of the config file in the ConfigMap.
@@ -162,8 +164,13 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
         let tls = nats.tls.as_ref();
         let client_cert = tls.and_then(|tls| tls.client_cert_secret_name.as_ref());
         NatsSection {
-            credentials_file: nats.credentials_secret.as_ref().map(|_| secret_file(path::NATS_CREDENTIALS)),
-            tls_ca_file: tls.and_then(|tls| tls.ca_secret.as_ref()).map(|_| secret_file(path::NATS_CA)),
+            credentials_file: nats
+                .credentials_secret
+                .as_ref()
+                .map(|_| secret_file(path::NATS_CREDENTIALS)),
+            tls_ca_file: tls
+                .and_then(|tls| tls.ca_secret.as_ref())
+                .map(|_| secret_file(path::NATS_CA)),
             tls_cert_file: client_cert.map(|_| secret_file(path::NATS_CERT)),
             tls_key_file: client_cert.map(|_| secret_file(path::NATS_KEY)),
             ping_interval_ms: nats.ping_interval_ms,
@@ -193,8 +200,14 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
         }),
         nats,
         auth: AuthSection {
-            jwt_secret_file: auth.jwt_secret.as_ref().map(|_| secret_file(path::JWT_SECRET)),
-            jwt_public_key_file: auth.jwt_public_key.as_ref().map(|_| secret_file(path::JWT_PUBLIC_KEY)),
+            jwt_secret_file: auth
+                .jwt_secret
+                .as_ref()
+                .map(|_| secret_file(path::JWT_SECRET)),
+            jwt_public_key_file: auth
+                .jwt_public_key
+                .as_ref()
+                .map(|_| secret_file(path::JWT_PUBLIC_KEY)),
             jwks_file: auth.jwks.as_ref().map(|_| secret_file(path::JWKS)),
             audience: auth.audience.clone(),
             issuer: auth.issuer.clone(),
@@ -256,7 +269,10 @@ pub fn config_map(wsc: &WsCluster) -> Result<ConfigMap> {
     let (_, name) = namespace_and_name(wsc)?;
     Ok(ConfigMap {
         metadata: child_meta(wsc, config_map_name(&name))?,
-        data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), gateway_config(wsc)?)])),
+        data: Some(BTreeMap::from([(
+            CONFIG_KEY.to_owned(),
+            gateway_config(wsc)?,
+        )])),
         ..ConfigMap::default()
     })
 }

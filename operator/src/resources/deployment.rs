@@ -1,6 +1,8 @@
 //! The gateways' Deployment.
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSecurityContext,
@@ -53,7 +55,11 @@ pub fn desired_replicas(wsc: &WsCluster) -> i32 {
 /// # Errors
 ///
 /// [`crate::Error::MissingMetadata`] without a namespace or name.
-pub fn deployment(wsc: &WsCluster, settings: &Settings, config_map: &ConfigMap) -> Result<Deployment> {
+pub fn deployment(
+    wsc: &WsCluster,
+    settings: &Settings,
+    config_map: &ConfigMap,
+) -> Result<Deployment> {
     let (_, name) = namespace_and_name(wsc)?;
     let spec = &wsc.spec;
     let config = config_map
@@ -64,11 +70,16 @@ pub fn deployment(wsc: &WsCluster, settings: &Settings, config_map: &ConfigMap) 
         .unwrap_or_default();
 
     let mut pod_annotations = spec.pod_annotations.clone();
-    pod_annotations.insert(CONFIG_CHECKSUM_ANNOTATION.to_owned(), sha256_hex(config.as_bytes()));
+    pod_annotations.insert(
+        CONFIG_CHECKSUM_ANNOTATION.to_owned(),
+        sha256_hex(config.as_bytes()),
+    );
 
     let pre_stop = i64::try_from(spec.drain.pre_stop_seconds).unwrap_or(i64::MAX);
     let drain = i64::try_from(spec.drain.seconds).unwrap_or(i64::MAX);
-    let grace = pre_stop.saturating_add(drain).saturating_add(GRACE_MARGIN_SECONDS);
+    let grace = pre_stop
+        .saturating_add(drain)
+        .saturating_add(GRACE_MARGIN_SECONDS);
 
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -83,7 +94,11 @@ pub fn deployment(wsc: &WsCluster, settings: &Settings, config_map: &ConfigMap) 
 
     let container = Container {
         name: "wsgate".to_owned(),
-        image: Some(spec.image.clone().unwrap_or_else(|| settings.default_image.clone())),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| settings.default_image.clone()),
+        ),
         image_pull_policy: spec.image_pull_policy.map(|policy| {
             match policy {
                 PullPolicy::Always => "Always",
@@ -164,10 +179,12 @@ pub fn deployment(wsc: &WsCluster, settings: &Settings, config_map: &ConfigMap) 
         .iter()
         .cloned()
         .map(|mut constraint| {
-            constraint.label_selector.get_or_insert_with(|| LabelSelector {
-                match_labels: Some(selector.clone()),
-                ..LabelSelector::default()
-            });
+            constraint
+                .label_selector
+                .get_or_insert_with(|| LabelSelector {
+                    match_labels: Some(selector.clone()),
+                    ..LabelSelector::default()
+                });
             constraint
         })
         .collect();
@@ -206,11 +223,13 @@ pub fn deployment(wsc: &WsCluster, settings: &Settings, config_map: &ConfigMap) 
                 ..Volume::default()
             },
         ]),
-        image_pull_secrets: (!spec.image_pull_secrets.is_empty()).then(|| spec.image_pull_secrets.clone()),
+        image_pull_secrets: (!spec.image_pull_secrets.is_empty())
+            .then(|| spec.image_pull_secrets.clone()),
         node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
         tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
         affinity: spec.affinity.clone(),
-        topology_spread_constraints: (!topology_spread_constraints.is_empty()).then_some(topology_spread_constraints),
+        topology_spread_constraints: (!topology_spread_constraints.is_empty())
+            .then_some(topology_spread_constraints),
         ..PodSpec::default()
     };
 
@@ -264,24 +283,41 @@ fn secret_projections(wsc: &WsCluster, name: &str) -> Vec<VolumeProjection> {
         }),
         ..VolumeProjection::default()
     };
-    let key_ref = |reference: &SecretKeyRef, path: &'static str| one(&reference.name, vec![(&reference.key, path)]);
+    let key_ref = |reference: &SecretKeyRef, path: &'static str| {
+        one(&reference.name, vec![(&reference.key, path)])
+    };
 
-    let mut sources = vec![one(&api_keys_secret_name(name), vec![(API_KEYS_KEY, path::API_KEYS)])];
+    let mut sources = vec![one(
+        &api_keys_secret_name(name),
+        vec![(API_KEYS_KEY, path::API_KEYS)],
+    )];
     let auth = &spec.auth;
-    sources.extend(auth.jwt_secret.as_ref().map(|r| key_ref(r, path::JWT_SECRET)));
-    sources.extend(auth.jwt_public_key.as_ref().map(|r| key_ref(r, path::JWT_PUBLIC_KEY)));
+    sources.extend(
+        auth.jwt_secret
+            .as_ref()
+            .map(|r| key_ref(r, path::JWT_SECRET)),
+    );
+    sources.extend(
+        auth.jwt_public_key
+            .as_ref()
+            .map(|r| key_ref(r, path::JWT_PUBLIC_KEY)),
+    );
     sources.extend(auth.jwks.as_ref().map(|r| key_ref(r, path::JWKS)));
     if let Some(nats) = &spec.nats {
-        sources.extend(nats.credentials_secret.as_ref().map(|r| key_ref(r, path::NATS_CREDENTIALS)));
+        sources.extend(
+            nats.credentials_secret
+                .as_ref()
+                .map(|r| key_ref(r, path::NATS_CREDENTIALS)),
+        );
         if let Some(tls) = &nats.tls {
             sources.extend(tls.ca_secret.as_ref().map(|r| key_ref(r, path::NATS_CA)));
-            sources.extend(
-                tls.client_cert_secret_name
-                    .as_ref()
-                    .map(|secret| one(secret, vec![("tls.crt", path::NATS_CERT), ("tls.key", path::NATS_KEY)])),
-            );
+            sources.extend(tls.client_cert_secret_name.as_ref().map(|secret| {
+                one(
+                    secret,
+                    vec![("tls.crt", path::NATS_CERT), ("tls.key", path::NATS_KEY)],
+                )
+            }));
         }
     }
     sources
 }
-

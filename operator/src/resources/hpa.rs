@@ -1,8 +1,9 @@
 //! The HorizontalPodAutoscaler, for a CPU target.
 
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HPAScalingRules, HorizontalPodAutoscaler, HorizontalPodAutoscalerBehavior,
-    HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget, ResourceMetricSource,
+    CrossVersionObjectReference, HPAScalingRules, HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
+    ResourceMetricSource,
 };
 use kube::Resource;
 use wsgate_crds::WsCluster;
@@ -28,7 +29,8 @@ pub fn horizontal_pod_autoscaler(wsc: &WsCluster) -> Result<Option<HorizontalPod
         return Ok(None);
     };
     let (_, name) = namespace_and_name(wsc)?;
-    let stabilization = i32::try_from(autoscaling.scale_down_stabilization_seconds).unwrap_or(i32::MAX);
+    let stabilization =
+        i32::try_from(autoscaling.scale_down_stabilization_seconds).unwrap_or(i32::MAX);
     Ok(Some(HorizontalPodAutoscaler {
         metadata: child_meta(wsc, name.clone())?,
         spec: Some(HorizontalPodAutoscalerSpec {

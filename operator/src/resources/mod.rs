@@ -8,18 +8,18 @@
 
 mod config;
 mod deployment;
+mod hpa;
 mod http_route;
 mod ingress;
 mod pdb;
-mod hpa;
 mod secret;
 mod service;
 mod service_account;
 
 pub use config::{CONFIG_FILE, CONFIG_KEY, config_map, gateway_config};
 pub use deployment::{CONFIG_CHECKSUM_ANNOTATION, deployment, desired_replicas};
-pub use http_route::{HTTPRoute, HTTPRouteSpec, http_route};
 pub use hpa::horizontal_pod_autoscaler;
+pub use http_route::{HTTPRoute, HTTPRouteSpec, http_route};
 pub use ingress::ingress;
 pub use pdb::pod_disruption_budget;
 pub use secret::{API_KEYS_KEY, api_keys_file, api_keys_secret, generate_api_key, operator_key};
@@ -150,7 +150,11 @@ impl Children {
 /// [`Error::MissingMetadata`] when either is missing.
 pub fn namespace_and_name(wsc: &WsCluster) -> Result<(String, String)> {
     let namespace = wsc.namespace().ok_or(Error::MissingMetadata("namespace"))?;
-    let name = wsc.meta().name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let name = wsc
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
     Ok((namespace, name))
 }
 
@@ -176,9 +180,15 @@ pub fn selector_labels(wsc_name: &str) -> BTreeMap<String, String> {
 /// The recommended `app.kubernetes.io/*` labels of every child.
 pub fn labels(wsc_name: &str) -> BTreeMap<String, String> {
     let mut labels = selector_labels(wsc_name);
-    labels.insert("app.kubernetes.io/component".to_owned(), "gateway".to_owned());
+    labels.insert(
+        "app.kubernetes.io/component".to_owned(),
+        "gateway".to_owned(),
+    );
     labels.insert("app.kubernetes.io/part-of".to_owned(), "wsgate".to_owned());
-    labels.insert("app.kubernetes.io/managed-by".to_owned(), crate::FIELD_MANAGER.to_owned());
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_owned(),
+        crate::FIELD_MANAGER.to_owned(),
+    );
     labels
 }
 

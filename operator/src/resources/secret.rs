@@ -25,14 +25,23 @@ pub fn generate_api_key() -> String {
 
 /// The operator's key: the first line of an API keys file.
 pub fn operator_key(api_keys: &str) -> Option<&str> {
-    api_keys.lines().next().map(str::trim).filter(|key| !key.is_empty())
+    api_keys
+        .lines()
+        .next()
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
 }
 
 /// The API keys file: the operator's key, then each non-empty line of the
 /// user's keys.
 pub fn api_keys_file(operator_key: &str, user_keys: Option<&str>) -> String {
     let mut file = format!("{operator_key}\n");
-    for line in user_keys.unwrap_or_default().lines().map(str::trim).filter(|l| !l.is_empty()) {
+    for line in user_keys
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
         file.push_str(line);
         file.push('\n');
     }

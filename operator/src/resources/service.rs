@@ -41,7 +41,10 @@ pub fn service(wsc: &WsCluster) -> Result<Service> {
                 .to_owned(),
             ),
             selector: Some(selector_labels(&name)),
-            ports: Some(vec![port(PUBLIC_PORT_NAME, spec.port), port(ADMIN_PORT_NAME, spec.admin_port)]),
+            ports: Some(vec![
+                port(PUBLIC_PORT_NAME, spec.port),
+                port(ADMIN_PORT_NAME, spec.admin_port),
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()

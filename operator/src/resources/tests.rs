@@ -1,1 +1,438 @@
-//! tests
+//! Tests of the builders: what production relies on, asserted directly.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use wsgate_crds::{AutoscalingSpec, IngressSpec, NatsSpec, SecretKeyRef};
+
+use super::*;
+use crate::fixtures::{self, WsClusterExt};
+
+fn build(wsc: &WsCluster) -> Children {
+    children(wsc, &Settings::default(), "operator-key\n").unwrap()
+}
+
+fn pod_spec(children: &Children) -> &k8s_openapi::api::core::v1::PodSpec {
+    children
+        .deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+}
+
+/// Every child is controlled by its WsCluster (garbage collection) and
+/// carries the recommended labels.
+#[test]
+fn every_child_is_owned_and_labelled() {
+    let wsc = fixtures::wsc("chat").with_ingress().with_cpu_autoscaling();
+    for value in build(&wsc).to_values().unwrap() {
+        let kind = value["kind"].as_str().unwrap().to_owned();
+        let owners = value["metadata"]["ownerReferences"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{kind}: no owner"));
+        assert_eq!(owners.len(), 1, "{kind}");
+        assert_eq!(owners[0]["kind"], "WsCluster", "{kind}");
+        assert_eq!(owners[0]["uid"], fixtures::UID, "{kind}");
+        assert_eq!(owners[0]["controller"], true, "{kind}");
+        let labels = &value["metadata"]["labels"];
+        assert_eq!(labels["app.kubernetes.io/name"], "wsgate", "{kind}");
+        assert_eq!(labels["app.kubernetes.io/instance"], "chat", "{kind}");
+        assert_eq!(
+            labels["app.kubernetes.io/managed-by"], "wsgate-operator",
+            "{kind}"
+        );
+        assert_eq!(value["metadata"]["namespace"], "prod", "{kind}");
+    }
+}
+
+/// The pods run the default image of this operator version, read the
+/// mounted config, take `node` from the pod name and probe the admin port.
+#[test]
+fn deployment_runs_the_gateway_as_production_needs() {
+    let children = build(&fixtures::wsc("chat"));
+    let pod = pod_spec(&children);
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some(format!("ghcr.io/wsgate/wsgate:{}", crate::VERSION).as_str())
+    );
+    assert_eq!(
+        container.args.as_ref().unwrap(),
+        &["--config", "/etc/wsgate/config/wsgate.toml"]
+    );
+    let env = &container.env.as_ref().unwrap()[0];
+    assert_eq!(env.name, "WSGATE_NODE");
+    assert_eq!(
+        env.value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "metadata.name"
+    );
+    let readiness = container
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(readiness.path.as_deref(), Some("/readyz"));
+    assert_eq!(readiness.port, IntOrString::String("admin".into()));
+    let liveness = container
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(liveness.path.as_deref(), Some("/healthz"));
+    let ports: Vec<_> = container
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.clone().unwrap(), p.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![("ws".to_owned(), 8080), ("admin".to_owned(), 9090)]
+    );
+    let strategy = children
+        .deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .strategy
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        strategy.rolling_update.as_ref().unwrap().max_unavailable,
+        Some(IntOrString::Int(0))
+    );
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(pod.service_account_name.as_deref(), Some("chat"));
+}
+
+/// The grace period covers the preStop pause, the drain and a margin, and
+/// the preStop pause needs no binary in the image.
+#[test]
+fn termination_grace_covers_pre_stop_and_drain() {
+    let mut wsc = fixtures::wsc("chat");
+    wsc.spec.drain.seconds = 40;
+    wsc.spec.drain.pre_stop_seconds = 7;
+    let children = build(&wsc);
+    let pod = pod_spec(&children);
+    assert_eq!(pod.termination_grace_period_seconds, Some(7 + 40 + 5));
+    let pre_stop = pod.containers[0]
+        .lifecycle
+        .as_ref()
+        .unwrap()
+        .pre_stop
+        .as_ref()
+        .unwrap();
+    assert_eq!(pre_stop.sleep.as_ref().unwrap().seconds, 7);
+}
+
+/// A config change changes the pod template's checksum (so the pods roll);
+/// a change outside the config does not.
+#[test]
+fn config_changes_roll_the_pods() {
+    let checksum = |wsc: &WsCluster| {
+        build(wsc)
+            .deployment
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[CONFIG_CHECKSUM_ANNOTATION]
+            .clone()
+    };
+    let base = fixtures::wsc("chat");
+    let mut more = base.clone();
+    more.spec.limits.max_connections = 20_000;
+    let mut annotated = base.clone();
+    annotated
+        .spec
+        .service
+        .annotations
+        .insert("a".into(), "b".into());
+    assert_ne!(checksum(&base), checksum(&more));
+    assert_eq!(checksum(&base), checksum(&annotated));
+}
+
+/// Secrets are mounted as files at the paths the config names; no secret
+/// value reaches the ConfigMap.
+#[test]
+fn secrets_are_mounted_where_the_config_points() {
+    let mut wsc = fixtures::wsc("chat");
+    wsc.spec.nats = Some(NatsSpec {
+        url: "nats://nats:4222".into(),
+        credentials_secret: Some(SecretKeyRef {
+            name: "creds".into(),
+            key: "c".into(),
+        }),
+        ping_interval_ms: 5000,
+        tls: None,
+    });
+    let children = build(&wsc);
+    let config = &children.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+    let pod = pod_spec(&children);
+    let projected = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "secrets")
+        .unwrap();
+    let mounted: Vec<(String, String, String)> = projected
+        .projected
+        .as_ref()
+        .unwrap()
+        .sources
+        .as_ref()
+        .unwrap()
+        .iter()
+        .flat_map(|source| {
+            let secret = source.secret.as_ref().unwrap();
+            secret
+                .items
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|item| (secret.name.clone(), item.key.clone(), item.path.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(mounted.contains(&(
+        "chat-api-keys".into(),
+        "api-keys".into(),
+        "auth/api-keys".into()
+    )));
+    assert!(mounted.contains(&("chat-jwt".into(), "secret".into(), "auth/jwt-secret".into())));
+    assert!(mounted.contains(&("creds".into(), "c".into(), "nats/credentials.creds".into())));
+    assert!(config.contains("jwt_secret_file = \"/etc/wsgate/secrets/auth/jwt-secret\""));
+    assert!(config.contains("api_keys_file = \"/etc/wsgate/secrets/auth/api-keys\""));
+    assert!(config.contains("credentials_file = \"/etc/wsgate/secrets/nats/credentials.creds\""));
+    assert!(!config.contains("operator-key"));
+}
+
+/// The config listens on the pod ports and names the cluster after the
+/// WsCluster's namespace and name.
+#[test]
+fn config_listens_on_pod_ports_with_a_per_wscluster_cluster() {
+    let config = gateway_config(&fixtures::wsc("chat")).unwrap();
+    let parsed: toml::Table = toml::from_str(&config).unwrap();
+    assert_eq!(parsed["version"].as_integer(), Some(1));
+    assert_eq!(parsed["listen"].as_str(), Some("0.0.0.0:8080"));
+    assert_eq!(parsed["admin_listen"].as_str(), Some("0.0.0.0:9090"));
+    assert_eq!(parsed["cluster"].as_str(), Some("prod_chat"));
+    assert!(parsed.get("node").is_none(), "node comes from WSGATE_NODE");
+}
+
+/// Cluster tokens are one subject token, at most 64 characters, distinct
+/// for distinct WsClusters even when cut.
+#[test]
+fn cluster_tokens_are_single_bounded_distinct_subject_tokens() {
+    let valid = |t: &str| {
+        t.len() <= 64
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    assert_eq!(cluster_token("prod", "chat"), "prod_chat");
+    let long_a = cluster_token(&"n".repeat(63), &"a".repeat(60));
+    let long_b = cluster_token(&"n".repeat(63), &format!("{}b", "a".repeat(59)));
+    let dotted = cluster_token("prod", "chat.v2");
+    let dashed = cluster_token("prod", "chat-v2");
+    for token in [&long_a, &long_b, &dotted, &dashed] {
+        assert!(valid(token), "{token}");
+    }
+    assert_ne!(long_a, long_b);
+    assert_ne!(dotted, dashed);
+}
+
+/// The Service carries the public and admin ports; the Ingress routes only
+/// the public one.
+#[test]
+fn ingress_exposes_only_the_public_port() {
+    let children = build(&fixtures::wsc("chat").with_ingress());
+    let ports: Vec<_> = children
+        .service
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.clone().unwrap(), p.port))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![("ws".to_owned(), 80), ("admin".to_owned(), 9090)]
+    );
+    let ingress = children.ingress.unwrap();
+    let spec = ingress.spec.unwrap();
+    let rules = spec.rules.unwrap();
+    let backend = rules[0].http.as_ref().unwrap().paths[0]
+        .backend
+        .service
+        .as_ref()
+        .unwrap();
+    assert_eq!(backend.name, "chat");
+    assert_eq!(backend.port.as_ref().unwrap().name.as_deref(), Some("ws"));
+    assert_eq!(rules[0].host.as_deref(), Some("chat.example.com"));
+    assert_eq!(
+        spec.tls.unwrap()[0].secret_name.as_deref(),
+        Some("chat-tls")
+    );
+    assert!(children.http_route.is_none());
+}
+
+/// The HTTPRoute sends its path prefix to the Service's public port.
+#[test]
+fn http_route_targets_the_public_port() {
+    let children = build(&fixtures::wsc("chat").with_http_route());
+    let route = children.http_route.unwrap();
+    assert_eq!(route.spec.parent_refs[0].name, "public");
+    assert_eq!(route.spec.rules[0].backend_refs[0].name, "chat");
+    assert_eq!(route.spec.rules[0].backend_refs[0].port, 80);
+    assert_eq!(
+        route.spec.rules[0].matches[0].path.as_ref().unwrap().type_,
+        "PathPrefix"
+    );
+    assert!(children.ingress.is_none());
+}
+
+/// The PDB allows one pod down at a time.
+#[test]
+fn pdb_allows_one_unavailable_pod() {
+    let pdb = build(&fixtures::wsc("chat")).pod_disruption_budget;
+    assert_eq!(pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+}
+
+/// A CPU target makes an HPA scaling the WsCluster, not the Deployment; a
+/// connections target makes none (the operator scales).
+#[test]
+fn hpa_scales_the_wscluster_for_a_cpu_target_only() {
+    let children = build(&fixtures::wsc("chat").with_cpu_autoscaling());
+    let hpa = children.horizontal_pod_autoscaler.unwrap().spec.unwrap();
+    assert_eq!(hpa.scale_target_ref.kind, "WsCluster");
+    assert_eq!(
+        hpa.scale_target_ref.api_version.as_deref(),
+        Some("wsgate.io/v1alpha1")
+    );
+    assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 10));
+    let mut wsc = fixtures::wsc("chat").with_cpu_autoscaling();
+    if let Some(a) = wsc.spec.autoscaling.as_mut() {
+        a.target_cpu_utilization = None;
+        a.target_connections_per_pod = Some(1000);
+    }
+    assert!(build(&wsc).horizontal_pod_autoscaler.is_none());
+}
+
+/// Replicas: spec, else the autoscaling minimum, else 1; clamped with
+/// autoscaling.
+#[test]
+fn desired_replicas_follow_spec_and_bounds() {
+    let mut wsc = fixtures::wsc("chat");
+    assert_eq!(desired_replicas(&wsc), 1);
+    wsc.spec.replicas = Some(3);
+    assert_eq!(desired_replicas(&wsc), 3);
+    wsc.spec.autoscaling = Some(AutoscalingSpec {
+        min_replicas: 4,
+        max_replicas: 6,
+        target_cpu_utilization: None,
+        target_connections_per_pod: Some(100),
+        scale_down_stabilization_seconds: 300,
+    });
+    assert_eq!(desired_replicas(&wsc), 4);
+    wsc.spec.replicas = None;
+    assert_eq!(desired_replicas(&wsc), 4);
+    wsc.spec.replicas = Some(9);
+    assert_eq!(desired_replicas(&wsc), 6);
+}
+
+/// Topology spread constraints without a selector get the pods' own.
+#[test]
+fn topology_spread_defaults_to_the_pod_selector() {
+    let mut wsc = fixtures::wsc("chat");
+    wsc.spec.topology_spread_constraints =
+        vec![k8s_openapi::api::core::v1::TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "topology.kubernetes.io/zone".into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            ..Default::default()
+        }];
+    wsc.spec.resources = Some(ResourceRequirements {
+        requests: Some([("cpu".to_owned(), Quantity("100m".into()))].into()),
+        ..Default::default()
+    });
+    let children = build(&wsc);
+    let constraint = &pod_spec(&children)
+        .topology_spread_constraints
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(
+        constraint
+            .label_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap(),
+        &selector_labels("chat")
+    );
+}
+
+/// `render` of the full example yields every child kind the spec asks for,
+/// and is deterministic.
+#[test]
+fn render_of_the_full_example_is_complete_and_stable() {
+    let text = include_str!("../../../examples/wscluster-full.yaml");
+    let first = crate::args::render(text, "default", &Settings::default()).unwrap();
+    let second = crate::args::render(text, "default", &Settings::default()).unwrap();
+    assert_eq!(first, second);
+    for kind in [
+        "ServiceAccount",
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "Ingress",
+    ] {
+        assert!(
+            first.contains(&format!("\nkind: {kind}\n")),
+            "{kind} missing"
+        );
+    }
+    assert!(first.contains("image: ghcr.io/wsgate/wsgate:0.1.0"));
+}
+
+/// The minimal example renders, with the operator's default image.
+#[test]
+fn render_of_the_minimal_example_uses_the_default_image() {
+    let text = include_str!("../../../examples/wscluster.yaml");
+    let out = crate::args::render(text, "default", &Settings::default()).unwrap();
+    assert!(out.contains(&format!("image: ghcr.io/wsgate/wsgate:{}", crate::VERSION)));
+    assert!(
+        out.contains("cluster = \\\"default_chat\\\"")
+            || out.contains("cluster = \"default_chat\"")
+    );
+    let _ = IngressSpec {
+        class_name: None,
+        host: None,
+        path: "/".into(),
+        tls_secret_name: None,
+        annotations: Default::default(),
+    };
+}
