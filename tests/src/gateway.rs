@@ -269,7 +269,7 @@ impl GatewayOptions {
                 command.env_remove(name);
             }
         }
-        command.env("RUST_BACKTRACE", "1");
+        command.env("RUST_BACKTRACE", "1").env("NO_COLOR", "1");
         for (name, value) in &self.env {
             command.env(name, value);
         }

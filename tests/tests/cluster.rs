@@ -102,21 +102,31 @@ fn check_room_subject(sub: &Subscription, cluster: &str) -> Result<()> {
         "room subscription {:?} is not `{prefix}<one token>`",
         sub.subject
     );
-    ensure!(sub.qgroup.is_none(), "room subscription in a queue group: {sub:?}");
+    ensure!(
+        sub.qgroup.is_none(),
+        "room subscription in a queue group: {sub:?}"
+    );
     Ok(())
 }
 
-async fn wait_for_room_subscriptions(deployment: &Deployment, count: usize) -> Result<Vec<Subscription>> {
+async fn wait_for_room_subscriptions(
+    deployment: &Deployment,
+    count: usize,
+) -> Result<Vec<Subscription>> {
     let nats = deployment.nats();
     let cluster = deployment.cluster();
-    eventually(SOON, &format!("{count} room subscriptions at the NATS server"), || async move {
-        let subs = nats.room_subscriptions(cluster).await?;
-        if subs.len() == count {
-            Ok(Some(subs))
-        } else {
-            bail!("{} room subscriptions: {subs:?}", subs.len())
-        }
-    })
+    eventually(
+        SOON,
+        &format!("{count} room subscriptions at the NATS server"),
+        || async move {
+            let subs = nats.room_subscriptions(cluster).await?;
+            if subs.len() == count {
+                Ok(Some(subs))
+            } else {
+                bail!("{} room subscriptions: {subs:?}", subs.len())
+            }
+        },
+    )
     .await
 }
 
@@ -130,7 +140,10 @@ async fn memberless_replicas_hold_no_room_subscription() -> Result<()> {
     let nats = deployment.nats();
     let cluster = deployment.cluster().to_owned();
     let initial = nats.room_subscriptions(&cluster).await?;
-    ensure!(initial.is_empty(), "room subscriptions before any join: {initial:?}");
+    ensure!(
+        initial.is_empty(),
+        "room subscriptions before any join: {initial:?}"
+    );
     let room = unique_room("interest");
 
     let mut first = connect_user(&deployment, 0, "first").await?;
@@ -147,28 +160,48 @@ async fn memberless_replicas_hold_no_room_subscription() -> Result<()> {
     third.join(&room).await?;
     let subs = nats.room_subscriptions(&cluster).await?;
     ensure!(subs.len() == 2, "members on gw-0 (two) and gw-1: {subs:?}");
-    ensure!(subs.iter().all(|s| s.subject == subject), "one subject per room: {subs:?}");
-    ensure!(subs[0].cid != subs[1].cid, "both from one NATS connection: {subs:?}");
+    ensure!(
+        subs.iter().all(|s| s.subject == subject),
+        "one subject per room: {subs:?}"
+    );
+    ensure!(
+        subs[0].cid != subs[1].cid,
+        "both from one NATS connection: {subs:?}"
+    );
 
     // gw-2 has a connected client in no room: it publishes, members everywhere receive,
     // and it receives nothing.
     let mut outsider = connect_user(&deployment, 2, "outsider").await?;
     outsider.publish(&room, json!("from gw-2")).await?;
-    for (name, member) in [("first", &mut first), ("second", &mut second), ("third", &mut third)] {
+    for (name, member) in [
+        ("first", &mut first),
+        ("second", &mut second),
+        ("third", &mut third),
+    ] {
         let message = member.next_message(&room, FRAME).await.context(name)?;
-        ensure!(message["data"] == "from gw-2" && message["from"] == "outsider", "{name}: {message}");
+        ensure!(
+            message["data"] == "from gw-2" && message["from"] == "outsider",
+            "{name}: {message}"
+        );
     }
     outsider.expect_silence(QUIET).await?;
     let subs = nats.room_subscriptions(&cluster).await?;
-    ensure!(subs.len() == 2, "publishing from gw-2 subscribed it: {subs:?}");
+    ensure!(
+        subs.len() == 2,
+        "publishing from gw-2 subscribed it: {subs:?}"
+    );
 
     second.leave(&room).await?;
-    wait_for_room_subscriptions(&deployment, 1).await.context("after the only gw-1 member left")?;
+    wait_for_room_subscriptions(&deployment, 1)
+        .await
+        .context("after the only gw-1 member left")?;
     first.close().await;
     let subs = wait_for_room_subscriptions(&deployment, 1).await?;
     ensure!(subs[0].subject == subject, "{subs:?}");
     drop(third);
-    wait_for_room_subscriptions(&deployment, 0).await.context("after the last member disconnected")?;
+    wait_for_room_subscriptions(&deployment, 0)
+        .await
+        .context("after the last member disconnected")?;
     Ok(())
 }
 
@@ -190,12 +223,19 @@ async fn clusters_sharing_a_nats_server_are_isolated() -> Result<()> {
     alice.publish("lobby", json!("blue only")).await?;
     let message = alice.next_message("lobby", FRAME).await?;
     ensure!(message["data"] == "blue only", "{message}");
-    bob.expect_silence(QUIET).await.context("a message crossed clusters")?;
-    let reply = alice.call_ok(json!({"op": "send", "user": "bob", "data": 1})).await?;
+    bob.expect_silence(QUIET)
+        .await
+        .context("a message crossed clusters")?;
+    let reply = alice
+        .call_ok(json!({"op": "send", "user": "bob", "data": 1}))
+        .await?;
     ensure!(reply["delivered"] == 0, "send crossed clusters: {reply}");
     bob.expect_silence(QUIET).await?;
     let stats = blue.stats().await?;
-    ensure!(stats["nodes"].as_array().map(Vec::len) == Some(1), "blue sees green's node: {stats}");
+    ensure!(
+        stats["nodes"].as_array().map(Vec::len) == Some(1),
+        "blue sees green's node: {stats}"
+    );
     drop((alice, bob, blue, green));
     Ok(())
 }
@@ -222,17 +262,36 @@ async fn stats_turn_partial_when_a_replica_dies_until_the_registry_expires_it() 
     deployment.gateway_mut(2).kill();
     let started = Instant::now();
     let stats = deployment.gateway(0).stats().await?;
-    ensure!(stats["partial"] == true, "stats right after a SIGKILL: {stats}");
+    ensure!(
+        stats["partial"] == true,
+        "stats right after a SIGKILL: {stats}"
+    );
     ensure!(stats["connections"] == 2, "{stats}");
-    ensure!(started.elapsed() < Duration::from_secs(8), "stats took {:?}", started.elapsed());
+    ensure!(
+        started.elapsed() < Duration::from_secs(8),
+        "stats took {:?}",
+        started.elapsed()
+    );
     let asked = deployment.gateway(1);
-    let stats = eventually(Duration::from_secs(20), "the registry forgets the dead node", || async move {
-        let stats = asked.stats().await?;
-        Ok((stats["partial"] == false).then_some(stats))
-    })
+    let stats = eventually(
+        Duration::from_secs(20),
+        "the registry forgets the dead node",
+        || async move {
+            let stats = asked.stats().await?;
+            Ok((stats["partial"] == false).then_some(stats))
+        },
+    )
     .await?;
-    let nodes: Vec<&Value> = stats["nodes"].as_array().context("nodes")?.iter().map(|n| &n["node"]).collect();
-    ensure!(nodes.len() == 2 && !nodes.contains(&&json!("gw-2")), "{stats}");
+    let nodes: Vec<&Value> = stats["nodes"]
+        .as_array()
+        .context("nodes")?
+        .iter()
+        .map(|n| &n["node"])
+        .collect();
+    ensure!(
+        nodes.len() == 2 && !nodes.contains(&&json!("gw-2")),
+        "{stats}"
+    );
     ensure!(stats["connections"] == 2, "{stats}");
     Ok(())
 }
@@ -256,34 +315,63 @@ async fn nats_outage_gives_unavailable_and_delivery_resumes_after_restart() -> R
     let mut publisher = connect_user(&deployment, 2, "publisher").await?;
     publisher.publish(&room, json!("before")).await?;
     for member in &mut members {
-        member.next_message(&room, FRAME).await.context("before the outage")?;
+        member
+            .next_message(&room, FRAME)
+            .await
+            .context("before the outage")?;
     }
 
     deployment.nats_mut().kill();
     for gateway in &deployment.gateways {
         let admin = gateway.admin();
-        eventually(SOON, &format!("{} /readyz 503 during the outage", gateway.node()), || async move {
-            Ok((wsgate_tests::http::get(admin, "/readyz").await?.status == 503).then_some(()))
-        })
+        eventually(
+            SOON,
+            &format!("{} /readyz 503 during the outage", gateway.node()),
+            || async move {
+                Ok((wsgate_tests::http::get(admin, "/readyz").await?.status == 503).then_some(()))
+            },
+        )
         .await?;
-        ensure!(gateway.healthz().await? == 200, "{} /healthz during the outage", gateway.node());
+        ensure!(
+            gateway.healthz().await? == 200,
+            "{} /healthz during the outage",
+            gateway.node()
+        );
     }
     for k in 0..3 {
         let reply = publisher
-            .call_within(json!({"op": "publish", "room": room, "data": {"during": k}}), Duration::from_secs(15))
+            .call_within(
+                json!({"op": "publish", "room": room, "data": {"during": k}}),
+                Duration::from_secs(15),
+            )
             .await?;
         behaviour::expect_error(&reply, "unavailable").context("publish during the outage")?;
     }
     let api = deployment.gateway(0);
-    let response = api.api_post("/api/v1/publish", Some(api.api_key()), &json!({"room": room, "data": "api during"})).await?;
-    ensure!(response.status == 503, "API publish during the outage: {} {}", response.status, response.text());
+    let response = api
+        .api_post(
+            "/api/v1/publish",
+            Some(api.api_key()),
+            &json!({"room": room, "data": "api during"}),
+        )
+        .await?;
+    ensure!(
+        response.status == 503,
+        "API publish during the outage: {} {}",
+        response.status,
+        response.text()
+    );
 
     deployment.nats_mut().restart().await?;
     for gateway in &deployment.gateways {
         let admin = gateway.admin();
-        eventually(Duration::from_secs(20), &format!("{} /readyz 200 after the restart", gateway.node()), || async move {
-            Ok((wsgate_tests::http::get(admin, "/readyz").await?.status == 200).then_some(()))
-        })
+        eventually(
+            Duration::from_secs(20),
+            &format!("{} /readyz 200 after the restart", gateway.node()),
+            || async move {
+                Ok((wsgate_tests::http::get(admin, "/readyz").await?.status == 200).then_some(()))
+            },
+        )
         .await?;
     }
     // Subscriptions resume asynchronously after the reconnect: probe until both see one.
@@ -294,19 +382,28 @@ async fn nats_outage_gives_unavailable_and_delivery_resumes_after_restart() -> R
         publisher.publish(&room, json!({"probe": probe})).await?;
         let mut all = true;
         for member in &mut members {
-            all &= member.next_message(&room, Duration::from_millis(500)).await.is_ok();
+            all &= member
+                .next_message(&room, Duration::from_millis(500))
+                .await
+                .is_ok();
         }
         if all {
             break;
         }
-        ensure!(Instant::now() < deadline, "delivery did not resume after {probe} probes");
+        ensure!(
+            Instant::now() < deadline,
+            "delivery did not resume after {probe} probes"
+        );
     }
     publisher.publish(&room, json!("after")).await?;
     for (i, member) in members.iter_mut().enumerate() {
         within(FRAME, "the message after the restart", async {
             loop {
                 let message = member.next_message(&room, FRAME).await?;
-                ensure!(message.get("data").and_then(|d| d.get("during")).is_none(), "member {i} got a message refused as unavailable: {message}");
+                ensure!(
+                    message.get("data").and_then(|d| d.get("during")).is_none(),
+                    "member {i} got a message refused as unavailable: {message}"
+                );
                 if message["data"] == "after" {
                     return Ok(());
                 }
@@ -333,18 +430,33 @@ async fn draining_one_replica_leaves_the_others_serving() -> Result<()> {
     deployment.gateway_mut(2).signal(SIGTERM)?;
     let mut drained = members.pop().context("three members")?;
     let event = drained.next_of_type("reconnect", FRAME).await?;
-    ensure!(event["after_ms"].as_u64().is_some_and(|ms| ms <= 500), "{event}");
+    ensure!(
+        event["after_ms"].as_u64().is_some_and(|ms| ms <= 500),
+        "{event}"
+    );
     drained.expect_close(1012, FRAME).await?;
-    let status = deployment.gateway_mut(2).wait_exit(Duration::from_secs(10)).await?;
-    ensure!(status.code() == Some(0), "drained replica exited with {status}");
+    let status = deployment
+        .gateway_mut(2)
+        .wait_exit(Duration::from_secs(10))
+        .await?;
+    ensure!(
+        status.code() == Some(0),
+        "drained replica exited with {status}"
+    );
     for i in 0..2 {
-        ensure!(deployment.gateway(i).readyz().await? == 200, "gw-{i} not ready");
+        ensure!(
+            deployment.gateway(i).readyz().await? == 200,
+            "gw-{i} not ready"
+        );
     }
     members[0].publish(&room, json!("0 to 1")).await?;
     members[1].publish(&room, json!("1 to 0")).await?;
     for member in &mut members {
         let data = behaviour::collect_data(member, &room, 2).await?;
-        ensure!(data.contains(&json!("0 to 1")) && data.contains(&json!("1 to 0")), "{data:?}");
+        ensure!(
+            data.contains(&json!("0 to 1")) && data.contains(&json!("1 to 0")),
+            "{data:?}"
+        );
     }
     let asked = deployment.gateway(0);
     eventually(SOON, "stats without the drained node", || async move {

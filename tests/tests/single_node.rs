@@ -114,10 +114,16 @@ async fn require_origin_refuses_upgrades_without_origin() -> Result<()> {
     ensure!(status == 403, "no Origin with require_origin: {status}");
     let status = Client::handshake_status(
         &url,
-        &[("Authorization", &auth), ("Origin", "https://app.example.com")],
+        &[
+            ("Authorization", &auth),
+            ("Origin", "https://app.example.com"),
+        ],
     )
     .await?;
-    ensure!(status == 101, "allowed Origin with require_origin: {status}");
+    ensure!(
+        status == 101,
+        "allowed Origin with require_origin: {status}"
+    );
     Ok(())
 }
 
@@ -135,7 +141,10 @@ async fn at_max_connections_upgrades_get_503_with_retry_after() -> Result<()> {
         Err(error) => error,
     };
     ensure!(error.status() == Some(503), "{error}");
-    ensure!(error.error_code().as_deref() == Some("unavailable"), "{error}");
+    ensure!(
+        error.error_code().as_deref() == Some("unavailable"),
+        "{error}"
+    );
     let retry: u64 = error
         .header("retry-after")
         .context("503 without Retry-After")?
@@ -146,7 +155,12 @@ async fn at_max_connections_upgrades_get_503_with_retry_after() -> Result<()> {
     eventually(SOON, "a slot frees up after a close", || {
         let url = url.clone();
         let auth = auth.clone();
-        async move { Ok((Client::handshake_status(&url, &[("Authorization", &auth)]).await? == 101).then_some(())) }
+        async move {
+            Ok(
+                (Client::handshake_status(&url, &[("Authorization", &auth)]).await? == 101)
+                    .then_some(()),
+            )
+        }
     })
     .await
 }
@@ -159,7 +173,11 @@ async fn subprotocol_wsgate_v1_is_accepted_when_offered() -> Result<()> {
         .bearer(&Token::new("u").signed())
         .header("Sec-WebSocket-Protocol", "wsgate.v1");
     let mut client = Client::connect_opts(&deployment.ws_url(0), options).await?;
-    ensure!(client.subprotocol() == Some("wsgate.v1"), "selected {:?}", client.subprotocol());
+    ensure!(
+        client.subprotocol() == Some("wsgate.v1"),
+        "selected {:?}",
+        client.subprotocol()
+    );
     client.welcome().await?;
     Ok(())
 }
@@ -173,9 +191,20 @@ async fn public_key_tokens_verify_and_algorithm_confusion_is_refused() -> Result
     let client = Client::connect_token(&url, &Token::new("rs").rs256()).await?;
     ensure!(client.user() == "rs", "{:?}", client.welcome_frame());
     let confused = Token::new("rs").hs256(wsgate_tests::RSA_PUBLIC_PEM);
-    let status = Client::handshake_status(&url, &[("Authorization", &format!("Bearer {confused}"))]).await?;
-    ensure!(status == 401, "HS256 signed with the RSA public key: {status}");
-    let status = Client::handshake_status(&url, &[("Authorization", &format!("Bearer {}", Token::new("es").es256()))]).await?;
+    let status =
+        Client::handshake_status(&url, &[("Authorization", &format!("Bearer {confused}"))]).await?;
+    ensure!(
+        status == 401,
+        "HS256 signed with the RSA public key: {status}"
+    );
+    let status = Client::handshake_status(
+        &url,
+        &[(
+            "Authorization",
+            &format!("Bearer {}", Token::new("es").es256()),
+        )],
+    )
+    .await?;
     ensure!(status == 401, "ES256 against an RSA key: {status}");
     drop(client);
     drop(rsa);
@@ -190,19 +219,37 @@ async fn public_key_tokens_verify_and_algorithm_confusion_is_refused() -> Result
 /// are 401 and matching ones pass.
 #[tokio::test]
 async fn audience_and_issuer_are_checked_when_configured() -> Result<()> {
-    let deployment =
-        single(options().set("auth.audience", "wsgate-tests").set("auth.issuer", "issuer-a")).await?;
+    let deployment = single(
+        options()
+            .set("auth.audience", "wsgate-tests")
+            .set("auth.issuer", "issuer-a"),
+    )
+    .await?;
     let url = deployment.ws_url(0);
     let cases = [
-        (Token::new("u").audience("wsgate-tests").issuer("issuer-a"), 101),
+        (
+            Token::new("u").audience("wsgate-tests").issuer("issuer-a"),
+            101,
+        ),
         (Token::new("u").issuer("issuer-a"), 401),
         (Token::new("u").audience("wsgate-tests"), 401),
         (Token::new("u").audience("other").issuer("issuer-a"), 401),
-        (Token::new("u").audience("wsgate-tests").issuer("issuer-b"), 401),
+        (
+            Token::new("u").audience("wsgate-tests").issuer("issuer-b"),
+            401,
+        ),
     ];
     for (token, expected) in cases {
-        let status = Client::handshake_status(&url, &[("Authorization", &format!("Bearer {}", token.signed()))]).await?;
-        ensure!(status == expected, "{}: {status}, expected {expected}", token.claims());
+        let status = Client::handshake_status(
+            &url,
+            &[("Authorization", &format!("Bearer {}", token.signed()))],
+        )
+        .await?;
+        ensure!(
+            status == expected,
+            "{}: {status}, expected {expected}",
+            token.claims()
+        );
     }
     Ok(())
 }
@@ -218,26 +265,40 @@ async fn anonymous_connections_get_a_welcome_at_once() -> Result<()> {
     let deployment = single(options().anonymous()).await?;
     let url = deployment.ws_url(0);
     let mut anon = Client::connect_anonymous(&url).await?;
-    ensure!(anon.user() == format!("anon:{}", anon.conn()), "{:?}", anon.welcome_frame());
+    ensure!(
+        anon.user() == format!("anon:{}", anon.conn()),
+        "{:?}",
+        anon.welcome_frame()
+    );
     ensure!(anon.node() == "gw-0", "{:?}", anon.welcome_frame());
     let room = unique_room("anon");
     anon.join(&room).await?;
     anon.publish(&room, json!("hello")).await?;
     let message = anon.next_message(&room, FRAME).await?;
     ensure!(message["from"] == anon.user().as_str(), "{message}");
-    let code = anon.call_err(json!({"op": "send", "user": "x", "data": 1})).await?;
+    let code = anon
+        .call_err(json!({"op": "send", "user": "x", "data": 1}))
+        .await?;
     ensure!(code == "forbidden", "anonymous send: {code}");
-    let code = anon.call_err(json!({"op": "refresh", "token": Token::new("x").signed()})).await?;
+    let code = anon
+        .call_err(json!({"op": "refresh", "token": Token::new("x").signed()}))
+        .await?;
     ensure!(code == "bad_request", "anonymous refresh: {code}");
     let status = Client::handshake_status(&url, &[("Authorization", "Bearer not-a-jwt")]).await?;
     ensure!(status == 401, "bad token with anonymous allowed: {status}");
     // A bad `auth` leaves it anonymous and open.
-    let reply = anon.call(json!({"op": "auth", "token": "not-a-jwt"})).await?;
+    let reply = anon
+        .call(json!({"op": "auth", "token": "not-a-jwt"}))
+        .await?;
     behaviour::expect_error(&reply, "unauthorized")?;
-    anon.call_ok(json!({"op": "ping"})).await.context("still open after a bad auth")?;
+    anon.call_ok(json!({"op": "ping"}))
+        .await
+        .context("still open after a bad auth")?;
     let welcome = anon.auth(&Token::new("frank").all_rooms().signed()).await?;
     ensure!(welcome["user"] == "frank", "{welcome}");
-    let code = anon.call_err(json!({"op": "auth", "token": Token::new("frank").signed()})).await?;
+    let code = anon
+        .call_err(json!({"op": "auth", "token": Token::new("frank").signed()}))
+        .await?;
     ensure!(code == "bad_request", "second auth: {code}");
     Ok(())
 }
@@ -254,9 +315,15 @@ async fn auth_leaves_rooms_the_token_does_not_allow() -> Result<()> {
     let reply = client
         .call(json!({"op": "auth", "id": id, "token": Token::new("gina").rooms(&["chat:*"]).signed()}))
         .await?;
-    ensure!(reply["type"] == "welcome" && reply["id"] == id && reply["user"] == "gina", "{reply}");
+    ensure!(
+        reply["type"] == "welcome" && reply["id"] == id && reply["user"] == "gina",
+        "{reply}"
+    );
     let left = client.next_of_type("left", FRAME).await?;
-    ensure!(left["room"] == "news:today" && left["conn"] == reply["conn"], "{left}");
+    ensure!(
+        left["room"] == "news:today" && left["conn"] == reply["conn"],
+        "{left}"
+    );
     ensure!(left["reason"].is_string(), "left without a reason: {left}");
     Ok(())
 }
@@ -270,7 +337,10 @@ async fn first_frame_auth_authenticates_a_connection_without_token() -> Result<(
     let welcome = client
         .call(json!({"op": "auth", "id": 5, "token": Token::new("hank").all_rooms().signed()}))
         .await?;
-    ensure!(welcome["type"] == "welcome" && welcome["id"] == 5, "{welcome}");
+    ensure!(
+        welcome["type"] == "welcome" && welcome["id"] == 5,
+        "{welcome}"
+    );
     ensure!(welcome["user"] == "hank", "{welcome}");
     client.join(&unique_room("after-auth")).await?;
     Ok(())
@@ -291,7 +361,10 @@ async fn a_frame_before_auth_closes_with_4001() -> Result<()> {
     for first in firsts {
         let mut client = Client::connect(&url).await?;
         client.send_raw(first.clone()).await?;
-        client.expect_close(4001, FRAME).await.with_context(|| format!("first frame {first:?}"))?;
+        client
+            .expect_close(4001, FRAME)
+            .await
+            .with_context(|| format!("first frame {first:?}"))?;
     }
     Ok(())
 }
@@ -303,7 +376,11 @@ async fn silence_before_auth_closes_with_4001() -> Result<()> {
     let mut client = Client::connect(&deployment.ws_url(0)).await?;
     let started = Instant::now();
     client.expect_close(4001, Duration::from_secs(5)).await?;
-    ensure!(started.elapsed() >= Duration::from_millis(400), "closed after {:?}", started.elapsed());
+    ensure!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed after {:?}",
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -312,7 +389,9 @@ async fn silence_before_auth_closes_with_4001() -> Result<()> {
 async fn first_frame_auth_with_a_bad_token_is_unauthorized_then_4001() -> Result<()> {
     let deployment = single(options()).await?;
     let mut client = Client::connect(&deployment.ws_url(0)).await?;
-    let reply = client.call(json!({"op": "auth", "id": 1, "token": Token::new("x").hs256("wrong")})).await?;
+    let reply = client
+        .call(json!({"op": "auth", "id": 1, "token": Token::new("x").hs256("wrong")}))
+        .await?;
     behaviour::expect_error(&reply, "unauthorized")?;
     client.expect_close(4001, FRAME).await?;
     Ok(())
@@ -323,7 +402,9 @@ async fn first_frame_auth_with_a_bad_token_is_unauthorized_then_4001() -> Result
 async fn auth_on_a_connection_with_a_token_is_a_bad_request() -> Result<()> {
     let deployment = single(options()).await?;
     let mut client = connect_user(&deployment, 0, "ivy").await?;
-    let code = client.call_err(json!({"op": "auth", "token": Token::new("ivy").signed()})).await?;
+    let code = client
+        .call_err(json!({"op": "auth", "token": Token::new("ivy").signed()}))
+        .await?;
     ensure!(code == "bad_request", "{code}");
     client.call_ok(json!({"op": "ping"})).await?;
     Ok(())
@@ -351,8 +432,11 @@ async fn auth_over_the_per_user_cap_is_limit_exceeded_then_1008() -> Result<()> 
 #[tokio::test]
 async fn token_expiry_closes_with_4001() -> Result<()> {
     let deployment = single(options().set("auth.leeway_seconds", 0)).await?;
-    let mut client =
-        Client::connect_token(&deployment.ws_url(0), &Token::new("kim").expires_in(2).signed()).await?;
+    let mut client = Client::connect_token(
+        &deployment.ws_url(0),
+        &Token::new("kim").expires_in(2).signed(),
+    )
+    .await?;
     client.expect_close(4001, Duration::from_secs(8)).await?;
     Ok(())
 }
@@ -369,9 +453,13 @@ async fn refresh_keeps_an_expiring_connection_open() -> Result<()> {
         &Token::new("leo").all_rooms().claim("exp", old_exp).signed(),
     )
     .await?;
-    let code = client.call_err(json!({"op": "refresh", "token": Token::new("other").signed()})).await?;
+    let code = client
+        .call_err(json!({"op": "refresh", "token": Token::new("other").signed()}))
+        .await?;
     ensure!(code == "unauthorized", "refresh for another sub: {code}");
-    let code = client.call_err(json!({"op": "refresh", "token": Token::new("leo").hs256("bad")})).await?;
+    let code = client
+        .call_err(json!({"op": "refresh", "token": Token::new("leo").hs256("bad")}))
+        .await?;
     ensure!(code == "unauthorized", "refresh with a bad token: {code}");
     let new_exp = now() + 600;
     let reply = client
@@ -381,7 +469,10 @@ async fn refresh_keeps_an_expiring_connection_open() -> Result<()> {
     // Time has to pass here: the old token's expiry is the event that must not happen.
     let wait = u64::try_from(old_exp + 2 - now()).unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(wait)).await;
-    client.call_ok(json!({"op": "ping"})).await.context("closed despite the refresh")?;
+    client
+        .call_ok(json!({"op": "ping"}))
+        .await
+        .context("closed despite the refresh")?;
     Ok(())
 }
 
@@ -391,19 +482,30 @@ async fn refresh_keeps_an_expiring_connection_open() -> Result<()> {
 async fn refresh_that_drops_a_room_leaves_it() -> Result<()> {
     let deployment = single(options()).await?;
     let url = deployment.ws_url(0);
-    let mut client =
-        Client::connect_token(&url, &Token::new("mia").rooms(&["chat:*", "news:*"]).signed()).await?;
+    let mut client = Client::connect_token(
+        &url,
+        &Token::new("mia").rooms(&["chat:*", "news:*"]).signed(),
+    )
+    .await?;
     client.join("news:x").await?;
     client.join("chat:y").await?;
-    client.call_ok(json!({"op": "refresh", "token": Token::new("mia").rooms(&["chat:*"]).signed()})).await?;
+    client
+        .call_ok(json!({"op": "refresh", "token": Token::new("mia").rooms(&["chat:*"]).signed()}))
+        .await?;
     let left = client.next_of_type("left", FRAME).await?;
-    ensure!(left["room"] == "news:x" && left["reason"].is_string(), "{left}");
+    ensure!(
+        left["room"] == "news:x" && left["reason"].is_string(),
+        "{left}"
+    );
     let mut publisher = connect_user(&deployment, 0, "pub").await?;
     publisher.publish("news:x", json!(1)).await?;
     publisher.publish("chat:y", json!(2)).await?;
     let message = client.next_message("chat:y", FRAME).await?;
     ensure!(message["data"] == 2, "{message}");
-    client.expect_silence(QUIET).await.context("a message of a room it was removed from")?;
+    client
+        .expect_silence(QUIET)
+        .await
+        .context("a message of a room it was removed from")?;
     Ok(())
 }
 
@@ -417,8 +519,13 @@ async fn refresh_that_drops_a_room_leaves_it() -> Result<()> {
 async fn room_patterns_decide_join_and_publish() -> Result<()> {
     let deployment = single(options()).await?;
     let url = deployment.ws_url(0);
-    let mut client =
-        Client::connect_token(&url, &Token::new("alice").rooms(&["chat:*", "user:alice:**"]).signed()).await?;
+    let mut client = Client::connect_token(
+        &url,
+        &Token::new("alice")
+            .rooms(&["chat:*", "user:alice:**"])
+            .signed(),
+    )
+    .await?;
     for (room, allowed) in [
         ("chat:lobby", true),
         ("chat", false),
@@ -436,18 +543,27 @@ async fn room_patterns_decide_join_and_publish() -> Result<()> {
             behaviour::expect_error(&reply, "forbidden").with_context(|| format!("join {room}"))?;
         }
     }
-    let mut everything = Client::connect_token(&url, &Token::new("root").rooms(&["**"]).signed()).await?;
+    let mut everything =
+        Client::connect_token(&url, &Token::new("root").rooms(&["**"]).signed()).await?;
     for room in ["a", "a:b", "x:y:z:w"] {
         everything.join(room).await?;
     }
     let mut nothing = Client::connect_token(&url, &Token::new("nobody").signed()).await?;
     let code = nothing.call_err(json!({"op": "join", "room": "a"})).await?;
     ensure!(code == "forbidden", "join without a rooms claim: {code}");
-    let mut writer =
-        Client::connect_token(&url, &Token::new("w").rooms(&["**"]).publish(&["chat:*"]).signed()).await?;
+    let mut writer = Client::connect_token(
+        &url,
+        &Token::new("w").rooms(&["**"]).publish(&["chat:*"]).signed(),
+    )
+    .await?;
     writer.publish("chat:lobby", json!("not a member")).await?;
-    let code = writer.call_err(json!({"op": "publish", "room": "news:x", "data": 1})).await?;
-    ensure!(code == "forbidden", "publish outside the publish claim: {code}");
+    let code = writer
+        .call_err(json!({"op": "publish", "room": "news:x", "data": 1}))
+        .await?;
+    ensure!(
+        code == "forbidden",
+        "publish outside the publish claim: {code}"
+    );
     let message = client.next_message("chat:lobby", FRAME).await?;
     ensure!(message["from"] == "w", "{message}");
     Ok(())
@@ -464,12 +580,21 @@ async fn oversize_messages_close_with_1009() -> Result<()> {
     let big = json!({"op": "publish", "room": "r", "data": "x".repeat(2048)}).to_string();
     let mut client = connect_user(&deployment, 0, "big").await?;
     client.send_text(&big).await?;
-    client.expect_close(1009, FRAME).await.context("one frame")?;
+    client
+        .expect_close(1009, FRAME)
+        .await
+        .context("one frame")?;
     let mut client = connect_user(&deployment, 0, "big").await?;
     client.send_fragmented_text(&big, 4).await?;
-    client.expect_close(1009, FRAME).await.context("four fragments of 600 bytes")?;
+    client
+        .expect_close(1009, FRAME)
+        .await
+        .context("four fragments of 600 bytes")?;
     let mut client = connect_user(&deployment, 0, "fits").await?;
-    client.publish(&unique_room("fits"), json!("y".repeat(800))).await.context("under the limit")?;
+    client
+        .publish(&unique_room("fits"), json!("y".repeat(800)))
+        .await
+        .context("under the limit")?;
     Ok(())
 }
 
@@ -493,27 +618,50 @@ async fn bad_frames_get_error_replies_and_the_connection_stays_open() -> Result<
     client.send_raw(Message::binary(vec![0u8, 1, 2])).await?;
     let reply = client.next_json(FRAME).await?;
     behaviour::expect_error(&reply, "bad_request").context("binary frame")?;
-    for text in ["{not json", "[1,2]", "\"just a string\"", "{}", "{\"op\":7,\"id\":1}"] {
+    for text in [
+        "{not json",
+        "[1,2]",
+        "\"just a string\"",
+        "{}",
+        "{\"op\":7,\"id\":1}",
+    ] {
         client.send_text(text).await?;
         let reply = client.next_json(FRAME).await?;
         behaviour::expect_error(&reply, "bad_request").with_context(|| format!("text {text:?}"))?;
     }
-    client.call_ok(json!({"op": "ping"})).await.context("open after bad frames")?;
+    client
+        .call_ok(json!({"op": "ping"}))
+        .await
+        .context("open after bad frames")?;
     let reply = client.call(json!({"op": "teleport", "id": 41})).await?;
     behaviour::expect_error(&reply, "unknown_op")?;
     ensure!(reply["id"] == 41, "{reply}");
-    client.send_json(&json!({"op": "join", "room": "chat:x"})).await?;
+    client
+        .send_json(&json!({"op": "join", "room": "chat:x"}))
+        .await?;
     let reply = client.next_json(FRAME).await?;
     behaviour::expect_error(&reply, "bad_request").context("join without id")?;
-    ensure!(reply["op"] == "join" && reply["room"] == "chat:x", "error reply without op/room: {reply}");
-    let code = client.call_err(json!({"op": "leave", "room": "never-joined"})).await?;
+    ensure!(
+        reply["op"] == "join" && reply["room"] == "chat:x",
+        "error reply without op/room: {reply}"
+    );
+    let code = client
+        .call_err(json!({"op": "leave", "room": "never-joined"}))
+        .await?;
     ensure!(code == "not_member", "{code}");
     // publish without id: silent on success, an error reply carrying op and room on failure.
-    client.send_json(&json!({"op": "publish", "room": "a.b", "data": 1})).await?;
+    client
+        .send_json(&json!({"op": "publish", "room": "a.b", "data": 1}))
+        .await?;
     let reply = client.next_json(FRAME).await?;
     behaviour::expect_error(&reply, "invalid_room")?;
-    ensure!(reply["op"] == "publish" && reply["room"] == "a.b", "{reply}");
-    client.send_json(&json!({"op": "ping", "id": "seven"})).await?;
+    ensure!(
+        reply["op"] == "publish" && reply["room"] == "a.b",
+        "{reply}"
+    );
+    client
+        .send_json(&json!({"op": "ping", "id": "seven"}))
+        .await?;
     let reply = client.next_json(FRAME).await?;
     behaviour::expect_error(&reply, "bad_request").context("a string id")?;
     let reply = client.call_ok(json!({"op": "ping", "id": 9})).await?;
@@ -526,9 +674,17 @@ async fn bad_frames_get_error_replies_and_the_connection_stays_open() -> Result<
 async fn the_server_pings_at_the_heartbeat_interval() -> Result<()> {
     let deployment = single(options().set("limits.heartbeat_ms", 300)).await?;
     let mut client = connect_user(&deployment, 0, "beat").await?;
-    ensure!(client.welcome_frame()["heartbeat_ms"] == 300, "{:?}", client.welcome_frame());
+    ensure!(
+        client.welcome_frame()["heartbeat_ms"] == 300,
+        "{:?}",
+        client.welcome_frame()
+    );
     client.expect_silence(Duration::from_millis(1000)).await?;
-    ensure!(client.pings() >= 2, "{} pings in 1 s at 300 ms", client.pings());
+    ensure!(
+        client.pings() >= 2,
+        "{} pings in 1 s at 300 ms",
+        client.pings()
+    );
     Ok(())
 }
 
@@ -538,18 +694,33 @@ async fn the_server_pings_at_the_heartbeat_interval() -> Result<()> {
 /// Publishing faster than `publish_rate`/`publish_burst` gets `rate_limited`.
 #[tokio::test]
 async fn publish_rate_limit_answers_rate_limited() -> Result<()> {
-    let deployment =
-        single(options().set("limits.publish_rate", 2).set("limits.publish_burst", 3)).await?;
+    let deployment = single(
+        options()
+            .set("limits.publish_rate", 2)
+            .set("limits.publish_burst", 3),
+    )
+    .await?;
     let mut client = connect_user(&deployment, 0, "fast").await?;
     let room = unique_room("rate");
     let mut codes = Vec::new();
     for k in 0..10 {
-        let reply = client.call(json!({"op": "publish", "room": room, "data": k})).await?;
+        let reply = client
+            .call(json!({"op": "publish", "room": room, "data": k}))
+            .await?;
         codes.push(wsgate_tests::error_code(&reply).unwrap_or("ok").to_owned());
     }
-    ensure!(codes[..3].iter().all(|c| c == "ok"), "the burst was refused: {codes:?}");
-    ensure!(codes.iter().any(|c| c == "rate_limited"), "never rate limited: {codes:?}");
-    ensure!(codes.iter().all(|c| c == "ok" || c == "rate_limited"), "{codes:?}");
+    ensure!(
+        codes[..3].iter().all(|c| c == "ok"),
+        "the burst was refused: {codes:?}"
+    );
+    ensure!(
+        codes.iter().any(|c| c == "rate_limited"),
+        "never rate limited: {codes:?}"
+    );
+    ensure!(
+        codes.iter().all(|c| c == "ok" || c == "rate_limited"),
+        "{codes:?}"
+    );
     Ok(())
 }
 
@@ -563,7 +734,11 @@ async fn too_many_errors_close_with_1008() -> Result<()> {
         behaviour::expect_error(&reply, "unknown_op")?;
     }
     for k in 5..20 {
-        if client.send_json(&json!({"op": "nonsense", "id": k})).await.is_err() {
+        if client
+            .send_json(&json!({"op": "nonsense", "id": k}))
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -582,7 +757,10 @@ async fn rooms_per_connection_cap_answers_limit_exceeded() -> Result<()> {
     }
     let code = client.call_err(json!({"op": "join", "room": "r4"})).await?;
     ensure!(code == "limit_exceeded", "{code}");
-    client.join("r2").await.context("rejoining a room it is in")?;
+    client
+        .join("r2")
+        .await
+        .context("rejoining a room it is in")?;
     client.leave("r1").await?;
     client.join("r4").await?;
     Ok(())
@@ -603,7 +781,9 @@ async fn a_slow_consumer_is_closed_with_1013_and_others_keep_receiving() -> Resu
     let room = unique_room("slow");
     let mut slow = Client::connect_opts(
         &url,
-        ConnectOptions::default().bearer(&behaviour::user_token("slow")).recv_buffer(4096),
+        ConnectOptions::default()
+            .bearer(&behaviour::user_token("slow"))
+            .recv_buffer(4096),
     )
     .await?;
     slow.welcome().await?;
@@ -619,11 +799,17 @@ async fn a_slow_consumer_is_closed_with_1013_and_others_keep_receiving() -> Resu
     let mut publisher = connect_user(&deployment, 0, "publisher").await?;
     let payload = "p".repeat(30_000);
     for k in 0..COUNT {
-        publisher.publish(&room, json!({"k": k, "pad": payload})).await?;
+        publisher
+            .publish(&room, json!({"k": k, "pad": payload}))
+            .await?;
     }
     let (mut fast, data) = reader.await.context("fast reader")??;
     for (k, value) in data.iter().enumerate() {
-        ensure!(value["k"] == k, "fast member: message {k} is {}", value["k"]);
+        ensure!(
+            value["k"] == k,
+            "fast member: message {k} is {}",
+            value["k"]
+        );
     }
     fast.expect_silence(QUIET).await?;
     slow.expect_close(1013, Duration::from_secs(20)).await?;
@@ -639,7 +825,9 @@ async fn presence_is_not_supported() -> Result<()> {
     let deployment = single(options()).await?;
     let mut client = connect_user(&deployment, 0, "p").await?;
     client.join("lobby").await?;
-    let code = client.call_err(json!({"op": "presence", "room": "lobby"})).await?;
+    let code = client
+        .call_err(json!({"op": "presence", "room": "lobby"}))
+        .await?;
     ensure!(code == "not_supported", "{code}");
     Ok(())
 }
@@ -650,13 +838,19 @@ async fn join_with_since_in_a_room_without_history_is_not_recovered() -> Result<
     let deployment = single(options()).await?;
     let mut client = connect_user(&deployment, 0, "s").await?;
     let plain = client.join("plain").await?;
-    ensure!(plain["recovered"] == false, "join reply in a room without history: {plain}");
+    ensure!(
+        plain["recovered"] == false,
+        "join reply in a room without history: {plain}"
+    );
     let reply = client
         .call_ok(json!({"op": "join", "room": "lobby", "since": {"epoch": "e1", "seq": 4}}))
         .await?;
     ensure!(reply["recovered"] == false, "{reply}");
     for key in ["epoch", "seq", "missed"] {
-        ensure!(reply.get(key).is_none(), "`{key}` in a room without history: {reply}");
+        ensure!(
+            reply.get(key).is_none(),
+            "`{key}` in a room without history: {reply}"
+        );
     }
     Ok(())
 }
@@ -667,7 +861,9 @@ async fn join_with_since_in_a_room_without_history_is_not_recovered() -> Result<
 async fn join_in_a_history_namespace_is_not_supported() -> Result<()> {
     let deployment = single(options().set("namespaces.chat.history_size", 10)).await?;
     let mut client = connect_user(&deployment, 0, "h").await?;
-    let code = client.call_err(json!({"op": "join", "room": "chat:lobby"})).await?;
+    let code = client
+        .call_err(json!({"op": "join", "room": "chat:lobby"}))
+        .await?;
     ensure!(code == "not_supported", "{code}");
     client.join("news:x").await?;
     Ok(())
@@ -682,7 +878,12 @@ async fn join_in_a_history_namespace_is_not_supported() -> Result<()> {
 #[tokio::test]
 async fn sigterm_drains_with_reconnect_then_1012_and_exits_0() -> Result<()> {
     let spread = 2000u64;
-    let mut deployment = single(options().set("drain.reconnect_spread_ms", spread).set("drain.seconds", 10)).await?;
+    let mut deployment = single(
+        options()
+            .set("drain.reconnect_spread_ms", spread)
+            .set("drain.seconds", 10),
+    )
+    .await?;
     let url = deployment.ws_url(0);
     let room = unique_room("drain");
     let mut clients = Vec::new();
@@ -695,24 +896,46 @@ async fn sigterm_drains_with_reconnect_then_1012_and_exits_0() -> Result<()> {
     let gateway = deployment.gateway(0);
     let mut after = Vec::new();
     for (i, client) in clients.iter_mut().enumerate() {
-        let event = client.next_of_type("reconnect", FRAME).await.with_context(|| format!("client {i}"))?;
-        let after_ms = event["after_ms"].as_u64().with_context(|| format!("after_ms: {event}"))?;
-        ensure!(after_ms <= spread, "after_ms {after_ms} beyond the spread {spread}");
+        let event = client
+            .next_of_type("reconnect", FRAME)
+            .await
+            .with_context(|| format!("client {i}"))?;
+        let after_ms = event["after_ms"]
+            .as_u64()
+            .with_context(|| format!("after_ms: {event}"))?;
+        ensure!(
+            after_ms <= spread,
+            "after_ms {after_ms} beyond the spread {spread}"
+        );
         after.push((Instant::now(), after_ms));
     }
     let readyz = http::get(gateway.admin(), "/readyz").await?;
-    ensure!(readyz.status == 503, "/readyz while draining: {}", readyz.status);
+    ensure!(
+        readyz.status == 503,
+        "/readyz while draining: {}",
+        readyz.status
+    );
     let auth = format!("Bearer {}", Token::new("late").signed());
     let status = Client::handshake_status(&url, &[("Authorization", &auth)]).await?;
     ensure!(status == 503, "upgrade while draining: {status}");
     for (i, client) in clients.iter_mut().enumerate() {
-        client.expect_close(1012, Duration::from_secs(10)).await.with_context(|| format!("client {i}"))?;
+        client
+            .expect_close(1012, Duration::from_secs(10))
+            .await
+            .with_context(|| format!("client {i}"))?;
         let (seen, after_ms) = after[i];
         // The event was read at `seen`, a little after it was sent: allow 100 ms.
-        let earliest = seen + Duration::from_millis(after_ms).saturating_sub(Duration::from_millis(100));
-        ensure!(Instant::now() >= earliest, "client {i} closed before its after_ms {after_ms}");
+        let earliest =
+            seen + Duration::from_millis(after_ms).saturating_sub(Duration::from_millis(100));
+        ensure!(
+            Instant::now() >= earliest,
+            "client {i} closed before its after_ms {after_ms}"
+        );
     }
-    let status = deployment.gateway_mut(0).wait_exit(Duration::from_secs(15)).await?;
+    let status = deployment
+        .gateway_mut(0)
+        .wait_exit(Duration::from_secs(15))
+        .await?;
     ensure!(status.code() == Some(0), "exit status {status}");
     Ok(())
 }
@@ -721,8 +944,12 @@ async fn sigterm_drains_with_reconnect_then_1012_and_exits_0() -> Result<()> {
 /// with 1001, and the process exits 0.
 #[tokio::test]
 async fn drain_deadline_closes_the_rest_with_1001() -> Result<()> {
-    let mut deployment =
-        single(options().set("drain.reconnect_spread_ms", 20_000).set("drain.seconds", 1)).await?;
+    let mut deployment = single(
+        options()
+            .set("drain.reconnect_spread_ms", 20_000)
+            .set("drain.seconds", 1),
+    )
+    .await?;
     let mut clients = Vec::new();
     for i in 0..4 {
         clients.push(connect_user(&deployment, 0, &format!("d{i}")).await?);
@@ -744,7 +971,10 @@ async fn drain_deadline_closes_the_rest_with_1001() -> Result<()> {
             "client {i} with after_ms {after_ms} closed with {code:?}, expected {expected:?}"
         );
     }
-    let status = deployment.gateway_mut(0).wait_exit(Duration::from_secs(10)).await?;
+    let status = deployment
+        .gateway_mut(0)
+        .wait_exit(Duration::from_secs(10))
+        .await?;
     ensure!(status.code() == Some(0), "exit status {status}");
     Ok(())
 }
@@ -778,14 +1008,20 @@ async fn metrics_expose_connection_and_message_counters() -> Result<()> {
         .collect();
     ensure!(!samples.is_empty(), "no samples in /metrics:\n{text}");
     for (name, _) in &samples {
-        ensure!(name.starts_with("wsgate_"), "metric {name} without the wsgate_ prefix");
+        ensure!(
+            name.starts_with("wsgate_"),
+            "metric {name} without the wsgate_ prefix"
+        );
     }
     let connections = samples
         .iter()
         .filter(|(n, _)| n.contains("connection") && !n.contains("total") && !n.contains("slow"))
         .map(|(_, v)| *v)
         .fold(0.0, f64::max);
-    ensure!(connections >= 2.0, "no connection gauge at 2 or more:\n{text}");
+    ensure!(
+        connections >= 2.0,
+        "no connection gauge at 2 or more:\n{text}"
+    );
     let messages = samples
         .iter()
         .filter(|(n, _)| n.contains("message") && n.contains("total"))
@@ -801,14 +1037,21 @@ async fn metrics_expose_connection_and_message_counters() -> Result<()> {
 async fn the_public_listener_does_not_serve_admin_endpoints() -> Result<()> {
     let deployment = single(options()).await?;
     let gateway = deployment.gateway(0);
-    ensure!(gateway.public() != gateway.admin(), "one address despite --admin-listen");
+    ensure!(
+        gateway.public() != gateway.admin(),
+        "one address despite --admin-listen"
+    );
     ensure!(gateway.healthz().await? == 200, "/healthz");
     for path in ["/metrics", "/readyz", "/api/v1/stats"] {
         let response = wsgate_tests::http::Request::get(path)
             .bearer(gateway.api_key())
             .send(gateway.public())
             .await?;
-        ensure!(response.status == 404, "{path} on the public listener: {}", response.status);
+        ensure!(
+            response.status == 404,
+            "{path} on the public listener: {}",
+            response.status
+        );
     }
     Ok(())
 }
@@ -817,7 +1060,12 @@ async fn the_public_listener_does_not_serve_admin_endpoints() -> Result<()> {
 #[tokio::test]
 async fn one_listener_serves_websocket_and_admin() -> Result<()> {
     let gateway = Gateway::start(options().single_listener()).await?;
-    ensure!(gateway.public() == gateway.admin(), "admin {} != public {}", gateway.admin(), gateway.public());
+    ensure!(
+        gateway.public() == gateway.admin(),
+        "admin {} != public {}",
+        gateway.admin(),
+        gateway.public()
+    );
     ensure!(gateway.readyz().await? == 200, "/readyz");
     gateway.metrics().await?;
     let stats = gateway.stats().await?;
@@ -835,23 +1083,60 @@ async fn one_listener_serves_websocket_and_admin() -> Result<()> {
 #[tokio::test]
 async fn invalid_configuration_exits_2_with_one_line() -> Result<()> {
     let cases = [
-        ("unknown key", GatewayOptions::new().set("limits.heartbeat_msec", 5)),
-        ("mistyped value", GatewayOptions::new().set("limits.send_queue", "many")),
-        ("unknown top-level key", GatewayOptions::new().set("listen_on", "x")),
-        ("bad flag value", GatewayOptions::new().arg("--max-connections", "lots")),
+        (
+            "unknown key",
+            GatewayOptions::new().set("limits.heartbeat_msec", 5),
+        ),
+        (
+            "mistyped value",
+            GatewayOptions::new().set("limits.send_queue", "many"),
+        ),
+        (
+            "unknown top-level key",
+            GatewayOptions::new().set("listen_on", "x"),
+        ),
+        (
+            "bad flag value",
+            GatewayOptions::new().arg("--max-connections", "lots"),
+        ),
     ];
     for (what, options) in cases {
-        let exited = options.run_to_exit(Duration::from_secs(10)).await.context(what)?;
-        ensure!(exited.status.code() == Some(2), "{what}: exit {} stderr {:?}", exited.status, exited.stderr);
-        let lines: Vec<&String> = exited.stderr.iter().filter(|l| !l.trim().is_empty()).collect();
-        ensure!(lines.len() == 1, "{what}: expected one stderr line, got {lines:?}");
+        let exited = options
+            .run_to_exit(Duration::from_secs(10))
+            .await
+            .context(what)?;
         ensure!(
-            exited.stdout.iter().all(|l| !l.starts_with("wsgate listening")),
+            exited.status.code() == Some(2),
+            "{what}: exit {} stderr {:?}",
+            exited.status,
+            exited.stderr
+        );
+        let lines: Vec<&String> = exited
+            .stderr
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        ensure!(
+            lines.len() == 1,
+            "{what}: expected one stderr line, got {lines:?}"
+        );
+        ensure!(
+            exited
+                .stdout
+                .iter()
+                .all(|l| !l.starts_with("wsgate listening")),
             "{what}: it started listening"
         );
     }
-    let exited = GatewayOptions::new().set("limits.heartbeat_msec", 5).run_to_exit(Duration::from_secs(10)).await?;
-    ensure!(exited.stderr.concat().contains("heartbeat_msec"), "the line does not name the key: {:?}", exited.stderr);
+    let exited = GatewayOptions::new()
+        .set("limits.heartbeat_msec", 5)
+        .run_to_exit(Duration::from_secs(10))
+        .await?;
+    ensure!(
+        exited.stderr.concat().contains("heartbeat_msec"),
+        "the line does not name the key: {:?}",
+        exited.stderr
+    );
     Ok(())
 }
 
