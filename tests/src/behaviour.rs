@@ -354,6 +354,74 @@ pub async fn send_to_a_connection_reaches_only_that_connection(topology: Topolog
     Ok(())
 }
 
+/// User ids may hold any characters (`sub` is the token's): a user whose id holds NATS
+/// subject syntax gets its `direct` events on every gateway, and neither a user whose id
+/// is a prefix of it nor one with a wildcard in its id receives them.
+///
+/// # Errors
+/// Any deviation.
+pub async fn user_ids_with_subject_characters_are_delivered_exactly(
+    topology: Topology,
+) -> Result<()> {
+    let deployment = Deployment::start(topology, options()).await?;
+    let n = deployment.replicas();
+    let weird = "we.ird *>\t user\r\nPUB x 1";
+    let mut sender = connect_user(&deployment, 0, "sender").await?;
+    let mut targets = Vec::new();
+    for i in 0..n {
+        targets.push(connect_user(&deployment, i, weird).await?);
+        ensure!(
+            targets[i].user() == weird,
+            "welcome user: {:?}",
+            targets[i].welcome_frame()
+        );
+    }
+    let mut bystanders = Vec::new();
+    for (i, user) in ["we", "we.ird", "*", ">"].into_iter().enumerate() {
+        bystanders.push(connect_user(&deployment, i, user).await?);
+    }
+    let reply = sender
+        .call_ok(json!({"op": "send", "user": weird, "data": "exact"}))
+        .await?;
+    ensure!(reply["delivered"] == n, "send to {weird:?}: {reply}");
+    for target in &mut targets {
+        let direct = target.next_of_type("direct", FRAME).await?;
+        ensure!(
+            direct["data"] == "exact" && direct["from"] == "sender",
+            "{direct}"
+        );
+    }
+    for user in ["*", ">"] {
+        let reply = sender
+            .call_ok(json!({"op": "send", "user": user, "data": user}))
+            .await?;
+        ensure!(
+            reply["delivered"] == 1,
+            "send to {user:?} must reach that user only: {reply}"
+        );
+    }
+    let mut wildcard_users = bystanders.split_off(2);
+    for (user, client) in ["*", ">"].iter().zip(&mut wildcard_users) {
+        let direct = client.next_of_type("direct", FRAME).await?;
+        ensure!(direct["data"] == *user, "{user}: {direct}");
+    }
+    expect_all_silent(&mut targets).await?;
+    expect_all_silent(&mut bystanders).await?;
+    expect_all_silent(&mut wildcard_users).await?;
+    let answer = deployment
+        .gateway(n - 1)
+        .api("/api/v1/disconnect", &json!({"user": weird}))
+        .await?;
+    ensure!(
+        answer["disconnected"] == n,
+        "disconnect {weird:?}: {answer}"
+    );
+    for target in &mut targets {
+        target.expect_close(4003, FRAME).await?;
+    }
+    Ok(())
+}
+
 /// `send` needs the `send` claim (`forbidden` without it), and exactly one of `user` and
 /// `conn` plus `data` (`bad_request` otherwise).
 ///

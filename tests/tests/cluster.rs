@@ -49,6 +49,12 @@ async fn send_to_a_connection_on_another_replica_reaches_only_it() -> Result<()>
     behaviour::send_to_a_connection_reaches_only_that_connection(CLUSTER).await
 }
 
+/// A user id full of subject syntax is one subject token: exact delivery everywhere.
+#[tokio::test]
+async fn user_ids_with_subject_characters_are_delivered_exactly_across_replicas() -> Result<()> {
+    behaviour::user_ids_with_subject_characters_are_delivered_exactly(CLUSTER).await
+}
+
 /// `send` needs the claim and one target, with NATS as with the in-process broker.
 #[tokio::test]
 async fn send_needs_the_claim_and_one_target_over_nats() -> Result<()> {

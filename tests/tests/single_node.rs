@@ -54,6 +54,12 @@ async fn send_to_a_connection_reaches_only_that_connection() -> Result<()> {
     behaviour::send_to_a_connection_reaches_only_that_connection(SINGLE).await
 }
 
+/// A user id full of subject syntax gets its `direct` events, and only it.
+#[tokio::test]
+async fn user_ids_with_subject_characters_are_delivered_exactly() -> Result<()> {
+    behaviour::user_ids_with_subject_characters_are_delivered_exactly(SINGLE).await
+}
+
 /// `send` needs the `send` claim and exactly one target.
 #[tokio::test]
 async fn send_needs_the_claim_and_one_target() -> Result<()> {
@@ -131,7 +137,12 @@ async fn require_origin_refuses_upgrades_without_origin() -> Result<()> {
 /// few seconds; once a connection closes there is room again.
 #[tokio::test]
 async fn at_max_connections_upgrades_get_503_with_retry_after() -> Result<()> {
-    let deployment = single(options().arg("--max-connections", 2)).await?;
+    let deployment = single(
+        options()
+            .arg("--max-connections", 2)
+            .set("allowed_origins", json!(["https://app.example.com"])),
+    )
+    .await?;
     let url = deployment.ws_url(0);
     let first = connect_user(&deployment, 0, "a").await?;
     let _second = connect_user(&deployment, 0, "b").await?;
@@ -151,6 +162,19 @@ async fn at_max_connections_upgrades_get_503_with_retry_after() -> Result<()> {
         .parse()
         .context("Retry-After is not a number of seconds")?;
     ensure!((1..=60).contains(&retry), "Retry-After {retry}");
+    // 503 comes first in the order of decisions: before the origin and the token.
+    let status = Client::handshake_status(
+        &url,
+        &[
+            ("Authorization", "Bearer not-a-jwt"),
+            ("Origin", "https://evil.example.net"),
+        ],
+    )
+    .await?;
+    ensure!(
+        status == 503,
+        "at the limit, forbidden origin and bad token: {status}"
+    );
     first.close().await;
     eventually(SOON, "a slot frees up after a close", || {
         let url = url.clone();
@@ -251,6 +275,183 @@ async fn audience_and_issuer_are_checked_when_configured() -> Result<()> {
             token.claims()
         );
     }
+    Ok(())
+}
+
+/// With `auth.jwks_file`, the key is chosen by the token's `kid`: RS256 and ES256 tokens
+/// with their key's `kid` pass; an unknown `kid` or another key's `kid` is 401.
+#[tokio::test]
+async fn jwks_keys_are_chosen_by_kid() -> Result<()> {
+    let jwks = testdata("jwks.json").display().to_string();
+    let deployment = single(GatewayOptions::new().set("auth.jwks_file", jwks)).await?;
+    let url = deployment.ws_url(0);
+    let cases = [
+        (
+            "RS256 with kid rsa-1",
+            Token::new("j").kid("rsa-1").rs256(),
+            101,
+        ),
+        (
+            "ES256 with kid ec-1",
+            Token::new("j").kid("ec-1").es256(),
+            101,
+        ),
+        (
+            "RS256 with an unknown kid",
+            Token::new("j").kid("nope").rs256(),
+            401,
+        ),
+        (
+            "RS256 with the EC key's kid",
+            Token::new("j").kid("ec-1").rs256(),
+            401,
+        ),
+        (
+            "ES256 with the RSA key's kid",
+            Token::new("j").kid("rsa-1").es256(),
+            401,
+        ),
+        (
+            "HS256 with kid rsa-1",
+            Token::new("j").kid("rsa-1").signed(),
+            401,
+        ),
+    ];
+    for (what, token, expected) in cases {
+        let auth = format!("Bearer {token}");
+        let status = Client::handshake_status(&url, &[("Authorization", &auth)]).await?;
+        ensure!(status == expected, "{what}: {status}, expected {expected}");
+    }
+    Ok(())
+}
+
+fn replace_file(path: &std::path::Path, contents: &str) -> Result<()> {
+    // Write beside it and rename over it, as a Secret update swaps files atomically.
+    let staged = path.with_extension("new");
+    std::fs::write(&staged, contents)?;
+    std::fs::rename(&staged, path)?;
+    Ok(())
+}
+
+/// The JWT secret and API keys named by `auth.jwt_secret_file` and `auth.api_keys_file`
+/// are re-read when the files change: the new ones work and the old ones stop working,
+/// without a restart.
+#[tokio::test]
+async fn secret_files_are_reread_when_they_change() -> Result<()> {
+    let dir = wsgate_tests::TempDir::new("secrets")?;
+    let keys = dir.path().join("api-keys");
+    let secret = dir.path().join("jwt-secret");
+    std::fs::write(&keys, "key-one\nkey-spare\n")?;
+    std::fs::write(&secret, "secret-one-0123456789abcdef0123456789")?;
+    let gateway = Gateway::start(
+        GatewayOptions::new()
+            .set("auth.api_keys_file", keys.display().to_string())
+            .set("auth.jwt_secret_file", secret.display().to_string()),
+    )
+    .await?;
+    let url = gateway.ws_url();
+    let status_with = |key: &'static str| {
+        let gateway = &gateway;
+        async move { Ok::<_, anyhow::Error>(gateway.api_get("/api/v1/stats", Some(key)).await?.status) }
+    };
+    let upgrade_with = |secret: &'static str| {
+        let url = url.clone();
+        async move {
+            let auth = format!("Bearer {}", Token::new("rot").hs256(secret));
+            Client::handshake_status(&url, &[("Authorization", &auth)]).await
+        }
+    };
+    ensure!(status_with("key-one").await? == 200, "the first key");
+    ensure!(
+        status_with("key-spare").await? == 200,
+        "the second line of the keys file"
+    );
+    ensure!(
+        status_with("key-two").await? == 401,
+        "a key not in the file"
+    );
+    ensure!(
+        upgrade_with("secret-one-0123456789abcdef0123456789").await? == 101,
+        "the first secret"
+    );
+    replace_file(&keys, "key-two\n")?;
+    replace_file(&secret, "secret-two-0123456789abcdef0123456789")?;
+    eventually(
+        Duration::from_secs(20),
+        "the rotated API key works and the old one not",
+        || async {
+            Ok(
+                (status_with("key-two").await? == 200 && status_with("key-one").await? == 401)
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    eventually(
+        Duration::from_secs(20),
+        "the rotated JWT secret works and the old one not",
+        || async {
+            let new = upgrade_with("secret-two-0123456789abcdef0123456789").await?;
+            let old = upgrade_with("secret-one-0123456789abcdef0123456789").await?;
+            Ok((new == 101 && old == 401).then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Whether a 2 KiB publish fits `limits.max_message_bytes` (ok) or closes with 1009.
+async fn accepts_two_kib(gateway: &Gateway) -> Result<bool> {
+    let mut client =
+        Client::connect_token(&gateway.ws_url(), &behaviour::user_token("size")).await?;
+    let command = json!({"op": "publish", "room": "sizes", "data": "z".repeat(2048)});
+    match client.call(command).await {
+        Ok(reply) if reply["ok"] == true => Ok(true),
+        Ok(reply) => anyhow::bail!("unexpected reply {reply}"),
+        Err(_) => {
+            let (code, _) = client.wait_close(FRAME).await?;
+            ensure!(code == Some(1009), "closed with {code:?}, expected 1009");
+            Ok(false)
+        }
+    }
+}
+
+/// Precedence: a flag beats a `WSGATE_*` variable, which beats the file.
+#[tokio::test]
+async fn flags_beat_environment_which_beats_the_file() -> Result<()> {
+    let base = || options().unset("limits.max_message_bytes");
+    let file_small_env_large = Gateway::start(
+        base()
+            .set("limits.max_message_bytes", 1024)
+            .env("WSGATE_MAX_MESSAGE_BYTES", "65536"),
+    )
+    .await?;
+    ensure!(
+        accepts_two_kib(&file_small_env_large).await?,
+        "the environment did not beat the file"
+    );
+    drop(file_small_env_large);
+    let file_large_env_small = Gateway::start(
+        base()
+            .set("limits.max_message_bytes", 65536)
+            .env("WSGATE_MAX_MESSAGE_BYTES", "1024"),
+    )
+    .await?;
+    ensure!(
+        !accepts_two_kib(&file_large_env_small).await?,
+        "the environment did not beat the file"
+    );
+    drop(file_large_env_small);
+    let env_small_flag_large = Gateway::start(
+        base()
+            .env("WSGATE_MAX_MESSAGE_BYTES", "1024")
+            .arg("--max-message-bytes", 65536),
+    )
+    .await?;
+    ensure!(
+        accepts_two_kib(&env_small_flag_large).await?,
+        "the flag did not beat the environment"
+    );
     Ok(())
 }
 
@@ -688,6 +889,23 @@ async fn the_server_pings_at_the_heartbeat_interval() -> Result<()> {
     Ok(())
 }
 
+/// A client that answers no pings is closed with 1011 after `heartbeat_timeout_ms`.
+#[tokio::test]
+async fn a_client_that_answers_no_pings_is_closed_with_1011() -> Result<()> {
+    let deployment = single(
+        options()
+            .set("limits.heartbeat_ms", 200)
+            .set("limits.heartbeat_timeout_ms", 600),
+    )
+    .await?;
+    let mut client = connect_user(&deployment, 0, "deaf").await?;
+    // Not reading means not answering pings (tungstenite answers only while polled):
+    // the time passing is the condition under test.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    client.expect_close(1011, FRAME).await?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // Limits.
 
@@ -813,6 +1031,16 @@ async fn a_slow_consumer_is_closed_with_1013_and_others_keep_receiving() -> Resu
     }
     fast.expect_silence(QUIET).await?;
     slow.expect_close(1013, Duration::from_secs(20)).await?;
+    let metrics = deployment.gateway(0).metrics().await?;
+    let counted = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("slow"))
+        .any(|l| {
+            l.rsplit_once(' ')
+                .and_then(|(_, v)| v.parse::<f64>().ok())
+                .is_some_and(|v| v >= 1.0)
+        });
+    ensure!(counted, "no slow-consumer counter at 1 or more:\n{metrics}");
     Ok(())
 }
 
@@ -881,7 +1109,8 @@ async fn sigterm_drains_with_reconnect_then_1012_and_exits_0() -> Result<()> {
     let mut deployment = single(
         options()
             .set("drain.reconnect_spread_ms", spread)
-            .set("drain.seconds", 10),
+            .set("drain.seconds", 10)
+            .set("allowed_origins", json!(["https://app.example.com"])),
     )
     .await?;
     let url = deployment.ws_url(0);
@@ -916,8 +1145,34 @@ async fn sigterm_drains_with_reconnect_then_1012_and_exits_0() -> Result<()> {
         readyz.status
     );
     let auth = format!("Bearer {}", Token::new("late").signed());
-    let status = Client::handshake_status(&url, &[("Authorization", &auth)]).await?;
-    ensure!(status == 503, "upgrade while draining: {status}");
+    let error = match Client::connect_with(&url, &[("Authorization", &auth)]).await {
+        Ok(_) => anyhow::bail!("an upgrade was accepted while draining"),
+        Err(error) => error,
+    };
+    ensure!(
+        error.status() == Some(503),
+        "upgrade while draining: {error}"
+    );
+    ensure!(
+        error.header("retry-after").is_some(),
+        "503 while draining without Retry-After"
+    );
+    ensure!(
+        error.error_code().as_deref() == Some("unavailable"),
+        "{error}"
+    );
+    let status = Client::handshake_status(
+        &url,
+        &[
+            ("Authorization", "Bearer not-a-jwt"),
+            ("Origin", "https://evil.example.net"),
+        ],
+    )
+    .await?;
+    ensure!(
+        status == 503,
+        "draining comes before origin and token: {status}"
+    );
     for (i, client) in clients.iter_mut().enumerate() {
         client
             .expect_close(1012, Duration::from_secs(10))
@@ -997,6 +1252,9 @@ async fn metrics_expose_connection_and_message_counters() -> Result<()> {
         a.publish(&room, json!(k)).await?;
     }
     behaviour::collect_data(&mut b, &room, 3).await?;
+    let status =
+        Client::handshake_status(&deployment.ws_url(0), &[("Authorization", "Bearer bad")]).await?;
+    ensure!(status == 401, "bad token: {status}");
     let text = gateway.metrics().await?;
     let samples: Vec<(String, f64)> = text
         .lines()
@@ -1028,6 +1286,15 @@ async fn metrics_expose_connection_and_message_counters() -> Result<()> {
         .map(|(_, v)| *v)
         .fold(0.0, f64::max);
     ensure!(messages >= 3.0, "no message counter at 3 or more:\n{text}");
+    let auth_failures = samples
+        .iter()
+        .filter(|(n, _)| n.contains("auth") && n.contains("total"))
+        .map(|(_, v)| *v)
+        .fold(0.0, f64::max);
+    ensure!(
+        auth_failures >= 1.0,
+        "no auth failure counter after a 401:\n{text}"
+    );
     Ok(())
 }
 
