@@ -83,10 +83,6 @@ pub enum Error {
     #[error("serialize: {0}")]
     Serialize(#[from] serde_json::Error),
 
-    /// The gateway config could not be rendered.
-    #[error("render gateway config: {0}")]
-    RenderConfig(#[from] toml::ser::Error),
-
     /// Reading the gateways' stats failed.
     #[error("read stats: {0}")]
     Stats(String),
@@ -114,7 +110,6 @@ impl Error {
             Error::PatchStatus(_) => "patch_status",
             Error::MissingMetadata(_) => "missing_metadata",
             Error::Serialize(_) => "serialize",
-            Error::RenderConfig(_) => "render_config",
             Error::Stats(_) => "stats",
             Error::Input { .. } => "input",
         }

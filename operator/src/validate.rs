@@ -1,6 +1,10 @@
 //! Checks of a spec that the schema accepts but that cannot work.
 //!
-//! CEL rules in the CRD catch what they can at admission; these need more
+//! CEL rules in the CRD catch what they can at admission; the rendered
+//! config is also run through the gateway's own strict parser
+//! (`wsgate_config`), so anything the gateway would refuse at startup (a bad
+//! room pattern, an origin that is not a URL) is reported here instead of
+//! as crash-looping pods. The remaining checks need more
 //! than one object's fields or are friendlier as a `Degraded` condition than
 //! as a refused apply. A WsCluster failing them is not applied: its
 //! existing fleet keeps running and the status says what to fix.
@@ -72,6 +76,17 @@ pub fn problems(wsc: &WsCluster) -> Vec<String> {
                     .to_owned(),
             );
         }
+    }
+
+    // The gateway's own strict parser has the last word on the config file:
+    // a value it refuses would crash-loop every pod.
+    if let Ok(config) = crate::resources::gateway_config(wsc)
+        && let Err(error) = wsgate_config::Config::from_toml(
+            &config,
+            std::path::Path::new(crate::resources::CONFIG_FILE),
+        )
+    {
+        problems.push(format!("the gateway would refuse its config: {error}"));
     }
 
     problems

@@ -298,3 +298,20 @@ async fn user_api_keys_follow_the_operator_key() {
     assert!(status.uri.contains("/status"));
     reconcile.await.unwrap().unwrap();
 }
+
+/// A value only the gateway's strict parser refuses (a malformed room
+/// pattern) is reported as Degraded instead of crash-looping pods.
+#[tokio::test]
+async fn config_the_gateway_would_refuse_is_degraded() {
+    let (ctx, mut server, _caches) = Context::test();
+    let mut wsc = fixtures::wsc("chat");
+    wsc.spec.auth.user_rooms = vec!["user:{sub}".into()];
+    let reconcile = tokio::spawn(reconcile(Arc::new(wsc), ctx));
+    let status = server.next().await;
+    let degraded = condition(&status.body["status"], DEGRADED);
+    assert_eq!(degraded["status"], "True");
+    let message = degraded["message"].as_str().unwrap();
+    assert!(message.contains("auth.user_rooms"), "{message}");
+    server.next().await;
+    reconcile.await.unwrap().unwrap();
+}

@@ -7,8 +7,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use serde::Serialize;
-use wsgate_crds::{HistoryStorage, LogFormat, WsCluster};
+use wsgate_config::{
+    AuthSection, CONFIG_VERSION, DrainSection, FileConfig, HistorySection, LimitsSection,
+    LogFormat, NamespaceSection, NatsSection, Storage,
+};
+use wsgate_crds::{HistoryStorage, WsCluster};
 
 use super::{
     ADMIN_PORT, PUBLIC_PORT, child_meta, cluster_token, config_map_name, namespace_and_name,
@@ -48,115 +51,17 @@ fn secret_file(relative: &str) -> String {
     format!("{SECRETS_DIR}/{relative}")
 }
 
-// TODO(wsgate-config): render through `wsgate_config::FileConfig` (one
-// definition of the keys) once that crate lands; this mirror of CONFIG.md
-// version 1 is the only place to change then.
-
-/// CONFIG.md, version 1, as far as the operator sets it.
-#[derive(Serialize)]
-struct FileConfig {
-    version: u32,
-    listen: String,
-    admin_listen: String,
-    cluster: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    nats_url: Option<String>,
-    allow_anonymous: bool,
-    allowed_origins: Vec<String>,
-    require_origin: bool,
-    log_format: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    nats: Option<NatsSection>,
-    auth: AuthSection,
-    limits: LimitsSection,
-    drain: DrainSection,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    history: Option<HistorySection>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    namespaces: BTreeMap<String, NamespaceSection>,
-}
-
-#[derive(Serialize)]
-struct NatsSection {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    credentials_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_ca_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_cert_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_key_file: Option<String>,
-    ping_interval_ms: u64,
-}
-
-#[derive(Serialize)]
-struct AuthSection {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    jwt_secret_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    jwt_public_key_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    jwks_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    audience: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    issuer: Option<String>,
-    leeway_seconds: u64,
-    require_exp: bool,
-    user_rooms: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    anonymous_rooms: Option<Vec<String>>,
-    api_keys_file: String,
-    auth_timeout_ms: u64,
-}
-
-#[derive(Serialize)]
-struct LimitsSection {
-    max_connections: u64,
-    max_connections_per_user: u64,
-    max_page_size: u64,
-    max_rooms_per_connection: u64,
-    max_message_bytes: u64,
-    max_http_body_bytes: u64,
-    send_queue: u64,
-    publish_rate: u64,
-    publish_burst: u64,
-    max_errors_per_minute: u64,
-    heartbeat_ms: u64,
-    heartbeat_timeout_ms: u64,
-}
-
-#[derive(Serialize)]
-struct DrainSection {
-    seconds: u64,
-    reconnect_spread_ms: u64,
-}
-
-#[derive(Serialize)]
-struct HistorySection {
-    storage: &'static str,
-    replicas: u64,
-}
-
-#[derive(Serialize)]
-struct NamespaceSection {
-    history_size: u64,
-    history_ttl_seconds: u64,
-    recovery_max: u64,
-    presence: bool,
-    join_leave: bool,
-    client_publish: bool,
-}
-
 /// The gateway config file (TOML) for `wsc`.
 ///
 /// `node` is not in the file: it comes from the pod name through
 /// `WSGATE_NODE`.
 ///
+/// Rendered through [`wsgate_config::FileConfig`], the gateway's own model
+/// of the file, so the keys have one definition.
+///
 /// # Errors
 ///
-/// [`crate::Error::MissingMetadata`] without a namespace or name;
-/// [`crate::Error::RenderConfig`] if serialization fails.
+/// [`crate::Error::MissingMetadata`] without a namespace or name.
 pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
     let (namespace, name) = namespace_and_name(wsc)?;
     let spec = &wsc.spec;
@@ -173,33 +78,36 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
                 .map(|_| secret_file(path::NATS_CA)),
             tls_cert_file: client_cert.map(|_| secret_file(path::NATS_CERT)),
             tls_key_file: client_cert.map(|_| secret_file(path::NATS_KEY)),
-            ping_interval_ms: nats.ping_interval_ms,
+            ping_interval_ms: Some(nats.ping_interval_ms),
+            ..NatsSection::default()
         }
     });
     let auth = &spec.auth;
     let limits = &spec.limits;
+    let size = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+    let small = |value: u64| u32::try_from(value).unwrap_or(u32::MAX);
     let config = FileConfig {
-        version: 1,
-        listen: format!("0.0.0.0:{PUBLIC_PORT}"),
-        admin_listen: format!("0.0.0.0:{ADMIN_PORT}"),
-        cluster: cluster_token(&namespace, &name),
+        version: CONFIG_VERSION,
+        listen: Some(format!("0.0.0.0:{PUBLIC_PORT}")),
+        admin_listen: Some(format!("0.0.0.0:{ADMIN_PORT}")),
+        cluster: Some(cluster_token(&namespace, &name)),
         nats_url: spec.nats.as_ref().map(|nats| nats.url.clone()),
-        allow_anonymous: auth.allow_anonymous,
-        allowed_origins: spec.allowed_origins.clone(),
-        require_origin: spec.require_origin,
-        log_format: match spec.log_format {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        },
+        allow_anonymous: Some(auth.allow_anonymous),
+        allowed_origins: Some(spec.allowed_origins.clone()),
+        require_origin: Some(spec.require_origin),
+        log_format: Some(match spec.log_format {
+            wsgate_crds::LogFormat::Text => LogFormat::Text,
+            wsgate_crds::LogFormat::Json => LogFormat::Json,
+        }),
         history: spec.nats.as_ref().map(|_| HistorySection {
-            storage: match spec.history.storage {
-                HistoryStorage::File => "file",
-                HistoryStorage::Memory => "memory",
-            },
-            replicas: spec.history.replicas,
+            storage: Some(match spec.history.storage {
+                HistoryStorage::File => Storage::File,
+                HistoryStorage::Memory => Storage::Memory,
+            }),
+            replicas: Some(small(spec.history.replicas)),
         }),
         nats,
-        auth: AuthSection {
+        auth: Some(AuthSection {
             jwt_secret_file: auth
                 .jwt_secret
                 .as_ref()
@@ -211,52 +119,54 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
             jwks_file: auth.jwks.as_ref().map(|_| secret_file(path::JWKS)),
             audience: auth.audience.clone(),
             issuer: auth.issuer.clone(),
-            leeway_seconds: auth.leeway_seconds,
-            require_exp: auth.require_exp,
-            user_rooms: auth.user_rooms.clone(),
+            leeway_seconds: Some(auth.leeway_seconds),
+            require_exp: Some(auth.require_exp),
+            user_rooms: Some(auth.user_rooms.clone()),
             anonymous_rooms: auth.anonymous_rooms.clone(),
-            api_keys_file: secret_file(path::API_KEYS),
-            auth_timeout_ms: auth.auth_timeout_ms,
-        },
-        limits: LimitsSection {
-            max_connections: limits.max_connections,
-            max_connections_per_user: limits.max_connections_per_user,
-            max_page_size: limits.max_page_size,
-            max_rooms_per_connection: limits.max_rooms_per_connection,
-            max_message_bytes: limits.max_message_bytes,
-            max_http_body_bytes: limits.max_http_body_bytes,
-            send_queue: limits.send_queue,
-            publish_rate: limits.publish_rate,
-            publish_burst: limits.publish_burst,
-            max_errors_per_minute: limits.max_errors_per_minute,
-            heartbeat_ms: limits.heartbeat_ms,
-            heartbeat_timeout_ms: limits.heartbeat_timeout_ms,
-        },
-        drain: DrainSection {
-            seconds: spec.drain.seconds,
-            reconnect_spread_ms: spec.drain.reconnect_spread_ms,
-        },
-        namespaces: spec
-            .namespaces
-            .iter()
-            .map(|(ns, section)| {
-                (
-                    ns.clone(),
-                    NamespaceSection {
-                        history_size: section.history_size,
-                        history_ttl_seconds: section.history_ttl_seconds,
-                        recovery_max: section.recovery_max,
-                        presence: section.presence,
-                        join_leave: section.join_leave,
-                        client_publish: section.client_publish,
-                    },
-                )
-            })
-            .collect(),
+            api_keys_file: Some(secret_file(path::API_KEYS)),
+            auth_timeout_ms: Some(auth.auth_timeout_ms),
+        }),
+        limits: Some(LimitsSection {
+            max_connections: Some(size(limits.max_connections)),
+            max_connections_per_user: Some(size(limits.max_connections_per_user)),
+            max_page_size: Some(size(limits.max_page_size)),
+            max_rooms_per_connection: Some(size(limits.max_rooms_per_connection)),
+            max_message_bytes: Some(size(limits.max_message_bytes)),
+            max_http_body_bytes: Some(size(limits.max_http_body_bytes)),
+            send_queue: Some(size(limits.send_queue)),
+            publish_rate: Some(limits.publish_rate as f64),
+            publish_burst: Some(small(limits.publish_burst)),
+            max_errors_per_minute: Some(small(limits.max_errors_per_minute)),
+            heartbeat_ms: Some(limits.heartbeat_ms),
+            heartbeat_timeout_ms: Some(limits.heartbeat_timeout_ms),
+        }),
+        drain: Some(DrainSection {
+            seconds: Some(spec.drain.seconds),
+            reconnect_spread_ms: Some(spec.drain.reconnect_spread_ms),
+        }),
+        namespaces: (!spec.namespaces.is_empty()).then(|| {
+            spec.namespaces
+                .iter()
+                .map(|(ns, section)| {
+                    (
+                        ns.clone(),
+                        NamespaceSection {
+                            history_size: Some(section.history_size),
+                            history_ttl_seconds: Some(section.history_ttl_seconds),
+                            recovery_max: Some(size(section.recovery_max)),
+                            presence: Some(section.presence),
+                            join_leave: Some(section.join_leave),
+                            client_publish: Some(section.client_publish),
+                        },
+                    )
+                })
+                .collect()
+        }),
+        ..FileConfig::default()
     };
-    let body = toml::to_string(&config)?;
     Ok(format!(
-        "# Rendered by wsgate-operator from WsCluster {namespace}/{name}: edit the WsCluster, not this file.\n{body}"
+        "# Rendered by wsgate-operator from WsCluster {namespace}/{name}: edit the WsCluster, not this file.\n{}",
+        config.to_toml()
     ))
 }
 

@@ -98,8 +98,7 @@ pub struct Children {
 ///
 /// # Errors
 ///
-/// [`Error::MissingMetadata`] without a namespace or name, and
-/// [`Error::RenderConfig`] if the config cannot be serialized.
+/// [`Error::MissingMetadata`] without a namespace or name.
 pub fn children(wsc: &WsCluster, settings: &Settings, api_keys: &str) -> Result<Children> {
     let config_map = config_map(wsc)?;
     Ok(Children {

@@ -436,3 +436,31 @@ fn render_of_the_minimal_example_uses_the_default_image() {
         annotations: Default::default(),
     };
 }
+
+/// What the operator renders is accepted by the gateway's strict parser
+/// (unknown keys are errors there), for the minimal and the full example.
+#[test]
+fn rendered_config_parses_with_the_gateway_strict_parser() {
+    for text in [
+        include_str!("../../../examples/wscluster.yaml"),
+        include_str!("../../../examples/wscluster-full.yaml"),
+    ] {
+        let mut wsc: WsCluster = serde_yaml::from_str(text).unwrap();
+        wsc.metadata
+            .namespace
+            .get_or_insert_with(|| "default".into());
+        let config = gateway_config(&wsc).unwrap();
+        let path = std::path::Path::new("wsgate.toml");
+        let parsed = wsgate_config::FileConfig::parse(&config, path).unwrap();
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+        let resolved = wsgate_config::Config::from_toml(&config, path)
+            .unwrap_or_else(|error| panic!("{error}\n{config}"));
+        assert_eq!(
+            resolved.limits.max_connections as u64,
+            wsc.spec
+                .limits
+                .max_connections
+                .min(resolved.limits.max_connections as u64)
+        );
+    }
+}
