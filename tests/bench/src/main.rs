@@ -1,1 +1,40 @@
-fn main() {}
+//! `wsgate-bench`: a load generator and reporter for wsgate and the servers users would pick
+//! instead (nats-server's WebSocket listener as the reference).
+//!
+//! The layout follows the life of a run:
+//! - [`args`]: the command line, one subcommand per scenario;
+//! - [`stack`]: the processes under test (nats-server, gateways), started on free loopback
+//!   ports and killed and reaped when their guard drops;
+//! - [`proc`]: resident memory and CPU time of those processes, read from `/proc`;
+//! - [`client`]: one WebSocket connection speaking wsgate's protocol or the NATS text protocol;
+//! - [`worker`]: the processes holding the receiving connections (this binary re-executed),
+//!   and the line protocol the coordinator drives them with;
+//! - [`publisher`]: paced publishers with a send timestamp in every message;
+//! - [`scenario`]: `idle`, `storm`, `fanout`, `direct` and `churn`;
+//! - [`report`]: the figures, as a table or as JSON, and the sanity checks of `--check`.
+
+mod args;
+mod client;
+mod histogram;
+mod proc;
+mod publisher;
+mod report;
+mod scenario;
+mod stack;
+mod worker;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = args::Args::parse();
+    proc::raise_open_file_limit();
+    match scenario::main(args) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("wsgate-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,698 @@
+//! The scenarios, and the coordinator that runs one against wsgate and each peer: start the
+//! servers, start the workers, connect, load, measure, stop.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
+
+use crate::args::{Args, Command, Common, LoadArgs, Peer};
+use crate::client::{self, Mode, Protocol};
+use crate::histogram::{self, Latency};
+use crate::proc::Sample;
+use crate::publisher::Publishers;
+use crate::report::{self, Report, Run, ServerFigures};
+use crate::stack::{self, Stack};
+use crate::worker::{self, Event, Job, Worker};
+
+/// Runs the command line: a worker, or a scenario followed by its report.
+///
+/// # Errors
+/// When a scenario cannot complete.
+pub fn main(args: Args) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    if let Command::Worker = args.command {
+        runtime.block_on(worker::main())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let scenario = Scenario::from(args.command)?;
+    let common = scenario.common().clone();
+    let report = runtime.block_on(async {
+        tokio::select! {
+            report = run(&scenario) => report,
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        }
+    })?;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    if common.check {
+        let problems = report.insanities();
+        if !problems.is_empty() {
+            for problem in problems {
+                eprintln!("insane: {problem}");
+            }
+            return Ok(ExitCode::from(3));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A scenario with its arguments.
+enum Scenario {
+    Idle(crate::args::IdleArgs),
+    Storm(crate::args::StormArgs),
+    Fanout(crate::args::FanoutArgs),
+    Direct(crate::args::DirectArgs),
+    Churn(crate::args::ChurnArgs),
+}
+
+impl Scenario {
+    fn from(command: Command) -> Result<Self> {
+        Ok(match command {
+            Command::Idle(a) => Self::Idle(a),
+            Command::Storm(a) => Self::Storm(a),
+            Command::Fanout(a) => Self::Fanout(a),
+            Command::Direct(a) => Self::Direct(a),
+            Command::Churn(a) => Self::Churn(a),
+            Command::Worker => bail!("worker is not a scenario"),
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Idle(_) => "idle",
+            Self::Storm(_) => "storm",
+            Self::Fanout(_) => "fanout",
+            Self::Direct(_) => "direct",
+            Self::Churn(_) => "churn",
+        }
+    }
+
+    fn common(&self) -> &Common {
+        match self {
+            Self::Idle(a) => &a.common,
+            Self::Storm(a) => &a.common,
+            Self::Fanout(a) => &a.common,
+            Self::Direct(a) => &a.common,
+            Self::Churn(a) => &a.common,
+        }
+    }
+
+    /// `(members, members per room, join, mode)`.
+    fn members(&self) -> (u64, u64, bool, Mode) {
+        match self {
+            Self::Idle(a) => (
+                a.connections,
+                a.connections.div_ceil(a.rooms.max(1)),
+                true,
+                Mode::Rooms,
+            ),
+            Self::Storm(a) => (a.connections, 1, false, Mode::Rooms),
+            Self::Fanout(a) => (a.rooms * a.members, a.members, true, Mode::Rooms),
+            Self::Direct(a) => (a.users, 1, true, Mode::Direct),
+            Self::Churn(a) => {
+                let indices = (a.concurrency as u64 * 8).max(a.rooms);
+                (indices, indices.div_ceil(a.rooms.max(1)), true, Mode::Rooms)
+            }
+        }
+    }
+
+    fn load(&self) -> Option<&LoadArgs> {
+        match self {
+            Self::Fanout(a) => Some(&a.load),
+            Self::Direct(a) => Some(&a.load),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the scenario against wsgate, then each peer.
+async fn run(scenario: &Scenario) -> Result<Report> {
+    let common = scenario.common();
+    if common.per_worker == 0 || common.tasks == 0 {
+        bail!("--per-worker and --tasks must be at least 1");
+    }
+    let mut report = Report {
+        scenario: scenario.name().to_owned(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        runs: Vec::new(),
+        skipped: Vec::new(),
+        ratios: Vec::new(),
+    };
+    report
+        .runs
+        .push(run_system(scenario, System::Wsgate).await?);
+    let mut peers = common.compare.clone();
+    peers.dedup();
+    for peer in peers {
+        match peer {
+            Peer::Nats if !stack::available(&common.nats_server_bin) => report.skipped.push(format!(
+                "nats: {} not found in PATH (install nats-server)",
+                common.nats_server_bin.display()
+            )),
+            Peer::Nats => report.runs.push(run_system(scenario, System::Nats).await?),
+            Peer::Socketio => report.skipped.push(
+                "socketio: not supported by this version of wsgate-bench yet (see docs/benchmarks.md)"
+                    .to_owned(),
+            ),
+            Peer::Sockudo => report.skipped.push(
+                "sockudo: not supported by this version of wsgate-bench yet (see docs/benchmarks.md)"
+                    .to_owned(),
+            ),
+        }
+    }
+    report.compute_ratios();
+    Ok(report)
+}
+
+/// The system a run measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum System {
+    Wsgate,
+    Nats,
+}
+
+/// A progress bar on standard error (hidden with `--quiet`).
+fn bar(common: &Common, length: u64, message: String) -> ProgressBar {
+    if common.quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(length);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(message);
+    bar
+}
+
+/// Waits until every worker sent an event `pick` accepts, moving `bar` with their progress.
+async fn gather<T>(
+    events: &mut mpsc::UnboundedReceiver<(usize, Event)>,
+    workers: usize,
+    bar: Option<&ProgressBar>,
+    stack: &mut Stack,
+    mut pick: impl FnMut(Event) -> Option<T>,
+) -> Result<Vec<T>> {
+    let mut results: Vec<Option<T>> = (0..workers).map(|_| None).collect();
+    let mut progress = vec![0u64; workers];
+    let quiet_limit = Duration::from_secs(120);
+    while results.iter().any(Option::is_none) {
+        let Ok(received) = tokio::time::timeout(quiet_limit, events.recv()).await else {
+            stack.check_alive()?;
+            bail!("no word from the workers for {quiet_limit:?}");
+        };
+        let (index, event) = received.ok_or_else(|| anyhow!("workers gone"))?;
+        match event {
+            Event::Progress { done, .. } => {
+                progress[index] = done;
+                if let Some(bar) = bar {
+                    bar.set_position(progress.iter().sum());
+                }
+            }
+            Event::Fatal { message } => bail!("worker {index}: {message}"),
+            Event::Exited => {
+                stack.check_alive()?;
+                bail!("worker {index} exited");
+            }
+            other => {
+                if let Some(value) = pick(other) {
+                    results[index] = Some(value);
+                }
+            }
+        }
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// Runs the scenario against one system.
+async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
+    let common = scenario.common();
+    let (mut stack, protocol, name) = match system {
+        System::Wsgate => (Stack::wsgate(common)?, Protocol::Wsgate, "wsgate"),
+        System::Nats => (Stack::nats_reference(common)?, Protocol::Nats, "nats"),
+    };
+    let setup = if stack.servers.is_empty() {
+        format!("target {}", stack.endpoints.join(", "))
+    } else {
+        stack
+            .servers
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
+    if !common.quiet && !common.json {
+        eprintln!("{name}: {setup}");
+    }
+    let (members, members_per_room, join, mode) = scenario.members();
+    let jwt_secret = stack.jwt_secret.clone();
+    if mode == Mode::Direct && protocol == Protocol::Wsgate && jwt_secret.is_none() {
+        bail!("direct against --target needs --jwt-secret");
+    }
+
+    // Let the servers settle, then read where they start.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = stack.sample();
+
+    let worker_count = match (scenario, common.workers) {
+        (_, Some(n)) => n.max(1),
+        (Scenario::Churn(_), None) => 1,
+        _ => members.div_ceil(common.per_worker).max(1) as usize,
+    }
+    .min(members.max(1) as usize);
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let mut workers = Vec::new();
+    let per = members.div_ceil(worker_count as u64);
+    for index in 0..worker_count {
+        let start = index as u64 * per;
+        let end = ((index as u64 + 1) * per).min(members);
+        let job = Job {
+            protocol,
+            mode,
+            endpoints: stack.endpoints.clone(),
+            start,
+            end,
+            members_per_room,
+            join,
+            tasks: common.tasks,
+            concurrency: match scenario {
+                Scenario::Churn(a) => a.concurrency,
+                _ => common.connect_concurrency,
+            }
+            .div_ceil(worker_count)
+            .max(1),
+            source_ips: common.source_ips,
+            connect_timeout_ms: common.connect_timeout_ms,
+            jwt_secret: jwt_secret.clone(),
+        };
+        workers.push(Worker::start(index, &job, tx.clone())?);
+    }
+    drop(tx);
+    gather(&mut events, worker_count, None, &mut stack, |e| {
+        matches!(e, Event::Started).then_some(())
+    })
+    .await?;
+
+    let mut run = Run {
+        system: name.to_owned(),
+        setup,
+        connect: None,
+        servers: Vec::new(),
+        rss_per_connection_kib: None,
+        steps: Vec::new(),
+        best: None,
+        churn: None,
+        closed_1013: 0,
+        closed_other: 0,
+        member_errors: 0,
+        samples: Vec::new(),
+    };
+
+    if let Scenario::Churn(args) = scenario {
+        churn(
+            args,
+            &mut stack,
+            &mut workers,
+            &mut events,
+            &baseline,
+            &mut run,
+        )
+        .await?;
+    } else {
+        let started = Instant::now();
+        for worker in &mut workers {
+            worker.send(&worker::Command::Connect)?;
+        }
+        let progress = bar(common, members, format!("{name}: connecting"));
+        let summaries = gather(
+            &mut events,
+            worker_count,
+            Some(&progress),
+            &mut stack,
+            |e| match e {
+                Event::Connected(summary) => Some(summary),
+                _ => None,
+            },
+        )
+        .await?;
+        progress.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        let mut latency = histogram::new();
+        let mut connect = report::Connect {
+            attempted: members,
+            established: 0,
+            failed: 0,
+            refused: 0,
+            timeouts: 0,
+            seconds,
+            per_second: 0.0,
+            latency: Latency::default(),
+        };
+        for summary in &summaries {
+            connect.established += summary.connected;
+            connect.failed += summary.failed;
+            connect.refused += summary.refused;
+            connect.timeouts += summary.timeouts;
+            summary.latency.add_to(&mut latency);
+            for sample in &summary.samples {
+                if run.samples.len() < 5 {
+                    run.samples.push(format!("connect: {sample}"));
+                }
+            }
+        }
+        connect.per_second = connect.established as f64 / seconds.max(1e-9);
+        connect.latency = Latency::of(&latency);
+        let established = connect.established;
+        run.connect = Some(connect);
+        stack.check_alive()?;
+
+        match scenario {
+            Scenario::Idle(args) => {
+                let hold = bar(common, args.hold_seconds, format!("{name}: holding"));
+                for _ in 0..args.hold_seconds {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    hold.inc(1);
+                }
+                hold.finish_and_clear();
+            }
+            Scenario::Storm(_) | Scenario::Churn(_) => {}
+            Scenario::Fanout(_) | Scenario::Direct(_) => {
+                let load = scenario.load().ok_or_else(|| anyhow!("no load"))?;
+                publish(
+                    load,
+                    common,
+                    protocol,
+                    mode,
+                    members,
+                    members_per_room,
+                    &mut stack,
+                    &mut workers,
+                    &mut events,
+                    &mut run,
+                )
+                .await?;
+            }
+        }
+        let after = stack.sample();
+        run.servers = figures(&stack, &baseline, &after);
+        let grown: i64 = run
+            .servers
+            .iter()
+            .filter(|s| protocol == Protocol::Nats || s.name.starts_with("wsgate"))
+            .map(|s| s.rss_after_kib as i64 - s.rss_before_kib as i64)
+            .sum();
+        if !stack.servers.is_empty() && established > 0 {
+            run.rss_per_connection_kib = Some(grown as f64 / established as f64);
+        }
+        // The member counts of the last report (or a final one) say who was closed.
+        if run.steps.is_empty() {
+            for worker in &mut workers {
+                worker.send(&worker::Command::Report { step: 0 })?;
+            }
+            let reports = gather(&mut events, worker_count, None, &mut stack, |e| match e {
+                Event::Report(r) => Some(r),
+                _ => None,
+            })
+            .await?;
+            for r in reports {
+                run.closed_1013 += r.closed_1013;
+                run.closed_other += r.closed_other;
+                run.member_errors += r.errors;
+                for sample in r.samples {
+                    if run.samples.len() < 5 {
+                        run.samples.push(sample);
+                    }
+                }
+            }
+        }
+    }
+    for worker in &mut workers {
+        let _ = worker.send(&worker::Command::Stop);
+    }
+    drop(workers);
+    stack.stop();
+    Ok(run)
+}
+
+/// The servers' figures between two samples.
+fn figures(stack: &Stack, before: &[Sample], after: &[Sample]) -> Vec<ServerFigures> {
+    stack
+        .servers
+        .iter()
+        .zip(before.iter().zip(after))
+        .map(|(server, (before, after))| ServerFigures {
+            name: server.name.clone(),
+            pid: server.pid,
+            rss_before_kib: before.rss_kib,
+            rss_after_kib: after.rss_kib,
+            cpu_seconds: after.cpu_seconds - before.cpu_seconds,
+        })
+        .collect()
+}
+
+/// Publishing steps of `fanout` and `direct`: one at `--rate`, or a ramp.
+#[allow(clippy::too_many_arguments)]
+async fn publish(
+    load: &LoadArgs,
+    common: &Common,
+    protocol: Protocol,
+    mode: Mode,
+    members: u64,
+    members_per_room: u64,
+    stack: &mut Stack,
+    workers: &mut [Worker],
+    events: &mut mpsc::UnboundedReceiver<(usize, Event)>,
+    run: &mut Run,
+) -> Result<()> {
+    let destinations: Vec<String> = match mode {
+        Mode::Rooms => (0..members.div_ceil(members_per_room.max(1)))
+            .map(client::room_name)
+            .collect(),
+        Mode::Direct => (0..members).map(client::user_name).collect(),
+    };
+    let mut publishers = Publishers::connect(
+        load.publishers,
+        &stack.endpoints,
+        protocol,
+        mode,
+        &destinations,
+        stack.jwt_secret.as_deref(),
+        load.padding,
+    )
+    .await?;
+    let duration = Duration::from_secs(load.duration_seconds.max(1));
+    let mut step_index = 0u32;
+    let mut rate = load.rate.max(0.1);
+    let mut good: Option<f64> = None;
+    let mut bad: Option<f64> = None;
+    let mut lost_members = false;
+    let steps_allowed = if load.ramp { load.ramp_steps.max(1) } else { 1 };
+    let mut refining = 0;
+    loop {
+        let progress = bar(
+            common,
+            duration.as_secs(),
+            format!("{}: {rate:.0} msgs/s", run.system),
+        );
+        let ticker = {
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    progress.inc(1);
+                }
+            })
+        };
+        let published = publishers.run(rate, duration, step_index).await;
+        ticker.abort();
+        progress.finish_and_clear();
+        let published = published?;
+        tokio::time::sleep(Duration::from_millis(load.grace_ms)).await;
+        for worker in workers.iter_mut() {
+            worker.send(&worker::Command::Report { step: step_index })?;
+        }
+        let reports = gather(events, workers.len(), None, stack, |e| match e {
+            Event::Report(r) => Some(r),
+            _ => None,
+        })
+        .await?;
+        let mut latency = histogram::new();
+        let (mut received, mut closed_1013, mut closed_other, mut errors) = (0, 0, 0, 0);
+        for r in &reports {
+            received += r.received;
+            closed_1013 += r.closed_1013;
+            closed_other += r.closed_other;
+            errors += r.errors;
+            r.latency.add_to(&mut latency);
+            for sample in &r.samples {
+                if run.samples.len() < 5 && !run.samples.contains(sample) {
+                    run.samples.push(sample.clone());
+                }
+            }
+        }
+        let expected = match (protocol, mode) {
+            (Protocol::Wsgate, Mode::Direct) => published.delivered,
+            (_, Mode::Direct) => published.ok,
+            (_, Mode::Rooms) => published.ok * members_per_room,
+        };
+        let latency = Latency::of(&latency);
+        let mut failure = None;
+        if received < expected {
+            failure = Some(format!("{} not delivered", expected - received));
+        }
+        if latency.p99_ms > load.p99_ms {
+            failure = Some(format!("p99 over {} ms", load.p99_ms));
+        }
+        if published.sent > published.ok || !published.errors.is_empty() {
+            failure = Some(format!("publish errors {:?}", published.errors));
+        }
+        if published.seconds > duration.as_secs_f64() * 1.1 + 0.1 {
+            failure = Some("publishers fell behind".to_owned());
+        }
+        if closed_1013 + closed_other > run.closed_1013 + run.closed_other {
+            failure = Some(format!(
+                "{} members closed",
+                closed_1013 + closed_other - run.closed_1013 - run.closed_other
+            ));
+            lost_members = true;
+        }
+        if errors > run.member_errors {
+            failure = Some(format!("{} member errors", errors - run.member_errors));
+        }
+        run.closed_1013 = closed_1013;
+        run.closed_other = closed_other;
+        run.member_errors = errors;
+        let step = report::Step {
+            rate,
+            sent: published.sent,
+            accepted: published.ok,
+            expected,
+            received,
+            deliveries_per_second: received as f64 / duration.as_secs_f64(),
+            latency,
+            publish_errors: published.errors,
+            passed: failure.is_none(),
+            failure,
+        };
+        if !common.quiet && !common.json {
+            eprintln!(
+                "{}: {rate:.0} msgs/s: {}/{} delivered, p99 {:.2} ms: {}",
+                run.system,
+                step.received,
+                step.expected,
+                step.latency.p99_ms,
+                step.failure.as_deref().unwrap_or("pass")
+            );
+        }
+        let passed = step.passed;
+        if passed && run.best.as_ref().is_none_or(|b| b.rate < rate) {
+            run.best = Some(step.clone());
+        }
+        run.steps.push(step);
+        step_index += 1;
+        if !load.ramp {
+            break;
+        }
+        if passed {
+            good = Some(rate);
+        } else {
+            bad = Some(rate);
+        }
+        match (good, bad) {
+            (_, None) if step_index < steps_allowed => rate *= load.ramp_factor.max(1.01),
+            (Some(g), Some(b)) if refining < load.refine_steps && !lost_members => {
+                refining += 1;
+                rate = (g + b) / 2.0;
+            }
+            _ => break,
+        }
+        stack.check_alive()?;
+    }
+    publishers.close().await;
+    Ok(())
+}
+
+/// `churn`: warm up, read memory, churn, settle, read memory again.
+async fn churn(
+    args: &crate::args::ChurnArgs,
+    stack: &mut Stack,
+    workers: &mut [Worker],
+    events: &mut mpsc::UnboundedReceiver<(usize, Event)>,
+    baseline: &[Sample],
+    run: &mut Run,
+) -> Result<()> {
+    let common = &args.common;
+    let gateway_rss = |samples: &[Sample], stack: &Stack| -> u64 {
+        stack
+            .servers
+            .iter()
+            .zip(samples)
+            .filter(|(s, _)| s.name.starts_with("wsgate") || run.system != "wsgate")
+            .map(|(_, sample)| sample.rss_kib)
+            .sum()
+    };
+    let mut phase =
+        async |seconds: u64, label: &str, stack: &mut Stack| -> Result<Vec<worker::ChurnSummary>> {
+            for worker in workers.iter_mut() {
+                worker.send(&worker::Command::Churn {
+                    duration_ms: seconds * 1000,
+                })?;
+            }
+            let progress = bar(common, 0, format!("{}: {label}", run.system));
+            progress.set_style(
+                ProgressStyle::with_template("{msg:>24} {pos} cycles {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let count = workers.len();
+            let summaries = gather(events, count, Some(&progress), stack, |e| match e {
+                Event::Churned(s) => Some(s),
+                _ => None,
+            })
+            .await;
+            progress.finish_and_clear();
+            summaries
+        };
+    if args.warmup_seconds > 0 {
+        phase(args.warmup_seconds, "warming up", stack).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = stack.sample();
+    let summaries = phase(args.duration_seconds.max(1), "churning", stack)
+        .await
+        .context("churn")?;
+    tokio::time::sleep(Duration::from_secs(args.settle_seconds)).await;
+    let end = stack.sample();
+    let mut latency = histogram::new();
+    let (mut cycles, mut failed, mut refused, mut seconds) = (0, 0, 0, 0.0f64);
+    for s in &summaries {
+        cycles += s.cycles;
+        failed += s.failed;
+        refused += s.refused;
+        seconds = seconds.max(s.seconds);
+        s.latency.add_to(&mut latency);
+        for sample in &s.samples {
+            if run.samples.len() < 5 {
+                run.samples.push(sample.clone());
+            }
+        }
+    }
+    let rss_start_kib = gateway_rss(&start, stack);
+    let rss_end_kib = gateway_rss(&end, stack);
+    run.servers = figures(stack, baseline, &end);
+    run.churn = Some(report::Churn {
+        cycles,
+        failed,
+        refused,
+        seconds,
+        cycles_per_second: cycles as f64 / seconds.max(1e-9),
+        latency: Latency::of(&latency),
+        rss_start_kib,
+        rss_end_kib,
+        growth_percent: if rss_start_kib > 0 {
+            (rss_end_kib as f64 - rss_start_kib as f64) * 100.0 / rss_start_kib as f64
+        } else {
+            0.0
+        },
+    });
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! The servers under test, started by the tool: a nats-server (optionally with its WebSocket
+//! listener, for the reference) and N gateways, each on free loopback ports.
+//!
+//! Every process lives in a [`Server`] guard whose `Drop` kills (SIGKILL) and reaps it, so an
+//! error, a panic or Ctrl-C never leaves one behind. Children are also put in their own process
+//! group (a terminal's Ctrl-C reaches only this tool, which then kills them) and get
+//! `PR_SET_PDEATHSIG`, so they die even if this tool is killed outright.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::args::Common;
+use crate::proc::{self, Sample};
+
+/// Lines of a server's output kept for error messages.
+const LOG_LINES: usize = 40;
+
+/// A started server process, killed and reaped on drop.
+pub struct Server {
+    /// `nats-server`, `wsgate-1`, ...
+    pub name: String,
+    pub pid: u32,
+    child: Child,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Server {
+    /// Starts `command` with its output drained into a short log; `on_line` sees each stdout
+    /// line (the gateway announces its addresses there).
+    fn start(
+        name: &str,
+        mut command: Command,
+        on_line: impl FnMut(&str) + Send + 'static,
+    ) -> Result<Self> {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: setpgid and prctl are async-signal-safe and touch only the child.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setpgid(0, 0);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let program = command.get_program().to_string_lossy().into_owned();
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {program}"))?;
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        if let Some(stdout) = child.stdout.take() {
+            drain(stdout, log.clone(), on_line);
+        }
+        if let Some(stderr) = child.stderr.take() {
+            drain(stderr, log.clone(), |_| {});
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            pid: child.id(),
+            child,
+            log,
+        })
+    }
+
+    /// The last lines the process printed.
+    pub fn log_tail(&self) -> String {
+        self.log
+            .lock()
+            .map(|log| log.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+
+    /// Fails when the process has exited.
+    fn check_alive(&mut self) -> Result<()> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            bail!(
+                "{} exited ({status}); its last output:\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `pipe` line by line on a thread, keeping the last lines in `log`.
+fn drain(
+    pipe: impl Read + Send + 'static,
+    log: Arc<Mutex<VecDeque<String>>>,
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            on_line(&line);
+            if let Ok(mut log) = log.lock() {
+                if log.len() == LOG_LINES {
+                    log.pop_front();
+                }
+                log.push_back(line);
+            }
+        }
+    });
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released: another process could take it in
+/// between, which the readiness wait then reports).
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Polls until `address` accepts TCP connections.
+fn wait_for_port(server: &mut Server, address: SocketAddr, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        server.check_alive()?;
+        if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not listen on {address} within {timeout:?}; its last output:\n{}",
+                server.name,
+                server.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A directory for generated configuration, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Result<Self> {
+        let path = std::env::temp_dir().join(format!(
+            "wsgate-bench-{}-{tag}-{}",
+            std::process::id(),
+            crate::client::mono_ns()
+        ));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The system under test: where clients connect and the processes to watch.
+pub struct Stack {
+    /// WebSocket URLs clients spread over.
+    pub endpoints: Vec<String>,
+    /// Processes started for this run (empty with `--target`); dropped last-started first.
+    pub servers: Vec<Server>,
+    /// The HS256 secret the gateways accept, when known.
+    pub jwt_secret: Option<String>,
+    _dir: Option<TempDir>,
+}
+
+impl Stack {
+    /// Reads memory and CPU of every started server.
+    pub fn sample(&self) -> Vec<Sample> {
+        self.servers
+            .iter()
+            .map(|server| proc::sample(server.pid).unwrap_or_default())
+            .collect()
+    }
+
+    /// Fails when a started server has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        self.servers.iter_mut().try_for_each(Server::check_alive)
+    }
+
+    /// Stops every server, gateways first.
+    pub fn stop(mut self) {
+        while let Some(server) = self.servers.pop() {
+            drop(server);
+        }
+    }
+
+    /// The stack a run of wsgate uses: `--target` URLs, or a nats-server (when more than one
+    /// gateway or `--nats`) and the gateways, started here.
+    pub fn wsgate(common: &Common) -> Result<Self> {
+        if !common.target.is_empty() {
+            return Ok(Self {
+                endpoints: common.target.clone(),
+                servers: Vec::new(),
+                jwt_secret: common.jwt_secret.clone(),
+                _dir: None,
+            });
+        }
+        let binary = wsgate_binary(common)?;
+        let dir = TempDir::new("wsgate")?;
+        let mut servers = Vec::new();
+        let nats_url = if common.gateways > 1 || common.nats {
+            let (server, port, _) = start_nats(common, &dir, false)?;
+            servers.push(server);
+            Some(format!("nats://127.0.0.1:{port}"))
+        } else {
+            None
+        };
+        let config = match &common.gateway_config {
+            Some(path) => path.clone(),
+            None => {
+                let path = dir.0.join("wsgate.toml");
+                let mut text = String::from(
+                    "version = 1\n\n[limits]\nmax_connections = 19500\n\
+                     publish_rate = 1000000\npublish_burst = 1000000\n\
+                     max_connections_per_user = 100000\n",
+                );
+                if let Some(queue) = common.send_queue {
+                    text.push_str(&format!("send_queue = {queue}\n"));
+                }
+                std::fs::write(&path, text)?;
+                path
+            }
+        };
+        let secret = common
+            .jwt_secret
+            .clone()
+            .unwrap_or_else(|| format!("bench-secret-{}", crate::client::mono_ns()));
+        let cluster = format!("bench{}", std::process::id());
+        let mut endpoints = Vec::new();
+        for index in 1..=common.gateways.max(1) {
+            let name = format!("wsgate-{index}");
+            let mut command = Command::new(&binary);
+            command
+                .arg("--listen")
+                .arg("127.0.0.1:0")
+                .arg("--admin-listen")
+                .arg("127.0.0.1:0")
+                .arg("--node")
+                .arg(format!("gw{index}"))
+                .arg("--cluster")
+                .arg(&cluster)
+                .arg("--allow-anonymous")
+                .arg("--jwt-secret")
+                .arg(&secret)
+                .arg("--config")
+                .arg(&config)
+                .env("RUST_LOG", &common.gateway_log);
+            if let Some(url) = &nats_url {
+                command.arg("--nats-url").arg(url);
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            let mut server = Server::start(&name, command, move |line| {
+                if let Some(rest) = line.strip_prefix("wsgate listening: public=") {
+                    let public = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send(public.to_owned());
+                }
+            })?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let public = loop {
+                if let Ok(public) = rx.recv_timeout(Duration::from_millis(50)) {
+                    break public;
+                }
+                server.check_alive()?;
+                if Instant::now() > deadline {
+                    bail!(
+                        "{name} did not start listening; its last output:\n{}",
+                        server.log_tail()
+                    );
+                }
+            };
+            endpoints.push(format!("ws://{public}/ws"));
+            servers.push(server);
+        }
+        Ok(Self {
+            endpoints,
+            servers,
+            jwt_secret: Some(secret),
+            _dir: Some(dir),
+        })
+    }
+
+    /// The reference: one nats-server with its WebSocket listener.
+    pub fn nats_reference(common: &Common) -> Result<Self> {
+        let dir = TempDir::new("nats")?;
+        let (server, _, ws_port) = start_nats(common, &dir, true)?;
+        Ok(Self {
+            endpoints: vec![format!("ws://127.0.0.1:{ws_port}")],
+            servers: vec![server],
+            jwt_secret: None,
+            _dir: Some(dir),
+        })
+    }
+}
+
+/// Whether `program` can be run (a path that exists, or a name found in PATH).
+pub fn available(program: &Path) -> bool {
+    if program.components().count() > 1 {
+        return program.is_file();
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Starts a nats-server on free ports; returns it, its client port and its WebSocket port.
+fn start_nats(common: &Common, dir: &TempDir, websocket: bool) -> Result<(Server, u16, u16)> {
+    if !available(&common.nats_server_bin) {
+        bail!(
+            "{} not found: install nats-server or pass --nats-server-bin",
+            common.nats_server_bin.display()
+        );
+    }
+    let port = free_port()?;
+    let ws_port = free_port()?;
+    let mut config = format!("listen: \"127.0.0.1:{port}\"\nmax_connections: 100000\n");
+    if websocket {
+        config.push_str(&format!(
+            "websocket {{\n  listen: \"127.0.0.1:{ws_port}\"\n  no_tls: true\n}}\n"
+        ));
+    }
+    let path = dir.0.join("nats.conf");
+    std::fs::write(&path, config)?;
+    let mut command = Command::new(&common.nats_server_bin);
+    command.arg("-c").arg(&path);
+    let mut server = Server::start("nats-server", command, |_| {})?;
+    wait_for_port(
+        &mut server,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(10),
+    )?;
+    if websocket {
+        wait_for_port(
+            &mut server,
+            SocketAddr::from(([127, 0, 0, 1], ws_port)),
+            Duration::from_secs(10),
+        )?;
+    }
+    Ok((server, port, ws_port))
+}
+
+/// The gateway binary: `--wsgate-bin`, else `wsgate` beside this binary (the same target
+/// directory), else `target/release/wsgate`.
+fn wsgate_binary(common: &Common) -> Result<PathBuf> {
+    if let Some(path) = &common.wsgate_bin {
+        if available(path) {
+            return Ok(path.clone());
+        }
+        bail!("--wsgate-bin {}: not found", path.display());
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("wsgate")));
+    if let Some(path) = beside.filter(|path| path.is_file()) {
+        return Ok(path);
+    }
+    let release = PathBuf::from("target/release/wsgate");
+    if release.is_file() {
+        return Ok(release);
+    }
+    Err(anyhow!(
+        "no wsgate binary: build it (cargo build --release -p wsgate) or pass --wsgate-bin"
+    ))
+}
