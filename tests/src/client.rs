@@ -748,6 +748,37 @@ impl Client {
         self.closed.is_some()
     }
 
+    /// Reads the rest of the connection as raw bytes, without answering anything (no
+    /// pongs, no close reply), and returns the code of the server's close frame.
+    ///
+    /// For a client that must look unresponsive: tungstenite answers pings while it
+    /// reads, and its pong to a server that already closed fails with a broken pipe
+    /// before the close frame is handed out.
+    ///
+    /// # Errors
+    /// No close frame before the server closed the socket or `timeout` passed.
+    pub async fn raw_close_code(self, timeout: Duration) -> Result<u16> {
+        use tokio::io::AsyncReadExt;
+        let mut stream = self.ws.into_inner();
+        let mut bytes = Vec::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(code) = close_code_in(&bytes) {
+                return Ok(code);
+            }
+            let mut chunk = [0u8; 4096];
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, stream.read(&mut chunk)).await {
+                Err(_) => bail!("no close frame within {timeout:?}"),
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    return close_code_in(&bytes)
+                        .context("the server closed without a close frame");
+                }
+                Ok(Ok(read)) => bytes.extend_from_slice(&chunk[..read]),
+            }
+        }
+    }
+
     /// Sends a close frame and waits briefly for the server's.
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
@@ -758,7 +789,57 @@ impl Client {
     }
 }
 
+/// The code of the first close frame in raw server-to-client bytes, once it is complete.
+fn close_code_in(mut bytes: &[u8]) -> Option<u16> {
+    while bytes.len() >= 2 {
+        let opcode = bytes[0] & 0x0f;
+        let masked = bytes[1] & 0x80 != 0;
+        let (len, mut header) = match bytes[1] & 0x7f {
+            126 => (
+                usize::from(u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?])),
+                4,
+            ),
+            127 => {
+                let raw: [u8; 8] = bytes.get(2..10)?.try_into().ok()?;
+                (usize::try_from(u64::from_be_bytes(raw)).ok()?, 10)
+            }
+            short => (usize::from(short), 2),
+        };
+        if masked {
+            header += 4;
+        }
+        let payload = bytes.get(header..header + len)?;
+        if opcode == 0x8 {
+            return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+        }
+        bytes = &bytes[header + len..];
+    }
+    None
+}
+
 /// The `error.code` of a reply.
 pub fn error_code(reply: &Value) -> Option<&str> {
     reply.pointer("/error/code").and_then(Value::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_are_found_after_other_frames() {
+        // ping "ab", text "{}", close 1011 "x"
+        let bytes = [
+            0x89, 2, b'a', b'b', 0x81, 2, b'{', b'}', 0x88, 3, 0x03, 0xf3, b'x',
+        ];
+        assert_eq!(close_code_in(&bytes), Some(1011));
+        assert_eq!(close_code_in(&bytes[..10]), None);
+        let long = [
+            &[0x82u8, 126, 0x01, 0x00][..],
+            &[0u8; 256],
+            &[0x88, 2, 0x03, 0xe9],
+        ]
+        .concat();
+        assert_eq!(close_code_in(&long), Some(1001));
+    }
 }
