@@ -33,8 +33,8 @@ pub use client::{Client, ConnectError, ConnectOptions, REPLY_TIMEOUT, error_code
 pub use deployment::{Deployment, Topology};
 pub use gateway::{Exited, Gateway, GatewayOptions, TEST_API_KEY, TEST_JWT_SECRET, wsgate_binary};
 pub use nats::{
-    Connection, Connz, NatsOptions, NatsServer, Subscription, Subsz, nats_server_binary,
-    receives_room_traffic, subject_matches,
+    Connection, Connz, NatsObserver, NatsOptions, NatsServer, ObservedMessage, Subscription, Subsz,
+    nats_server_binary, receives_room_traffic, subject_matches,
 };
 pub use process::{ChildGuard, LogBuffer, SIGINT, SIGKILL, SIGTERM, Stream, TempDir, free_port};
 pub use token::{

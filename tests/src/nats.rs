@@ -11,12 +11,15 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 use crate::http;
 use crate::process::{ChildGuard, TempDir, find_on_path, free_port};
-use crate::wait::eventually;
+use crate::wait::{eventually, within};
 
 /// How long nats-server gets to answer its monitoring port.
 const STARTUP: Duration = Duration::from_secs(20);
@@ -182,13 +185,143 @@ impl NatsServer {
     ///
     /// # Errors
     /// See [`Self::subsz`].
+    ///
+    /// Subscriptions of [`NatsObserver`]s are left out.
     pub async fn room_subscriptions(&self, cluster: &str) -> Result<Vec<Subscription>> {
         let subsz = self.subsz().await?;
+        let observers: Vec<u64> = self
+            .connz()
+            .await?
+            .connections
+            .into_iter()
+            .filter(|c| c.name.as_deref() == Some(NatsObserver::NAME))
+            .map(|c| c.cid)
+            .collect();
         Ok(subsz
             .subscriptions_list
             .into_iter()
-            .filter(|s| receives_room_traffic(&s.subject, cluster))
+            .filter(|s| receives_room_traffic(&s.subject, cluster) && !observers.contains(&s.cid))
             .collect())
+    }
+}
+
+/// A bare NATS client subscribed to one subject (wildcards allowed), speaking the text
+/// protocol itself: it sees what the gateways publish without any client library.
+#[derive(Debug)]
+pub struct NatsObserver {
+    stream: BufReader<TcpStream>,
+}
+
+/// One message an observer received.
+#[derive(Debug, Clone)]
+pub struct ObservedMessage {
+    pub subject: String,
+    /// The raw header block of an `HMSG` (empty for `MSG`).
+    pub headers: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+impl NatsServer {
+    /// Connects a [`NatsObserver`] subscribed to `subject`; the subscription is active
+    /// at the server when this returns (PING/PONG).
+    ///
+    /// # Errors
+    /// When the server does not accept the connection or the subscription.
+    pub async fn observe(&self, subject: &str) -> Result<NatsObserver> {
+        within(
+            Duration::from_secs(10),
+            "NATS observer",
+            NatsObserver::connect(self.port, subject),
+        )
+        .await
+    }
+}
+
+impl NatsObserver {
+    /// The connection name observers give, visible in `/connz`.
+    pub const NAME: &str = "wsgate-tests-observer";
+
+    async fn connect(port: u16, subject: &str) -> Result<Self> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut stream = BufReader::new(stream);
+        let mut line = String::new();
+        stream.read_line(&mut line).await?;
+        ensure!(line.starts_with("INFO "), "expected INFO, got {line:?}");
+        let connect =
+            json!({"verbose": false, "pedantic": false, "headers": true, "name": Self::NAME});
+        let hello = format!("CONNECT {connect}\r\nSUB {subject} 1\r\nPING\r\n");
+        stream.get_mut().write_all(hello.as_bytes()).await?;
+        loop {
+            line.clear();
+            stream.read_line(&mut line).await?;
+            ensure!(!line.is_empty(), "nats-server closed the connection");
+            ensure!(!line.starts_with("-ERR"), "nats-server said {line:?}");
+            if line.starts_with("PONG") {
+                return Ok(Self { stream });
+            }
+        }
+    }
+
+    /// The next message, or `None` when none arrives within `timeout`.
+    ///
+    /// # Errors
+    /// A protocol error or a closed connection.
+    pub async fn next_message(&mut self, timeout: Duration) -> Result<Option<ObservedMessage>> {
+        match tokio::time::timeout(timeout, self.read_message()).await {
+            Ok(result) => result.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Every message that arrives until `quiet` passes without one.
+    ///
+    /// # Errors
+    /// See [`Self::next_message`].
+    pub async fn drain(&mut self, quiet: Duration) -> Result<Vec<ObservedMessage>> {
+        let mut messages = Vec::new();
+        while let Some(message) = self.next_message(quiet).await? {
+            messages.push(message);
+        }
+        Ok(messages)
+    }
+
+    async fn read_message(&mut self) -> Result<ObservedMessage> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await?;
+            ensure!(
+                !line.is_empty(),
+                "nats-server closed the observer's connection"
+            );
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.first().copied() {
+                Some("PING") => self.stream.get_mut().write_all(b"PONG\r\n").await?,
+                Some("MSG") | Some("HMSG") => {
+                    let headers = fields[0] == "HMSG";
+                    let total: usize = fields.last().context("MSG without a size")?.parse()?;
+                    let header_len: usize = if headers {
+                        fields
+                            .get(fields.len() - 2)
+                            .context("HMSG without sizes")?
+                            .parse()?
+                    } else {
+                        0
+                    };
+                    let mut body = vec![0u8; total + 2];
+                    self.stream.read_exact(&mut body).await?;
+                    body.truncate(total);
+                    let payload = body.split_off(header_len);
+                    return Ok(ObservedMessage {
+                        subject: fields[1].to_owned(),
+                        headers: body,
+                        payload,
+                    });
+                }
+                Some("-ERR") => bail!("nats-server said {line:?}"),
+                _ => {}
+            }
+        }
     }
 }
 

@@ -211,6 +211,52 @@ async fn memberless_replicas_hold_no_room_subscription() -> Result<()> {
     Ok(())
 }
 
+/// Each message goes to NATS once, on its room's subject, whether a client or the
+/// backend API published it and however many replicas have members.
+#[tokio::test]
+async fn each_message_is_published_to_nats_once() -> Result<()> {
+    let deployment = Deployment::start(CLUSTER, options()).await?;
+    let cluster = deployment.cluster().to_owned();
+    let mut observer = deployment
+        .nats()
+        .observe(&format!("wsgate.{cluster}.room.>"))
+        .await?;
+    let room = unique_room("once");
+    let mut members = Vec::new();
+    for i in 0..3 {
+        let mut member = connect_user(&deployment, i, &format!("m{i}")).await?;
+        member.join(&room).await?;
+        members.push(member);
+    }
+    for k in 0..4 {
+        members[k % 3].publish(&room, json!({"k": k})).await?;
+    }
+    deployment
+        .gateway(1)
+        .api("/api/v1/publish", &json!({"room": room, "data": {"k": 4}}))
+        .await?;
+    for member in &mut members {
+        behaviour::collect_data(member, &room, 5).await?;
+    }
+    let seen = observer.drain(QUIET).await?;
+    ensure!(
+        seen.len() == 5,
+        "{} NATS messages for 5 publishes: {seen:?}",
+        seen.len()
+    );
+    let subject = &seen[0].subject;
+    ensure!(
+        seen.iter().all(|m| &m.subject == subject),
+        "one subject per room: {seen:?}"
+    );
+    let subs = deployment.nats().room_subscriptions(&cluster).await?;
+    ensure!(
+        subs.iter().all(|s| &s.subject == subject),
+        "published on {subject}, subscribed {subs:?}"
+    );
+    Ok(())
+}
+
 /// Two clusters on one nats-server share nothing: the same room name in another
 /// cluster gets none of the messages, and a user there is not counted by `send`.
 #[tokio::test]

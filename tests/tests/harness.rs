@@ -140,3 +140,35 @@ async fn nats_server_with_jetstream_reports_it_enabled() -> Result<()> {
     );
     Ok(())
 }
+
+/// A `NatsObserver` sees what another client publishes on a matching subject, answers
+/// the server's pings, and is left out of `room_subscriptions`.
+#[tokio::test]
+async fn an_observer_sees_publishes_and_is_not_a_room_subscription() -> Result<()> {
+    let nats = NatsServer::start().await?;
+    let mut observer = nats.observe("wsgate.harness.room.>").await?;
+    ensure!(
+        nats.room_subscriptions("harness").await?.is_empty(),
+        "the observer was counted"
+    );
+    let mut publisher =
+        within(SOON, "raw client", raw_subscriber(nats.port(), "unrelated")).await?;
+    publisher
+        .get_mut()
+        .write_all(b"PUB wsgate.harness.room.lobby 5\r\nhello\r\nPUB elsewhere 1\r\nx\r\n")
+        .await?;
+    let message = observer
+        .next_message(SOON)
+        .await?
+        .context("the observer saw nothing")?;
+    ensure!(
+        message.subject == "wsgate.harness.room.lobby",
+        "{message:?}"
+    );
+    ensure!(message.payload == b"hello", "{message:?}");
+    let rest = observer
+        .drain(std::time::Duration::from_millis(300))
+        .await?;
+    ensure!(rest.is_empty(), "unexpected messages {rest:?}");
+    Ok(())
+}
