@@ -348,6 +348,48 @@ async fn stats_turn_partial_when_a_replica_dies_until_the_registry_expires_it() 
     Ok(())
 }
 
+/// Right after a replica is SIGKILLed, `send` to a user still answers in time (the
+/// scatter-gather has a timeout), counting the connections on the live replicas.
+#[tokio::test]
+async fn send_to_a_user_answers_in_time_when_a_replica_died() -> Result<()> {
+    let mut deployment = Deployment::start(CLUSTER, options()).await?;
+    let mut alice = connect_user(&deployment, 0, "alice").await?;
+    let mut bobs = Vec::new();
+    for i in 0..3 {
+        bobs.push(connect_user(&deployment, i, "bob").await?);
+    }
+    let reply = alice
+        .call_ok(json!({"op": "send", "user": "bob", "data": "all"}))
+        .await?;
+    ensure!(reply["delivered"] == 3, "{reply}");
+    deployment.gateway_mut(2).kill();
+    let started = Instant::now();
+    let reply = alice
+        .call_within(
+            json!({"op": "send", "user": "bob", "data": "live"}),
+            Duration::from_secs(10),
+        )
+        .await?;
+    ensure!(
+        reply["ok"] == true && reply["delivered"] == 2,
+        "send after a SIGKILL: {reply}"
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "send took {:?}",
+        started.elapsed()
+    );
+    for bob in &mut bobs[..2] {
+        let first = bob.next_of_type("direct", FRAME).await?;
+        let second = bob.next_of_type("direct", FRAME).await?;
+        ensure!(
+            first["data"] == "all" && second["data"] == "live",
+            "{first} {second}"
+        );
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // Outages and drain.
 
