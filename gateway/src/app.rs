@@ -26,6 +26,10 @@ use wsgate_config::Config;
 /// Largest message and frame on the `/echo` endpoint (CONFIG.md: testing only).
 const ECHO_LIMIT: usize = 16 * 1024 * 1024;
 
+/// Initial read buffer of a connection. Idle connections dominate a gateway's
+/// memory, and most client frames are small; a larger frame grows the buffer.
+const READ_BUFFER: usize = 1024;
+
 /// What every handler and session shares.
 pub struct AppState {
     pub config: Config,
@@ -287,7 +291,7 @@ async fn upgrade(
     let tracker = state.sessions.token();
     let session_state = state.clone();
     ws.protocols(["wsgate.v1"])
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(max_message.saturating_mul(2).max(64 * 1024))
         .max_message_size(max_message)

@@ -11,12 +11,12 @@
 //! blocking: a member whose queue is full is closed with 1013 and the others
 //! carry on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerError, NodeStats, Subscription};
@@ -43,54 +43,97 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 /// What the hub holds of one connection: its bounded outbound queue and the
 /// switch that closes it.
+///
+/// The queue is a plain `VecDeque` behind a mutex rather than a channel: an idle
+/// connection's queue then holds no allocation at all (the writer takes the
+/// whole batch, leaving an empty deque behind), which matters at tens of
+/// thousands of idle connections per pod.
 pub struct Outbox {
     /// Local key, unique for the life of the process.
     pub key: u64,
     /// Connection id, `<node>:<boot>-<n>`, unique across the cluster.
     pub id: Arc<str>,
-    tx: mpsc::Sender<Utf8Bytes>,
+    queue: Mutex<Queue>,
+    ready: Notify,
+    capacity: usize,
     closing: OnceLock<(u16, &'static str)>,
     cancel: CancellationToken,
     metrics: Arc<Metrics>,
 }
 
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Utf8Bytes>,
+    /// Set when the writer has stopped: nothing is queued any more.
+    closed: bool,
+}
+
 impl Outbox {
-    /// Creates an outbox and the receiving end its writer task drains.
+    /// Creates an outbox holding at most `capacity` frames.
     pub fn new(
         key: u64,
         id: Arc<str>,
         capacity: usize,
         cancel: CancellationToken,
         metrics: Arc<Metrics>,
-    ) -> (Arc<Self>, mpsc::Receiver<Utf8Bytes>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let outbox = Self {
+    ) -> Arc<Self> {
+        Arc::new(Self {
             key,
             id,
-            tx,
+            queue: Mutex::default(),
+            ready: Notify::new(),
+            capacity: capacity.max(1),
             closing: OnceLock::new(),
             cancel,
             metrics,
-        };
-        (Arc::new(outbox), rx)
+        })
     }
 
     /// Queues a frame; a full queue closes the connection with 1013.
     /// Returns whether the frame was queued.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => {
-                self.metrics.messages_out.inc();
-                true
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.close(close::TRY_AGAIN_LATER, "slow consumer") {
-                    self.metrics.slow_consumers.inc();
-                }
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let mut queue = lock(&self.queue);
+        if queue.closed {
+            return false;
         }
+        if queue.frames.len() >= self.capacity {
+            drop(queue);
+            if self.close(close::TRY_AGAIN_LATER, "slow consumer") {
+                self.metrics.slow_consumers.inc();
+            }
+            return false;
+        }
+        queue.frames.push_back(frame);
+        drop(queue);
+        self.ready.notify_one();
+        self.metrics.messages_out.inc();
+        true
+    }
+
+    /// Takes every queued frame, leaving the queue empty (and unallocated).
+    pub fn take(&self) -> VecDeque<Utf8Bytes> {
+        std::mem::take(&mut lock(&self.queue).frames)
+    }
+
+    /// Waits for queued frames and takes them all.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: frames are taken only when the future completes.
+    pub async fn next_batch(&self) -> VecDeque<Utf8Bytes> {
+        loop {
+            let batch = self.take();
+            if !batch.is_empty() {
+                return batch;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Stops queueing: later pushes are dropped. Returns what was still queued.
+    pub fn shut(&self) -> VecDeque<Utf8Bytes> {
+        let mut queue = lock(&self.queue);
+        queue.closed = true;
+        std::mem::take(&mut queue.frames)
     }
 
     /// Asks the connection to close with `code`; the first request wins.
@@ -417,7 +460,15 @@ mod tests {
     use super::*;
     use crate::broker::local::LocalBroker;
 
-    fn outbox(hub: &Hub, capacity: usize) -> (Arc<Outbox>, mpsc::Receiver<Utf8Bytes>) {
+    fn texts(outbox: &Outbox) -> Vec<String> {
+        outbox
+            .take()
+            .into_iter()
+            .map(|frame| frame.as_str().to_owned())
+            .collect()
+    }
+
+    fn outbox(hub: &Hub, capacity: usize) -> Arc<Outbox> {
         let key = hub.next_key();
         Outbox::new(
             key,
@@ -435,18 +486,16 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let hub = Hub::new("n".into(), metrics);
         let broker = LocalBroker::new(hub.clone());
-        let (a, mut rx) = outbox(&hub, 8);
+        let a = outbox(&hub, 8);
         assert!(hub.join(&*broker, "r", &a, "reply".into()).await.unwrap());
         broker.publish("r", "m1".into()).await.unwrap();
-        assert_eq!(rx.recv().await.unwrap(), "reply");
-        assert_eq!(rx.recv().await.unwrap(), "m1");
+        assert_eq!(texts(&a), ["reply", "m1"]);
         assert!(!hub.join(&*broker, "r", &a, "again".into()).await.unwrap());
         assert!(hub.leave("r", a.key).await);
         assert!(!hub.leave("r", a.key).await);
         assert_eq!(hub.stats().rooms, 0);
         broker.publish("r", "m2".into()).await.unwrap();
-        assert_eq!(rx.recv().await.unwrap(), "again");
-        assert!(rx.try_recv().is_err());
+        assert_eq!(texts(&a), ["again"]);
     }
 
     /// A full queue closes that connection with 1013 and does not stop delivery
@@ -455,8 +504,8 @@ mod tests {
     async fn slow_consumer_is_closed_and_others_keep_receiving() {
         let hub = Hub::new("n".into(), Arc::new(Metrics::new()));
         let broker = LocalBroker::new(hub.clone());
-        let (slow, _slow_rx) = outbox(&hub, 1);
-        let (fast, mut fast_rx) = outbox(&hub, 64);
+        let slow = outbox(&hub, 1);
+        let fast = outbox(&hub, 64);
         hub.join(&*broker, "r", &slow, "ok".into()).await.unwrap();
         hub.join(&*broker, "r", &fast, "ok".into()).await.unwrap();
         for i in 0..10 {
@@ -466,10 +515,10 @@ mod tests {
             slow.closing(),
             Some((close::TRY_AGAIN_LATER, "slow consumer"))
         );
-        assert_eq!(fast_rx.recv().await.unwrap(), "ok");
-        for i in 0..10 {
-            assert_eq!(fast_rx.recv().await.unwrap(), format!("m{i}").as_str());
-        }
+        let expected: Vec<String> = std::iter::once("ok".to_owned())
+            .chain((0..10).map(|i| format!("m{i}")))
+            .collect();
+        assert_eq!(texts(&fast), expected);
     }
 
     /// Per-user slots are capped and released on drop.

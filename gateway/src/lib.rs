@@ -9,7 +9,7 @@
 //! - [`auth`]: JWT verification, room patterns, API keys, key reloading.
 //! - [`app`]: shared state, routers and the WebSocket handshake; [`api`]: the backend HTTP API.
 //! - [`origin`]: the Origin allow-list. [`metrics`]: Prometheus metrics.
-//! - [`shutdown`]: the signal and the drain. [`server`]: wiring it all from a [`Config`].
+//! - [`shutdown`]: the signal and the drain; `server`: wiring it all from a [`Config`].
 //!
 //! Data flows client frame → `protocol` → `session` → `hub`/`broker` → every node's
 //! `hub` with members → each member's bounded queue → its writer task.

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures::{Sink, SinkExt as _, Stream, StreamExt as _};
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
-use tracing::{Instrument as _, debug, info_span};
+use tracing::debug;
 
 use crate::app::AppState;
 use crate::auth::Identity;
@@ -132,7 +131,7 @@ where
     } = start;
     let config = &state.config;
     let key = state.hub.next_key();
-    let (outbox, rx) = Outbox::new(
+    let outbox = Outbox::new(
         key,
         conn_id.clone(),
         config.limits.send_queue,
@@ -144,17 +143,15 @@ where
     let origin = Instant::now();
     let last_heard = Arc::new(AtomicU64::new(0));
     let (sink, mut stream) = socket.split();
-    let writer = tokio::spawn(
-        write_loop(
-            sink,
-            rx,
-            outbox.clone(),
-            state.clone(),
-            origin,
-            last_heard.clone(),
-        )
-        .instrument(info_span!("writer", conn = %conn_id)),
-    );
+    // No span per connection: at tens of thousands of connections their
+    // registry entries cost more than the rare writer log line gains.
+    let writer = tokio::spawn(write_loop(
+        sink,
+        outbox.clone(),
+        state.clone(),
+        origin,
+        last_heard.clone(),
+    ));
     let mut session = Session {
         rate: RateLimit::new(config.limits.publish_rate, config.limits.publish_burst),
         errors: ErrorBudget {
@@ -198,7 +195,7 @@ where
         last_heard.store(millis(origin), Ordering::Relaxed);
         let flow = match message {
             None => break,
-            Some(Ok(Message::Text(text))) => session.on_text(&text).await,
+            Some(Ok(Message::Text(text))) => Box::pin(session.on_text(&text)).await,
             Some(Ok(Message::Binary(_))) => session.on_binary(),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
             Some(Ok(Message::Close(_))) => break,
@@ -247,7 +244,6 @@ fn on_read_error(error: axum::Error) -> Flow {
 /// Drains the outbox to the socket, sends heartbeats, and sends the close frame.
 async fn write_loop<S>(
     mut sink: futures::stream::SplitSink<S, Message>,
-    mut rx: mpsc::Receiver<Utf8Bytes>,
     outbox: Arc<Outbox>,
     state: Arc<AppState>,
     origin: Instant,
@@ -263,21 +259,17 @@ async fn write_loop<S>(
         tokio::select! {
             biased;
             () = outbox.cancelled().cancelled() => break,
-            frame = rx.recv() => {
-                let Some(frame) = frame else { break };
-                if sink.feed(Message::Text(frame)).await.is_err() {
-                    outbox.close(close::NORMAL, "");
-                    return;
-                }
-                // Send what else is queued in the same write.
-                let mut failed = false;
-                while let Ok(frame) = rx.try_recv() {
+            batch = outbox.next_batch() => {
+                // Everything queued goes out in one flush.
+                for frame in batch {
                     if sink.feed(Message::Text(frame)).await.is_err() {
-                        failed = true;
-                        break;
+                        outbox.shut();
+                        outbox.close(close::NORMAL, "");
+                        return;
                     }
                 }
-                if failed || sink.flush().await.is_err() {
+                if sink.flush().await.is_err() {
+                    outbox.shut();
                     outbox.close(close::NORMAL, "");
                     return;
                 }
@@ -296,9 +288,10 @@ async fn write_loop<S>(
     }
     // Frames queued before the close was decided still go out first (a `left` or
     // `reconnect` event, an error reply), except for a slow consumer.
+    let rest = outbox.shut();
     if let Some((code, reason)) = outbox.closing() {
         if code != close::TRY_AGAIN_LATER {
-            while let Ok(frame) = rx.try_recv() {
+            for frame in rest {
                 if sink.feed(Message::Text(frame)).await.is_err() {
                     return;
                 }
