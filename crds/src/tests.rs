@@ -26,3 +26,151 @@ fn chart_ships_the_same_crd() {
         "charts/wsgate/crds/wscluster.yaml differs from crds/wscluster.yaml"
     );
 }
+
+/// The CRD's openAPIV3Schema as JSON.
+fn schema() -> serde_json::Value {
+    let crd = crd();
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .unwrap()
+        .open_api_v3_schema
+        .as_ref()
+        .unwrap();
+    serde_json::to_value(schema).unwrap()
+}
+
+/// Runs the CRD's CEL rules on `manifest` (schema defaults applied first, as
+/// the API server does) and returns the failure messages.
+fn cel_failures(manifest: &serde_json::Value) -> Vec<String> {
+    match kube::core::cel::Validator::new().validate(&schema(), manifest, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.into_vec().into_iter().map(|e| e.message).collect(),
+    }
+}
+
+fn yaml(text: &str) -> serde_json::Value {
+    serde_yaml::from_str(text).unwrap()
+}
+
+fn minimal() -> serde_json::Value {
+    yaml(include_str!("../../examples/wscluster.yaml"))
+}
+
+/// Both examples pass every CEL rule.
+#[test]
+fn examples_pass_the_cel_rules() {
+    assert_eq!(cel_failures(&minimal()), Vec::<String>::new());
+    let full = yaml(include_str!("../../examples/wscluster-full.yaml"));
+    assert_eq!(cel_failures(&full), Vec::<String>::new());
+}
+
+/// Each cross-field rule refuses its case with a message a person
+/// understands.
+#[test]
+fn cel_rules_refuse_inconsistent_specs_with_clear_messages() {
+    let cases: Vec<(serde_json::Value, &str)> = vec![
+        (
+            serde_json::json!({"nats": {"url": "nats://n:4222"}, "autoscaling": {"minReplicas": 5, "maxReplicas": 2, "targetConnectionsPerPod": 100}}),
+            "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        ),
+        (
+            serde_json::json!({"nats": {"url": "nats://n:4222"}, "autoscaling": {"maxReplicas": 4}}),
+            "autoscaling needs exactly one target",
+        ),
+        (
+            serde_json::json!({"nats": {"url": "nats://n:4222"}, "autoscaling": {"maxReplicas": 4, "targetCpuUtilization": 70, "targetConnectionsPerPod": 100}}),
+            "autoscaling needs exactly one target",
+        ),
+        (
+            serde_json::json!({"ingress": {"tlsSecretName": "tls"}}),
+            "ingress.host is required when ingress.tlsSecretName is set",
+        ),
+        (
+            serde_json::json!({"ingress": {"host": "a.example.com"}, "httpRoute": {"parentRefs": [{"name": "gw"}]}}),
+            "set either ingress or httpRoute, not both",
+        ),
+        (
+            serde_json::json!({"httpRoute": {"parentRefs": []}}),
+            "httpRoute.parentRefs needs at least one Gateway",
+        ),
+        (
+            serde_json::json!({"ingress": {"path": "ws"}}),
+            "ingress.path must start with /",
+        ),
+        (
+            serde_json::json!({"replicas": 3}),
+            "without nats every pod is a separate single node",
+        ),
+        (
+            serde_json::json!({"autoscaling": {"maxReplicas": 4, "targetConnectionsPerPod": 100}}),
+            "autoscaling needs nats",
+        ),
+    ];
+    for (spec, expected) in cases {
+        let mut manifest = minimal();
+        for (key, value) in spec.as_object().unwrap() {
+            manifest["spec"][key] = value.clone();
+        }
+        let failures = cel_failures(&manifest);
+        assert!(
+            failures.iter().any(|m| m.contains(expected)),
+            "{spec}: expected {expected:?}, got {failures:?}"
+        );
+    }
+}
+
+/// Schema defaults are the CONFIG.md defaults, and a spec deserializes to
+/// the same values the API server would fill in.
+#[test]
+fn schema_defaults_match_the_gateway_defaults() {
+    let wsc: WsCluster =
+        serde_yaml::from_str(include_str!("../../examples/wscluster.yaml")).unwrap();
+    assert_eq!(wsc.spec.limits.max_connections, 10_000);
+    assert_eq!(wsc.spec.limits.max_message_bytes, 65_536);
+    assert_eq!(wsc.spec.drain.seconds, 30);
+    assert_eq!(wsc.spec.auth.leeway_seconds, 30);
+    assert!(wsc.spec.auth.require_exp);
+    assert_eq!(wsc.spec.replicas, None, "replicas has no schema default");
+    assert_eq!(
+        wsc.spec.image, None,
+        "the image is resolved by the operator"
+    );
+    let schema = schema();
+    let spec = &schema["properties"]["spec"]["properties"];
+    assert!(spec["replicas"].get("default").is_none());
+    assert!(spec["image"].get("default").is_none());
+    assert_eq!(spec["limits"]["default"]["maxConnections"], 10_000);
+}
+
+/// The CRD has the status and scale subresources, the printer columns and
+/// the short name the docs promise.
+#[test]
+fn crd_has_scale_status_columns_and_short_name() {
+    let crd = crd();
+    assert_eq!(
+        crd.spec.names.short_names.as_deref(),
+        Some(&["wsc".to_owned()][..])
+    );
+    let version = &crd.spec.versions[0];
+    let subresources = version.subresources.as_ref().unwrap();
+    assert!(subresources.status.is_some());
+    let scale = subresources.scale.as_ref().unwrap();
+    assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+    assert_eq!(scale.status_replicas_path, ".status.replicas");
+    assert_eq!(
+        scale.label_selector_path.as_deref(),
+        Some(".status.selector")
+    );
+    let columns: Vec<_> = version
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        columns,
+        ["Replicas", "Ready", "Connections", "Endpoint", "Age"]
+    );
+}
