@@ -455,6 +455,42 @@ async fn flags_beat_environment_which_beats_the_file() -> Result<()> {
     Ok(())
 }
 
+/// `auth.user_rooms` is the join default for tokens without `rooms`,
+/// `auth.anonymous_rooms` limits anonymous users, and `auth.require_exp = false` lets
+/// tokens without `exp` in.
+#[tokio::test]
+async fn auth_settings_from_the_file_apply() -> Result<()> {
+    let deployment = single(
+        options()
+            .anonymous()
+            .set("auth.user_rooms", json!(["lobby", "team:*"]))
+            .set("auth.anonymous_rooms", json!(["public:*"]))
+            .set("auth.require_exp", false),
+    )
+    .await?;
+    let url = deployment.ws_url(0);
+    let mut user =
+        Client::connect_token(&url, &Token::new("no-rooms").without("exp").signed()).await?;
+    user.join("lobby").await?;
+    user.join("team:red").await?;
+    let code = user
+        .call_err(json!({"op": "join", "room": "other"}))
+        .await?;
+    ensure!(code == "forbidden", "join outside user_rooms: {code}");
+    let mut anon = Client::connect_anonymous(&url).await?;
+    anon.join("public:square").await?;
+    anon.publish("public:square", json!("hi")).await?;
+    for room in ["lobby", "private:x"] {
+        let code = anon.call_err(json!({"op": "join", "room": room})).await?;
+        ensure!(code == "forbidden", "anonymous join {room}: {code}");
+        let code = anon
+            .call_err(json!({"op": "publish", "room": room, "data": 1}))
+            .await?;
+        ensure!(code == "forbidden", "anonymous publish {room}: {code}");
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // Connections without a token.
 
@@ -1098,6 +1134,35 @@ async fn join_in_a_history_namespace_is_not_supported() -> Result<()> {
     Ok(())
 }
 
+/// In a namespace with `client_publish = false`, clients get `forbidden` for `publish`
+/// (members still receive what a backend publishes there).
+#[tokio::test]
+async fn a_namespace_without_client_publish_takes_only_backend_messages() -> Result<()> {
+    let deployment = single(options().set("namespaces.news.client_publish", false)).await?;
+    let mut client = connect_user(&deployment, 0, "reader").await?;
+    client.join("news:today").await?;
+    let code = client
+        .call_err(json!({"op": "publish", "room": "news:today", "data": 1}))
+        .await?;
+    ensure!(code == "forbidden", "client publish in news: {code}");
+    deployment
+        .gateway(0)
+        .api(
+            "/api/v1/publish",
+            &json!({"room": "news:today", "data": "from the backend"}),
+        )
+        .await?;
+    let message = client.next_message("news:today", FRAME).await?;
+    ensure!(
+        message["data"] == "from the backend" && message["from"].is_null(),
+        "{message}"
+    );
+    client
+        .publish("chat:x", json!("other namespaces are open"))
+        .await?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // Drain.
 
@@ -1340,6 +1405,91 @@ async fn one_listener_serves_websocket_and_admin() -> Result<()> {
     ensure!(stats["partial"] == false, "{stats}");
     let client = Client::connect_token(&gateway.ws_url(), &Token::new("one").signed()).await?;
     ensure!(client.node() == "gw-0", "{:?}", client.welcome_frame());
+    Ok(())
+}
+
+/// A backend API body over `limits.max_http_body_bytes` is 413 `too_large`.
+#[tokio::test]
+async fn backend_bodies_over_the_limit_are_too_large() -> Result<()> {
+    let deployment = single(options().set("limits.max_http_body_bytes", 1024)).await?;
+    let gateway = deployment.gateway(0);
+    let body = json!({"room": "r", "data": "x".repeat(4096)});
+    let response = gateway
+        .api_post("/api/v1/publish", Some(gateway.api_key()), &body)
+        .await?;
+    ensure!(
+        response.status == 413 && response.error_code().as_deref() == Some("too_large"),
+        "{} {}",
+        response.status,
+        response.text()
+    );
+    gateway
+        .api("/api/v1/publish", &json!({"room": "r", "data": "small"}))
+        .await?;
+    Ok(())
+}
+
+/// Tokens, the JWT secret and API keys never appear in the logs, at debug level too.
+#[tokio::test]
+async fn secrets_never_appear_in_logs() -> Result<()> {
+    let deployment = single(options().anonymous().env("RUST_LOG", "debug")).await?;
+    let gateway = deployment.gateway(0);
+    let url = deployment.ws_url(0);
+    let good = Token::new("logged").all_rooms().signed();
+    let forged = Token::new("logged").hs256("a-forged-secret-that-must-not-be-logged");
+    let mut client = Client::connect_token(&url, &good).await?;
+    client
+        .call_ok(json!({"op": "refresh", "token": good}))
+        .await?;
+    let _ = Client::handshake_status(&format!("{url}?token={forged}"), &[]).await?;
+    let _ =
+        Client::handshake_status(&url, &[("Authorization", &format!("Bearer {forged}"))]).await?;
+    let mut anon = Client::connect_anonymous(&url).await?;
+    let _ = anon.call(json!({"op": "auth", "token": forged})).await?;
+    let _ = gateway
+        .api_post(
+            "/api/v1/publish",
+            Some("wrong-key-must-not-be-logged"),
+            &json!({"room": "r", "data": 1}),
+        )
+        .await?;
+    gateway
+        .api("/api/v1/publish", &json!({"room": "r", "data": 1}))
+        .await?;
+    drop((client, anon));
+    let logs = [gateway.stdout_lines(), gateway.stderr_lines()]
+        .concat()
+        .join("\n");
+    for (what, secret) in [
+        ("the JWT secret", wsgate_tests::TEST_JWT_SECRET),
+        ("the API key", wsgate_tests::TEST_API_KEY),
+        ("a wrong API key", "wrong-key-must-not-be-logged"),
+        ("a good token", good.as_str()),
+        ("a forged token", forged.as_str()),
+        (
+            "a token's signature",
+            good.rsplit('.').next().unwrap_or_default(),
+        ),
+    ] {
+        ensure!(!logs.contains(secret), "{what} appears in the logs");
+    }
+    Ok(())
+}
+
+/// `--log-format json` writes every log line as one JSON object.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() -> Result<()> {
+    let deployment = single(options().arg("--log-format", "json")).await?;
+    let mut client = connect_user(&deployment, 0, "json").await?;
+    client.join("lobby").await?;
+    client.close().await;
+    let lines = deployment.gateway(0).stderr_lines();
+    ensure!(!lines.is_empty(), "no log lines at all");
+    for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+        ensure!(value.is_object(), "not an object: {line}");
+    }
     Ok(())
 }
 
