@@ -1493,6 +1493,35 @@ async fn json_logs_are_one_object_per_line() -> Result<()> {
     Ok(())
 }
 
+/// `--echo-endpoint` serves a plain echo WebSocket at `/echo` (no auth, no origin
+/// check, messages up to 16 MiB); without it there is no `/echo`.
+#[tokio::test]
+async fn the_echo_endpoint_echoes_only_when_enabled() -> Result<()> {
+    let plain = single(options()).await?;
+    let url = format!("ws://{}/echo", plain.gateway(0).public());
+    let status = Client::handshake_status(&url, &[]).await?;
+    ensure!(status == 404, "/echo without --echo-endpoint: {status}");
+    drop(plain);
+    let deployment = single(
+        options()
+            .flag("--echo-endpoint")
+            .set("allowed_origins", json!(["https://app.example.com"])),
+    )
+    .await?;
+    let url = format!("ws://{}/echo", deployment.gateway(0).public());
+    let mut client = Client::connect_with(&url, &[("Origin", "https://evil.example.net")]).await?;
+    client.send_text("{\"not\":\"a command\"}").await?;
+    let echoed = client.next_json(FRAME).await?;
+    ensure!(echoed == json!({"not": "a command"}), "{echoed}");
+    let big = json!("e".repeat(1 << 20));
+    client.send_json(&big).await?;
+    ensure!(
+        client.next_json(FRAME).await? == big,
+        "the 1 MiB message came back changed"
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // Configuration.
 
