@@ -492,6 +492,11 @@ impl Gateway {
             .expect("the gateway was started without an API key")
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Sends a signal (ignored once the process has been reaped).
     ///
     /// # Errors

@@ -1,11 +1,12 @@
-//! The harness checked on its own, without a gateway: nats-server starts, answers its
-//! monitoring port, shows subscriptions in `/subsz`, dies with its guard, and comes back
-//! on the same port after a kill.
+//! The harness checked on its own: nats-server starts, answers its monitoring port,
+//! shows subscriptions in `/subsz`, dies with its guard and comes back on the same port
+//! after a kill; the NATS observer sees publishes; a gateway dies with its guard, also
+//! when the test panics.
 
 use anyhow::{Context, Result, ensure};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use wsgate_tests::{NatsServer, SOON, eventually, http, within};
+use wsgate_tests::{Gateway, GatewayOptions, NatsServer, SOON, eventually, http, within};
 
 /// A raw NATS client: CONNECT, SUB, then PING/PONG so the server has processed the SUB.
 async fn raw_subscriber(port: u16, subject: &str) -> Result<BufReader<TcpStream>> {
@@ -170,5 +171,40 @@ async fn an_observer_sees_publishes_and_is_not_a_room_subscription() -> Result<(
         .drain(std::time::Duration::from_millis(300))
         .await?;
     ensure!(rest.is_empty(), "unexpected messages {rest:?}");
+    Ok(())
+}
+
+fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A gateway's guard stops and reaps its process on drop, also when the test that held
+/// it panicked.
+#[tokio::test]
+async fn a_gateway_guard_stops_its_process_even_when_the_test_panics() -> Result<()> {
+    let gateway = Gateway::start(GatewayOptions::new().anonymous()).await?;
+    let pid = gateway.pid();
+    ensure!(process_exists(pid), "gateway {pid} not running");
+    drop(gateway);
+    ensure!(
+        !process_exists(pid),
+        "gateway {pid} still exists after drop"
+    );
+
+    let gateway = Gateway::start(GatewayOptions::new().anonymous()).await?;
+    let pid = gateway.pid();
+    let panicked = tokio::spawn(async move {
+        let _held = gateway;
+        panic!("a failing test");
+    })
+    .await;
+    ensure!(
+        panicked.is_err_and(|e| e.is_panic()),
+        "the task did not panic"
+    );
+    ensure!(
+        !process_exists(pid),
+        "gateway {pid} survived a panicking test"
+    );
     Ok(())
 }
