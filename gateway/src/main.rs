@@ -6,7 +6,24 @@ use clap::Parser as _;
 use wsgate::{Args, Config};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) if !error.use_stderr() => {
+            // --help and --version.
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            // One line, as for every other configuration error.
+            let text = error.to_string();
+            let line = text.lines().next().unwrap_or_default();
+            eprintln!(
+                "invalid configuration: {}",
+                line.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
     if let Some(path) = &args.check_config {
         return match Config::from_file(path) {
             Ok(_) => {
