@@ -13,13 +13,18 @@ use crate::{Error, Result, telemetry};
 /// Kubernetes operator for wsgate: reconciles `WsCluster` resources into
 /// gateway fleets.
 #[derive(Parser, Debug)]
-#[command(name = "wsgate-operator", version)]
+#[command(
+    name = "wsgate-operator",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
     /// What to do; without one, run the controller.
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Controller options (for `run`, the default).
+    /// Controller options, when no subcommand is given (`run` is the
+    /// default).
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -28,7 +33,7 @@ pub struct Args {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller (the default).
-    Run,
+    Run(RunArgs),
     /// Print the WsCluster CustomResourceDefinition as YAML.
     Crd,
     /// Print, as multi-document YAML, what the controller would apply for
@@ -40,6 +45,9 @@ pub enum Command {
         /// Namespace to assume when the manifest names none.
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        /// Gateway image for a WsCluster that names none.
+        #[arg(long, env = "WSGATE_OPERATOR_GATEWAY_IMAGE")]
+        gateway_image: Option<String>,
     },
 }
 
@@ -111,10 +119,19 @@ impl Args {
     /// Runs the chosen command and turns its outcome into an exit status.
     pub async fn run(self) -> ExitCode {
         let Self { command, run } = self;
-        let outcome = match command.unwrap_or(Command::Run) {
-            Command::Run => crate::controller::main(run).await,
+        let outcome = match command.unwrap_or(Command::Run(run)) {
+            Command::Run(run) => crate::controller::main(run).await,
             Command::Crd => print_crd(),
-            Command::Render { file, namespace } => print_render(&file, &namespace, &run.settings()),
+            Command::Render {
+                file,
+                namespace,
+                gateway_image,
+            } => {
+                let settings = gateway_image
+                    .map(|default_image| Settings { default_image })
+                    .unwrap_or_default();
+                print_render(&file, &namespace, &settings)
+            }
         };
         match outcome {
             Ok(()) => ExitCode::SUCCESS,
@@ -191,4 +208,70 @@ pub fn render(text: &str, namespace: &str, settings: &Settings) -> Result<String
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// Options work before and after `run`, and without a subcommand.
+    #[test]
+    fn run_options_parse_with_and_without_the_subcommand() {
+        let args = Args::try_parse_from([
+            "wsgate-operator",
+            "run",
+            "--leader-election",
+            "--stats-interval-seconds",
+            "5",
+        ])
+        .unwrap();
+        let Some(Command::Run(run)) = args.command else {
+            panic!("not run")
+        };
+        assert!(run.leader_election);
+        assert_eq!(run.stats_interval(), Duration::from_secs(5));
+        let args = Args::try_parse_from(["wsgate-operator", "--apply-crd"]).unwrap();
+        assert!(args.command.is_none());
+        assert!(args.run.apply_crd);
+        assert_eq!(args.run.settings(), Settings::default());
+    }
+
+    /// `render -f` takes a file and an optional gateway image.
+    #[test]
+    fn render_parses_file_and_image() {
+        let args = Args::try_parse_from([
+            "wsgate-operator",
+            "render",
+            "-f",
+            "x.yaml",
+            "--gateway-image",
+            "r/g:1",
+        ])
+        .unwrap();
+        let Some(Command::Render {
+            file,
+            gateway_image,
+            namespace,
+        }) = args.command
+        else {
+            panic!("not render")
+        };
+        assert_eq!(file, PathBuf::from("x.yaml"));
+        assert_eq!(gateway_image.as_deref(), Some("r/g:1"));
+        assert_eq!(namespace, "default");
+    }
+
+    /// A manifest that is not a WsCluster is a clear input error.
+    #[test]
+    fn render_refuses_what_is_not_a_wscluster() {
+        let error = render(
+            "kind: ConfigMap\nmetadata: {name: x}\n",
+            "default",
+            &Settings::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(error, Error::Input { .. }), "{error}");
+    }
 }

@@ -46,3 +46,39 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// `/metrics` serves the reconcile counters in the Prometheus format;
+    /// the probes answer.
+    #[tokio::test]
+    async fn metrics_and_probes_are_served() {
+        let metrics = Metrics::default();
+        metrics.reconciles.inc();
+        let response = app(metrics.clone())
+            .oneshot(http::Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains("wsgate_operator_reconcile_total 1"), "{text}");
+        assert!(
+            text.contains("wsgate_operator_reconcile_duration_seconds"),
+            "{text}"
+        );
+        for path in ["/healthz", "/readyz"] {
+            let response = app(metrics.clone())
+                .oneshot(http::Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+        }
+    }
+}

@@ -232,4 +232,44 @@ mod tests {
         let body = r#"{"nodes":[{"node":"a","connections":3,"rooms":2}],"connections":3,"rooms":2,"partial":false}"#;
         assert_eq!(serde_json::from_str::<Stats>(body).unwrap(), stats(3, 2));
     }
+
+    /// The client sends the operator's key as a bearer token and reads the
+    /// answer of a real HTTP server; a refused key is an error.
+    #[tokio::test]
+    async fn fetch_reads_stats_with_the_operator_key() {
+        use axum::{Router, http::HeaderMap, http::StatusCode, routing::get};
+        let app = Router::new().route(
+            "/api/v1/stats",
+            get(|headers: HeaderMap| async move {
+                if headers.get("authorization").and_then(|v| v.to_str().ok())
+                    == Some("Bearer right")
+                {
+                    (
+                        StatusCode::OK,
+                        r#"{"nodes":[],"connections":42,"rooms":7,"partial":true}"#,
+                    )
+                } else {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        r#"{"error":{"code":"unauthorized","message":"no"}}"#,
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/v1/stats", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = StatsClient::default();
+        let stats = client.fetch(&url, "right").await.unwrap();
+        assert_eq!(
+            stats,
+            Stats {
+                connections: 42,
+                rooms: 7,
+                partial: true
+            }
+        );
+        let error = client.fetch(&url, "wrong").await.unwrap_err();
+        assert!(error.to_string().contains("401"), "{error}");
+    }
 }
