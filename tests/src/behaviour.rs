@@ -995,7 +995,7 @@ struct HandshakeCase {
     expected: u16,
 }
 
-/// Gateway-wide checks of a reply that must be an error with `code`.
+/// Checks that `reply` is an error reply with `code`.
 ///
 /// # Errors
 /// When `reply` is not that error.

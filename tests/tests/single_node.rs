@@ -906,6 +906,32 @@ async fn bad_frames_get_error_replies_and_the_connection_stays_open() -> Result<
     Ok(())
 }
 
+/// Commands without `id` that succeed (`leave`, `publish`, `ping`) get no reply at all;
+/// the next command with an `id` gets exactly its own reply.
+#[tokio::test]
+async fn successful_commands_without_id_get_no_reply() -> Result<()> {
+    let deployment = single(options()).await?;
+    let mut client = connect_user(&deployment, 0, "quiet").await?;
+    let room = unique_room("quiet");
+    client.join(&room).await?;
+    client
+        .send_json(&json!({"op": "leave", "room": room}))
+        .await?;
+    client
+        .send_json(&json!({"op": "publish", "room": room, "data": 1}))
+        .await?;
+    client.send_json(&json!({"op": "ping"})).await?;
+    let reply = client.call_ok(json!({"op": "ping", "id": 99})).await?;
+    ensure!(reply["id"] == 99, "{reply}");
+    let extra: Vec<&serde_json::Value> = client.queued().collect();
+    ensure!(
+        extra.is_empty(),
+        "frames for commands without id: {extra:?}"
+    );
+    client.expect_silence(QUIET).await?;
+    Ok(())
+}
+
 /// The server pings at `limits.heartbeat_ms`, announced in the welcome.
 #[tokio::test]
 async fn the_server_pings_at_the_heartbeat_interval() -> Result<()> {
