@@ -105,7 +105,9 @@ impl AppState {
 
 /// The public router: `/ws` and, when enabled, `/echo`.
 pub fn public(state: Arc<AppState>) -> Router {
-    let mut router = Router::new().route("/ws", get(upgrade));
+    let mut router = Router::new()
+        .route("/ws", get(upgrade))
+        .merge(crate::assets::router(&state));
     if state.config.echo_endpoint {
         router = router.route("/echo", get(echo));
     }

@@ -8,7 +8,7 @@
 //!   [`broker::NatsBroker`], behind the [`broker::Broker`] trait.
 //! - [`auth`]: JWT verification, room patterns, API keys, key reloading.
 //! - [`app`]: shared state, routers and the WebSocket handshake; [`api`]: the backend HTTP API.
-//! - [`origin`]: the Origin allow-list. [`metrics`]: Prometheus metrics.
+//! - [`assets`]: the browser client and the demo page. [`origin`]: the Origin allow-list. [`metrics`]: Prometheus metrics.
 //! - [`shutdown`]: the signal and the drain; `server`: wiring it all from a [`Config`].
 //!
 //! Data flows client frame → `protocol` → `session` → `hub`/`broker` → every node's
@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod app;
+pub mod assets;
 pub mod auth;
 pub mod broker;
 pub mod hub;
