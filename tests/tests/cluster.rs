@@ -390,6 +390,83 @@ async fn send_to_a_user_answers_in_time_when_a_replica_died() -> Result<()> {
     Ok(())
 }
 
+/// A replica started after the others joins the registry: `stats` counts it, and a
+/// `send` from an older replica reaches its connections.
+#[tokio::test]
+async fn a_replica_started_later_is_counted_and_reached() -> Result<()> {
+    let deployment = Deployment::start(Topology::Nats { replicas: 2 }, options()).await?;
+    let late = Gateway::start(options().node("gw-late").nats(deployment.nats())).await?;
+    let mut bob = Client::connect_token(&late.ws_url(), &behaviour::user_token("bob")).await?;
+    let mut alice = connect_user(&deployment, 0, "alice").await?;
+    let asked = deployment.gateway(0);
+    let stats = eventually(SOON, "stats count the late replica", || async move {
+        let stats = asked.stats().await?;
+        Ok((stats["nodes"].as_array().map(Vec::len) == Some(3)).then_some(stats))
+    })
+    .await?;
+    ensure!(
+        stats["partial"] == false && stats["connections"] == 2,
+        "{stats}"
+    );
+    let reply = alice
+        .call_ok(json!({"op": "send", "user": "bob", "data": "welcome"}))
+        .await?;
+    ensure!(reply["delivered"] == 1, "{reply}");
+    let direct = bob.next_of_type("direct", FRAME).await?;
+    ensure!(direct["data"] == "welcome", "{direct}");
+    drop((alice, bob, late));
+    Ok(())
+}
+
+/// A replica that crashes and comes back under the same node name (a restarted pod) is
+/// counted once; its old connection ids reach nobody, its new connections are reached.
+#[tokio::test]
+async fn a_replica_restarted_under_its_name_is_counted_once() -> Result<()> {
+    let mut deployment = Deployment::start(CLUSTER, options()).await?;
+    let mut alice = connect_user(&deployment, 0, "alice").await?;
+    let old = connect_user(&deployment, 2, "bob").await?;
+    let old_conn = old.conn();
+    deployment.gateway_mut(2).kill();
+    drop(old);
+    let restarted = options().node("gw-2").nats(deployment.nats());
+    deployment.gateways[2] = Gateway::start(restarted).await?;
+    let mut bob = connect_user(&deployment, 2, "bob").await?;
+    ensure!(
+        bob.conn() != old_conn,
+        "the restarted replica reused the connection id {old_conn}"
+    );
+    let asked = deployment.gateway(1);
+    let stats = eventually(
+        Duration::from_secs(20),
+        "stats count gw-2 once",
+        || async move {
+            let stats = asked.stats().await?;
+            Ok((stats["partial"] == false && stats["connections"] == 2).then_some(stats))
+        },
+    )
+    .await?;
+    let nodes = stats["nodes"].as_array().context("nodes")?;
+    ensure!(nodes.len() == 3, "{stats}");
+    ensure!(
+        nodes.iter().filter(|n| n["node"] == "gw-2").count() == 1,
+        "{stats}"
+    );
+    let reply = alice
+        .call_ok(json!({"op": "send", "conn": old_conn, "data": "old"}))
+        .await?;
+    ensure!(
+        reply["delivered"] == 0,
+        "send to a connection of the crashed process: {reply}"
+    );
+    let reply = alice
+        .call_ok(json!({"op": "send", "user": "bob", "data": "new"}))
+        .await?;
+    ensure!(reply["delivered"] == 1, "{reply}");
+    let direct = bob.next_of_type("direct", FRAME).await?;
+    ensure!(direct["data"] == "new", "{direct}");
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // Outages and drain.
 
