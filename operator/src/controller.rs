@@ -9,8 +9,9 @@
 //! changed. The WsCluster watch passes only generation changes, so the
 //! operator's own status writes do not trigger reconciles.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -85,6 +86,26 @@ pub struct Context {
     pub settings: Settings,
     /// Caches of the children.
     pub stores: Stores,
+    /// Consecutive failed reconciles per WsCluster (`namespace/name`), for
+    /// the error policy's backoff; cleared by a successful reconcile.
+    pub failures: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Context {
+    fn key(wsc: &WsCluster) -> String {
+        format!("{}/{}", wsc.namespace().unwrap_or_default(), wsc.name_any())
+    }
+}
+
+/// First retry delay of a failing WsCluster; doubled per consecutive
+/// failure up to [`RESYNC`].
+pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
+
+/// The retry delay after `failures` consecutive failures: 5 s, 10 s, 20 s,
+/// … at most [`RESYNC`].
+pub fn backoff(failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    BACKOFF_BASE.saturating_mul(factor).min(RESYNC)
 }
 
 /// Reconciles one WsCluster: validate, build, apply what differs, delete
@@ -131,82 +152,30 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
     let api_keys = api_keys(&ctx, &wsc, &namespace, &name).await?;
     let children = resources::children(&wsc, &ctx.settings, &api_keys)?;
     let mut applied = Vec::new();
-
-    let stores = &ctx.stores;
-    let ns = namespace.as_str();
-    apply(
-        &ctx,
-        ns,
-        &children.service_account,
-        &stores.service_accounts,
-        &mut applied,
-    )
-    .await?;
-    apply(
-        &ctx,
-        ns,
-        &children.config_map,
-        &stores.config_maps,
-        &mut applied,
-    )
-    .await?;
-    apply(
-        &ctx,
-        ns,
-        &children.api_keys_secret,
-        &stores.secrets,
-        &mut applied,
-    )
-    .await?;
-    let deployment = apply(
-        &ctx,
-        ns,
-        &children.deployment,
-        &stores.deployments,
-        &mut applied,
-    )
-    .await?;
-    apply(&ctx, ns, &children.service, &stores.services, &mut applied).await?;
-    apply(
-        &ctx,
-        ns,
-        &children.pod_disruption_budget,
-        &stores.pod_disruption_budgets,
-        &mut applied,
-    )
-    .await?;
-    apply_optional(
-        &ctx,
-        ns,
-        &name,
-        children.ingress.as_ref(),
-        &stores.ingresses,
-        &wsc,
-        &mut applied,
-    )
-    .await?;
-    apply_optional(
-        &ctx,
-        ns,
-        &name,
-        children.horizontal_pod_autoscaler.as_ref(),
-        &stores.horizontal_pod_autoscalers,
-        &wsc,
-        &mut applied,
-    )
-    .await?;
-    if let Some(routes) = &stores.http_routes {
-        apply_optional(
-            &ctx,
-            ns,
-            &name,
-            children.http_route.as_ref(),
-            routes,
-            &wsc,
-            &mut applied,
-        )
-        .await?;
-    }
+    let deployment =
+        match apply_children(&ctx, &wsc, &children, &namespace, &name, &mut applied).await {
+            Ok(deployment) => deployment,
+            Err(error) => {
+                // Say why in the status (best effort) before the error policy retries.
+                observed.apply_error = Some(error.to_string());
+                let cached = ctx
+                    .stores
+                    .deployments
+                    .get(&ObjectRef::new(&name).within(&namespace));
+                observed.deployment = cached.as_deref();
+                if let Ok(true) = write_status(&wscs, &wsc, &observed).await {
+                    publish(
+                        &ctx,
+                        &wsc,
+                        EventType::Warning,
+                        "ApplyFailed",
+                        error.to_string(),
+                    )
+                    .await;
+                }
+                return Err(error);
+            }
+        };
 
     if !applied.is_empty() {
         info!(children = ?applied, "applied");
@@ -222,14 +191,99 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
 
     observed.deployment = Some(&deployment);
     write_status(&wscs, &wsc, &observed).await?;
+    ctx.failures
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .remove(&Context::key(&wsc));
     Ok(Action::requeue(RESYNC))
 }
 
-/// Logs, counts and requeues a failed reconcile with a backoff.
+/// Applies every child in dependency order (config before the pods that
+/// mount it) and deletes optional children the spec dropped; returns the
+/// Deployment as the server (or the cache) holds it.
+async fn apply_children(
+    ctx: &Context,
+    wsc: &WsCluster,
+    children: &resources::Children,
+    namespace: &str,
+    name: &str,
+    applied: &mut Vec<String>,
+) -> Result<Deployment> {
+    let stores = &ctx.stores;
+    let ns = namespace;
+    apply(
+        ctx,
+        ns,
+        &children.service_account,
+        &stores.service_accounts,
+        applied,
+    )
+    .await?;
+    apply(ctx, ns, &children.config_map, &stores.config_maps, applied).await?;
+    apply(ctx, ns, &children.api_keys_secret, &stores.secrets, applied).await?;
+    let deployment = apply(ctx, ns, &children.deployment, &stores.deployments, applied).await?;
+    apply(ctx, ns, &children.service, &stores.services, applied).await?;
+    apply(
+        ctx,
+        ns,
+        &children.pod_disruption_budget,
+        &stores.pod_disruption_budgets,
+        applied,
+    )
+    .await?;
+    apply_optional(
+        ctx,
+        ns,
+        name,
+        children.ingress.as_ref(),
+        &stores.ingresses,
+        wsc,
+        applied,
+    )
+    .await?;
+    apply_optional(
+        ctx,
+        ns,
+        name,
+        children.horizontal_pod_autoscaler.as_ref(),
+        &stores.horizontal_pod_autoscalers,
+        wsc,
+        applied,
+    )
+    .await?;
+    if let Some(routes) = &stores.http_routes {
+        apply_optional(
+            ctx,
+            ns,
+            name,
+            children.http_route.as_ref(),
+            routes,
+            wsc,
+            applied,
+        )
+        .await?;
+    }
+
+    Ok(deployment)
+}
+
+/// Logs, counts and requeues a failed reconcile with an exponential
+/// backoff per WsCluster (see [`backoff`]).
 pub fn error_policy(wsc: Arc<WsCluster>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(%error, wscluster = %wsc.name_any(), "reconcile failed");
     ctx.metrics.reconcile_failure(error);
-    Action::requeue(Duration::from_secs(15))
+    let failures = {
+        // A poisoned lock only means another reconcile panicked; the counts stay usable.
+        let mut failures = ctx
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = failures.entry(Context::key(&wsc)).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    let delay = backoff(failures);
+    warn!(%error, wscluster = %wsc.name_any(), failures, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
 }
 
 /// The API keys file: the operator's key (kept from the cached Secret, else
@@ -621,6 +675,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
             horizontal_pod_autoscalers: hpas,
             http_routes,
         },
+        failures: Arc::default(),
     });
 
     let poller = tokio::spawn(crate::stats::poll(

@@ -231,6 +231,7 @@ impl Context {
                 horizontal_pod_autoscalers: caches.horizontal_pod_autoscalers.as_reader(),
                 http_routes: Some(caches.http_routes.as_reader()),
             },
+            failures: Arc::default(),
         };
         (Arc::new(ctx), ApiServerVerifier(handle), caches)
     }
@@ -283,6 +284,30 @@ impl ApiServerVerifier {
                 .unwrap(),
         );
         Seen { method, uri, body }
+    }
+
+    /// Answers the next request with an API error of `code`.
+    pub async fn fail(&mut self, code: u16, message: &str) -> Seen {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
+            .await
+            .expect("timed out waiting for a request")
+            .expect("service not called");
+        let seen = Seen {
+            method: request.method().clone(),
+            uri: request.uri().to_string(),
+            body: Value::Null,
+        };
+        let status = serde_json::json!({
+            "apiVersion": "v1", "kind": "Status", "status": "Failure",
+            "message": message, "reason": "Invalid", "code": code,
+        });
+        send.send_response(
+            Response::builder()
+                .status(code)
+                .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                .unwrap(),
+        );
+        seen
     }
 
     /// Answers `n` requests, returning them in order.

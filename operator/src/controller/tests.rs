@@ -315,3 +315,67 @@ async fn config_the_gateway_would_refuse_is_degraded() {
     server.next().await;
     reconcile.await.unwrap().unwrap();
 }
+
+/// A child the API server refuses: the status says ApplyFailed with the
+/// server's message, a Warning Event is published, and the error reaches the
+/// error policy, which backs off exponentially per WsCluster.
+#[tokio::test]
+async fn refused_apply_is_degraded_and_backs_off() {
+    let (ctx, mut server, mut caches) = Context::test();
+    let wsc = fixtures::wsc("chat");
+    let mut held = children(&wsc, &Settings::default(), "cached-key\n").unwrap();
+    held.deployment.metadata.labels = None; // the Deployment differs from the cache
+    caches.hold(&held, 1);
+    let wsc = Arc::new(wsc);
+    let reconcile = tokio::spawn(reconcile(wsc.clone(), ctx.clone()));
+
+    let refused = server
+        .fail(
+            422,
+            "Deployment.apps \"chat\" is invalid: spec.template: quota exceeded",
+        )
+        .await;
+    assert!(
+        refused
+            .uri
+            .starts_with("/apis/apps/v1/namespaces/prod/deployments/chat?"),
+        "{}",
+        refused.uri
+    );
+    let status = server.next().await;
+    let degraded = condition(&status.body["status"], DEGRADED);
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], reason::APPLY_FAILED);
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("quota exceeded")
+    );
+    assert!(
+        status.body["status"].get("connections").is_none(),
+        "stats fields are the poller's"
+    );
+    let event = server.next().await;
+    assert_eq!(event.body["reason"], "ApplyFailed");
+
+    let error = reconcile.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Apply {
+                kind: "Deployment",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let delays: Vec<_> = (0..4)
+        .map(|_| error_policy(wsc.clone(), &error, ctx.clone()))
+        .collect();
+    assert_eq!(
+        delays,
+        [5, 10, 20, 40].map(|s| Action::requeue(Duration::from_secs(s)))
+    );
+    assert_eq!(backoff(30), RESYNC);
+}
