@@ -264,7 +264,14 @@ impl ApiServerVerifier {
         } else {
             serde_json::from_slice(&bytes).unwrap()
         };
-        let reply = if uri.contains("/wsclusters/") {
+        let reply = if uri.contains("/scale") {
+            serde_json::json!({
+                "apiVersion": "autoscaling/v1",
+                "kind": "Scale",
+                "metadata": {"name": "chat", "namespace": "prod"},
+                "spec": body["spec"],
+            })
+        } else if uri.contains("/wsclusters/") {
             // A status write answers with the whole WsCluster.
             serde_json::json!({
                 "apiVersion": "wsgate.io/v1alpha1",

@@ -140,8 +140,6 @@ async fn poll_one(
     metrics: &crate::metrics::Metrics,
     autoscaler: &mut crate::autoscale::Autoscaler,
 ) -> Result<()> {
-    use kube::api::{Api, Patch, PatchParams};
-
     let (namespace, name) = crate::resources::namespace_and_name(wsc)?;
     let secret_ref =
         kube::runtime::reflector::ObjectRef::new(&crate::resources::api_keys_secret_name(&name))
@@ -161,14 +159,42 @@ async fn poll_one(
         wsc.spec.service.admin_port
     );
     let stats = http.fetch(&url, &key).await?;
+    apply_stats(
+        client,
+        wsc,
+        &stats,
+        metrics,
+        autoscaler,
+        std::time::Instant::now(),
+    )
+    .await
+}
 
+/// Acts on one reading: writes `connections`/`rooms` to the status when
+/// they moved enough, and with a connections target scales the WsCluster
+/// through its `/scale` subresource.
+///
+/// # Errors
+///
+/// When the status or scale write fails.
+pub(crate) async fn apply_stats(
+    client: &kube::Client,
+    wsc: &wsgate_crds::WsCluster,
+    stats: &Stats,
+    metrics: &crate::metrics::Metrics,
+    autoscaler: &mut crate::autoscale::Autoscaler,
+    now: std::time::Instant,
+) -> Result<()> {
+    use kube::api::{Api, Patch, PatchParams};
+
+    let (namespace, name) = crate::resources::namespace_and_name(wsc)?;
     let api: Api<wsgate_crds::WsCluster> = Api::namespaced(client.clone(), &namespace);
     let old = wsc.status.as_ref().and_then(|s| s.connections.zip(s.rooms));
-    if changed_enough(old, &stats) {
-        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+    if changed_enough(old, stats) {
+        let time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             k8s_openapi::jiff::Timestamp::now(),
         );
-        let patch = serde_json::json!({"status": {"connections": stats.connections, "rooms": stats.rooms, "statsTime": now}});
+        let patch = serde_json::json!({"status": {"connections": stats.connections, "rooms": stats.rooms, "statsTime": time}});
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(Error::PatchStatus)?;
@@ -184,13 +210,9 @@ async fn poll_one(
             stabilization: Duration::from_secs(autoscaling.scale_down_stabilization_seconds),
         };
         let current = crate::resources::desired_replicas(wsc);
-        if let Some(replicas) = autoscaler.next(
-            std::time::Instant::now(),
-            current,
-            stats.connections,
-            stats.partial,
-            &target,
-        ) {
+        if let Some(replicas) =
+            autoscaler.next(now, current, stats.connections, stats.partial, &target)
+        {
             tracing::info!(wscluster = %name, from = current, to = replicas, connections = stats.connections, "autoscale");
             let patch = serde_json::json!({"spec": {"replicas": replicas}});
             api.patch_scale(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -271,5 +293,101 @@ mod tests {
         );
         let error = client.fetch(&url, "wrong").await.unwrap_err();
         assert!(error.to_string().contains("401"), "{error}");
+    }
+
+    /// A reading that moved writes the stats to the status; with a
+    /// connections target over capacity the WsCluster is scaled through
+    /// `/scale`. A second, similar reading writes nothing.
+    #[tokio::test]
+    async fn readings_update_status_and_scale_through_the_scale_subresource() {
+        use crate::controller::Context;
+        use crate::fixtures;
+
+        let (ctx, mut server, _caches) = Context::test();
+        let mut wsc = fixtures::wsc("chat");
+        wsc.spec.nats = Some(wsgate_crds::NatsSpec {
+            url: "nats://nats:4222".into(),
+            ..Default::default()
+        });
+        wsc.spec.replicas = Some(2);
+        wsc.spec.autoscaling = Some(wsgate_crds::AutoscalingSpec {
+            min_replicas: 2,
+            max_replicas: 10,
+            target_cpu_utilization: None,
+            target_connections_per_pod: Some(1000),
+            scale_down_stabilization_seconds: 300,
+        });
+        let reading = Stats {
+            connections: 4600,
+            rooms: 80,
+            partial: false,
+        };
+        let client = ctx.client.clone();
+        let metrics = ctx.metrics.clone();
+        let task = {
+            let wsc = wsc.clone();
+            let reading = reading.clone();
+            tokio::spawn(async move {
+                let mut autoscaler = crate::autoscale::Autoscaler::default();
+                apply_stats(
+                    &client,
+                    &wsc,
+                    &reading,
+                    &metrics,
+                    &mut autoscaler,
+                    std::time::Instant::now(),
+                )
+                .await
+            })
+        };
+        let status = server.next().await;
+        assert!(
+            status
+                .uri
+                .starts_with("/apis/wsgate.io/v1alpha1/namespaces/prod/wsclusters/chat/status?"),
+            "{}",
+            status.uri
+        );
+        assert_eq!(status.body["status"]["connections"], 4600);
+        assert_eq!(status.body["status"]["rooms"], 80);
+        let scale = server.next().await;
+        assert!(
+            scale
+                .uri
+                .starts_with("/apis/wsgate.io/v1alpha1/namespaces/prod/wsclusters/chat/scale?"),
+            "{}",
+            scale.uri
+        );
+        assert_eq!(scale.body["spec"]["replicas"], 5);
+        task.await.unwrap().unwrap();
+        assert_eq!(ctx.metrics.autoscale_changes.get(), 1);
+
+        // The status already shows ~4600 and 5 replicas carry the load: no request.
+        wsc.spec.replicas = Some(5);
+        wsc.status = Some(wsgate_crds::WsClusterStatus {
+            connections: Some(4600),
+            rooms: Some(80),
+            ..Default::default()
+        });
+        let mut autoscaler = crate::autoscale::Autoscaler::default();
+        let steady = Stats {
+            connections: 4620,
+            rooms: 81,
+            partial: false,
+        };
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(2),
+            apply_stats(
+                &ctx.client,
+                &wsc,
+                &steady,
+                &ctx.metrics,
+                &mut autoscaler,
+                std::time::Instant::now(),
+            ),
+        )
+        .await;
+        outcome.expect("a steady reading made a request").unwrap();
+        drop(server);
     }
 }
