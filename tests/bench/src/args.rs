@@ -187,7 +187,8 @@ pub struct LoadArgs {
     pub duration_seconds: u64,
     /// Ramp the rate up from `--rate` by `--ramp-factor` until a step fails (p99 over
     /// `--p99-ms`, a message not delivered, an error, or the publishers falling behind), then
-    /// refine between the last good and the failing rate.
+    /// refine between the last good and the failing rate. When the first step fails, the rate
+    /// goes down by the same factor until one passes.
     #[arg(long)]
     pub ramp: bool,
     /// Rate multiplier between ramp steps.

@@ -29,6 +29,9 @@ pub struct Run {
     pub setup: String,
     pub connect: Option<Connect>,
     pub servers: Vec<ServerFigures>,
+    /// CPU time of this tool's processes (coordinator with the publishers, and workers) during
+    /// the measured phases: on a small machine the load generator competes with the servers.
+    pub load_generator_cpu_seconds: f64,
     /// Growth of the servers' resident memory per established connection (gateways only for
     /// wsgate), KiB.
     pub rss_per_connection_kib: Option<f64>,
@@ -326,6 +329,11 @@ impl Report {
                     c.rss_start_kib, c.rss_end_kib, c.growth_percent
                 );
             }
+            let _ = writeln!(
+                out,
+                "load CPU s    {:.2} (wsgate-bench's own processes)",
+                run.load_generator_cpu_seconds
+            );
             let _ = writeln!(
                 out,
                 "closes        1013 (slow consumer): {}, other: {}; member errors: {}",

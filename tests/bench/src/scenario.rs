@@ -293,11 +293,23 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
     })
     .await?;
 
+    let load_pids: Vec<u32> = std::iter::once(std::process::id())
+        .chain(workers.iter().map(Worker::pid))
+        .collect();
+    let load_cpu = || -> f64 {
+        load_pids
+            .iter()
+            .filter_map(|&pid| crate::proc::sample(pid))
+            .map(|s| s.cpu_seconds)
+            .sum()
+    };
+    let load_cpu_before = load_cpu();
     let mut run = Run {
         system: name.to_owned(),
         setup,
         connect: None,
         servers: Vec::new(),
+        load_generator_cpu_seconds: 0.0,
         rss_per_connection_kib: None,
         steps: Vec::new(),
         best: None,
@@ -336,7 +348,12 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
         )
         .await?;
         progress.finish_and_clear();
-        let seconds = started.elapsed().as_secs_f64();
+        // The slowest worker's phase, without the progress-reporting granularity.
+        let seconds = summaries
+            .iter()
+            .map(|s| s.seconds)
+            .fold(0.0, f64::max)
+            .min(started.elapsed().as_secs_f64());
         let mut latency = histogram::new();
         let mut connect = report::Connect {
             attempted: members,
@@ -426,6 +443,7 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
             }
         }
     }
+    run.load_generator_cpu_seconds = load_cpu() - load_cpu_before;
     for worker in &mut workers {
         let _ = worker.send(&worker::Command::Stop);
     }
@@ -598,8 +616,18 @@ async fn publish(
         } else {
             bad = Some(rate);
         }
+        let factor = load.ramp_factor.max(1.01);
         match (good, bad) {
-            (_, None) if step_index < steps_allowed => rate *= load.ramp_factor.max(1.01),
+            // Up until a step fails.
+            (Some(_), None) if step_index < steps_allowed => rate *= factor,
+            // The first step failed: down until one passes (while steps still carry messages).
+            (None, Some(_))
+                if step_index < steps_allowed
+                    && !lost_members
+                    && rate / factor * duration.as_secs_f64() >= 10.0 =>
+            {
+                rate /= factor;
+            }
             (Some(g), Some(b)) if refining < load.refine_steps && !lost_members => {
                 refining += 1;
                 rate = (g + b) / 2.0;

@@ -157,6 +157,10 @@ struct Shared {
     /// Per task: this step's deliveries (a lock per task, so tasks never contend).
     steps: Vec<Mutex<(Histogram<u64>, u64)>>,
     connect_latency: Mutex<Histogram<u64>>,
+    /// When the connect phase started, and how long after it the last attempt finished: the
+    /// phase's duration without the progress-reporting granularity.
+    connect_started: Mutex<Option<Instant>>,
+    last_done_ns: AtomicU64,
     samples: Mutex<Vec<String>>,
 }
 
@@ -293,9 +297,19 @@ async fn hold(
         .buffer_unordered(concurrency);
     let mut members = SelectAll::new();
     let mut connecting_done = false;
+    let started = shared
+        .connect_started
+        .lock()
+        .ok()
+        .and_then(|s| *s)
+        .unwrap_or_else(Instant::now);
     loop {
         tokio::select! {
-            opened = connecting.next(), if !connecting_done => match opened {
+            opened = connecting.next(), if !connecting_done => match &opened {
+                Some(_) => {
+                    let at = started.elapsed().as_nanos() as u64;
+                    shared.last_done_ns.fetch_max(at, Ordering::Relaxed);
+                    match opened {
                 Some((elapsed, Ok((ws, parser)))) => {
                     if let Ok(mut latency) = shared.connect_latency.lock() {
                         histogram::record_ns(&mut latency, elapsed.as_nanos() as u64);
@@ -306,6 +320,9 @@ async fn hold(
                 Some((_, Err(error))) => {
                     shared.done.fetch_add(1, Ordering::Relaxed);
                     shared.connect_failed(&error);
+                }
+                None => {}
+                    }
                 }
                 None => connecting_done = true,
             },
@@ -413,6 +430,8 @@ async fn run(out: &mut tokio::io::Stdout) -> Result<()> {
             .map(|_| Mutex::new((histogram::new(), 0)))
             .collect(),
         connect_latency: Mutex::new(histogram::new()),
+        connect_started: Mutex::new(None),
+        last_done_ns: AtomicU64::new(0),
         samples: Mutex::new(Vec::new()),
         job,
     });
@@ -432,7 +451,9 @@ async fn run(out: &mut tokio::io::Stdout) -> Result<()> {
         let command: Command = serde_json::from_str(&line).context("reading a command")?;
         match command {
             Command::Connect => {
-                let started = Instant::now();
+                if let Ok(mut started) = shared.connect_started.lock() {
+                    *started = Some(Instant::now());
+                }
                 for (slot, indices) in shares.iter().enumerate() {
                     handles.push(tokio::spawn(hold(
                         shared.clone(),
@@ -447,7 +468,7 @@ async fn run(out: &mut tokio::io::Stdout) -> Result<()> {
                     let failed = shared.failed.load(Ordering::Relaxed);
                     emit(out, &Event::Progress { done, failed }).await?;
                 }
-                let seconds = started.elapsed().as_secs_f64();
+                let seconds = shared.last_done_ns.load(Ordering::Relaxed) as f64 / 1e9;
                 let latency = shared
                     .connect_latency
                     .lock()
@@ -520,6 +541,11 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// The worker's process id, for its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts a worker with `job`; its events arrive on `events` tagged with `index`.
     ///
     /// # Errors
