@@ -1107,6 +1107,50 @@ async fn a_slow_consumer_is_closed_with_1013_and_others_keep_receiving() -> Resu
     Ok(())
 }
 
+fn resident_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    line.split_whitespace()
+        .nth(1)
+        .context("VmRSS without a value")?
+        .parse()
+        .context("VmRSS")
+}
+
+/// An idle connection (welcomed, in one room) costs the gateway a few KiB: 1000 more
+/// of them grow its resident memory by less than 16 KiB each.
+#[tokio::test]
+async fn idle_connections_cost_a_few_kib_each() -> Result<()> {
+    const IDLE: usize = 1000;
+    let deployment = single(options().anonymous()).await?;
+    let gateway = deployment.gateway(0);
+    let url = gateway.ws_url();
+    let mut clients = Vec::with_capacity(IDLE + 100);
+    // Warm up allocator arenas and buffers before the baseline.
+    for _ in 0..100 {
+        let mut client = Client::connect_anonymous(&url).await?;
+        client.join("idle").await?;
+        clients.push(client);
+    }
+    let before = resident_kib(gateway.pid())?;
+    for _ in 0..IDLE {
+        let mut client = Client::connect_anonymous(&url).await?;
+        client.join("idle").await?;
+        clients.push(client);
+    }
+    let after = resident_kib(gateway.pid())?;
+    let per_connection = after.saturating_sub(before) as f64 / IDLE as f64;
+    eprintln!("idle connection: {per_connection:.1} KiB ({before} KiB -> {after} KiB for {IDLE})");
+    ensure!(
+        per_connection < 16.0,
+        "{per_connection:.1} KiB per idle connection"
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // Features that come later.
 
