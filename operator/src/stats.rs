@@ -2,15 +2,26 @@
 //!
 //! The operator authenticates with its own API key: the first line of the
 //! API keys Secret it owns per WsCluster (see
-//! [`crate::resources::api_keys_secret`]). It needs no access to pods.
+//! [`resources::api_keys_secret`]). It needs no access to pods.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::client::legacy::{Client as HttpClient, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use wsgate_crds::WsCluster;
 
+use crate::autoscale::{Autoscaler, Target};
+use crate::metrics::Metrics;
+use crate::resources;
 use crate::{Error, Result};
 
 /// The part of the stats answer the operator uses.
@@ -28,14 +39,14 @@ pub struct Stats {
 /// An HTTP client for the gateways' admin listeners.
 #[derive(Clone)]
 pub struct StatsClient {
-    client: Client<HttpConnector, Empty<bytes::Bytes>>,
+    client: HttpClient<HttpConnector, Empty<bytes::Bytes>>,
     timeout: Duration,
 }
 
 impl Default for StatsClient {
     fn default() -> Self {
         Self {
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: HttpClient::builder(TokioExecutor::new()).build_http(),
             timeout: Duration::from_secs(5),
         }
     }
@@ -88,17 +99,15 @@ pub fn changed_enough(old: Option<(u64, u64)>, new: &Stats) -> bool {
 /// writes `connections`/`rooms` to the status when they moved by more than
 /// the threshold, and with a connections target runs the [`Autoscaler`].
 pub async fn poll(
-    client: kube::Client,
-    wscs: kube::runtime::reflector::Store<wsgate_crds::WsCluster>,
-    secrets: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Secret>,
-    metrics: crate::metrics::Metrics,
+    client: Client,
+    wscs: Store<WsCluster>,
+    secrets: Store<Secret>,
+    metrics: Metrics,
     interval: Duration,
-    shutdown: tokio_util::sync::CancellationToken,
+    shutdown: CancellationToken,
 ) {
-    use std::collections::HashMap;
-
     let http = StatsClient::default();
-    let mut autoscalers: HashMap<(String, String), crate::autoscale::Autoscaler> = HashMap::new();
+    let mut autoscalers: HashMap<(String, String), Autoscaler> = HashMap::new();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -126,48 +135,37 @@ pub async fn poll(
             }
         }
         autoscalers.retain(|(namespace, name), _| {
-            wscs.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
-                .is_some()
+            wscs.get(&ObjectRef::new(name).within(namespace)).is_some()
         });
     }
 }
 
 async fn poll_one(
-    client: &kube::Client,
+    client: &Client,
     http: &StatsClient,
-    wsc: &wsgate_crds::WsCluster,
-    secrets: &kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Secret>,
-    metrics: &crate::metrics::Metrics,
-    autoscaler: &mut crate::autoscale::Autoscaler,
+    wsc: &WsCluster,
+    secrets: &Store<Secret>,
+    metrics: &Metrics,
+    autoscaler: &mut Autoscaler,
 ) -> Result<()> {
-    let (namespace, name) = crate::resources::namespace_and_name(wsc)?;
-    let secret_ref =
-        kube::runtime::reflector::ObjectRef::new(&crate::resources::api_keys_secret_name(&name))
-            .within(&namespace);
+    let (namespace, name) = resources::namespace_and_name(wsc)?;
+    let secret_ref = ObjectRef::new(&resources::api_keys_secret_name(&name)).within(&namespace);
     let Some(secret) = secrets.get(&secret_ref) else {
         return Ok(()); // not reconciled yet
     };
     let key = secret
         .data
         .as_ref()
-        .and_then(|data| data.get(crate::resources::API_KEYS_KEY))
+        .and_then(|data| data.get(resources::API_KEYS_KEY))
         .and_then(|value| String::from_utf8(value.0.clone()).ok())
-        .and_then(|text| crate::resources::operator_key(&text).map(str::to_owned))
+        .and_then(|text| resources::operator_key(&text).map(str::to_owned))
         .ok_or_else(|| Error::Stats("the API keys Secret has no operator key".to_owned()))?;
     let url = format!(
         "http://{name}.{namespace}.svc:{}/api/v1/stats",
         wsc.spec.service.admin_port
     );
     let stats = http.fetch(&url, &key).await?;
-    apply_stats(
-        client,
-        wsc,
-        &stats,
-        metrics,
-        autoscaler,
-        std::time::Instant::now(),
-    )
-    .await
+    apply_stats(client, wsc, &stats, metrics, autoscaler, Instant::now()).await
 }
 
 /// Acts on one reading: writes `connections`/`rooms` to the status when
@@ -178,22 +176,18 @@ async fn poll_one(
 ///
 /// When the status or scale write fails.
 pub(crate) async fn apply_stats(
-    client: &kube::Client,
-    wsc: &wsgate_crds::WsCluster,
+    client: &Client,
+    wsc: &WsCluster,
     stats: &Stats,
-    metrics: &crate::metrics::Metrics,
-    autoscaler: &mut crate::autoscale::Autoscaler,
-    now: std::time::Instant,
+    metrics: &Metrics,
+    autoscaler: &mut Autoscaler,
+    now: Instant,
 ) -> Result<()> {
-    use kube::api::{Api, Patch, PatchParams};
-
-    let (namespace, name) = crate::resources::namespace_and_name(wsc)?;
-    let api: Api<wsgate_crds::WsCluster> = Api::namespaced(client.clone(), &namespace);
+    let (namespace, name) = resources::namespace_and_name(wsc)?;
+    let api: Api<WsCluster> = Api::namespaced(client.clone(), &namespace);
     let old = wsc.status.as_ref().and_then(|s| s.connections.zip(s.rooms));
     if changed_enough(old, stats) {
-        let time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::now(),
-        );
+        let time = Time(k8s_openapi::jiff::Timestamp::now());
         let patch = serde_json::json!({"status": {"connections": stats.connections, "rooms": stats.rooms, "statsTime": time}});
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -203,13 +197,13 @@ pub(crate) async fn apply_stats(
     if let Some(autoscaling) = &wsc.spec.autoscaling
         && let Some(per_pod) = autoscaling.target_connections_per_pod
     {
-        let target = crate::autoscale::Target {
+        let target = Target {
             min: autoscaling.min_replicas,
             max: autoscaling.max_replicas,
             connections_per_pod: per_pod,
             stabilization: Duration::from_secs(autoscaling.scale_down_stabilization_seconds),
         };
-        let current = crate::resources::desired_replicas(wsc);
+        let current = resources::desired_replicas(wsc);
         if let Some(replicas) =
             autoscaler.next(now, current, stats.connections, stats.partial, &target)
         {
@@ -328,7 +322,7 @@ mod tests {
             let wsc = wsc.clone();
             let reading = reading.clone();
             tokio::spawn(async move {
-                let mut autoscaler = crate::autoscale::Autoscaler::default();
+                let mut autoscaler = Autoscaler::default();
                 apply_stats(
                     &client,
                     &wsc,
@@ -369,7 +363,7 @@ mod tests {
             rooms: Some(80),
             ..Default::default()
         });
-        let mut autoscaler = crate::autoscale::Autoscaler::default();
+        let mut autoscaler = Autoscaler::default();
         let steady = Stats {
             connections: 4620,
             rooms: 81,
