@@ -162,6 +162,20 @@ async fn at_max_connections_upgrades_get_503_with_retry_after() -> Result<()> {
         .parse()
         .context("Retry-After is not a number of seconds")?;
     ensure!((1..=60).contains(&retry), "Retry-After {retry}");
+    // Jittered: twenty refusals do not all name the same second.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        match Client::connect_with(&url, &[("Authorization", &auth)]).await {
+            Ok(_) => anyhow::bail!("accepted over the limit"),
+            Err(error) => {
+                seen.insert(error.header("retry-after").unwrap_or_default().to_owned());
+            }
+        }
+    }
+    ensure!(
+        seen.len() > 1,
+        "Retry-After is not jittered: always {seen:?}"
+    );
     // 503 comes first in the order of decisions: before the origin and the token.
     let status = Client::handshake_status(
         &url,
