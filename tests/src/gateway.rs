@@ -80,6 +80,8 @@ pub struct GatewayOptions {
     /// Section (`""` for the top level, `"limits"`, `"namespaces.chat"`) → key → value.
     config: BTreeMap<String, BTreeMap<String, Value>>,
     raw_toml: String,
+    /// The file's `version`.
+    version: u32,
     flags: Vec<String>,
     env: Vec<(String, String)>,
 }
@@ -107,6 +109,7 @@ impl GatewayOptions {
             separate_admin: true,
             config: BTreeMap::new(),
             raw_toml: String::new(),
+            version: 1,
             flags: Vec::new(),
             env: Vec::new(),
         }
@@ -209,6 +212,13 @@ impl GatewayOptions {
         self
     }
 
+    /// The config file's `version` (1 unless set: a newer one turns unknown keys into
+    /// warnings).
+    pub fn file_version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
     /// An extra flag without a value (`--demo`).
     pub fn flag(mut self, flag: &str) -> Self {
         self.flags.push(flag.to_owned());
@@ -238,9 +248,9 @@ impl GatewayOptions {
         &self.cluster
     }
 
-    /// The config file as the gateway will read it, `version = 1` first.
+    /// The config file as the gateway will read it, `version` first.
     pub fn toml(&self) -> String {
-        let mut out = String::from("version = 1\n");
+        let mut out = format!("version = {}\n", self.version);
         if let Some(top) = self.config.get("") {
             for (key, value) in top {
                 out.push_str(&format!("{key} = {}\n", toml_value(value)));

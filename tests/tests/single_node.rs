@@ -1671,6 +1671,27 @@ async fn invalid_configuration_exits_2_with_one_line() -> Result<()> {
     Ok(())
 }
 
+/// In a file with a newer `version`, unknown keys are warnings: the gateway starts and
+/// serves (an older image under a newer operator).
+#[tokio::test]
+async fn unknown_keys_in_a_newer_file_version_are_warnings() -> Result<()> {
+    let gateway = Gateway::start(
+        options()
+            .file_version(2)
+            .set("limits.from_the_future", 1)
+            .set("future_section.key", true),
+    )
+    .await?;
+    let client = Client::connect_token(&gateway.ws_url(), &Token::new("v2").signed()).await?;
+    ensure!(client.node() == "gw-0", "{:?}", client.welcome_frame());
+    let logs = gateway.stderr_lines().join("\n");
+    ensure!(
+        logs.contains("from_the_future"),
+        "no warning naming the unknown key:\n{logs}"
+    );
+    Ok(())
+}
+
 /// `wsgate --check-config FILE` exits 0 for a valid file and 2 for an invalid one.
 #[tokio::test]
 async fn check_config_validates_without_starting() -> Result<()> {
