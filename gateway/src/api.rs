@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 
 use crate::app::AppState;
 use crate::broker::BrokerError;
-use crate::protocol::{self, ErrorCode, Failure, Target, frame};
+use crate::protocol::{self, ErrorCode, Failure, Since, Target, frame};
 
 /// An API error: rendered as `{"error":{"code":..,"message":..}}` with its status.
 #[derive(Debug)]
@@ -121,14 +121,12 @@ async fn publish(State(state): State<Arc<AppState>>, request: Body) -> ApiResult
     let bytes = read_body(&state, request).await?;
     let PublishBody { room, data } = parse(&bytes)?;
     protocol::validate_room(&room)?;
-    if state.config.namespaces.for_room(&room).history_size > 0 {
-        return Err(AppError::new(
-            ErrorCode::NotSupported,
-            "rooms with history are not supported yet",
-        ));
-    }
     let frame = frame::message(&room, data, "null");
     state.metrics.messages_in.inc();
+    if state.config.namespaces.for_room(&room).history_size > 0 {
+        let seq = state.broker.publish_stored(&room, frame).await?;
+        return Ok(json(format!("{{\"seq\":{seq}}}")));
+    }
     state.broker.publish(&room, frame).await?;
     Ok(json("{}".into()))
 }
@@ -208,10 +206,58 @@ async fn presence(Path(room): Path<String>) -> ApiResult {
     ))
 }
 
-async fn history(Path(room): Path<String>) -> ApiResult {
+#[derive(Deserialize)]
+struct HistoryQuery {
+    epoch: Option<String>,
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/rooms/{room}/history?epoch=E&since=S&limit=N`: the same rules as
+/// a join with `since`; without `epoch` the current one, without `since` 0 (the
+/// whole history). `limit` is at most the namespace's `recovery_max`.
+async fn history(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> ApiResult {
     protocol::validate_room(&room)?;
-    Err(AppError::new(
-        ErrorCode::NotSupported,
-        "history is not supported yet",
-    ))
+    let namespace = state.config.namespaces.for_room(&room);
+    if namespace.history_size == 0 {
+        return Err(AppError::new(
+            ErrorCode::NotSupported,
+            "this room's namespace keeps no history",
+        ));
+    }
+    let limit = query
+        .limit
+        .unwrap_or(namespace.recovery_max)
+        .min(namespace.recovery_max);
+    let epoch = match query.epoch {
+        Some(epoch) => epoch,
+        None => state.broker.recover(&room, None).await?.epoch,
+    };
+    let since = Since {
+        epoch,
+        seq: query.since.unwrap_or(0),
+    };
+    let mut recovery = state.broker.recover(&room, Some(&since)).await?;
+    if recovery.missed.len() > limit {
+        recovery.missed.drain(..recovery.missed.len() - limit);
+        recovery.recovered = false;
+    }
+    let mut body = String::from("{\"epoch\":");
+    protocol::push_json_str(&mut body, &recovery.epoch);
+    body.push_str(&format!(
+        ",\"seq\":{},\"recovered\":{},\"messages\":[",
+        recovery.seq, recovery.recovered
+    ));
+    for (i, (_, message)) in recovery.missed.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(message);
+    }
+    body.push_str("]}");
+    Ok(json(body))
 }

@@ -81,7 +81,7 @@ impl AppState {
     pub fn test(config: Config) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
         let hub = Hub::new(config.node.clone(), metrics.clone());
-        let broker = crate::broker::LocalBroker::new(hub.clone());
+        let broker = crate::broker::LocalBroker::new(hub.clone(), config.namespaces.clone());
         let auth = Arc::new(
             Authenticator::new(crate::server::auth_settings(&config))
                 .expect("test auth settings are valid"),

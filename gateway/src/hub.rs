@@ -19,8 +19,9 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, BrokerError, NodeStats, Subscription};
+use crate::broker::{Broker, BrokerError, NodeStats, Recovery, Subscription};
 use crate::metrics::Metrics;
+use crate::protocol::Since;
 use crate::protocol::{Target, close};
 
 /// Locks a std mutex, recovering the data if a panicking thread poisoned it: the
@@ -158,10 +159,22 @@ impl Outbox {
     }
 }
 
+/// A local member of a room.
+struct Member {
+    outbox: Arc<Outbox>,
+    /// While a join with history is being answered, the room's messages for this
+    /// member are held (in `Room::held`) and sent after the reply, deduplicated.
+    holding: bool,
+}
+
+/// A message held for a joining member: its seq (history rooms) and frame.
+type Held = (Option<u64>, Utf8Bytes);
+
 /// One room with local members.
 pub struct Room {
     name: Arc<str>,
-    members: RwLock<HashMap<u64, Arc<Outbox>>>,
+    members: RwLock<HashMap<u64, Member>>,
+    held: Mutex<HashMap<u64, Vec<Held>>>,
     /// The broker subscription; the async lock serializes subscribe and
     /// unsubscribe against joins and leaves.
     subscription: tokio::sync::Mutex<Option<Subscription>>,
@@ -177,11 +190,19 @@ impl Room {
         &self.name
     }
 
-    /// Queues a frame from the broker to every local member.
-    pub fn deliver(&self, frame: &Utf8Bytes) {
+    /// Queues a frame from the broker to every local member; `seq` is the
+    /// message's position in rooms with history.
+    pub fn deliver(&self, frame: &Utf8Bytes, seq: Option<u64>) {
         let _timer = self.metrics.time_fanout();
-        for outbox in read(&self.members).values() {
-            outbox.push(frame.clone());
+        for (key, member) in read(&self.members).iter() {
+            if member.holding {
+                lock(&self.held)
+                    .entry(*key)
+                    .or_default()
+                    .push((seq, frame.clone()));
+            } else {
+                member.outbox.push(frame.clone());
+            }
         }
     }
 
@@ -315,9 +336,89 @@ impl Hub {
                 }
             }
             let mut members = write(&room.members);
-            let inserted = members.insert(outbox.key, outbox.clone()).is_none();
+            let member = Member {
+                outbox: outbox.clone(),
+                holding: false,
+            };
+            let inserted = members.insert(outbox.key, member).is_none();
             outbox.push(reply);
             return Ok(inserted);
+        }
+    }
+
+    /// Joins a room with history: subscribes like [`Hub::join`], holds the
+    /// room's live messages for this member while `recover` reads the room's
+    /// position and missed messages, then queues the reply `reply` builds,
+    /// followed by the held messages not already in it, in order.
+    ///
+    /// # Errors
+    /// The broker's, when it could not subscribe or read history; the
+    /// connection is then not a member (unless it was one before).
+    pub async fn join_recovering<F>(
+        &self,
+        broker: &dyn Broker,
+        name: &str,
+        outbox: &Arc<Outbox>,
+        since: Option<&Since>,
+        reply: F,
+    ) -> Result<Recovery, BrokerError>
+    where
+        F: FnOnce(&Recovery) -> String,
+    {
+        let room = loop {
+            let room = self.room(name);
+            let mut subscription = room.subscription.lock().await;
+            if room.closed.load(Ordering::Acquire) {
+                continue;
+            }
+            if subscription.is_none() {
+                match broker.subscribe(room.clone()).await {
+                    Ok(active) => {
+                        *subscription = Some(active);
+                        self.metrics.rooms.inc();
+                    }
+                    Err(error) => {
+                        if room.is_empty() {
+                            self.close_room(&room);
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+            let member = Member {
+                outbox: outbox.clone(),
+                holding: true,
+            };
+            write(&room.members).insert(outbox.key, member);
+            drop(subscription);
+            break room;
+        };
+        let result = broker.recover(name, since).await;
+        let mut members = write(&room.members);
+        let held = lock(&room.held).remove(&outbox.key).unwrap_or_default();
+        match result {
+            Ok(recovery) => {
+                outbox.push(Utf8Bytes::from(reply(&recovery)));
+                let last = recovery
+                    .missed
+                    .last()
+                    .map_or(0, |(seq, _)| *seq)
+                    .max(recovery.seq);
+                for (seq, frame) in held {
+                    if seq.is_none_or(|seq| seq > last) {
+                        outbox.push(frame);
+                    }
+                }
+                if let Some(member) = members.get_mut(&outbox.key) {
+                    member.holding = false;
+                }
+                Ok(recovery)
+            }
+            Err(error) => {
+                drop(members);
+                self.leave(name, outbox.key).await;
+                Err(error)
+            }
         }
     }
 
@@ -331,6 +432,7 @@ impl Hub {
         let removed = {
             let mut members = write(&room.members);
             let removed = members.remove(&key).is_some();
+            lock(&room.held).remove(&key);
             if members.is_empty() && !room.closed.load(Ordering::Acquire) {
                 self.close_room(&room);
                 if subscription.take().is_some() {
@@ -353,6 +455,7 @@ impl Hub {
         let room = Arc::new(Room {
             name: name.clone(),
             members: RwLock::default(),
+            held: Mutex::default(),
             subscription: tokio::sync::Mutex::new(None),
             closed: AtomicBool::new(false),
             metrics: self.metrics.clone(),
@@ -485,7 +588,7 @@ mod tests {
     async fn join_reply_precedes_messages_and_last_leave_drops_room() {
         let metrics = Arc::new(Metrics::new());
         let hub = Hub::new("n".into(), metrics);
-        let broker = LocalBroker::new(hub.clone());
+        let broker = LocalBroker::new(hub.clone(), Default::default());
         let a = outbox(&hub, 8);
         assert!(hub.join(&*broker, "r", &a, "reply".into()).await.unwrap());
         broker.publish("r", "m1".into()).await.unwrap();
@@ -503,7 +606,7 @@ mod tests {
     #[tokio::test]
     async fn slow_consumer_is_closed_and_others_keep_receiving() {
         let hub = Hub::new("n".into(), Arc::new(Metrics::new()));
-        let broker = LocalBroker::new(hub.clone());
+        let broker = LocalBroker::new(hub.clone(), Default::default());
         let slow = outbox(&hub, 1);
         let fast = outbox(&hub, 64);
         hub.join(&*broker, "r", &slow, "ok".into()).await.unwrap();

@@ -133,6 +133,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 ping_interval: config.nats.ping_interval,
                 node_heartbeat: config.nats.node_heartbeat,
                 request_timeout: config.nats.request_timeout,
+                namespaces: config.namespaces.clone(),
+                storage: config.history.storage,
+                replicas: config.history.replicas,
             };
             NatsBroker::connect(
                 options,
@@ -145,7 +148,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => {
             metrics.broker_connected.set(1);
-            LocalBroker::new(hub.clone())
+            LocalBroker::new(hub.clone(), config.namespaces.clone())
         }
     };
     let auth = Arc::new(Authenticator::new(auth_settings(&config)).context("auth")?);

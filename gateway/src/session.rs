@@ -19,6 +19,7 @@ use tracing::debug;
 
 use crate::app::AppState;
 use crate::auth::Identity;
+use crate::broker::{BrokerError, Recovery};
 use crate::hub::{Outbox, UserSlot};
 use crate::protocol::{self, Command, ErrorCode, Failure, Id, Since, Target, close, frame};
 
@@ -495,13 +496,7 @@ impl Session {
                 format!("not allowed to join {room}"),
             ));
         }
-        let namespace = self.state.config.namespaces.for_room(room);
-        if namespace.history_size > 0 {
-            return Err(Reply::failed(
-                ErrorCode::NotSupported,
-                "rooms with history are not supported yet",
-            ));
-        }
+        let history = self.state.config.namespaces.for_room(room).history_size > 0;
         let max = self.state.config.limits.max_rooms_per_connection;
         if !self.rooms.contains(room) && self.rooms.len() >= max {
             return Err(Reply::failed(
@@ -509,23 +504,29 @@ impl Session {
                 format!("at most {max} rooms per connection"),
             ));
         }
-        let _ = since; // Rooms without history ignore `since` (PROTOCOL.md).
         let Some(id) = id else {
             return Err(Reply::Failed(Failure::bad_request("join needs an id")));
         };
-        let reply = frame::ok(id, ",\"recovered\":false");
-        match self
-            .state
-            .hub
-            .join(
-                &*self.state.broker,
-                room,
-                &self.outbox,
-                Utf8Bytes::from(reply),
-            )
-            .await
-        {
-            Ok(_) => {
+        let state = self.state.clone();
+        let joined = if history {
+            let with_since = since.is_some();
+            let reply = |recovery: &Recovery| frame::ok(id, &join_extra(recovery, with_since));
+            state
+                .hub
+                .join_recovering(&*state.broker, room, &self.outbox, since.as_ref(), reply)
+                .await
+                .map(drop)
+        } else {
+            // Rooms without history ignore `since` (PROTOCOL.md).
+            let reply = Utf8Bytes::from(frame::ok(id, ",\"recovered\":false"));
+            state
+                .hub
+                .join(&*state.broker, room, &self.outbox, reply)
+                .await
+                .map(drop)
+        };
+        match joined {
+            Ok(()) => {
                 self.rooms.insert(room.to_owned());
                 Err(Reply::Sent)
             }
@@ -559,12 +560,7 @@ impl Session {
                 "only backends publish in this namespace",
             ));
         }
-        if namespace.history_size > 0 {
-            return Err(Reply::failed(
-                ErrorCode::NotSupported,
-                "rooms with history are not supported yet",
-            ));
-        }
+        let history = namespace.history_size > 0;
         if !self.rate.allow() {
             return Err(Reply::failed(
                 ErrorCode::RateLimited,
@@ -573,12 +569,15 @@ impl Session {
         }
         let frame = frame::message(room, data, &self.from_json);
         self.state.metrics.messages_in.inc();
-        self.state
-            .broker
-            .publish(room, frame)
-            .await
-            .map_err(|error| Reply::Failed(Failure::from(&error)))?;
-        Ok(String::new())
+        let broker = &self.state.broker;
+        let failed = |error: BrokerError| Reply::Failed(Failure::from(&error));
+        if history {
+            let seq = broker.publish_stored(room, frame).await.map_err(failed)?;
+            Ok(format!(",\"seq\":{seq}"))
+        } else {
+            broker.publish(room, frame).await.map_err(failed)?;
+            Ok(String::new())
+        }
     }
 
     async fn send(&mut self, target: Target, data: &RawValue) -> Result<String, Reply> {
@@ -648,6 +647,30 @@ impl Session {
         self.drop_forbidden_rooms().await;
         Ok(extra)
     }
+}
+
+/// The members a join reply adds in a room with history: the position, and
+/// with `since` the recovery outcome and the missed messages inline.
+fn join_extra(recovery: &Recovery, with_since: bool) -> String {
+    let mut extra = String::from(",\"epoch\":");
+    protocol::push_json_str(&mut extra, &recovery.epoch);
+    extra.push_str(&format!(",\"seq\":{}", recovery.seq));
+    if with_since {
+        extra.push_str(if recovery.recovered {
+            ",\"recovered\":true"
+        } else {
+            ",\"recovered\":false"
+        });
+        extra.push_str(",\"missed\":[");
+        for (i, (_, message)) in recovery.missed.iter().enumerate() {
+            if i > 0 {
+                extra.push(',');
+            }
+            extra.push_str(message);
+        }
+        extra.push(']');
+    }
+    extra
 }
 
 /// Why a command produced no `ok` reply.

@@ -8,23 +8,37 @@ use axum::extract::ws::Utf8Bytes;
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 
-use super::{Broker, BrokerError, ClusterStats, Gathered, Subscription};
+use wsgate_config::Namespaces;
+
+use super::history::MemoryHistory;
+use super::{Broker, BrokerError, ClusterStats, Gathered, Recovery, Subscription};
 use crate::hub::{Hub, Room, lock};
-use crate::protocol::Target;
+use crate::protocol::{Since, Target};
 
 /// The single-node broker.
 pub struct LocalBroker {
     hub: Arc<Hub>,
     rooms: Arc<Mutex<HashMap<String, Weak<Room>>>>,
+    history: MemoryHistory,
+    /// Stores and deliveries of history messages happen under this lock, so
+    /// members see them in seq order.
+    ordered: Mutex<()>,
 }
 
 impl LocalBroker {
-    /// A broker delivering to `hub` only.
-    pub fn new(hub: Arc<Hub>) -> Arc<Self> {
+    /// A broker delivering to `hub` only, keeping history in memory for the
+    /// namespaces that have it.
+    pub fn new(hub: Arc<Hub>, namespaces: Namespaces) -> Arc<Self> {
         Arc::new(Self {
             hub,
             rooms: Arc::default(),
+            history: MemoryHistory::new(namespaces),
+            ordered: Mutex::new(()),
         })
+    }
+
+    fn room(&self, name: &str) -> Option<Arc<Room>> {
+        lock(&self.rooms).get(name).and_then(Weak::upgrade)
     }
 }
 
@@ -65,11 +79,45 @@ impl Broker for LocalBroker {
         room: &'a str,
         frame: String,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        let target = lock(&self.rooms).get(room).and_then(Weak::upgrade);
-        if let Some(target) = target {
-            target.deliver(&Utf8Bytes::from(frame));
+        if let Some(target) = self.room(room) {
+            target.deliver(&Utf8Bytes::from(frame), None);
         }
         async { Ok(()) }.boxed()
+    }
+
+    fn publish_stored<'a>(
+        &'a self,
+        room: &'a str,
+        frame: String,
+    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+        let result = {
+            let _ordered = lock(&self.ordered);
+            match self.history.store(room, &frame) {
+                Some((seq, stamped)) => {
+                    if let Some(target) = self.room(room) {
+                        target.deliver(&Utf8Bytes::from(stamped), Some(seq));
+                    }
+                    Ok(seq)
+                }
+                None => Err(BrokerError::Internal(format!(
+                    "room {room} keeps no history"
+                ))),
+            }
+        };
+        async move { result }.boxed()
+    }
+
+    fn recover<'a>(
+        &'a self,
+        room: &'a str,
+        since: Option<&'a Since>,
+    ) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
+        let since = since.map(|since| (since.epoch.as_str(), since.seq));
+        let result = self
+            .history
+            .recover(room, since)
+            .ok_or_else(|| BrokerError::Internal(format!("room {room} keeps no history")));
+        async move { result }.boxed()
     }
 
     fn send(&self, target: Target, frame: String) -> BoxFuture<'_, Result<Gathered, BrokerError>> {

@@ -13,12 +13,14 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::hub::Room;
-use crate::protocol::{ErrorCode, Failure, Target};
+use crate::protocol::{ErrorCode, Failure, Since, Target};
 
+pub mod history;
 pub(crate) mod local;
 mod nats;
 mod subject;
 
+pub use history::Recovery;
 pub use local::LocalBroker;
 pub use nats::{NatsBroker, NatsOptions};
 
@@ -96,6 +98,23 @@ pub trait Broker: Send + Sync + 'static {
         room: &'a str,
         frame: String,
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Stores a ready `message` frame in its room's history, then delivers it,
+    /// stamped with `seq`, `prev` and `epoch`, to every node subscribed to the
+    /// room. Resolves with its seq once stored (the JetStream acknowledgement).
+    fn publish_stored<'a>(
+        &'a self,
+        room: &'a str,
+        frame: String,
+    ) -> BoxFuture<'a, Result<u64, BrokerError>>;
+
+    /// The room's history position and, with `since`, the messages after it
+    /// (PROTOCOL.md, "Joining").
+    fn recover<'a>(
+        &'a self,
+        room: &'a str,
+        since: Option<&'a Since>,
+    ) -> BoxFuture<'a, Result<Recovery, BrokerError>>;
 
     /// Queues a ready `direct` frame to every connection `target` names on every
     /// node; counts the connections it was queued for.

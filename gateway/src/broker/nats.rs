@@ -33,11 +33,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
+use super::history::{Entry, Recovery, namespace_name, recover, safety_horizon, stamp};
 use super::subject::{Control, Subjects, Verb, node_of_conn};
 use super::{Broker, BrokerError, ClusterStats, Gathered, NodeStats, Subscription};
 use crate::hub::{Hub, Room, lock};
 use crate::metrics::Metrics;
-use crate::protocol::Target;
+use crate::protocol::{Since, Target};
+use async_nats::jetstream::stream::{
+    Config as StreamConfig, DirectGetErrorKind, Republish, StorageType,
+};
+use wsgate_config::{Namespace, Namespaces, Storage};
 
 /// How to reach NATS and how this node takes part in the cluster.
 #[derive(Clone, Debug)]
@@ -56,6 +61,12 @@ pub struct NatsOptions {
     pub node_heartbeat: Duration,
     /// How long scatter-gather and barriers wait.
     pub request_timeout: Duration,
+    /// Per-namespace behaviour; namespaces with history get a JetStream stream.
+    pub namespaces: Namespaces,
+    /// JetStream storage of history streams.
+    pub storage: Storage,
+    /// JetStream replicas of history streams.
+    pub replicas: u32,
 }
 
 /// A registry heartbeat.
@@ -107,6 +118,7 @@ impl Registry {
 
 /// The NATS-backed broker.
 pub struct NatsBroker {
+    streams: Streams,
     client: Client,
     subjects: Subjects,
     node: String,
@@ -145,6 +157,9 @@ impl NatsBroker {
             ping_interval,
             node_heartbeat,
             request_timeout,
+            namespaces,
+            storage,
+            replicas,
         } = options;
         let event_metrics = metrics.clone();
         let mut connect = async_nats::ConnectOptions::new()
@@ -196,7 +211,20 @@ impl NatsBroker {
             .connect(servers.as_slice())
             .await
             .map_err(|error| BrokerError::Unavailable(format!("connecting to NATS: {error}")))?;
+        let streams = Streams {
+            jetstream: async_nats::jetstream::new(client.clone()),
+            cluster: cluster.clone(),
+            namespaces,
+            storage: match storage {
+                Storage::File => StorageType::File,
+                Storage::Memory => StorageType::Memory,
+            },
+            replicas: replicas.max(1) as usize,
+            ensured: tokio::sync::Mutex::default(),
+            epochs: Arc::default(),
+        };
         let broker = Arc::new(Self {
+            streams,
             client,
             subjects: Subjects::new(&cluster, &node),
             node,
@@ -473,6 +501,10 @@ impl Broker for NatsBroker {
     fn subscribe(&self, room: Arc<Room>) -> BoxFuture<'_, Result<Subscription, BrokerError>> {
         async move {
             self.ensure_connected()?;
+            // A history room's messages are stamped with its stream's epoch: know it first.
+            if self.streams.keeps_history(room.name()) {
+                self.streams.ensure(room.name()).await?;
+            }
             let mut subscriber = self
                 .client
                 .subscribe(self.subjects.room(room.name()))
@@ -480,12 +512,20 @@ impl Broker for NatsBroker {
                 .map_err(unavailable)?;
             self.barrier().await?;
             let span = info_span!("room", room = room.name());
+            let epochs = self.streams.epochs_handle();
             let pump = tokio::spawn(
                 async move {
                     while let Some(message) = subscriber.next().await {
-                        match Utf8Bytes::try_from(message.payload) {
-                            Ok(frame) => room.deliver(&frame),
-                            Err(_) => warn!("dropped a room message that is not UTF-8"),
+                        let Ok(text) = std::str::from_utf8(&message.payload) else {
+                            warn!("dropped a room message that is not UTF-8");
+                            continue;
+                        };
+                        match stamped(&epochs, &message, text) {
+                            Some((seq, frame)) => room.deliver(&Utf8Bytes::from(frame), Some(seq)),
+                            None => match Utf8Bytes::try_from(message.payload) {
+                                Ok(frame) => room.deliver(&frame, None),
+                                Err(_) => warn!("dropped a room message that is not UTF-8"),
+                            },
                         }
                     }
                 }
@@ -516,6 +556,57 @@ impl Broker for NatsBroker {
                 .map_err(unavailable)?;
             self.client.flush().await.map_err(unavailable)?;
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn publish_stored<'a>(
+        &'a self,
+        room: &'a str,
+        frame: String,
+    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+        async move {
+            self.ensure_connected()?;
+            let limit = self.max_payload();
+            if frame.len() > limit {
+                return Err(BrokerError::TooLarge {
+                    size: frame.len(),
+                    limit,
+                });
+            }
+            let stream = self.streams.ensure(room).await?;
+            let subject = format!("{}{room}", stream.prefix);
+            let ack = async {
+                self.streams
+                    .jetstream
+                    .publish(subject, frame.into())
+                    .await?
+                    .await
+            }
+            .await;
+            match ack {
+                Ok(ack) => Ok(ack.sequence),
+                Err(error) => {
+                    // The stream may be gone (a NATS restart with memory storage): look again next time.
+                    self.streams.forget(&stream.namespace).await;
+                    Err(BrokerError::Unavailable(format!(
+                        "history not stored: {error}"
+                    )))
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn recover<'a>(
+        &'a self,
+        room: &'a str,
+        since: Option<&'a Since>,
+    ) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
+        async move {
+            self.ensure_connected()?;
+            let stream = self.streams.ensure(room).await?;
+            stream.recover(room, since).await
         }
         .boxed()
     }
@@ -570,5 +661,251 @@ impl Broker for NatsBroker {
             let _ = tokio::time::timeout(self.request_timeout, self.client.flush()).await;
         }
         .boxed()
+    }
+}
+
+/// Stamps a message republished by a history stream with its `seq`, `prev`
+/// and the stream's epoch; `None` for plain room messages.
+fn stamped(
+    epochs: &Mutex<HashMap<String, String>>,
+    message: &Message,
+    text: &str,
+) -> Option<(u64, String)> {
+    let headers = message.headers.as_ref()?;
+    let number = |name| -> Option<u64> { headers.get(name)?.as_str().parse().ok() };
+    let seq = number(async_nats::header::NATS_SEQUENCE)?;
+    let prev = number(async_nats::header::NATS_LAST_SEQUENCE).unwrap_or(0);
+    let stream = headers.get(async_nats::header::NATS_STREAM)?.as_str();
+    let epoch = lock(epochs).get(stream).cloned()?;
+    Some((seq, stamp(text, seq, prev, &epoch)))
+}
+
+/// The JetStream streams that keep history: one per cluster and history
+/// namespace, created or updated on first use.
+struct Streams {
+    jetstream: async_nats::jetstream::Context,
+    cluster: String,
+    namespaces: Namespaces,
+    storage: StorageType,
+    replicas: usize,
+    ensured: tokio::sync::Mutex<HashMap<String, Arc<HistoryStream>>>,
+    /// Stream name → epoch, for stamping republished messages.
+    epochs: Arc<Mutex<HashMap<String, String>>>,
+}
+
+/// One namespace's history stream.
+struct HistoryStream {
+    stream: async_nats::jetstream::stream::Stream,
+    namespace: String,
+    settings: Namespace,
+    /// `wsgate.<cluster>.hist.<ns>.`: a room's subject is this plus its name.
+    prefix: String,
+    epoch: String,
+}
+
+impl Streams {
+    fn epochs_handle(&self) -> Arc<Mutex<HashMap<String, String>>> {
+        self.epochs.clone()
+    }
+
+    fn keeps_history(&self, room: &str) -> bool {
+        self.namespaces.for_room(room).history_size > 0
+    }
+
+    fn config(&self, namespace: &str, settings: &Namespace) -> StreamConfig {
+        let prefix = format!("wsgate.{}.hist.{namespace}.", self.cluster);
+        StreamConfig {
+            name: format!("WSGATE_{}_{namespace}", self.cluster),
+            description: Some(format!(
+                "wsgate history of namespace {namespace} in cluster {}",
+                self.cluster
+            )),
+            subjects: vec![format!("{prefix}*")],
+            max_messages_per_subject: i64::try_from(settings.history_size).unwrap_or(i64::MAX),
+            max_age: safety_horizon(settings.history_ttl),
+            storage: self.storage,
+            num_replicas: self.replicas,
+            allow_direct: true,
+            republish: Some(Republish {
+                source: format!("{prefix}*"),
+                destination: format!("wsgate.{}.room.{{{{wildcard(1)}}}}", self.cluster),
+                headers_only: false,
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The history stream of `room`'s namespace, created when missing and
+    /// updated when its limits differ from the configuration.
+    async fn ensure(&self, room: &str) -> Result<Arc<HistoryStream>, BrokerError> {
+        let namespace = namespace_name(&self.namespaces, room).to_owned();
+        let mut ensured = self.ensured.lock().await;
+        if let Some(stream) = ensured.get(&namespace) {
+            return Ok(stream.clone());
+        }
+        let settings = self.namespaces.for_room(room).clone();
+        let wanted = self.config(&namespace, &settings);
+        let name = wanted.name.clone();
+        let mut stream = match self.jetstream.get_stream(&name).await {
+            Ok(mut stream) => {
+                let current = stream.info().await.map_err(unavailable)?.config.clone();
+                if current.storage != wanted.storage {
+                    warn!(stream = %name, "history storage changed: recreating the stream (its epoch changes)");
+                    self.jetstream
+                        .delete_stream(&name)
+                        .await
+                        .map_err(unavailable)?;
+                    self.create(wanted).await?
+                } else if current.max_messages_per_subject != wanted.max_messages_per_subject
+                    || current.max_age != wanted.max_age
+                    || current.num_replicas != wanted.num_replicas
+                    || current
+                        .republish
+                        .as_ref()
+                        .map(|r| (&r.source, &r.destination))
+                        != wanted
+                            .republish
+                            .as_ref()
+                            .map(|r| (&r.source, &r.destination))
+                    || !current.allow_direct
+                {
+                    info!(stream = %name, "history limits changed: updating the stream");
+                    self.jetstream
+                        .update_stream(wanted)
+                        .await
+                        .map_err(unavailable)?;
+                    self.jetstream
+                        .get_stream(&name)
+                        .await
+                        .map_err(unavailable)?
+                } else {
+                    stream
+                }
+            }
+            Err(_) => self.create(wanted).await?,
+        };
+        let created = stream.info().await.map_err(unavailable)?.created;
+        let epoch = format!("{:x}", created.unix_timestamp_nanos());
+        lock(&self.epochs).insert(name, epoch.clone());
+        let prefix = format!("wsgate.{}.hist.{namespace}.", self.cluster);
+        let history = Arc::new(HistoryStream {
+            stream,
+            namespace: namespace.clone(),
+            settings,
+            prefix,
+            epoch,
+        });
+        ensured.insert(namespace, history.clone());
+        Ok(history)
+    }
+
+    async fn create(
+        &self,
+        config: StreamConfig,
+    ) -> Result<async_nats::jetstream::stream::Stream, BrokerError> {
+        let name = config.name.clone();
+        match self.jetstream.create_stream(config).await {
+            Ok(stream) => {
+                info!(stream = %name, "history stream created");
+                Ok(stream)
+            }
+            // Another gateway may have created it first.
+            Err(error) => self
+                .jetstream
+                .get_stream(&name)
+                .await
+                .map_err(|_| unavailable(error)),
+        }
+    }
+
+    async fn forget(&self, namespace: &str) {
+        self.ensured.lock().await.remove(namespace);
+    }
+}
+
+fn unix_nanos_now() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as i128)
+}
+
+impl HistoryStream {
+    /// The room's position and, with `since`, the messages after it. Reads with
+    /// direct gets: one request per stored message after `since`.
+    async fn recover(&self, room: &str, since: Option<&Since>) -> Result<Recovery, BrokerError> {
+        let subject = format!("{}{room}", self.prefix);
+        let current = match self
+            .stream
+            .direct_get_last_for_subject(subject.clone())
+            .await
+        {
+            Ok(message) => message.sequence,
+            Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => 0,
+            Err(error) => return Err(unavailable(error)),
+        };
+        let since_pair = since.map(|since| (since.epoch.as_str(), since.seq));
+        let Some(since) = since.filter(|since| since.epoch == self.epoch && since.seq < current)
+        else {
+            return Ok(recover(
+                &self.epoch,
+                since_pair,
+                current,
+                Vec::new(),
+                self.settings.recovery_max,
+            ));
+        };
+        let ttl = self.settings.history_ttl;
+        let now = unix_nanos_now();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut next = since.seq + 1;
+        // Bounded: a subject holds at most history_size messages.
+        let bound = self.settings.history_size.saturating_add(1);
+        while next <= current && (entries.len() as u64) < bound {
+            let message = match self
+                .stream
+                .direct_get_next_for_subject(subject.clone(), Some(next))
+                .await
+            {
+                Ok(message) => message,
+                Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => break,
+                Err(error) => return Err(unavailable(error)),
+            };
+            let Ok(frame) = String::from_utf8(message.payload.to_vec()) else {
+                next = message.sequence + 1;
+                continue;
+            };
+            let age = now - message.time.unix_timestamp_nanos();
+            let fresh = ttl.is_zero() || age <= ttl.as_nanos() as i128;
+            let prev = entries.last().map(|entry| entry.seq);
+            entries.push(Entry {
+                seq: message.sequence,
+                prev,
+                fresh,
+                frame,
+            });
+            next = message.sequence + 1;
+        }
+        // The first entry's prev: `since` itself when that message is still
+        // stored; 0 when `since` is 0 and nothing was ever evicted.
+        let anchor = if since.seq == 0 {
+            ((entries.len() as u64) < self.settings.history_size).then_some(0)
+        } else {
+            match self.stream.direct_get(since.seq).await {
+                Ok(message) if message.subject.as_str() == subject => Some(since.seq),
+                Ok(_) => None,
+                Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => None,
+                Err(error) => return Err(unavailable(error)),
+            }
+        };
+        if let Some(first) = entries.first_mut() {
+            first.prev = anchor;
+        }
+        Ok(recover(
+            &self.epoch,
+            since_pair,
+            current,
+            entries,
+            self.settings.recovery_max,
+        ))
     }
 }
