@@ -24,7 +24,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -364,7 +364,7 @@ where
         )
         .await
         .map_err(|source| Error::Apply {
-            kind: leak_kind(&kind),
+            kind: kind.clone(),
             name: name.clone(),
             source,
         })?;
@@ -411,7 +411,7 @@ where
         Err(kube::Error::Api(status)) if status.code == 404 => {}
         Err(source) => {
             return Err(Error::Delete {
-                kind: leak_kind(&kind),
+                kind: kind.clone(),
                 name: name.to_owned(),
                 source,
             });
@@ -419,22 +419,6 @@ where
     }
     applied.push(format!("deleted {kind}/{name}"));
     Ok(())
-}
-
-/// Kinds are a closed set of static strings; map back to one.
-fn leak_kind(kind: &str) -> &'static str {
-    match kind {
-        "ServiceAccount" => "ServiceAccount",
-        "ConfigMap" => "ConfigMap",
-        "Secret" => "Secret",
-        "Deployment" => "Deployment",
-        "Service" => "Service",
-        "PodDisruptionBudget" => "PodDisruptionBudget",
-        "Ingress" => "Ingress",
-        "HTTPRoute" => "HTTPRoute",
-        "HorizontalPodAutoscaler" => "HorizontalPodAutoscaler",
-        _ => "object",
-    }
 }
 
 /// SHA-256 of the desired object's JSON.
@@ -606,8 +590,6 @@ where
     .touched_objects();
     (reader, stream)
 }
-
-use kube::runtime::reflector::reflector;
 
 /// Wires the controller: the WsCluster watch (generation changes only) and
 /// a cached watch per child kind, then runs until `shutdown`.

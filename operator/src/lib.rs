@@ -50,7 +50,7 @@ pub enum Error {
     #[error("apply {kind} {name}: {source}")]
     Apply {
         /// Kind of the child.
-        kind: &'static str,
+        kind: String,
         /// Name of the child.
         name: String,
         /// What the API server said.
@@ -62,7 +62,7 @@ pub enum Error {
     #[error("delete {kind} {name}: {source}")]
     Delete {
         /// Kind of the child.
-        kind: &'static str,
+        kind: String,
         /// Name of the child.
         name: String,
         /// What the API server said.

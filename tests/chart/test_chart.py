@@ -113,3 +113,17 @@ def test_validation_catches_typos_in_built_in_kinds():
     deployment["spec"]["replica"] = 2
     with pytest.raises(Exception):
         validate(deployment)
+
+
+def test_dockerfile_builds_the_images_the_chart_and_operator_name():
+    """The Dockerfile's targets and documented tags match the chart's operator
+    image and the operator's default gateway image."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert "AS gateway" in dockerfile and "AS operator" in dockerfile
+    assert f"-t {values['image']['repository']}:{chart['appVersion']}" in dockerfile
+    operator_source = (ROOT / "operator" / "src" / "resources" / "mod.rs").read_text()
+    assert 'DEFAULT_IMAGE_REPOSITORY: &str = "ghcr.io/wsgate/wsgate"' in operator_source
+    assert f"-t ghcr.io/wsgate/wsgate:{chart['appVersion']}" in dockerfile
+    assert "cargo build --release --locked -p wsgate -p wsgate-operator" in dockerfile

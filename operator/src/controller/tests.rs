@@ -361,13 +361,7 @@ async fn refused_apply_is_degraded_and_backs_off() {
 
     let error = reconcile.await.unwrap().unwrap_err();
     assert!(
-        matches!(
-            error,
-            Error::Apply {
-                kind: "Deployment",
-                ..
-            }
-        ),
+        matches!(&error, Error::Apply { kind, .. } if kind == "Deployment"),
         "{error}"
     );
     let delays: Vec<_> = (0..4)
