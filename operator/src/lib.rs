@@ -8,13 +8,17 @@
 //! - [`controller`]: `reconcile`, `error_policy` and the controller's wiring;
 //!   server-side apply that skips objects the cache already holds as wanted.
 //! - [`status`]: conditions and the status computed from the children.
+//! - [`validate`]: checks of a spec the schema accepts but that cannot work
+//!   (reported as `Degraded` instead of applied).
 //! - [`autoscale`]: the connection-aware autoscaling algorithm (pure).
 //! - [`stats`]: reads the gateways' `/api/v1/stats` for status and autoscaling.
 //! - [`leader`]: leader election on a Lease.
 //! - [`metrics`], [`telemetry`], [`server`]: observability and the
 //!   operator's own HTTP endpoints.
 //!
-//! The `WsCluster` types live in the `wsgate-crds` crate.
+//! The `WsCluster` types live in the `wsgate-crds` crate. Tests of the
+//! controller run against a mock API server built in `fixtures.rs`
+//! (controller-rs's pattern): every request is asserted.
 
 pub mod args;
 pub mod autoscale;

@@ -1,4 +1,4 @@
-"""wsgate on a real cluster: install, create, Ready, connect, scale, delete.
+"""wsgate on a real cluster: install, create, Ready, connect, scale, repair, delete.
 
 Run through tests/k8s-e2e/run (which skips without KUBECONFIG)."""
 
@@ -107,7 +107,10 @@ def test_wscluster_becomes_ready_with_owned_children(cluster):
     assert ready["status"]["endpoint"] == "ws://chat.wsgate-e2e.svc:80/ws"
 
 
-def test_client_connects_through_the_service(cluster):
+def test_client_with_a_signed_token_connects_to_a_gateway(cluster):
+    """A WebSocket upgrade with an HS256 token signed with the WsCluster's
+    Secret succeeds on a gateway pod (port-forward: the Python client cannot
+    forward to a Service)."""
     core, _, _ = cluster
     pods = core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/instance=chat")
     pod = next(p for p in pods.items if p.status.phase == "Running")
