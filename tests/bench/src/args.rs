@@ -52,7 +52,7 @@ pub struct Common {
     pub target: Vec<String>,
 
     /// Gateways to start (ignored with `--target`). More than one, or `--nats`, starts a
-    /// nats-server for them to share.
+    /// nats-server for them to share. Socket.IO runs as many nodes on one redis-server.
     #[arg(long, default_value_t = 1)]
     pub gateways: usize,
 
@@ -72,6 +72,24 @@ pub struct Common {
         env = "WSGATE_BENCH_NATS_SERVER_BIN"
     )]
     pub nats_server_bin: PathBuf,
+
+    /// Node.js, for `--compare socketio`.
+    #[arg(long, default_value = "node", env = "WSGATE_BENCH_NODE_BIN")]
+    pub node_bin: PathBuf,
+
+    /// redis-server, for `--compare socketio`.
+    #[arg(
+        long,
+        default_value = "redis-server",
+        env = "WSGATE_BENCH_REDIS_SERVER_BIN"
+    )]
+    pub redis_server_bin: PathBuf,
+
+    /// The directory holding the Socket.IO peer's `server.js` and its `node_modules`
+    /// (`tests/bench/install-peers socketio` fills it). Default: `tests/bench/socketio` of
+    /// this source tree.
+    #[arg(long, env = "WSGATE_BENCH_SOCKETIO_DIR")]
+    pub socketio_dir: Option<PathBuf>,
 
     /// A gateway configuration file to use instead of the generated one (which lifts the
     /// publish rate limit and allows 19,500 connections per gateway).

@@ -1,6 +1,6 @@
 //! One client connection: TCP from a chosen loopback source address, the WebSocket upgrade,
-//! and the two protocols the tool speaks: wsgate's JSON frames and the NATS text protocol over
-//! nats-server's WebSocket listener.
+//! and the protocols the tool speaks: wsgate's JSON frames, the NATS text protocol over
+//! nats-server's WebSocket listener, and Socket.IO.
 //!
 //! A connection is opened and set up ([`open`], [`setup`]) by one future, then becomes a
 //! [`Member`]: a stream of [`Event`]s that many of can be polled by one task (a `SelectAll`).
@@ -32,6 +32,9 @@ pub enum Protocol {
     Wsgate,
     /// The NATS text protocol over nats-server's WebSocket listener.
     Nats,
+    /// Socket.IO (Engine.IO 4 over WebSocket) to the peer's `server.js`: `join`, `leave` and
+    /// `publish` events with acknowledgements, `message` events to members.
+    Socketio,
 }
 
 /// What members receive: room messages (fan-out) or direct messages to their user.
@@ -317,8 +320,46 @@ pub async fn setup(
             ws.send(Message::binary(hello.into_bytes())).await?;
             nats_until_pong(ws, &mut parser).await?;
         }
+        Protocol::Socketio => {
+            // Engine.IO open, then the Socket.IO connect to the main namespace.
+            socketio_until(ws, |text| text.starts_with('0')).await?;
+            ws.send(Message::text("40")).await?;
+            socketio_until(ws, |text| text.starts_with("40")).await?;
+            if join {
+                let join = serde_json::json!(["join", destination]);
+                ws.send(Message::text(format!("421{join}"))).await?;
+                socketio_until(ws, |text| text.starts_with("431")).await?;
+            }
+        }
     }
     Ok(parser)
+}
+
+/// Reads Socket.IO text frames until one satisfies `done`, answering Engine.IO pings.
+async fn socketio_until(ws: &mut Ws, mut done: impl FnMut(&str) -> bool) -> Result<()> {
+    while let Some(message) = ws.next().await {
+        match message? {
+            Message::Text(text) if text.as_str() == "2" => ws.send(Message::text("3")).await?,
+            Message::Text(text) if text.starts_with("44") => bail!("connect error {text}"),
+            Message::Text(text) if done(text.as_str()) => return Ok(()),
+            Message::Close(frame) => bail!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+    bail!("connection closed")
+}
+
+/// The stamp in a Socket.IO `message` event (`42["message",{...}]`), if it is one.
+pub fn socketio_stamp(text: &str) -> Option<Result<Stamp>> {
+    let body = text.strip_prefix("42")?;
+    let (name, data): (&str, &RawValue) = match serde_json::from_str(body) {
+        Ok(event) => event,
+        Err(e) => return Some(Err(e.into())),
+    };
+    if name != "message" {
+        return None;
+    }
+    Some(serde_json::from_str(data.get()).map_err(Into::into))
 }
 
 /// Leaves `destination` (a `leave` op, or `UNSUB`), waiting for the answer.
@@ -338,6 +379,11 @@ pub async fn leave(
             ws.send(Message::binary(b"UNSUB 1\r\nPING\r\n".to_vec()))
                 .await?;
             nats_until_pong(ws, parser).await
+        }
+        Protocol::Socketio => {
+            let leave = serde_json::json!(["leave", destination]);
+            ws.send(Message::text(format!("422{leave}"))).await?;
+            socketio_until(ws, |text| text.starts_with("432")).await
         }
     }
 }
@@ -512,6 +558,23 @@ impl Member {
                     Err(e) => self.pending.push_back(Event::Error(format!("frame: {e}"))),
                 }
             }
+            Message::Text(text) if self.protocol == Protocol::Socketio => {
+                let text = text.as_str();
+                if text == "2" {
+                    self.outbox.push_back(Message::text("3"));
+                } else if let Some(stamp) = socketio_stamp(text) {
+                    match stamp {
+                        Ok(stamp) => self.pending.push_back(Event::Delivery {
+                            sent_ns: stamp.t,
+                            step: stamp.s,
+                        }),
+                        Err(e) => self.pending.push_back(Event::Error(format!("event: {e}"))),
+                    }
+                } else if text.starts_with('1') || text.starts_with("41") {
+                    self.pending.push_back(Event::Closed(None));
+                    self.finished = true;
+                }
+            }
             Message::Text(text) => {
                 self.parser.feed(text.as_bytes());
                 self.drain_nats();
@@ -619,6 +682,17 @@ mod tests {
         assert!(matches!(parser.next_op().unwrap(), Some(NatsOp::Ping)));
         assert!(matches!(parser.next_op().unwrap(), Some(NatsOp::Msg(p)) if p == b"hi"));
         assert!(parser.next_op().unwrap().is_none());
+    }
+
+    /// A Socket.IO `message` event yields its stamp; other events none.
+    #[test]
+    fn socketio_events_are_decoded() {
+        let stamp = socketio_stamp(r#"42["message",{"t":5,"s":1}]"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!((stamp.t, stamp.s), (5, 1));
+        assert!(socketio_stamp(r#"42["other",1]"#).is_none());
+        assert!(socketio_stamp("431[true]").is_none());
     }
 
     /// A stamp survives the trip through JSON, padded or not.

@@ -61,3 +61,12 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
     Some((utime + stime) / ticks)
 }
+
+/// The one-minute load average: how busy the machine was besides this run (on a shared
+/// machine other work makes figures noisy).
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}

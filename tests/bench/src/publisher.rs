@@ -23,6 +23,9 @@ struct Counters {
     delivered: AtomicU64,
     failed: AtomicU64,
     pongs: AtomicU64,
+    /// Keep-alive answers the server asked for (NATS `PING`, Engine.IO ping) and the reader,
+    /// which cannot write, leaves to the sender.
+    owed: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -176,7 +179,7 @@ impl Publishers {
                 .map(|(p, b)| {
                     let now = p.counters.snapshot();
                     match self.protocol {
-                        Protocol::Wsgate => (now.0 - b.0) + (now.2 - b.2),
+                        Protocol::Wsgate | Protocol::Socketio => (now.0 - b.0) + (now.2 - b.2),
                         Protocol::Nats => u64::from(now.3 > b.3) * total,
                     }
                 })
@@ -186,6 +189,9 @@ impl Publishers {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        for publisher in &mut self.list {
+            publisher.pay_keepalives(self.protocol).await?;
+        }
         let mut published = Published {
             sent,
             seconds,
@@ -194,7 +200,7 @@ impl Publishers {
         for (publisher, before) in self.list.iter().zip(&before) {
             let now = publisher.counters.snapshot();
             match self.protocol {
-                Protocol::Wsgate => {
+                Protocol::Wsgate | Protocol::Socketio => {
                     published.ok += now.0 - before.0;
                     published.delivered += now.1 - before.1;
                 }
@@ -268,8 +274,23 @@ impl Publisher {
                 sent += 1;
             }
             self.sink.flush().await?;
+            self.pay_keepalives(protocol).await?;
         }
         Ok(sent)
+    }
+
+    /// Answers the keep-alives the reader saw.
+    async fn pay_keepalives(&mut self, protocol: Protocol) -> Result<()> {
+        let owed = self.counters.owed.swap(0, Ordering::Relaxed);
+        for _ in 0..owed {
+            let answer = match protocol {
+                Protocol::Nats => Message::binary(b"PONG\r\n".to_vec()),
+                Protocol::Socketio => Message::text("3"),
+                Protocol::Wsgate => continue,
+            };
+            self.sink.send(answer).await?;
+        }
+        Ok(())
     }
 
     fn message(
@@ -300,6 +321,12 @@ impl Publisher {
             Protocol::Nats => {
                 let subject = client::nats_subject(mode, destination);
                 Message::binary(format!("PUB {subject} {}\r\n{data}\r\n", data.len()).into_bytes())
+            }
+            Protocol::Socketio => {
+                let id = self.next_id;
+                self.next_id += 1;
+                // Room names are plain tokens; no JSON escaping is needed.
+                Message::text(format!(r#"42{id}["publish","{destination}",{data}]"#))
             }
         }
     }
@@ -335,9 +362,22 @@ async fn read_replies(
                         NatsOp::Pong => {
                             counters.pongs.fetch_add(1, Ordering::Relaxed);
                         }
+                        NatsOp::Ping => {
+                            counters.owed.fetch_add(1, Ordering::Relaxed);
+                        }
                         NatsOp::Err(message) => counters.error(&message),
                         _ => {}
                     }
+                }
+            }
+            (Protocol::Socketio, Message::Text(text)) => {
+                let text = text.as_str();
+                if text == "2" {
+                    counters.owed.fetch_add(1, Ordering::Relaxed);
+                } else if text.starts_with("43") {
+                    counters.ok.fetch_add(1, Ordering::Relaxed);
+                } else if text.starts_with("44") || text.starts_with('1') {
+                    counters.error("disconnected");
                 }
             }
             (_, Message::Close(_)) => {

@@ -32,6 +32,8 @@ pub struct Run {
     /// CPU time of this tool's processes (coordinator with the publishers, and workers) during
     /// the measured phases: on a small machine the load generator competes with the servers.
     pub load_generator_cpu_seconds: f64,
+    /// The machine's one-minute load average at the start and at the end of the run.
+    pub load_average: (f64, f64),
     /// Growth of the servers' resident memory per established connection (gateways only for
     /// wsgate), KiB.
     pub rss_per_connection_kib: Option<f64>,
@@ -331,8 +333,8 @@ impl Report {
             }
             let _ = writeln!(
                 out,
-                "load CPU s    {:.2} (wsgate-bench's own processes)",
-                run.load_generator_cpu_seconds
+                "load CPU s    {:.2} (wsgate-bench's own processes); machine load average {:.2} -> {:.2}",
+                run.load_generator_cpu_seconds, run.load_average.0, run.load_average.1
             );
             let _ = writeln!(
                 out,

@@ -1,6 +1,7 @@
 //! The scenarios, and the coordinator that runs one against wsgate and each peer: start the
 //! servers, start the workers, connect, load, measure, stop.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -144,19 +145,28 @@ async fn run(scenario: &Scenario) -> Result<Report> {
     peers.dedup();
     for peer in peers {
         match peer {
-            Peer::Nats if !stack::available(&common.nats_server_bin) => report.skipped.push(format!(
-                "nats: {} not found in PATH (install nats-server)",
-                common.nats_server_bin.display()
-            )),
+            Peer::Nats if !stack::available(&common.nats_server_bin) => {
+                report.skipped.push(format!(
+                    "nats: {} not found in PATH (install nats-server)",
+                    common.nats_server_bin.display()
+                ))
+            }
             Peer::Nats => report.runs.push(run_system(scenario, System::Nats).await?),
-            Peer::Socketio => report.skipped.push(
-                "socketio: not supported by this version of wsgate-bench yet (see docs/benchmarks.md)"
-                    .to_owned(),
-            ),
-            Peer::Sockudo => report.skipped.push(
-                "sockudo: not supported by this version of wsgate-bench yet (see docs/benchmarks.md)"
-                    .to_owned(),
-            ),
+            Peer::Socketio => match stack::socketio_missing(common) {
+                Some(why) => report.skipped.push(format!("socketio: {why}")),
+                None => report
+                    .runs
+                    .push(run_system(scenario, System::Socketio).await?),
+            },
+            Peer::Sockudo => report
+                .skipped
+                .push(if stack::available(Path::new("sockudo")) {
+                    "sockudo: installed, but this version of wsgate-bench has no Pusher-protocol \
+                 client yet"
+                        .to_owned()
+                } else {
+                    "sockudo: not installed (tests/bench/install-peers sockudo)".to_owned()
+                }),
         }
     }
     report.compute_ratios();
@@ -168,6 +178,7 @@ async fn run(scenario: &Scenario) -> Result<Report> {
 enum System {
     Wsgate,
     Nats,
+    Socketio,
 }
 
 /// A progress bar on standard error (hidden with `--quiet`).
@@ -230,6 +241,7 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
     let (mut stack, protocol, name) = match system {
         System::Wsgate => (Stack::wsgate(common)?, Protocol::Wsgate, "wsgate"),
         System::Nats => (Stack::nats_reference(common)?, Protocol::Nats, "nats"),
+        System::Socketio => (Stack::socketio(common)?, Protocol::Socketio, "socketio"),
     };
     let setup = if stack.servers.is_empty() {
         format!("target {}", stack.endpoints.join(", "))
@@ -310,6 +322,7 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
         connect: None,
         servers: Vec::new(),
         load_generator_cpu_seconds: 0.0,
+        load_average: (crate::proc::load_average(), 0.0),
         rss_per_connection_kib: None,
         steps: Vec::new(),
         best: None,
@@ -415,7 +428,7 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
         let grown: i64 = run
             .servers
             .iter()
-            .filter(|s| protocol == Protocol::Nats || s.name.starts_with("wsgate"))
+            .filter(|s| protocol != Protocol::Wsgate || s.name.starts_with("wsgate"))
             .map(|s| s.rss_after_kib as i64 - s.rss_before_kib as i64)
             .sum();
         if !stack.servers.is_empty() && established > 0 {
@@ -444,6 +457,7 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
         }
     }
     run.load_generator_cpu_seconds = load_cpu() - load_cpu_before;
+    run.load_average.1 = crate::proc::load_average();
     for worker in &mut workers {
         let _ = worker.send(&worker::Command::Stop);
     }

@@ -305,6 +305,97 @@ impl Stack {
     }
 }
 
+/// Where the Socket.IO peer lives: `--socketio-dir`, else this source tree's
+/// `tests/bench/socketio`.
+pub fn socketio_dir(common: &Common) -> PathBuf {
+    common
+        .socketio_dir
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("socketio"))
+}
+
+/// Why the Socket.IO peer cannot run, if it cannot.
+pub fn socketio_missing(common: &Common) -> Option<String> {
+    let dir = socketio_dir(common);
+    if !available(&common.node_bin) {
+        Some(format!(
+            "{} not found (install Node.js)",
+            common.node_bin.display()
+        ))
+    } else if !available(&common.redis_server_bin) {
+        Some(format!(
+            "{} not found (tests/bench/install-peers socketio)",
+            common.redis_server_bin.display()
+        ))
+    } else if !dir.join("node_modules/socket.io").is_dir()
+        || !dir.join("node_modules/@socket.io/redis-adapter").is_dir()
+    {
+        Some(format!(
+            "socket.io and @socket.io/redis-adapter not installed in {} \
+             (tests/bench/install-peers socketio)",
+            dir.display()
+        ))
+    } else {
+        None
+    }
+}
+
+impl Stack {
+    /// The Socket.IO peer: a redis-server and `--gateways` Node.js processes running
+    /// `server.js` with @socket.io/redis-adapter.
+    pub fn socketio(common: &Common) -> Result<Self> {
+        if let Some(why) = socketio_missing(common) {
+            bail!("{why}");
+        }
+        let dir = TempDir::new("socketio")?;
+        let redis_port = free_port()?;
+        let mut command = Command::new(&common.redis_server_bin);
+        command
+            .arg("--port")
+            .arg(redis_port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg("no")
+            .current_dir(&dir.0);
+        let mut redis = Server::start("redis-server", command, |_| {})?;
+        wait_for_port(
+            &mut redis,
+            SocketAddr::from(([127, 0, 0, 1], redis_port)),
+            Duration::from_secs(10),
+        )?;
+        let mut servers = vec![redis];
+        let mut endpoints = Vec::new();
+        let script = socketio_dir(common).join("server.js");
+        for index in 1..=common.gateways.max(1) {
+            let port = free_port()?;
+            let mut command = Command::new(&common.node_bin);
+            command
+                .arg(&script)
+                .env("PORT", port.to_string())
+                .env("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"));
+            let mut node = Server::start(&format!("socketio-{index}"), command, |_| {})?;
+            wait_for_port(
+                &mut node,
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(20),
+            )?;
+            endpoints.push(format!(
+                "ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+            ));
+            servers.push(node);
+        }
+        Ok(Self {
+            endpoints,
+            servers,
+            jwt_secret: None,
+            _dir: Some(dir),
+        })
+    }
+}
+
 /// Whether `program` can be run (a path that exists, or a name found in PATH).
 pub fn available(program: &Path) -> bool {
     if program.components().count() > 1 {
