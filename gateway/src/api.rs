@@ -198,12 +198,35 @@ async fn stats(State(state): State<Arc<AppState>>) -> ApiResult {
     ))
 }
 
-async fn presence(Path(room): Path<String>) -> ApiResult {
+#[derive(Deserialize)]
+struct PresenceQuery {
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/rooms/{room}/presence?cursor=C&limit=N` → `{"members":[...],"next":C}`.
+async fn presence(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    Query(query): Query<PresenceQuery>,
+) -> ApiResult {
     protocol::validate_room(&room)?;
-    Err(AppError::new(
-        ErrorCode::NotSupported,
-        "presence is not supported yet",
-    ))
+    if !state.config.namespaces.for_room(&room).presence {
+        return Err(AppError::new(
+            ErrorCode::NotSupported,
+            "this room's namespace keeps no presence",
+        ));
+    }
+    let after = query
+        .cursor
+        .as_deref()
+        .map(protocol::decode_cursor)
+        .transpose()?;
+    let max = state.config.limits.max_page_size;
+    let limit = query.limit.unwrap_or(max).clamp(1, max);
+    let page = state.broker.presence(&room, after, limit).await?;
+    let extra = crate::session::presence_extra(&page);
+    Ok(json(format!("{{{}}}", extra.trim_start_matches(','))))
 }
 
 #[derive(Deserialize)]

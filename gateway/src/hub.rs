@@ -19,7 +19,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, BrokerError, NodeStats, Recovery, Subscription};
+use crate::broker::{Broker, BrokerError, NodeStats, Present, Recovery, Subscription};
 use crate::metrics::Metrics;
 use crate::protocol::Since;
 use crate::protocol::{Target, close};
@@ -54,6 +54,8 @@ pub struct Outbox {
     pub key: u64,
     /// Connection id, `<node>:<boot>-<n>`, unique across the cluster.
     pub id: Arc<str>,
+    /// The connection's user id; changes when an anonymous connection authenticates.
+    user: Mutex<Arc<str>>,
     queue: Mutex<Queue>,
     ready: Notify,
     capacity: usize,
@@ -78,9 +80,11 @@ impl Outbox {
         cancel: CancellationToken,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let user = Arc::from(format!("anon:{id}"));
         Arc::new(Self {
             key,
             id,
+            user: Mutex::new(user),
             queue: Mutex::default(),
             ready: Notify::new(),
             capacity: capacity.max(1),
@@ -109,6 +113,16 @@ impl Outbox {
         self.ready.notify_one();
         self.metrics.messages_out.inc();
         true
+    }
+
+    /// The connection's user id.
+    pub fn user(&self) -> Arc<str> {
+        lock(&self.user).clone()
+    }
+
+    /// Records the connection's (new) user id.
+    pub fn set_user(&self, user: &str) {
+        *lock(&self.user) = Arc::from(user);
     }
 
     /// Takes every queued frame, leaving the queue empty (and unallocated).
@@ -474,6 +488,36 @@ impl Hub {
         {
             rooms.remove(room.name());
         }
+    }
+
+    /// A page of `room`'s local members after `after` in (user, conn) order:
+    /// at most `limit`, and whether more follow.
+    pub fn presence(
+        &self,
+        room: &str,
+        after: Option<&(String, String)>,
+        limit: usize,
+    ) -> (Vec<Present>, bool) {
+        let Some(room) = lock(&self.rooms).get(room).cloned() else {
+            return (Vec::new(), false);
+        };
+        let mut members: Vec<Present> = read(&room.members)
+            .values()
+            .map(|member| Present {
+                user: member.outbox.user().to_string(),
+                conn: member.outbox.id.to_string(),
+                node: self.node.clone(),
+            })
+            .filter(|present| {
+                after.is_none_or(|(user, conn)| {
+                    (present.user.as_str(), present.conn.as_str()) > (user.as_str(), conn.as_str())
+                })
+            })
+            .collect();
+        members.sort();
+        let more = members.len() > limit;
+        members.truncate(limit);
+        (members, more)
     }
 
     /// Queues a direct frame to the local connections `target` names; returns how

@@ -163,13 +163,32 @@ pub enum Target {
 /// A parsed, validated client command.
 #[derive(Debug)]
 pub enum Command<'a> {
-    Auth { token: String },
-    Join { room: &'a str, since: Option<Since> },
-    Leave { room: &'a str },
-    Publish { room: &'a str, data: &'a RawValue },
-    Send { target: Target, data: &'a RawValue },
-    Presence { room: &'a str },
-    Refresh { token: String },
+    Auth {
+        token: String,
+    },
+    Join {
+        room: &'a str,
+        since: Option<Since>,
+    },
+    Leave {
+        room: &'a str,
+    },
+    Publish {
+        room: &'a str,
+        data: &'a RawValue,
+    },
+    Send {
+        target: Target,
+        data: &'a RawValue,
+    },
+    Presence {
+        room: &'a str,
+        cursor: Option<String>,
+        limit: Option<usize>,
+    },
+    Refresh {
+        token: String,
+    },
     Ping,
 }
 
@@ -208,6 +227,10 @@ struct RawFrame<'a> {
     conn: Option<&'a RawValue>,
     #[serde(borrow)]
     token: Option<&'a RawValue>,
+    #[serde(borrow)]
+    cursor: Option<&'a RawValue>,
+    #[serde(borrow)]
+    limit: Option<&'a RawValue>,
 }
 
 /// The outcome of parsing one text frame.
@@ -363,7 +386,26 @@ fn interpret<'a>(
                 data: data()?,
             }
         }
-        "presence" => Command::Presence { room: room()? },
+        "presence" => {
+            let cursor = match raw.cursor {
+                Some(value) if value.get() != "null" => Some(owned_str(value, "cursor")?),
+                _ => None,
+            };
+            let limit = match raw.limit {
+                Some(value) if value.get() != "null" => Some(
+                    serde_json::from_str::<usize>(value.get())
+                        .ok()
+                        .filter(|limit| *limit > 0)
+                        .ok_or_else(|| Failure::bad_request("limit must be a positive integer"))?,
+                ),
+                _ => None,
+            };
+            Command::Presence {
+                room: room()?,
+                cursor,
+                limit,
+            }
+        }
         "refresh" => Command::Refresh { token: token()? },
         _ => Command::Ping,
     })
@@ -415,6 +457,26 @@ fn string_writer(out: &mut String) -> impl std::io::Write + '_ {
         }
     }
     W(out)
+}
+
+/// A presence cursor: the opaque form of the (user, conn) a page ended at.
+pub fn encode_cursor(user: &str, conn: &str) -> String {
+    use base64::Engine as _;
+    let json = serde_json::to_string(&(user, conn)).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+/// Reads a cursor made by [`encode_cursor`].
+///
+/// # Errors
+/// `bad_request` for anything else.
+pub fn decode_cursor(cursor: &str) -> Result<(String, String), Failure> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .ok_or_else(|| Failure::bad_request("invalid cursor"))
 }
 
 /// A JSON string literal for `value`.
@@ -475,6 +537,19 @@ pub mod frame {
         out.push_str(from_json);
         out.push_str(",\"data\":");
         out.push_str(data);
+        out.push('}');
+        out
+    }
+
+    /// `{"type":"joined","room":R,"user":U,"conn":C}`.
+    pub fn joined(room: &str, user: &str, conn: &str) -> String {
+        let mut out = String::with_capacity(48 + room.len() + user.len() + conn.len());
+        out.push_str("{\"type\":\"joined\",\"room\":\"");
+        out.push_str(room);
+        out.push_str("\",\"user\":");
+        push_json_str(&mut out, user);
+        out.push_str(",\"conn\":");
+        push_json_str(&mut out, conn);
         out.push('}');
         out
     }

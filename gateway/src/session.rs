@@ -19,7 +19,7 @@ use tracing::debug;
 
 use crate::app::AppState;
 use crate::auth::Identity;
-use crate::broker::{BrokerError, Recovery};
+use crate::broker::{BrokerError, PresencePage, Recovery};
 use crate::hub::{Outbox, UserSlot};
 use crate::protocol::{self, Command, ErrorCode, Failure, Id, Since, Target, close, frame};
 
@@ -211,8 +211,13 @@ where
     // The client is gone or being closed: leave every room, then let the writer
     // send the close frame.
     outbox.close(close::NORMAL, "");
+    let user = outbox.user();
     for room in std::mem::take(&mut session.rooms) {
         state.hub.leave(&room, key).await;
+        announce(&state, &room, || {
+            frame::left(&room, &user, &conn_id, "disconnect")
+        })
+        .await;
     }
     state.hub.detach(&outbox);
     drop(session);
@@ -321,6 +326,7 @@ impl Session {
     /// Takes `identity` as the connection's and sends the welcome frame.
     fn become_identity(&mut self, identity: Identity, id: Option<&Id>) {
         self.from_json = protocol::json_str(&identity.user);
+        self.outbox.set_user(&identity.user);
         self.deadline = self.state.auth.deadline(&identity).map(|deadline| {
             let remaining = deadline.saturating_sub(unix_now());
             tokio::time::Instant::now() + Duration::from_secs(remaining)
@@ -397,7 +403,11 @@ impl Session {
             Command::Leave { room } => self.leave(room).await,
             Command::Publish { room, data } => self.publish(room, data).await,
             Command::Send { target, data } => self.send(target, data).await,
-            Command::Presence { room } => self.presence(room),
+            Command::Presence {
+                room,
+                cursor,
+                limit,
+            } => self.presence(room, cursor, limit).await,
             Command::Refresh { token } => self.refresh(&token).await,
             Command::Ping => Ok(String::new()),
         };
@@ -479,7 +489,9 @@ impl Session {
         for room in forbidden {
             self.rooms.remove(&room);
             self.state.hub.leave(&room, self.outbox.key).await;
-            self.push(frame::left(&room, &user, &self.outbox.id, "forbidden"));
+            let left = frame::left(&room, &user, &self.outbox.id, "forbidden");
+            announce(&self.state, &room, || left.clone()).await;
+            self.push(left);
         }
     }
 
@@ -527,7 +539,10 @@ impl Session {
         };
         match joined {
             Ok(()) => {
-                self.rooms.insert(room.to_owned());
+                if self.rooms.insert(room.to_owned()) {
+                    let user = self.outbox.user();
+                    announce(&state, room, || frame::joined(room, &user, &self.outbox.id)).await;
+                }
                 Err(Reply::Sent)
             }
             Err(error) => Err(Reply::Failed(Failure::from(&error))),
@@ -542,6 +557,11 @@ impl Session {
             ));
         }
         self.state.hub.leave(room, self.outbox.key).await;
+        let user = self.outbox.user();
+        announce(&self.state, room, || {
+            frame::left(room, &user, &self.outbox.id, "leave")
+        })
+        .await;
         Ok(String::new())
     }
 
@@ -602,7 +622,12 @@ impl Session {
         })
     }
 
-    fn presence(&mut self, room: &str) -> Result<String, Reply> {
+    async fn presence(
+        &mut self,
+        room: &str,
+        cursor: Option<String>,
+        limit: Option<usize>,
+    ) -> Result<String, Reply> {
         let identity = self.identity()?;
         if !identity.can_join(room) {
             return Err(Reply::failed(
@@ -610,10 +635,26 @@ impl Session {
                 format!("not allowed to see {room}"),
             ));
         }
-        Err(Reply::failed(
-            ErrorCode::NotSupported,
-            "presence is not kept in this namespace",
-        ))
+        if !self.state.config.namespaces.for_room(room).presence {
+            return Err(Reply::failed(
+                ErrorCode::NotSupported,
+                "this room's namespace keeps no presence",
+            ));
+        }
+        let after = cursor
+            .as_deref()
+            .map(protocol::decode_cursor)
+            .transpose()
+            .map_err(Reply::Failed)?;
+        let max = self.state.config.limits.max_page_size;
+        let limit = limit.unwrap_or(max).min(max);
+        let page = self
+            .state
+            .broker
+            .presence(room, after, limit)
+            .await
+            .map_err(|error| Reply::Failed(Failure::from(&error)))?;
+        Ok(presence_extra(&page))
     }
 
     async fn refresh(&mut self, token: &str) -> Result<String, Reply> {
@@ -649,6 +690,16 @@ impl Session {
     }
 }
 
+/// Publishes a `joined` or `left` event to the room's members when its
+/// namespace announces them. Best effort: the membership change stands either way.
+async fn announce(state: &AppState, room: &str, event: impl FnOnce() -> String) {
+    if state.config.namespaces.for_room(room).join_leave
+        && let Err(error) = state.broker.publish(room, event()).await
+    {
+        debug!(%error, room, "join/leave event not published");
+    }
+}
+
 /// The members a join reply adds in a room with history: the position, and
 /// with `since` the recovery outcome and the missed messages inline.
 fn join_extra(recovery: &Recovery, with_since: bool) -> String {
@@ -669,6 +720,23 @@ fn join_extra(recovery: &Recovery, with_since: bool) -> String {
             extra.push_str(message);
         }
         extra.push(']');
+    }
+    extra
+}
+
+/// The members a presence reply adds: `members`, `next` unless this is the
+/// last page, and `partial` when a node did not answer.
+pub(crate) fn presence_extra(page: &PresencePage) -> String {
+    let members = serde_json::to_string(&page.members).unwrap_or_else(|_| "[]".into());
+    let mut extra = format!(",\"members\":{members}");
+    if page.more
+        && let Some(last) = page.members.last()
+    {
+        extra.push_str(",\"next\":");
+        protocol::push_json_str(&mut extra, &protocol::encode_cursor(&last.user, &last.conn));
+    }
+    if page.partial {
+        extra.push_str(",\"partial\":true");
     }
     extra
 }

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use wsgate_config::Namespaces;
 
 use super::history::MemoryHistory;
-use super::{Broker, BrokerError, ClusterStats, Gathered, Recovery, Subscription};
+use super::{Broker, BrokerError, ClusterStats, Gathered, PresencePage, Recovery, Subscription};
 use crate::hub::{Hub, Room, lock};
 use crate::protocol::{Since, Target};
 
@@ -140,6 +140,16 @@ impl Broker for LocalBroker {
             })
         }
         .boxed()
+    }
+
+    fn presence<'a>(
+        &'a self,
+        room: &'a str,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<PresencePage, BrokerError>> {
+        let page = self.hub.presence(room, after.as_ref(), limit);
+        async move { Ok(PresencePage::merge([page], limit, false)) }.boxed()
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<ClusterStats, BrokerError>> {

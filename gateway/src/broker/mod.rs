@@ -53,6 +53,48 @@ pub struct NodeStats {
     pub rooms: u64,
 }
 
+/// One member of a room, as presence reports it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Present {
+    pub user: String,
+    pub conn: String,
+    pub node: String,
+}
+
+/// A page of a room's members in (user, conn) order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PresencePage {
+    pub members: Vec<Present>,
+    /// More members follow the last one.
+    pub more: bool,
+    /// A live node did not answer in time.
+    pub partial: bool,
+}
+
+impl PresencePage {
+    /// Merges nodes' pages (each sorted, each at most `limit`) into one page.
+    pub fn merge(
+        pages: impl IntoIterator<Item = (Vec<Present>, bool)>,
+        limit: usize,
+        partial: bool,
+    ) -> Self {
+        let mut members = Vec::new();
+        let mut more = false;
+        for (page, page_more) in pages {
+            members.extend(page);
+            more |= page_more;
+        }
+        members.sort();
+        more |= members.len() > limit;
+        members.truncate(limit);
+        Self {
+            members,
+            more,
+            partial,
+        }
+    }
+}
+
 /// Every node's counts; `partial` when a live node did not answer in time.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterStats {
@@ -122,6 +164,14 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Closes every connection `target` names on every node with 4003.
     fn disconnect(&self, target: Target) -> BoxFuture<'_, Result<Gathered, BrokerError>>;
+
+    /// A page of `room`'s members on every node, after `after` in (user, conn) order.
+    fn presence<'a>(
+        &'a self,
+        room: &'a str,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<PresencePage, BrokerError>>;
 
     /// Every live node's counts.
     fn stats(&self) -> BoxFuture<'_, Result<ClusterStats, BrokerError>>;

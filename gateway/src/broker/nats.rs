@@ -87,6 +87,25 @@ struct CountReply {
     count: u64,
 }
 
+/// The most members one node returns for one presence page.
+const MAX_PRESENCE_PAGE: usize = 10_000;
+
+/// A presence page request, scattered to every node.
+#[derive(Serialize, Deserialize)]
+struct PresenceRequest {
+    room: String,
+    after: Option<(String, String)>,
+    limit: usize,
+}
+
+/// One node's page of a room's members.
+#[derive(Serialize, Deserialize)]
+struct PresenceReply {
+    node: String,
+    members: Vec<super::Present>,
+    more: bool,
+}
+
 /// Nodes heard from recently: name → (last heard, how long until forgotten).
 #[derive(Default)]
 struct Registry {
@@ -250,6 +269,7 @@ impl NatsBroker {
             self.subjects.own_node(),
             self.subjects.users(),
             self.subjects.stats(),
+            self.subjects.presence(),
             self.subjects.registry(),
         ] {
             let mut subscriber = self
@@ -330,6 +350,23 @@ impl NatsBroker {
                     }
                 }
             }
+            return;
+        }
+        if subject == self.subjects.presence() {
+            let Ok(request) = serde_json::from_slice::<PresenceRequest>(&message.payload) else {
+                return;
+            };
+            let limit = request.limit.min(MAX_PRESENCE_PAGE);
+            let (members, more) = self
+                .hub
+                .presence(&request.room, request.after.as_ref(), limit);
+            let reply = PresenceReply {
+                node: self.node.clone(),
+                members,
+                more,
+            };
+            self.reply(&message, serde_json::to_vec(&reply).unwrap_or_default())
+                .await;
             return;
         }
         if subject == self.subjects.stats() {
@@ -627,6 +664,32 @@ impl Broker for NatsBroker {
 
     fn disconnect(&self, target: Target) -> BoxFuture<'_, Result<Gathered, BrokerError>> {
         self.count(target, Verb::Disconnect, Bytes::new()).boxed()
+    }
+
+    fn presence<'a>(
+        &'a self,
+        room: &'a str,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<super::PresencePage, BrokerError>> {
+        async move {
+            let request = PresenceRequest {
+                room: room.to_owned(),
+                after,
+                limit,
+            };
+            let payload = serde_json::to_vec(&request)
+                .map_err(|error| BrokerError::Internal(error.to_string()))?;
+            let (answers, partial) = self
+                .gather(self.subjects.presence(), payload.into(), self.live_nodes())
+                .await?;
+            let pages = answers
+                .iter()
+                .filter_map(|answer| serde_json::from_slice::<PresenceReply>(answer).ok())
+                .map(|reply| (reply.members, reply.more));
+            Ok(super::PresencePage::merge(pages, limit, partial))
+        }
+        .boxed()
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<ClusterStats, BrokerError>> {

@@ -10,6 +10,7 @@
 //! | `wsgate.<cluster>.node.<node>.conn.<b64 conn>.send` / `.disconnect` | that node (`node.<node>.>`) | as above |
 //! | `wsgate.<cluster>.node.<node>.barrier` | that node | join barrier: proves earlier SUBs are active |
 //! | `wsgate.<cluster>.stats` | every node | reply: the node's counts |
+//! | `wsgate.<cluster>.presence` | every node | reply: a page of the room's local members |
 //! | `wsgate.<cluster>.nodes` | every node | registry heartbeats |
 
 use base64::Engine as _;
@@ -117,6 +118,10 @@ impl Subjects {
 
     pub fn stats(&self) -> String {
         format!("{}.stats", self.prefix)
+    }
+
+    pub fn presence(&self) -> String {
+        format!("{}.presence", self.prefix)
     }
 
     pub fn registry(&self) -> String {
