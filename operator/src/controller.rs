@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
@@ -620,7 +620,25 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
     .touched_objects()
     .predicate_filter(predicates::generation, Default::default());
 
+    // A rotated `auth.apiKeysSecret` is copied into the API keys Secret at
+    // once: watch Secrets' metadata only (no values cached) and map a change
+    // to the WsClusters that reference it.
+    let referenced = wsc_store.clone();
+    let user_secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+
     let mut controller = Controller::for_stream(wsc_stream, wsc_store.clone())
+        .watches_stream(user_secrets, move |secret| {
+            referencing_api_keys_secret(
+                &referenced.state(),
+                secret.namespace().as_deref(),
+                &secret.name_any(),
+            )
+        })
         .owns_stream(sa_stream)
         .owns_stream(cm_stream)
         .owns_stream(secret_stream)
@@ -681,6 +699,25 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
         .await;
     shutdown.cancel();
     let _ = poller.await;
+}
+
+/// The WsClusters whose `auth.apiKeysSecret` is the Secret `namespace/name`.
+pub fn referencing_api_keys_secret(
+    wscs: &[Arc<WsCluster>],
+    namespace: Option<&str>,
+    name: &str,
+) -> Vec<ObjectRef<WsCluster>> {
+    wscs.iter()
+        .filter(|wsc| wsc.namespace().as_deref() == namespace)
+        .filter(|wsc| {
+            wsc.spec
+                .auth
+                .api_keys_secret
+                .as_ref()
+                .is_some_and(|reference| reference.name == name)
+        })
+        .map(|wsc| ObjectRef::from_obj(wsc.as_ref()))
+        .collect()
 }
 
 /// Whether the API server serves HTTPRoutes (discovery needs no RBAC).

@@ -373,3 +373,31 @@ async fn refused_apply_is_degraded_and_backs_off() {
     );
     assert_eq!(backoff(30), RESYNC);
 }
+
+/// A change of a user's API keys Secret maps to exactly the WsClusters in
+/// its namespace that reference it.
+#[test]
+fn api_keys_secret_changes_map_to_referencing_wsclusters() {
+    let reference = |wsc: WsCluster, secret: &str| {
+        let mut wsc = wsc;
+        wsc.spec.auth.api_keys_secret = Some(wsgate_crds::SecretKeyRef {
+            name: secret.into(),
+            key: "keys".into(),
+        });
+        Arc::new(wsc)
+    };
+    let mut elsewhere = fixtures::wsc("other");
+    elsewhere.metadata.namespace = Some("staging".into());
+    let wscs = vec![
+        reference(fixtures::wsc("chat"), "backend"),
+        reference(fixtures::wsc("games"), "games-keys"),
+        reference(elsewhere, "backend"),
+        Arc::new(fixtures::wsc("plain")),
+    ];
+    let names: Vec<_> = referencing_api_keys_secret(&wscs, Some("prod"), "backend")
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["chat"]);
+    assert!(referencing_api_keys_secret(&wscs, Some("prod"), "chat-jwt").is_empty());
+}
