@@ -28,6 +28,8 @@ pub mod reason {
     pub const UP_TO_DATE: &str = "UpToDate";
     /// The spec passed the schema but cannot work (see the message).
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A Secret the spec references does not exist.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// The API server refused a child object.
     pub const APPLY_FAILED: &str = "ApplyFailed";
     /// Nothing is wrong.

@@ -71,6 +71,9 @@ pub struct Stores {
     pub horizontal_pod_autoscalers: Store<HorizontalPodAutoscaler>,
     /// HTTPRoutes; `None` when the Gateway API is not installed.
     pub http_routes: Option<Store<HTTPRoute>>,
+    /// Metadata of every Secret (never their values): which referenced
+    /// Secrets exist.
+    pub secret_metadata: Store<PartialObjectMeta<Secret>>,
 }
 
 /// What the reconciler shares (controller-rs `Context`).
@@ -190,7 +193,19 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
     }
 
     observed.deployment = Some(&deployment);
-    write_status(&wscs, &wsc, &observed).await?;
+    observed.missing_secrets = validate::referenced_secrets(&wsc)
+        .into_iter()
+        .filter(|secret| {
+            ctx.stores
+                .secret_metadata
+                .get(&ObjectRef::new(secret).within(&namespace))
+                .is_none()
+        })
+        .collect();
+    if write_status(&wscs, &wsc, &observed).await? && !observed.missing_secrets.is_empty() {
+        let note = format!("Secret {} not found", observed.missing_secrets.join(", "));
+        publish(&ctx, &wsc, EventType::Warning, "SecretNotFound", note).await;
+    }
     ctx.failures
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -620,20 +635,24 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
     .touched_objects()
     .predicate_filter(predicates::generation, Default::default());
 
-    // A rotated `auth.apiKeysSecret` is copied into the API keys Secret at
-    // once: watch Secrets' metadata only (no values cached) and map a change
-    // to the WsClusters that reference it.
+    // Secrets' metadata only (no values cached): a referenced Secret that
+    // appears clears `SecretNotFound`, and a rotated `auth.apiKeysSecret` is
+    // copied into the API keys Secret at once.
     let referenced = wsc_store.clone();
-    let user_secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        watcher::Config::default(),
+    let (secret_metadata, secret_metadata_writer) = reflector::store();
+    let user_secrets = reflector(
+        secret_metadata_writer,
+        watcher(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .touched_objects();
 
     let mut controller = Controller::for_stream(wsc_stream, wsc_store.clone())
         .watches_stream(user_secrets, move |secret| {
-            referencing_api_keys_secret(
+            referencing_secret(
                 &referenced.state(),
                 secret.namespace().as_deref(),
                 &secret.name_any(),
@@ -674,6 +693,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
             ingresses,
             horizontal_pod_autoscalers: hpas,
             http_routes,
+            secret_metadata,
         },
         failures: Arc::default(),
     });
@@ -701,8 +721,8 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
     let _ = poller.await;
 }
 
-/// The WsClusters whose `auth.apiKeysSecret` is the Secret `namespace/name`.
-pub fn referencing_api_keys_secret(
+/// The WsClusters that reference the Secret `namespace/name`.
+pub fn referencing_secret(
     wscs: &[Arc<WsCluster>],
     namespace: Option<&str>,
     name: &str,
@@ -710,11 +730,9 @@ pub fn referencing_api_keys_secret(
     wscs.iter()
         .filter(|wsc| wsc.namespace().as_deref() == namespace)
         .filter(|wsc| {
-            wsc.spec
-                .auth
-                .api_keys_secret
-                .as_ref()
-                .is_some_and(|reference| reference.name == name)
+            validate::referenced_secrets(wsc)
+                .iter()
+                .any(|secret| secret == name)
         })
         .map(|wsc| ObjectRef::from_obj(wsc.as_ref()))
         .collect()

@@ -101,6 +101,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::PartialObjectMeta;
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::store::Writer;
@@ -138,6 +139,8 @@ pub struct Caches {
     pub horizontal_pod_autoscalers: Writer<HorizontalPodAutoscaler>,
     /// HTTPRoutes.
     pub http_routes: Writer<HTTPRoute>,
+    /// Secrets' metadata.
+    pub secret_metadata: Writer<PartialObjectMeta<Secret>>,
 }
 
 /// `object` as the server holds it after an apply by the operator: with the
@@ -208,7 +211,16 @@ impl Context {
     pub fn test() -> (Arc<Context>, ApiServerVerifier, Caches) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
-        let caches = Caches::default();
+        let mut caches = Caches::default();
+        // The fixtures' referenced Secrets exist.
+        for name in ["chat-jwt", "backend"] {
+            let mut meta = PartialObjectMeta::<Secret>::default();
+            meta.metadata.name = Some(name.into());
+            meta.metadata.namespace = Some("prod".into());
+            caches
+                .secret_metadata
+                .apply_watcher_event(&watcher::Event::Apply(meta));
+        }
         let ctx = Context {
             recorder: Recorder::new(
                 client.clone(),
@@ -230,6 +242,7 @@ impl Context {
                 ingresses: caches.ingresses.as_reader(),
                 horizontal_pod_autoscalers: caches.horizontal_pod_autoscalers.as_reader(),
                 http_routes: Some(caches.http_routes.as_reader()),
+                secret_metadata: caches.secret_metadata.as_reader(),
             },
             failures: Arc::default(),
         };

@@ -58,6 +58,8 @@ pub struct Observed<'a> {
     pub endpoint: Option<String>,
     /// The pods' selector.
     pub selector: String,
+    /// Referenced Secrets that do not exist: the pods cannot start.
+    pub missing_secrets: Vec<String>,
 }
 
 /// The status of `wsc` given what was observed. Stats (`connections`,
@@ -120,6 +122,35 @@ pub fn status(wsc: &WsCluster, observed: &Observed<'_>) -> WsClusterStatus {
                 true,
                 reason::APPLY_FAILED,
                 error.clone(),
+                generation,
+            ),
+        ]
+    } else if !observed.missing_secrets.is_empty() {
+        let message = format!(
+            "Secret {} not found in namespace {}: the pods cannot start until it exists",
+            observed.missing_secrets.join(", "),
+            wsc.metadata.namespace.as_deref().unwrap_or_default()
+        );
+        vec![
+            condition(
+                READY,
+                all_ready && rolled_out && wanted > 0,
+                reason::SECRET_NOT_FOUND,
+                message.clone(),
+                generation,
+            ),
+            condition(
+                PROGRESSING,
+                !(all_ready && rolled_out),
+                reason::SECRET_NOT_FOUND,
+                message.clone(),
+                generation,
+            ),
+            condition(
+                DEGRADED,
+                true,
+                reason::SECRET_NOT_FOUND,
+                message,
                 generation,
             ),
         ]

@@ -91,3 +91,30 @@ pub fn problems(wsc: &WsCluster) -> Vec<String> {
 
     problems
 }
+
+/// Names of the Secrets `wsc` references (keys, NATS credentials and TLS,
+/// API keys), each once, in spec order.
+pub fn referenced_secrets(wsc: &WsCluster) -> Vec<String> {
+    let spec = &wsc.spec;
+    let auth = &spec.auth;
+    let mut names: Vec<String> = [
+        &auth.jwt_secret,
+        &auth.jwt_public_key,
+        &auth.jwks,
+        &auth.api_keys_secret,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|reference| reference.name.clone())
+    .collect();
+    if let Some(nats) = &spec.nats {
+        names.extend(nats.credentials_secret.iter().map(|r| r.name.clone()));
+        if let Some(tls) = &nats.tls {
+            names.extend(tls.ca_secret.iter().map(|r| r.name.clone()));
+            names.extend(tls.client_cert_secret_name.iter().cloned());
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    names.retain(|name| seen.insert(name.clone()));
+    names
+}

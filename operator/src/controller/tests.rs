@@ -374,8 +374,8 @@ async fn refused_apply_is_degraded_and_backs_off() {
     assert_eq!(backoff(30), RESYNC);
 }
 
-/// A change of a user's API keys Secret maps to exactly the WsClusters in
-/// its namespace that reference it.
+/// A change of a Secret maps to exactly the WsClusters in its namespace
+/// that reference it.
 #[test]
 fn api_keys_secret_changes_map_to_referencing_wsclusters() {
     let reference = |wsc: WsCluster, secret: &str| {
@@ -394,10 +394,57 @@ fn api_keys_secret_changes_map_to_referencing_wsclusters() {
         reference(elsewhere, "backend"),
         Arc::new(fixtures::wsc("plain")),
     ];
-    let names: Vec<_> = referencing_api_keys_secret(&wscs, Some("prod"), "backend")
+    let names: Vec<_> = referencing_secret(&wscs, Some("prod"), "backend")
         .into_iter()
         .map(|r| r.name)
         .collect();
     assert_eq!(names, ["chat"]);
-    assert!(referencing_api_keys_secret(&wscs, Some("prod"), "chat-jwt").is_empty());
+    let names: Vec<_> = referencing_secret(&wscs, Some("prod"), "chat-jwt")
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["chat"]);
+    assert!(referencing_secret(&wscs, Some("prod"), "unrelated").is_empty());
+}
+
+/// A referenced Secret that does not exist: the fleet is still applied, and
+/// the status says which Secret is missing (Degraded, SecretNotFound) with a
+/// Warning Event.
+#[tokio::test]
+async fn missing_secret_is_reported_without_blocking_the_apply() {
+    let (ctx, mut server, mut caches) = Context::test();
+    let mut wsc = fixtures::wsc("chat");
+    caches.hold(
+        &children(&wsc, &Settings::default(), "cached-key\n").unwrap(),
+        1,
+    );
+    wsc.spec.auth.jwt_secret = Some(wsgate_crds::SecretKeyRef {
+        name: "typo-jwt".into(),
+        key: "secret".into(),
+    });
+    let reconcile = tokio::spawn(reconcile(Arc::new(wsc), ctx));
+
+    // The config names a fixed path; only the Deployment's projection changes.
+    let deployment = server.next().await;
+    assert!(deployment.body.to_string().contains("typo-jwt"));
+    assert!(
+        deployment.uri.contains("/deployments/chat?"),
+        "{}",
+        deployment.uri
+    );
+    let applied = server.next().await;
+    assert_eq!(applied.body["reason"], "Applied");
+    let status = server.next().await;
+    let degraded = condition(&status.body["status"], DEGRADED);
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], reason::SECRET_NOT_FOUND);
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("Secret typo-jwt not found in namespace prod")
+    );
+    let warning = server.next().await;
+    assert_eq!(warning.body["reason"], "SecretNotFound");
+    reconcile.await.unwrap().unwrap();
 }
