@@ -550,15 +550,28 @@ pub async fn main(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn apply_crd(client: &Client) -> anyhow::Result<()> {
+/// Applies the operator's own CRD (server-side, forced): Helm installs a
+/// chart's `crds/` once and never upgrades it.
+///
+/// # Errors
+///
+/// [`Error::Apply`] when the API server refuses it (RBAC, or a CRD change it
+/// cannot accept).
+pub async fn apply_crd(client: &Client) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = wsgate_crds::crd();
+    let name = crd.name_any();
     crds.patch(
-        &crd.name_any(),
+        &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&crd),
     )
-    .await?;
+    .await
+    .map_err(|source| Error::Apply {
+        kind: "CustomResourceDefinition".to_owned(),
+        name,
+        source,
+    })?;
     info!("applied the WsCluster CRD");
     Ok(())
 }

@@ -448,3 +448,24 @@ async fn missing_secret_is_reported_without_blocking_the_apply() {
     assert_eq!(warning.body["reason"], "SecretNotFound");
     reconcile.await.unwrap().unwrap();
 }
+
+/// `--apply-crd` applies the generated CRD server-side under the operator's
+/// field manager.
+#[tokio::test]
+async fn apply_crd_applies_the_generated_crd() {
+    let (ctx, mut server, _caches) = Context::test();
+    let client = ctx.client.clone();
+    let task = tokio::spawn(async move { apply_crd(&client).await });
+    let seen = server.next().await;
+    assert_eq!(seen.method, Method::PATCH);
+    assert!(
+        seen.uri.starts_with(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/wsclusters.wsgate.io?"
+        ),
+        "{}",
+        seen.uri
+    );
+    assert!(seen.uri.contains("fieldManager=wsgate-operator") && seen.uri.contains("force=true"));
+    assert_eq!(seen.body, serde_json::to_value(wsgate_crds::crd()).unwrap());
+    task.await.unwrap().unwrap();
+}
