@@ -1,0 +1,466 @@
+//! History, recovery, presence and join/leave events (issue 6), with a real
+//! `nats-server -js` and three gateways, and the same recovery rules on the
+//! single-node broker's in-memory history.
+//!
+//! Run serially: `cargo test -p wsgate-tests --test history -- --test-threads=1`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use wsgate_tests::behaviour::{FRAME, connect_user, options, unique_room};
+use wsgate_tests::{
+    Client, Deployment, Gateway, GatewayOptions, NatsOptions, NatsServer, SIGKILL, SOON, Topology,
+    eventually,
+};
+
+/// A namespace with history, presence and join/leave events; `plain` has none.
+fn history_options() -> GatewayOptions {
+    options()
+        .set("namespaces.hist.history_size", 100)
+        .set("namespaces.hist.presence", true)
+        .set("namespaces.hist.join_leave", true)
+        .set("limits.publish_rate", 100_000.0)
+        .set("limits.publish_burst", 100_000)
+}
+
+/// One `nats-server -js` (file storage) and `replicas` gateways on it.
+async fn cluster(replicas: usize, options: GatewayOptions) -> Result<Deployment> {
+    let nats = NatsServer::start_with(NatsOptions { jetstream: true }).await?;
+    let starts =
+        (0..replicas).map(|i| Gateway::start(options.clone().node(format!("gw-{i}")).nats(&nats)));
+    let gateways = futures::future::try_join_all(starts).await?;
+    Ok(Deployment {
+        gateways,
+        nats: Some(nats),
+    })
+}
+
+/// Joins `room` (optionally with `since`) and returns the reply.
+async fn join(client: &mut Client, room: &str, since: Option<(&str, u64)>) -> Result<Value> {
+    let mut command = json!({"op": "join", "room": room});
+    if let Some((epoch, seq)) = since {
+        command["since"] = json!({"epoch": epoch, "seq": seq});
+    }
+    let reply = client.call(command).await?;
+    ensure!(reply["ok"] == true, "join {room} failed: {reply}");
+    Ok(reply)
+}
+
+/// Publishes and returns the acknowledged seq.
+async fn publish(client: &mut Client, room: &str, data: Value) -> Result<u64> {
+    let reply = client
+        .call(json!({"op": "publish", "room": room, "data": data}))
+        .await?;
+    reply["seq"]
+        .as_u64()
+        .with_context(|| format!("publish reply without seq: {reply}"))
+}
+
+fn seqs(messages: &[Value]) -> Vec<u64> {
+    messages.iter().filter_map(|m| m["seq"].as_u64()).collect()
+}
+
+/// Asserts that `messages` form an unbroken chain starting after `since`.
+fn assert_chain(messages: &[Value], since: u64) -> Result<()> {
+    let mut last = since;
+    for message in messages {
+        let seq = message["seq"].as_u64().context("message without seq")?;
+        ensure!(
+            message["prev"] == last,
+            "prev {} after seq {last}: {message}",
+            message["prev"]
+        );
+        ensure!(seq > last, "seq {seq} not after {last}");
+        last = seq;
+    }
+    Ok(())
+}
+
+/// Runs the disconnect-and-recover scenario on a deployment.
+async fn missed_messages_are_recovered_exactly(deployment: &Deployment) -> Result<()> {
+    let room = unique_room("hist:recover");
+    let mut away = connect_user(deployment, 0, "away").await?;
+    let mut publisher_a = connect_user(deployment, 1, "pub-a").await?;
+    let mut publisher_b = connect_user(deployment, 2, "pub-b").await?;
+    let reply = join(&mut away, &room, None).await?;
+    let epoch = reply["epoch"]
+        .as_str()
+        .context("join reply without epoch")?
+        .to_owned();
+    ensure!(reply["seq"] == 0, "a new room starts at seq 0: {reply}");
+    publish(&mut publisher_a, &room, json!("seen-1")).await?;
+    let seen = publish(&mut publisher_b, &room, json!("seen-2")).await?;
+    let mut live = Vec::new();
+    for _ in 0..2 {
+        live.push(away.next_message(&room, FRAME).await?);
+    }
+    assert_chain(&live, 0)?;
+    away.close().await;
+
+    let mut expected = Vec::new();
+    for i in 0..10 {
+        let publisher = if i % 2 == 0 {
+            &mut publisher_a
+        } else {
+            &mut publisher_b
+        };
+        expected.push(publish(publisher, &room, json!(format!("missed-{i}"))).await?);
+    }
+    let mut back = connect_user(deployment, 0, "away").await?;
+    let reply = join(&mut back, &room, Some((&epoch, seen))).await?;
+    ensure!(reply["recovered"] == true, "rejoin should recover: {reply}");
+    let missed = reply["missed"].as_array().context("no missed")?.clone();
+    ensure!(
+        seqs(&missed) == expected,
+        "missed {:?}, expected {expected:?}",
+        seqs(&missed)
+    );
+    assert_chain(&missed, seen)?;
+    let data: Vec<&str> = missed.iter().filter_map(|m| m["data"].as_str()).collect();
+    ensure!(
+        data == (0..10).map(|i| format!("missed-{i}")).collect::<Vec<_>>(),
+        "data {data:?}"
+    );
+    // Live delivery continues the chain, with nothing delivered twice.
+    let next = publish(&mut publisher_a, &room, json!("after")).await?;
+    let message = back.next_message(&room, FRAME).await?;
+    ensure!(
+        message["seq"] == next && message["prev"] == expected[9],
+        "live after recovery: {message}"
+    );
+    Ok(())
+}
+
+/// A client that disconnects while messages flow through the other replicas
+/// rejoins with `since` and gets exactly the missed ones, in order.
+#[tokio::test]
+async fn rejoining_with_since_recovers_exactly_the_missed_messages_across_replicas() -> Result<()> {
+    let deployment = cluster(3, history_options()).await?;
+    missed_messages_are_recovered_exactly(&deployment).await
+}
+
+/// The single-node broker's in-memory history follows the same rules.
+#[tokio::test]
+async fn the_in_memory_history_recovers_exactly_too() -> Result<()> {
+    let deployment = Deployment::start(Topology::Single, history_options()).await?;
+    missed_messages_are_recovered_exactly(&deployment).await
+}
+
+/// Missing more than history holds, or coming back to another epoch, is not
+/// recovered; more than `recovery_max` returns the newest ones.
+#[tokio::test]
+async fn recovery_beyond_history_or_across_epochs_is_not_recovered() -> Result<()> {
+    let options = history_options()
+        .set("namespaces.hist.history_size", 5)
+        .set("namespaces.hist.recovery_max", 3);
+    let deployment = cluster(2, options).await?;
+    let room = unique_room("hist:beyond");
+    let mut publisher = connect_user(&deployment, 1, "pub").await?;
+    let mut client = connect_user(&deployment, 0, "c").await?;
+    let epoch = join(&mut client, &room, None).await?["epoch"]
+        .as_str()
+        .context("epoch")?
+        .to_owned();
+    let first = publish(&mut publisher, &room, json!(0)).await?;
+    let mut all = vec![first];
+    for i in 1..10 {
+        all.push(publish(&mut publisher, &room, json!(i)).await?);
+    }
+    // Four missed, history holds them, but recovery_max is 3: the newest three.
+    let reply = join(&mut client, &room, Some((&epoch, all[5]))).await?;
+    ensure!(reply["recovered"] == false, "over recovery_max: {reply}");
+    ensure!(
+        seqs(reply["missed"].as_array().context("missed")?) == all[7..],
+        "newest three: {reply}"
+    );
+    // Evicted from history.
+    let reply = join(&mut client, &room, Some((&epoch, first))).await?;
+    ensure!(reply["recovered"] == false, "evicted: {reply}");
+    // Another epoch: nothing, not recovered.
+    let reply = join(&mut client, &room, Some(("not-this-epoch", all[8]))).await?;
+    ensure!(
+        reply["recovered"] == false && reply["missed"] == json!([]),
+        "other epoch: {reply}"
+    );
+    // Up to date: recovered, nothing missed.
+    let reply = join(&mut client, &room, Some((&epoch, all[9]))).await?;
+    ensure!(
+        reply["recovered"] == true && reply["missed"] == json!([]),
+        "current: {reply}"
+    );
+    Ok(())
+}
+
+/// After messages expire, a client that missed them is not recovered, a client
+/// that saw the last one is, and the next message's `prev` is still that seq.
+#[tokio::test]
+async fn expiry_keeps_prev_and_the_position_right() -> Result<()> {
+    let options = history_options().set("namespaces.hist.history_ttl_seconds", 1);
+    let deployment = cluster(2, options).await?;
+    let room = unique_room("hist:ttl");
+    let mut publisher = connect_user(&deployment, 1, "pub").await?;
+    let mut client = connect_user(&deployment, 0, "c").await?;
+    let epoch = join(&mut client, &room, None).await?["epoch"]
+        .as_str()
+        .context("epoch")?
+        .to_owned();
+    let early = publish(&mut publisher, &room, json!("early")).await?;
+    let last = publish(&mut publisher, &room, json!("last")).await?;
+    for _ in 0..2 {
+        client.next_message(&room, FRAME).await?;
+    }
+    let gateway = deployment.gateway(0);
+    let path = format!("/api/v1/rooms/{room}/history");
+    eventually(SOON, "history to expire", || async {
+        let response = gateway.api_get(&path, Some(gateway.api_key())).await?;
+        let body: Value = serde_json::from_slice(&response.body)?;
+        Ok((body["messages"] == json!([])).then_some(()))
+    })
+    .await?;
+    let reply = join(&mut client, &room, Some((&epoch, early))).await?;
+    ensure!(
+        reply["recovered"] == false,
+        "the message after {early} expired: {reply}"
+    );
+    ensure!(
+        reply["seq"] == last,
+        "the position survives expiry: {reply}"
+    );
+    let reply = join(&mut client, &room, Some((&epoch, last))).await?;
+    ensure!(reply["recovered"] == true, "saw the last message: {reply}");
+    let next = publish(&mut publisher, &room, json!("next")).await?;
+    let message = client.next_message(&room, FRAME).await?;
+    ensure!(
+        message["seq"] == next && message["prev"] == last,
+        "prev across expiry: {message}"
+    );
+    Ok(())
+}
+
+/// A member connected through 10,000 messages from three publishers on three
+/// replicas sees an unbroken `seq`/`prev` chain.
+#[tokio::test]
+async fn ten_thousand_messages_from_three_replicas_form_an_unbroken_chain() -> Result<()> {
+    const TOTAL: usize = 10_000;
+    let deployment = cluster(3, history_options().set("limits.send_queue", 20_000)).await?;
+    let room = unique_room("hist:chain");
+    let mut member = connect_user(&deployment, 0, "member").await?;
+    join(&mut member, &room, None).await?;
+    let publishers = (0..3).map(|i| {
+        let url = deployment.ws_url(i);
+        let room = room.clone();
+        tokio::spawn(async move {
+            let mut client =
+                Client::connect_token(&url, &wsgate_tests::behaviour::user_token(&format!("p{i}")))
+                    .await?;
+            for n in 0..TOTAL / 3 + usize::from(i < TOTAL % 3) {
+                // Without id: no reply unless it fails; a failure closes the test below.
+                client
+                    .send_json(&json!({"op": "publish", "room": room, "data": [i, n]}))
+                    .await?;
+            }
+            client.call(json!({"op": "ping"})).await?;
+            anyhow::Ok(client)
+        })
+    });
+    // The member's frames wait in its queue (send_queue is larger than TOTAL).
+    for publisher in publishers {
+        let client = publisher.await??;
+        ensure!(
+            client.queued().count() == 0,
+            "a publish failed: {:?}",
+            client.queued().collect::<Vec<_>>()
+        );
+    }
+    let mut received = Vec::with_capacity(TOTAL);
+    for _ in 0..TOTAL {
+        received.push(member.next_message(&room, Duration::from_secs(20)).await?);
+    }
+    assert_chain(&received, 0)
+}
+
+/// A room in a namespace without history carries no `seq`, `prev` or `epoch`.
+#[tokio::test]
+async fn rooms_without_history_carry_no_seq() -> Result<()> {
+    let deployment = cluster(2, history_options()).await?;
+    let room = unique_room("plain");
+    let mut client = connect_user(&deployment, 0, "c").await?;
+    let reply = join(&mut client, &room, None).await?;
+    ensure!(
+        reply.get("epoch").is_none() && reply["recovered"] == false,
+        "plain join: {reply}"
+    );
+    let mut publisher = connect_user(&deployment, 1, "p").await?;
+    let reply = publisher
+        .call(json!({"op": "publish", "room": room, "data": 1}))
+        .await?;
+    ensure!(
+        reply["ok"] == true && reply.get("seq").is_none(),
+        "plain publish: {reply}"
+    );
+    let message = client.next_message(&room, FRAME).await?;
+    for key in ["seq", "prev", "epoch"] {
+        ensure!(
+            message.get(key).is_none(),
+            "{key} in a plain room: {message}"
+        );
+    }
+    Ok(())
+}
+
+/// Acknowledged messages survive a nats-server kill and restart (file storage).
+#[tokio::test]
+async fn history_survives_a_nats_server_restart() -> Result<()> {
+    let mut deployment = cluster(2, history_options()).await?;
+    let room = unique_room("hist:restart");
+    let mut publisher = connect_user(&deployment, 1, "p").await?;
+    let mut acknowledged = Vec::new();
+    for i in 0..5 {
+        acknowledged.push(publish(&mut publisher, &room, json!(i)).await?);
+    }
+    let mut client = connect_user(&deployment, 0, "c").await?;
+    let epoch = join(&mut client, &room, None).await?["epoch"]
+        .as_str()
+        .context("epoch")?
+        .to_owned();
+    deployment.nats_mut().kill();
+    deployment.nats_mut().restart().await?;
+    let gateway = deployment.gateway(0);
+    eventually(SOON, "the gateway to be ready again", || async {
+        Ok((gateway.readyz().await? == 200).then_some(()))
+    })
+    .await?;
+    let mut back = connect_user(&deployment, 0, "c2").await?;
+    let reply = join(&mut back, &room, Some((&epoch, 0))).await?;
+    ensure!(reply["recovered"] == true, "after restart: {reply}");
+    ensure!(
+        seqs(reply["missed"].as_array().context("missed")?) == acknowledged,
+        "kept: {reply}"
+    );
+    Ok(())
+}
+
+/// Presence spans replicas, pages with a cursor, and drops the members of a
+/// gateway killed with SIGKILL within the registry bound.
+#[tokio::test]
+async fn presence_spans_replicas_pages_and_forgets_a_killed_gateway() -> Result<()> {
+    let mut deployment = cluster(3, history_options()).await?;
+    let room = unique_room("hist:presence");
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let mut client = connect_user(&deployment, i % 3, &format!("user-{i}")).await?;
+        join(&mut client, &room, None).await?;
+        clients.push(client);
+    }
+    // Pages of two cover all six exactly once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let mut command = json!({"op": "presence", "room": room, "limit": 2});
+        if let Some(cursor) = &cursor {
+            command["cursor"] = json!(cursor);
+        }
+        let reply = clients[0].call(command).await?;
+        ensure!(reply["ok"] == true, "presence: {reply}");
+        for member in reply["members"].as_array().context("members")? {
+            seen.push(member["user"].as_str().context("user")?.to_owned());
+        }
+        match reply["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    seen.sort();
+    ensure!(
+        seen == (0..6).map(|i| format!("user-{i}")).collect::<Vec<_>>(),
+        "pages: {seen:?}"
+    );
+
+    deployment.gateway_mut(2).signal(SIGKILL)?;
+    let gateway = deployment.gateway(0);
+    let path = format!("/api/v1/rooms/{room}/presence");
+    // Bound: three heartbeats (300 ms in tests) plus a request timeout; generous slack.
+    eventually(
+        Duration::from_secs(15),
+        "the killed gateway's members to leave presence",
+        || async {
+            let response = gateway.api_get(&path, Some(gateway.api_key())).await?;
+            let body: Value = serde_json::from_slice(&response.body)?;
+            let nodes: Vec<&str> = body["members"]
+                .as_array()
+                .map(|members| members.iter().filter_map(|m| m["node"].as_str()).collect())
+                .unwrap_or_default();
+            Ok(
+                (nodes.len() == 4 && !nodes.contains(&"gw-2") && body.get("partial").is_none())
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Members of a namespace with join/leave events see others join and leave,
+/// across replicas.
+#[tokio::test]
+async fn join_and_leave_events_reach_members_on_other_replicas() -> Result<()> {
+    let deployment = cluster(2, history_options()).await?;
+    let room = unique_room("hist:events");
+    let mut watcher = connect_user(&deployment, 0, "watcher").await?;
+    join(&mut watcher, &room, None).await?;
+    let mut visitor = connect_user(&deployment, 1, "visitor").await?;
+    join(&mut visitor, &room, None).await?;
+    let own = watcher.next_of_type("joined", FRAME).await?;
+    ensure!(
+        own["user"] == "watcher",
+        "a member sees its own join first: {own}"
+    );
+    let joined = watcher.next_of_type("joined", FRAME).await?;
+    ensure!(
+        joined["user"] == "visitor" && joined["room"] == room,
+        "joined: {joined}"
+    );
+    visitor.leave(&room).await?;
+    let left = watcher.next_of_type("left", FRAME).await?;
+    ensure!(
+        left["user"] == "visitor" && left["conn"] == visitor.conn(),
+        "left: {left}"
+    );
+    // A plain room announces nothing.
+    let plain = unique_room("plain");
+    join(&mut watcher, &plain, None).await?;
+    let mut quiet = connect_user(&deployment, 1, "quiet").await?;
+    join(&mut quiet, &plain, None).await?;
+    watcher.expect_silence(Duration::from_millis(400)).await
+}
+
+/// Presence is refused where the namespace keeps none, and the backend API
+/// publishes into history with a seq.
+#[tokio::test]
+async fn presence_needs_the_namespace_and_the_api_publishes_with_seq() -> Result<()> {
+    let deployment = cluster(1, history_options()).await?;
+    let mut client = connect_user(&deployment, 0, "c").await?;
+    let code = client
+        .call_err(json!({"op": "presence", "room": unique_room("plain")}))
+        .await?;
+    ensure!(
+        code == "not_supported",
+        "presence in a plain namespace: {code}"
+    );
+    let room = unique_room("hist:api");
+    join(&mut client, &room, None).await?;
+    let reply = deployment
+        .gateway(0)
+        .api("/api/v1/publish", &json!({"room": room, "data": "x"}))
+        .await?;
+    let seq = reply["seq"]
+        .as_u64()
+        .context("API publish into history returns seq")?;
+    let message = client.next_message(&room, FRAME).await?;
+    ensure!(
+        message["seq"] == seq && message["from"] == Value::Null,
+        "API message: {message}"
+    );
+    Ok(())
+}
