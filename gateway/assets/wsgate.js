@@ -382,8 +382,11 @@ export class WsgateClient {
 
   _onReply(frame) {
     if (frame.id === this._authId && frame.error) {
-      // A bad token: the server closes with 4001 (or keeps us anonymous).
+      // A bad token: the server closes with 4001, or keeps the connection
+      // anonymous where that is allowed; either way it is an authentication
+      // failure (final unless getToken can supply another token).
       this._emit("error", new WsgateError(frame.error.code, frame.error.message, frame));
+      if (this._socket) this._abandon(this._socket, CLOSE_AUTH, frame.error.message);
       return;
     }
     const pending = this._pending.get(frame.id);

@@ -220,3 +220,16 @@ test("refreshes the token before it expires", async () => {
   assert.ok(tokenExpiry(refresh.token) > Date.now());
   c.close();
 });
+
+/// A refused token ends the connection as an authentication failure: final without getToken.
+test("a refused token is final without getToken", async () => {
+  const c = client({ token: "bad" });
+  const ready = c.connect();
+  await until(() => FakeSocket.all[0]?.sent.length, "auth frame");
+  const socket = FakeSocket.all[0];
+  socket.push({ id: socket.sent[0].id, error: { code: "unauthorized", message: "bad signature" } });
+  await assert.rejects(ready, (e) => e.code === "closed");
+  assert.equal(c.state, "closed");
+  await tick(30);
+  assert.equal(FakeSocket.all.length, 1, "no reconnect with the same bad token");
+});
