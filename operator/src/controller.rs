@@ -76,6 +76,43 @@ pub struct Stores {
     pub secret_metadata: Store<PartialObjectMeta<Secret>>,
 }
 
+impl Stores {
+    /// Waits until every cache holds its initial list, so a reconcile
+    /// right after startup compares with what exists instead of applying
+    /// everything again (and minting a new operator key).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CacheNotReady`] when a cache is not filled within
+    /// [`CACHE_SYNC_TIMEOUT`] (for example a watch refused by RBAC).
+    pub async fn wait_until_ready(&self) -> Result<()> {
+        let all = async {
+            self.service_accounts.wait_until_ready().await?;
+            self.config_maps.wait_until_ready().await?;
+            self.secrets.wait_until_ready().await?;
+            self.deployments.wait_until_ready().await?;
+            self.services.wait_until_ready().await?;
+            self.pod_disruption_budgets.wait_until_ready().await?;
+            self.ingresses.wait_until_ready().await?;
+            self.horizontal_pod_autoscalers.wait_until_ready().await?;
+            if let Some(routes) = &self.http_routes {
+                routes.wait_until_ready().await?;
+            }
+            self.secret_metadata.wait_until_ready().await
+        };
+        match tokio::time::timeout(CACHE_SYNC_TIMEOUT, all).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(dropped)) => Err(Error::CacheNotReady(dropped.to_string())),
+            Err(_) => Err(Error::CacheNotReady(format!(
+                "not filled within {CACHE_SYNC_TIMEOUT:?}; can the operator list and watch every child kind?"
+            ))),
+        }
+    }
+}
+
+/// How long a reconcile waits for the caches after startup.
+pub const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What the reconciler shares (controller-rs `Context`).
 #[derive(Clone)]
 pub struct Context {
@@ -120,6 +157,7 @@ pub fn backoff(failures: u32) -> Duration {
 #[instrument(skip(wsc, ctx), fields(wscluster = %wsc.name_any()))]
 pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.count_and_measure();
+    ctx.stores.wait_until_ready().await?;
     let (namespace, name) = resources::namespace_and_name(&wsc)?;
     let wscs: Api<WsCluster> = Api::namespaced(ctx.client.clone(), &namespace);
 

@@ -165,6 +165,29 @@ where
 }
 
 impl Caches {
+    /// Marks every cache as holding its initial (empty) list, as a watcher's
+    /// `InitDone` does.
+    pub fn init_done(&mut self) {
+        self.service_accounts
+            .apply_watcher_event(&watcher::Event::InitDone);
+        self.config_maps
+            .apply_watcher_event(&watcher::Event::InitDone);
+        self.secrets.apply_watcher_event(&watcher::Event::InitDone);
+        self.deployments
+            .apply_watcher_event(&watcher::Event::InitDone);
+        self.services.apply_watcher_event(&watcher::Event::InitDone);
+        self.pod_disruption_budgets
+            .apply_watcher_event(&watcher::Event::InitDone);
+        self.ingresses
+            .apply_watcher_event(&watcher::Event::InitDone);
+        self.horizontal_pod_autoscalers
+            .apply_watcher_event(&watcher::Event::InitDone);
+        self.http_routes
+            .apply_watcher_event(&watcher::Event::InitDone);
+        self.secret_metadata
+            .apply_watcher_event(&watcher::Event::InitDone);
+    }
+
     /// Fills the caches with `children` as applied, the Deployment with a
     /// rolled-out, ready status for `ready` replicas.
     pub fn hold(&mut self, children: &Children, ready: i32) {
@@ -212,6 +235,7 @@ impl Context {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let mut caches = Caches::default();
+        caches.init_done();
         // The fixtures' referenced Secrets exist.
         for name in ["chat-jwt", "backend"] {
             let mut meta = PartialObjectMeta::<Secret>::default();

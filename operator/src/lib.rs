@@ -87,6 +87,11 @@ pub enum Error {
     #[error("serialize: {0}")]
     Serialize(#[from] serde_json::Error),
 
+    /// The reflector caches did not fill (see
+    /// [`controller::Stores::wait_until_ready`]).
+    #[error("caches not ready: {0}")]
+    CacheNotReady(String),
+
     /// Reading the gateways' stats failed.
     #[error("read stats: {0}")]
     Stats(String),
@@ -114,6 +119,7 @@ impl Error {
             Error::PatchStatus(_) => "patch_status",
             Error::MissingMetadata(_) => "missing_metadata",
             Error::Serialize(_) => "serialize",
+            Error::CacheNotReady(_) => "cache_not_ready",
             Error::Stats(_) => "stats",
             Error::Input { .. } => "input",
         }
