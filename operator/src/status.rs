@@ -241,3 +241,99 @@ pub fn endpoint(wsc: &WsCluster) -> Option<String> {
 pub fn differs(old: Option<&WsClusterStatus>, new: &WsClusterStatus) -> bool {
     old != Some(new)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{self, WsClusterExt};
+
+    /// A condition keeps its `lastTransitionTime` while its status holds,
+    /// and gets a new one when the status flips.
+    #[test]
+    fn transition_time_moves_only_when_the_status_flips() {
+        let mut old = condition(READY, false, reason::REPLICAS_NOT_READY, "0/1", Some(1));
+        old.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        let same = merge_conditions(
+            std::slice::from_ref(&old),
+            vec![condition(
+                READY,
+                false,
+                reason::REPLICAS_NOT_READY,
+                "0/2",
+                Some(2),
+            )],
+        );
+        assert_eq!(same[0].last_transition_time, old.last_transition_time);
+        let flipped = merge_conditions(
+            std::slice::from_ref(&old),
+            vec![condition(READY, true, reason::AVAILABLE, "1/1", Some(2))],
+        );
+        assert_ne!(flipped[0].last_transition_time, old.last_transition_time);
+    }
+
+    /// The endpoint follows the Ingress (TLS or not), then the HTTPRoute,
+    /// then the Service.
+    #[test]
+    fn endpoint_prefers_ingress_then_route_then_service() {
+        assert_eq!(
+            endpoint(&fixtures::wsc("chat").with_ingress()).unwrap(),
+            "wss://chat.example.com/ws"
+        );
+        let mut plain = fixtures::wsc("chat").with_ingress();
+        if let Some(ingress) = plain.spec.ingress.as_mut() {
+            ingress.tls_secret_name = None;
+        }
+        assert_eq!(endpoint(&plain).unwrap(), "ws://chat.example.com/ws");
+        assert_eq!(
+            endpoint(&fixtures::wsc("chat").with_http_route()).unwrap(),
+            "wss://chat.example.com/ws"
+        );
+        assert_eq!(
+            endpoint(&fixtures::wsc("chat")).unwrap(),
+            "ws://chat.prod.svc:80/ws"
+        );
+    }
+
+    /// A rolled-out, ready Deployment makes the WsCluster Ready and not
+    /// Progressing; one still rolling is Progressing.
+    #[test]
+    fn ready_and_progressing_follow_the_deployment() {
+        use k8s_openapi::api::apps::v1::DeploymentStatus;
+        let wsc = fixtures::wsc("chat").replicas(1);
+        let mut deployment = Deployment::default();
+        deployment.metadata.generation = Some(3);
+        deployment.status = Some(DeploymentStatus {
+            observed_generation: Some(3),
+            replicas: Some(1),
+            ready_replicas: Some(1),
+            updated_replicas: Some(1),
+            ..Default::default()
+        });
+        fn observed(deployment: &Deployment) -> Observed<'_> {
+            Observed {
+                deployment: Some(deployment),
+                desired_replicas: 1,
+                ..Default::default()
+            }
+        }
+        let done = status(&wsc, &observed(&deployment));
+        let get = |status: &WsClusterStatus, type_: &str| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == type_)
+                .unwrap()
+                .status
+                .clone()
+        };
+        assert_eq!(get(&done, READY), "True");
+        assert_eq!(get(&done, PROGRESSING), "False");
+        assert_eq!(get(&done, DEGRADED), "False");
+        assert_eq!((done.replicas, done.ready_replicas), (1, 1));
+
+        deployment.metadata.generation = Some(4); // the controller has not seen the new template yet
+        let rolling = status(&wsc, &observed(&deployment));
+        assert_eq!(get(&rolling, READY), "False");
+        assert_eq!(get(&rolling, PROGRESSING), "True");
+    }
+}
