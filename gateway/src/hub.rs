@@ -501,22 +501,32 @@ impl Hub {
         let Some(room) = lock(&self.rooms).get(room).cloned() else {
             return (Vec::new(), false);
         };
-        let mut members: Vec<Present> = read(&room.members)
+        // Select the page without allocating per member: (user, conn) pairs are
+        // shared strings, the smallest `limit` are picked in linear time and only
+        // they are sorted and copied.
+        let mut candidates: Vec<(Arc<str>, Arc<str>)> = read(&room.members)
             .values()
-            .map(|member| Present {
-                user: member.outbox.user().to_string(),
-                conn: member.outbox.id.to_string(),
-                node: self.node.clone(),
-            })
-            .filter(|present| {
-                after.is_none_or(|(user, conn)| {
-                    (present.user.as_str(), present.conn.as_str()) > (user.as_str(), conn.as_str())
+            .map(|member| (member.outbox.user(), member.outbox.id.clone()))
+            .filter(|(user, conn)| {
+                after.is_none_or(|(after_user, after_conn)| {
+                    (&**user, &**conn) > (after_user.as_str(), after_conn.as_str())
                 })
             })
             .collect();
-        members.sort();
-        let more = members.len() > limit;
-        members.truncate(limit);
+        let more = candidates.len() > limit;
+        if more {
+            candidates.select_nth_unstable(limit);
+            candidates.truncate(limit);
+        }
+        candidates.sort_unstable();
+        let members = candidates
+            .into_iter()
+            .map(|(user, conn)| Present {
+                user: user.to_string(),
+                conn: conn.to_string(),
+                node: self.node.clone(),
+            })
+            .collect();
         (members, more)
     }
 
@@ -677,5 +687,60 @@ mod tests {
         assert!(hub.reserve_user("alice", 2).is_none());
         drop(first);
         assert!(hub.reserve_user("alice", 2).is_some());
+    }
+}
+
+/// Cost of presence at 100,000 local members (docs/history.md). Not a timed
+/// test: it prints what it measured. Run with
+/// `cargo test -p wsgate --release --lib presence_cost -- --ignored --nocapture`.
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use crate::broker::local::LocalBroker;
+
+    #[tokio::test]
+    #[ignore = "measurement, run by hand"]
+    async fn presence_cost_at_100_000_members() {
+        let hub = Hub::new("n".into(), Arc::new(Metrics::new()));
+        let broker = LocalBroker::new(hub.clone(), Default::default());
+        let members: usize = 100_000;
+        let start = std::time::Instant::now();
+        let mut outboxes = Vec::with_capacity(members);
+        for i in 0..members {
+            let key = hub.next_key();
+            let outbox = Outbox::new(
+                key,
+                format!("n:{key}").into(),
+                4,
+                CancellationToken::new(),
+                hub.metrics.clone(),
+            );
+            outbox.set_user(&format!("user-{i:06}"));
+            hub.join(&*broker, "big", &outbox, "ok".into())
+                .await
+                .unwrap();
+            outbox.take();
+            outboxes.push(outbox);
+        }
+        let joins = start.elapsed();
+        let start = std::time::Instant::now();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let (page, more) = hub.presence("big", after.as_ref(), 1000);
+            pages += 1;
+            if !more {
+                break;
+            }
+            let last = page.last().unwrap();
+            after = Some((last.user.clone(), last.conn.clone()));
+        }
+        let all_pages = start.elapsed();
+        println!(
+            "{members} members: join {:.2} µs each; one 1000-member page {:.2} ms; all {pages} pages {:.0} ms",
+            joins.as_secs_f64() * 1e6 / members as f64,
+            all_pages.as_secs_f64() * 1e3 / pages as f64,
+            all_pages.as_secs_f64() * 1e3
+        );
     }
 }
