@@ -116,7 +116,7 @@ export class WsgateClient {
     this._waiting = []; // commands queued until the connection is ready
     this._ready = false;
     this._authId = null;
-    this._token = this.options.token ?? null;
+    this._token = this.options.token || null;
     this._timers = new Set();
     this._refreshTimer = null;
     this._drainTimer = null;
@@ -495,8 +495,9 @@ export class WsgateClient {
       room = { epoch: null, seq: null };
       this.rooms.set(roomName, room);
     }
-    const buffered = this._recovering.get(roomName) ?? [];
+    let buffered = this._recovering.get(roomName) ?? [];
     this._recovering.delete(roomName);
+    buffered.sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
     const missed = Array.isArray(reply.missed) ? reply.missed : [];
     if (typeof reply.epoch === "string") {
       if (room.epoch !== reply.epoch) {
@@ -510,9 +511,15 @@ export class WsgateClient {
           this._emit("message", message);
         }
       }
+      if (room.seq === null) {
+        // A new history (the epoch changed): `missed` is empty, so the live
+        // messages held during the join are delivered before moving on to the
+        // reply's position, which already counts them.
+        for (const message of buffered) if (message.epoch === reply.epoch) this._onMessage(message);
+        buffered = [];
+      }
       if (typeof reply.seq === "number") room.seq = Math.max(room.seq ?? 0, reply.seq);
     }
-    buffered.sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
     for (const message of buffered) this._onMessage(message);
     return missed.length;
   }
@@ -528,7 +535,8 @@ export class WsgateClient {
       // Browsers answer the server's pings without telling us; a silent
       // connection is checked with an application-level ping.
       this._request({ op: "ping" }, false).catch((error) => {
-        if (error.code === "timeout" && socket === this._socket) socket.close(4000, "ping timeout");
+        // A dead connection may take minutes to report its close: drop it now.
+        if (error.code === "timeout" && socket === this._socket) this._abandon(socket, 4000, "ping timeout");
       });
     }, interval);
   }

@@ -233,3 +233,29 @@ test("a refused token is final without getToken", async () => {
   await tick(30);
   assert.equal(FakeSocket.all.length, 1, "no reconnect with the same bad token");
 });
+
+/// A message from a new epoch (history recreated): the rejoin says recovered:false, and the live
+/// messages of the new epoch held meanwhile are still delivered, in order, once.
+test("delivers held messages of a new epoch after the rejoin", async () => {
+  const c = client();
+  const seen = [];
+  const rejoined = [];
+  c.on("message", (m) => seen.push(`${m.epoch}${m.seq}`));
+  c.on("rejoined", (r) => rejoined.push(r));
+  c.connect().catch(() => {});
+  await until(() => FakeSocket.all[0], "socket");
+  const socket = FakeSocket.all[0];
+  welcome(socket);
+  const joined = c.join("h:r");
+  await answer(socket, "join", { ok: true, recovered: false, epoch: "E", seq: 7 });
+  await joined;
+  const msg = (epoch, seq, prev) => ({ type: "message", room: "h:r", data: seq, from: null, seq, prev, epoch });
+  socket.push(msg("F", 1, 0));
+  socket.push(msg("F", 2, 1));
+  const rejoin = await answer(socket, "join", { ok: true, recovered: false, epoch: "F", seq: 2, missed: [] });
+  assert.deepEqual(rejoin.since, { epoch: "E", seq: 7 });
+  socket.push(msg("F", 3, 2));
+  assert.deepEqual(seen, ["F1", "F2", "F3"]);
+  assert.equal(rejoined[0].recovered, false);
+  c.close();
+});
