@@ -120,7 +120,7 @@ impl Args {
     pub async fn run(self) -> ExitCode {
         let Self { command, run } = self;
         let outcome = match command.unwrap_or(Command::Run(run)) {
-            Command::Run(run) => crate::controller::main(run).await,
+            Command::Run(run) => crate::runtime::main(run).await,
             Command::Crd => print_crd(),
             Command::Render {
                 file,

@@ -14,27 +14,22 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
-use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 use wsgate_crds::WsCluster;
 
-use crate::args::RunArgs;
 use crate::metrics::Metrics;
 use crate::resources::{self, HTTPRoute, Settings};
 use crate::{Error, FIELD_MANAGER, Result, status, validate};
@@ -546,232 +541,6 @@ async fn publish(ctx: &Context, wsc: &WsCluster, type_: EventType, reason: &str,
     }
 }
 
-/// Runs the operator: telemetry, HTTP server, optional CRD apply, leader
-/// election, then the controller and the stats poller until a signal.
-///
-/// # Errors
-///
-/// When the client cannot be built, the CRD is missing, or the server
-/// cannot bind.
-pub async fn main(args: RunArgs) -> anyhow::Result<()> {
-    crate::telemetry::init(args.log_format);
-    let client = Client::try_default().await?;
-    let metrics = Metrics::default();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    let server = tokio::spawn(crate::server::serve(
-        args.listen,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
-
-    if args.apply_crd {
-        apply_crd(&client).await?;
-    }
-    let wscs = Api::<WsCluster>::all(client.clone());
-    if let Err(error) = wscs.list(&ListParams::default().limit(1)).await {
-        anyhow::bail!(
-            "cannot list WsClusters ({error}); is the CRD installed? \
-             `wsgate-operator crd | kubectl apply -f -`, or run with --apply-crd"
-        );
-    }
-
-    let _leader = if args.leader_election {
-        Some(crate::leader::acquire(client.clone(), &args, shutdown.clone()).await?)
-    } else {
-        None
-    };
-
-    run(client, args, metrics, shutdown.clone()).await;
-    shutdown.cancel();
-    server.await??;
-    Ok(())
-}
-
-/// Applies the operator's own CRD (server-side, forced): Helm installs a
-/// chart's `crds/` once and never upgrades it.
-///
-/// # Errors
-///
-/// [`Error::Apply`] when the API server refuses it (RBAC, or a CRD change it
-/// cannot accept).
-pub async fn apply_crd(client: &Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = wsgate_crds::crd();
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .map_err(|source| Error::Apply {
-        kind: "CustomResourceDefinition".to_owned(),
-        name,
-        source,
-    })?;
-    info!("applied the WsCluster CRD");
-    Ok(())
-}
-
-/// Ctrl-C or SIGTERM cancels `token`.
-async fn shutdown_on_signal(token: CancellationToken) {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    token.cancel();
-}
-
-fn owned_watcher<K>(
-    client: &Client,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + use<K>,
-)
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let api: Api<K> = Api::all(client.clone());
-    let stream = reflector(
-        writer,
-        watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR)),
-    )
-    .default_backoff()
-    .touched_objects();
-    (reader, stream)
-}
-
-/// Wires the controller: the WsCluster watch (generation changes only) and
-/// a cached watch per child kind, then runs until `shutdown`.
-pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: CancellationToken) {
-    let (service_accounts, sa_stream) = owned_watcher::<ServiceAccount>(&client);
-    let (config_maps, cm_stream) = owned_watcher::<ConfigMap>(&client);
-    let (secrets, secret_stream) = owned_watcher::<Secret>(&client);
-    let (deployments, deploy_stream) = owned_watcher::<Deployment>(&client);
-    let (services, svc_stream) = owned_watcher::<Service>(&client);
-    let (pdbs, pdb_stream) = owned_watcher::<PodDisruptionBudget>(&client);
-    let (ingresses, ingress_stream) = owned_watcher::<Ingress>(&client);
-    let (hpas, hpa_stream) = owned_watcher::<HorizontalPodAutoscaler>(&client);
-
-    let gateway_api = gateway_api_installed(&client).await;
-    if !gateway_api {
-        info!("gateway api not installed: httpRoute specs are not applied");
-    }
-
-    let (wsc_store, wsc_writer) = reflector::store();
-    let wsc_stream = reflector(
-        wsc_writer,
-        watcher(
-            Api::<WsCluster>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .predicate_filter(predicates::generation, Default::default());
-
-    // Secrets' metadata only (no values cached): a referenced Secret that
-    // appears clears `SecretNotFound`, and a rotated `auth.apiKeysSecret` is
-    // copied into the API keys Secret at once.
-    let referenced = wsc_store.clone();
-    let (secret_metadata, secret_metadata_writer) = reflector::store();
-    let user_secrets = reflector(
-        secret_metadata_writer,
-        watcher(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-
-    let mut controller = Controller::for_stream(wsc_stream, wsc_store.clone())
-        .watches_stream(user_secrets, move |secret| {
-            referencing_secret(
-                &referenced.state(),
-                secret.namespace().as_deref(),
-                &secret.name_any(),
-            )
-        })
-        .owns_stream(sa_stream)
-        .owns_stream(cm_stream)
-        .owns_stream(secret_stream)
-        .owns_stream(deploy_stream)
-        .owns_stream(svc_stream)
-        .owns_stream(pdb_stream)
-        .owns_stream(ingress_stream)
-        .owns_stream(hpa_stream);
-    let http_routes = if gateway_api {
-        let (store, stream) = owned_watcher::<HTTPRoute>(&client);
-        controller = controller.owns_stream(stream);
-        Some(store)
-    } else {
-        None
-    };
-
-    let reporter = Reporter {
-        controller: FIELD_MANAGER.to_owned(),
-        instance: args.identity.clone(),
-    };
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
-        client: client.clone(),
-        metrics: metrics.clone(),
-        settings: args.settings(),
-        stores: Stores {
-            service_accounts,
-            config_maps,
-            secrets: secrets.clone(),
-            deployments,
-            services,
-            pod_disruption_budgets: pdbs,
-            ingresses,
-            horizontal_pod_autoscalers: hpas,
-            http_routes,
-            secret_metadata,
-        },
-        failures: Arc::default(),
-    });
-
-    let poller = tokio::spawn(crate::stats::poll(
-        client.clone(),
-        wsc_store,
-        secrets,
-        metrics,
-        args.stats_interval(),
-        shutdown.clone(),
-    ));
-
-    let stop = shutdown.clone();
-    controller
-        .graceful_shutdown_on(async move { stop.cancelled().await })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                warn!(%error, "controller");
-            }
-        })
-        .await;
-    shutdown.cancel();
-    let _ = poller.await;
-}
-
 /// The WsClusters that reference the Secret `namespace/name`.
 pub fn referencing_secret(
     wscs: &[Arc<WsCluster>],
@@ -787,13 +556,6 @@ pub fn referencing_secret(
         })
         .map(|wsc| ObjectRef::from_obj(wsc.as_ref()))
         .collect()
-}
-
-/// Whether the API server serves HTTPRoutes (discovery needs no RBAC).
-async fn gateway_api_installed(client: &Client) -> bool {
-    kube::discovery::group(client, "gateway.networking.k8s.io")
-        .await
-        .is_ok_and(|group| group.recommended_kind("HTTPRoute").is_some())
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 //! - [`autoscale`]: the connection-aware autoscaling algorithm (pure).
 //! - [`stats`]: reads the gateways' `/api/v1/stats` for status and autoscaling.
 //! - [`leader`]: leader election on a Lease.
+//! - [`runtime`]: the process around the reconciler: caches, watches,
+//!   controller, stats poller, shutdown.
 //! - [`metrics`], [`telemetry`], [`server`]: observability and the
 //!   operator's own HTTP endpoints.
 //!
@@ -26,6 +28,7 @@ pub mod controller;
 pub mod leader;
 pub mod metrics;
 pub mod resources;
+pub mod runtime;
 pub mod server;
 pub mod stats;
 pub mod status;

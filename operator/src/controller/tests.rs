@@ -8,6 +8,7 @@ use wsgate_crds::condition::{DEGRADED, PROGRESSING, READY, reason};
 use super::*;
 use crate::fixtures::{self, WsClusterExt, assert_owned};
 use crate::resources::{Settings, children};
+use crate::runtime::apply_crd;
 
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
     status["conditions"]
