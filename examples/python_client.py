@@ -41,6 +41,7 @@ class Client:
         self.pending: dict[int, asyncio.Future] = {}
         self.reconnect_after: float | None = None
         self.done = asyncio.Event()
+        self.remaining = sys.maxsize
 
     async def request(self, ws, **fields) -> dict:
         """Sends a command and waits for the reply with its id."""
@@ -65,11 +66,14 @@ class Client:
             self.room.epoch, self.room.seq = message.get("epoch"), seq
         print(json.dumps({"room": message["room"], "from": message["from"], "data": message["data"], "seq": seq}),
               flush=True)
+        self.remaining -= 1
+        if self.remaining <= 0:
+            self.done.set()
         return True
 
-    async def session(self, url: str, publish: str | None, count: list[int]) -> None:
+    async def session(self, url: str, publish: str | None) -> None:
         async with websockets.connect(url, subprotocols=["wsgate.v1"]) as ws:
-            reader = asyncio.create_task(self.read(ws, count))
+            reader = asyncio.create_task(self.read(ws))
             done = asyncio.create_task(self.done.wait())
             try:
                 if self.token:
@@ -104,7 +108,7 @@ class Client:
             self.room.seq = max(self.room.seq or 0, reply["seq"])
         log(f"joined {self.room_name}: recovered={reply.get('recovered')} missed={len(reply.get('missed', []))}")
 
-    async def read(self, ws, count: list[int]) -> None:
+    async def read(self, ws) -> None:
         async for text in ws:
             frame = json.loads(text)
             kind = frame.get("type")
@@ -119,10 +123,6 @@ class Client:
             elif kind == "message":
                 if not self.deliver(frame):
                     asyncio.create_task(self.join(ws))  # gap: recover with since
-                    continue
-                count[0] -= 1
-                if count[0] <= 0:
-                    self.done.set()
             elif kind == "direct":
                 print(json.dumps({"direct": frame["data"], "from": frame["from"]}), flush=True)
             elif kind == "reconnect":
@@ -130,13 +130,13 @@ class Client:
                 log(f"node draining, moving in {frame['after_ms']} ms")
 
     async def run(self, publish: str | None, count: int) -> None:
-        remaining = [count]
+        self.remaining = count
         attempt = 0
-        while remaining[0] > 0:
+        while not self.done.is_set():
             self.welcome = asyncio.get_running_loop().create_future()
             url = next(self.urls)
             try:
-                await self.session(url, publish, remaining)
+                await self.session(url, publish)
                 attempt = 0
             except (OSError, websockets.WebSocketException, asyncio.TimeoutError) as error:
                 log(f"connection to {url} ended: {error}")
@@ -144,7 +144,7 @@ class Client:
             for future in self.pending.values():
                 future.cancel()
             self.pending.clear()
-            if remaining[0] <= 0:
+            if self.done.is_set():
                 break
             if self.reconnect_after is not None:
                 delay, self.reconnect_after = 0.0, None  # the server already spread us out
