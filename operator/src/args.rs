@@ -136,7 +136,7 @@ impl Args {
         match outcome {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("wsgate-operator: {error:#}");
+                eprintln!("wsgate-operator: {error}");
                 ExitCode::FAILURE
             }
         }

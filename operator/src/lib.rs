@@ -100,7 +100,7 @@ pub enum Error {
     Stats(String),
 
     /// Reading or parsing an input file failed (`render -f`).
-    #[error("read {path}: {message}")]
+    #[error("{path}: {message}")]
     Input {
         /// The file.
         path: String,
