@@ -11,7 +11,8 @@
 //! blocking: a member whose queue is full is closed with 1013 and the others
 //! carry on.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
@@ -176,6 +177,8 @@ impl Outbox {
 /// A local member of a room.
 struct Member {
     outbox: Arc<Outbox>,
+    /// The user id the member is listed under in the room's roster.
+    user: Arc<str>,
     /// While a join with history is being answered, the room's messages for this
     /// member are held (in `Room::held`) and sent after the reply, deduplicated.
     holding: bool,
@@ -188,6 +191,8 @@ type Held = (Option<u64>, Utf8Bytes);
 pub struct Room {
     name: Arc<str>,
     members: RwLock<HashMap<u64, Member>>,
+    /// Members in (user, conn) order, for presence pages in logarithmic time.
+    roster: Mutex<BTreeSet<(Arc<str>, Arc<str>)>>,
     held: Mutex<HashMap<u64, Vec<Held>>>,
     /// The broker subscription; the async lock serializes subscribe and
     /// unsubscribe against joins and leaves.
@@ -217,6 +222,38 @@ impl Room {
             } else {
                 member.outbox.push(frame.clone());
             }
+        }
+    }
+
+    /// Adds (or re-adds) a member; returns whether it is new.
+    fn add(&self, members: &mut HashMap<u64, Member>, outbox: &Arc<Outbox>, holding: bool) -> bool {
+        let user = outbox.user();
+        let entry = (user.clone(), outbox.id.clone());
+        let previous = members.insert(
+            outbox.key,
+            Member {
+                outbox: outbox.clone(),
+                user,
+                holding,
+            },
+        );
+        let mut roster = lock(&self.roster);
+        if let Some(previous) = &previous {
+            roster.remove(&(previous.user.clone(), previous.outbox.id.clone()));
+        }
+        roster.insert(entry);
+        previous.is_none()
+    }
+
+    /// Removes a member; returns whether it was one.
+    fn remove(&self, members: &mut HashMap<u64, Member>, key: u64) -> bool {
+        lock(&self.held).remove(&key);
+        match members.remove(&key) {
+            Some(member) => {
+                lock(&self.roster).remove(&(member.user, member.outbox.id.clone()));
+                true
+            }
+            None => false,
         }
     }
 
@@ -350,11 +387,7 @@ impl Hub {
                 }
             }
             let mut members = write(&room.members);
-            let member = Member {
-                outbox: outbox.clone(),
-                holding: false,
-            };
-            let inserted = members.insert(outbox.key, member).is_none();
+            let inserted = room.add(&mut members, outbox, false);
             outbox.push(reply);
             return Ok(inserted);
         }
@@ -399,11 +432,7 @@ impl Hub {
                     }
                 }
             }
-            let member = Member {
-                outbox: outbox.clone(),
-                holding: true,
-            };
-            write(&room.members).insert(outbox.key, member);
+            room.add(&mut write(&room.members), outbox, true);
             drop(subscription);
             break room;
         };
@@ -445,8 +474,7 @@ impl Hub {
         let mut subscription = room.subscription.lock().await;
         let removed = {
             let mut members = write(&room.members);
-            let removed = members.remove(&key).is_some();
-            lock(&room.held).remove(&key);
+            let removed = room.remove(&mut members, key);
             if members.is_empty() && !room.closed.load(Ordering::Acquire) {
                 self.close_room(&room);
                 if subscription.take().is_some() {
@@ -469,6 +497,7 @@ impl Hub {
         let room = Arc::new(Room {
             name: name.clone(),
             members: RwLock::default(),
+            roster: Mutex::default(),
             held: Mutex::default(),
             subscription: tokio::sync::Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -501,26 +530,21 @@ impl Hub {
         let Some(room) = lock(&self.rooms).get(room).cloned() else {
             return (Vec::new(), false);
         };
-        // Select the page without allocating per member: (user, conn) pairs are
-        // shared strings, the smallest `limit` are picked in linear time and only
-        // they are sorted and copied.
-        let mut candidates: Vec<(Arc<str>, Arc<str>)> = read(&room.members)
-            .values()
-            .map(|member| (member.outbox.user(), member.outbox.id.clone()))
-            .filter(|(user, conn)| {
-                after.is_none_or(|(after_user, after_conn)| {
-                    (&**user, &**conn) > (after_user.as_str(), after_conn.as_str())
-                })
-            })
-            .collect();
-        let more = candidates.len() > limit;
-        if more {
-            candidates.select_nth_unstable(limit);
-            candidates.truncate(limit);
-        }
-        candidates.sort_unstable();
-        let members = candidates
+        let roster = lock(&room.roster);
+        let page: Vec<&(Arc<str>, Arc<str>)> = match after {
+            Some((user, conn)) => {
+                let after = (Arc::from(user.as_str()), Arc::from(conn.as_str()));
+                roster
+                    .range((Bound::Excluded(after), Bound::Unbounded))
+                    .take(limit + 1)
+                    .collect()
+            }
+            None => roster.iter().take(limit + 1).collect(),
+        };
+        let more = page.len() > limit;
+        let members = page
             .into_iter()
+            .take(limit)
             .map(|(user, conn)| Present {
                 user: user.to_string(),
                 conn: conn.to_string(),
@@ -528,6 +552,21 @@ impl Hub {
             })
             .collect();
         (members, more)
+    }
+
+    /// Lists a connection under its (new) user id in the rooms it is in, after
+    /// an anonymous connection authenticated.
+    pub fn rename(&self, rooms: impl IntoIterator<Item = impl AsRef<str>>, outbox: &Arc<Outbox>) {
+        for name in rooms {
+            let Some(room) = lock(&self.rooms).get(name.as_ref()).cloned() else {
+                continue;
+            };
+            let mut members = write(&room.members);
+            if let Some(member) = members.get(&outbox.key) {
+                let holding = member.holding;
+                room.add(&mut members, outbox, holding);
+            }
+        }
     }
 
     /// Queues a direct frame to the local connections `target` names; returns how

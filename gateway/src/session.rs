@@ -469,6 +469,7 @@ impl Session {
         let previous = self.slot.replace(slot);
         drop(previous);
         self.become_identity(identity, id);
+        self.state.hub.rename(&self.rooms, &self.outbox);
         self.drop_forbidden_rooms().await;
         Flow::Continue
     }
