@@ -322,10 +322,12 @@ async fn echo(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Respo
 }
 
 async fn echo_loop(mut socket: WebSocket) {
+    use futures::SinkExt as _;
     while let Some(message) = socket.recv().await {
         let reply = match message {
             Ok(message @ (Message::Text(_) | Message::Binary(_))) => message,
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            // tungstenite queued the close reply; flushing sends it.
             Ok(Message::Close(_)) => break,
             Err(error) => {
                 let code = match error.into_inner().downcast_ref::<tungstenite::Error>() {
@@ -342,9 +344,16 @@ async fn echo_loop(mut socket: WebSocket) {
             }
         };
         if socket.send(reply).await.is_err() {
-            break;
+            return;
         }
     }
+    // Complete the closing handshake: flush our close frame (or the echo of the
+    // peer's) and wait briefly for the peer's, so the TCP connection ends cleanly.
+    let _ = socket.flush().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(_)) = socket.recv().await {}
+    })
+    .await;
 }
 
 #[cfg(test)]
