@@ -26,6 +26,7 @@ mod gateway;
 pub mod http;
 mod nats;
 mod process;
+pub mod raw;
 mod token;
 mod wait;
 
