@@ -366,6 +366,26 @@ impl Hub {
         outbox: &Arc<Outbox>,
         reply: Utf8Bytes,
     ) -> Result<bool, BrokerError> {
+        let (_, inserted) = self
+            .subscribed(broker, name, |room| {
+                let mut members = write(&room.members);
+                let inserted = room.add(&mut members, outbox, false);
+                outbox.push(reply);
+                inserted
+            })
+            .await?;
+        Ok(inserted)
+    }
+
+    /// The room named `name` with its broker subscription active (subscribing
+    /// when it has none), and what `add` returns: `add` runs while the room's
+    /// subscription lock is held, so no leave can unsubscribe in between.
+    async fn subscribed<T>(
+        &self,
+        broker: &dyn Broker,
+        name: &str,
+        add: impl FnOnce(&Arc<Room>) -> T,
+    ) -> Result<(Arc<Room>, T), BrokerError> {
         loop {
             let room = self.room(name);
             let mut subscription = room.subscription.lock().await;
@@ -386,10 +406,9 @@ impl Hub {
                     }
                 }
             }
-            let mut members = write(&room.members);
-            let inserted = room.add(&mut members, outbox, false);
-            outbox.push(reply);
-            return Ok(inserted);
+            let added = add(&room);
+            drop(subscription);
+            return Ok((room, added));
         }
     }
 
@@ -412,30 +431,11 @@ impl Hub {
     where
         F: FnOnce(&Recovery) -> String,
     {
-        let room = loop {
-            let room = self.room(name);
-            let mut subscription = room.subscription.lock().await;
-            if room.closed.load(Ordering::Acquire) {
-                continue;
-            }
-            if subscription.is_none() {
-                match broker.subscribe(room.clone()).await {
-                    Ok(active) => {
-                        *subscription = Some(active);
-                        self.metrics.rooms.inc();
-                    }
-                    Err(error) => {
-                        if room.is_empty() {
-                            self.close_room(&room);
-                        }
-                        return Err(error);
-                    }
-                }
-            }
-            room.add(&mut write(&room.members), outbox, true);
-            drop(subscription);
-            break room;
-        };
+        let (room, _) = self
+            .subscribed(broker, name, |room| {
+                room.add(&mut write(&room.members), outbox, true)
+            })
+            .await?;
         let result = broker.recover(name, since).await;
         let mut members = write(&room.members);
         let held = lock(&room.held).remove(&outbox.key).unwrap_or_default();

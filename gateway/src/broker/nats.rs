@@ -423,6 +423,18 @@ impl NatsBroker {
         }
     }
 
+    /// Refuses a payload over the server's `max_payload`.
+    fn fits(&self, payload: &str) -> Result<(), BrokerError> {
+        let limit = self.max_payload();
+        if payload.len() > limit {
+            return Err(BrokerError::TooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     fn ensure_connected(&self) -> Result<(), BrokerError> {
         match self.client.connection_state() {
             State::Connected => Ok(()),
@@ -580,13 +592,7 @@ impl Broker for NatsBroker {
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         async move {
             self.ensure_connected()?;
-            let limit = self.max_payload();
-            if frame.len() > limit {
-                return Err(BrokerError::TooLarge {
-                    size: frame.len(),
-                    limit,
-                });
-            }
+            self.fits(&frame)?;
             self.client
                 .publish(self.subjects.room(room), frame.into())
                 .await
@@ -604,13 +610,7 @@ impl Broker for NatsBroker {
     ) -> BoxFuture<'a, Result<u64, BrokerError>> {
         async move {
             self.ensure_connected()?;
-            let limit = self.max_payload();
-            if frame.len() > limit {
-                return Err(BrokerError::TooLarge {
-                    size: frame.len(),
-                    limit,
-                });
-            }
+            self.fits(&frame)?;
             let stream = self.streams.ensure(room).await?;
             let subject = format!("{}{room}", stream.prefix);
             let ack = async {
@@ -650,13 +650,7 @@ impl Broker for NatsBroker {
 
     fn send(&self, target: Target, frame: String) -> BoxFuture<'_, Result<Gathered, BrokerError>> {
         async move {
-            let limit = self.max_payload();
-            if frame.len() > limit {
-                return Err(BrokerError::TooLarge {
-                    size: frame.len(),
-                    limit,
-                });
-            }
+            self.fits(&frame)?;
             self.count(target, Verb::Send, frame.into()).await
         }
         .boxed()
