@@ -22,6 +22,7 @@
 pub mod behaviour;
 mod client;
 mod deployment;
+pub mod follower;
 mod gateway;
 pub mod http;
 mod nats;

@@ -87,6 +87,14 @@ impl RawSocket {
         Ok(Self { stream, buffer })
     }
 
+    /// Drops the connection abruptly: a TCP reset, no close frame.
+    pub fn abort(self) {
+        // A zero linger resets at once; it does not block on drop.
+        #[allow(deprecated)]
+        let _ = self.stream.set_linger(Some(Duration::ZERO));
+        drop(self.stream);
+    }
+
     /// Writes raw bytes.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.stream.write_all(bytes).await?;
