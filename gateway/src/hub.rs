@@ -142,6 +142,9 @@ impl Outbox {
                 return batch;
             }
             self.ready.notified().await;
+            // Let other tasks run once before taking: under load, frames queued
+            // meanwhile leave in the same write instead of one syscall each.
+            tokio::task::yield_now().await;
         }
     }
 

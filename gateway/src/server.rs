@@ -107,6 +107,23 @@ fn connection_cap(configured: usize) -> usize {
     }
 }
 
+/// Connections a listener queues before `accept`: bursts of reconnects after a
+/// drain arrive faster than one accept loop takes them (the kernel caps it at
+/// `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with [`LISTEN_BACKLOG`] and `SO_REUSEADDR`.
+fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Runs the gateway until SIGTERM or Ctrl-C, then drains and returns.
 ///
 /// # Errors
@@ -156,15 +173,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .spawn_reloader(SECRET_RELOAD_INTERVAL, background.clone());
     let origins = AllowedOrigins::new(&config.allowed_origins)?;
 
-    let public_listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+    let public_listener =
+        bind(config.listen).with_context(|| format!("listen: cannot bind {}", config.listen))?;
     let admin_listener = match config.admin_listen {
-        Some(address) => Some(
-            TcpListener::bind(address)
-                .await
-                .with_context(|| format!("admin_listen: cannot bind {address}"))?,
-        ),
+        Some(address) => {
+            Some(bind(address).with_context(|| format!("admin_listen: cannot bind {address}"))?)
+        }
         None => None,
     };
     let public_address = public_listener.local_addr()?;

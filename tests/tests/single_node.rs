@@ -1067,7 +1067,7 @@ async fn rooms_per_connection_cap_answers_limit_exceeded() -> Result<()> {
 async fn a_slow_consumer_is_closed_with_1013_and_others_keep_receiving() -> Result<()> {
     let deployment = single(
         options()
-            .arg("--send-queue", 4)
+            .arg("--send-queue", 32)
             .set("limits.publish_rate", 100_000)
             .set("limits.publish_burst", 100_000),
     )
