@@ -26,6 +26,7 @@ pub mod follower;
 mod gateway;
 pub mod http;
 mod nats;
+pub mod nginx;
 mod process;
 pub mod raw;
 mod token;
