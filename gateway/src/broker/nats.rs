@@ -28,7 +28,7 @@ use futures::FutureExt as _;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::{Instrument as _, debug, info, info_span, warn};
@@ -138,6 +138,11 @@ impl Registry {
 /// The NATS-backed broker.
 pub struct NatsBroker {
     streams: Streams,
+    /// This node's reply inbox: scatter-gather replies arrive on `<inbox>.<request id>`
+    /// through one long-lived subscription.
+    inbox: String,
+    requests: Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
+    next_request: AtomicU64,
     client: Client,
     subjects: Subjects,
     node: String,
@@ -242,8 +247,12 @@ impl NatsBroker {
             ensured: tokio::sync::Mutex::default(),
             epochs: Arc::default(),
         };
+        let inbox = client.new_inbox();
         let broker = Arc::new(Self {
             streams,
+            inbox,
+            requests: Mutex::default(),
+            next_request: AtomicU64::new(1),
             client,
             subjects: Subjects::new(&cluster, &node),
             node,
@@ -265,6 +274,35 @@ impl NatsBroker {
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> Result<(), BrokerError> {
+        let mut replies = self
+            .client
+            .subscribe(format!("{}.*", self.inbox))
+            .await
+            .map_err(unavailable)?;
+        let broker = self.clone();
+        let stop = cancel.clone();
+        tracker.spawn(
+            async move {
+                loop {
+                    let message = tokio::select! {
+                        () = stop.cancelled() => break,
+                        message = replies.next() => message,
+                    };
+                    let Some(message) = message else { break };
+                    let id = message
+                        .subject
+                        .rsplit('.')
+                        .next()
+                        .and_then(|id| id.parse::<u64>().ok());
+                    if let Some(waiting) =
+                        id.and_then(|id| lock(&broker.requests).get(&id).cloned())
+                    {
+                        let _ = waiting.send(message.payload);
+                    }
+                }
+            }
+            .instrument(info_span!("nats_replies")),
+        );
         for subject in [
             self.subjects.own_node(),
             self.subjects.users(),
@@ -475,14 +513,16 @@ impl NatsBroker {
         mut expected: HashSet<String>,
     ) -> Result<(Vec<Bytes>, bool), BrokerError> {
         self.ensure_connected()?;
-        let inbox = self.client.new_inbox();
-        let mut replies = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(unavailable)?;
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut replies) = mpsc::unbounded_channel();
+        lock(&self.requests).insert(id, tx);
+        let _forget = Forget {
+            requests: &self.requests,
+            id,
+        };
+        let reply_to = format!("{}.{id}", self.inbox);
         self.client
-            .publish_with_reply(subject, inbox, payload)
+            .publish_with_reply(subject, reply_to, payload)
             .await
             .map_err(unavailable)?;
         self.client.flush().await.map_err(unavailable)?;
@@ -490,23 +530,22 @@ impl NatsBroker {
         let mut answers = Vec::new();
         let mut heard = HashSet::new();
         while !expected.is_empty() {
-            let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await else {
+            let Ok(Some(payload)) = tokio::time::timeout_at(deadline, replies.recv()).await else {
                 break;
             };
             #[derive(Deserialize)]
             struct From {
                 node: String,
             }
-            let Ok(From { node }) = serde_json::from_slice::<From>(&message.payload) else {
+            let Ok(From { node }) = serde_json::from_slice::<From>(&payload) else {
                 continue;
             };
             if heard.insert(node.clone()) {
                 expected.remove(&node);
-                answers.push(message.payload);
+                answers.push(payload);
             }
         }
-        // Late or unexpected answers are not waited for; drop the inbox.
-        let _ = replies.unsubscribe().await;
+        // Late or unexpected answers are dropped by the dispatcher once `_forget` runs.
         Ok((answers, !expected.is_empty()))
     }
 
@@ -539,6 +578,18 @@ impl NatsBroker {
             .map(|reply| reply.count)
             .sum();
         Ok(Gathered { count, partial })
+    }
+}
+
+/// Removes a scatter-gather request from the dispatcher's table when dropped.
+struct Forget<'a> {
+    requests: &'a Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(self.requests).remove(&self.id);
     }
 }
 
