@@ -60,6 +60,12 @@ pub struct Common {
     #[arg(long)]
     pub nats: bool,
 
+    /// Rooms keep this many messages of history (the gateways' default namespace gets
+    /// `history_size`; with NATS, JetStream with file storage): measures the history path
+    /// (store, acknowledge, republish with seq/prev) against the plain one.
+    #[arg(long, value_name = "MESSAGES")]
+    pub history: Option<u64>,
+
     /// The gateway binary to start. Default: `wsgate` beside this binary, else
     /// `target/release/wsgate`.
     #[arg(long, env = "WSGATE_BENCH_WSGATE_BIN")]

@@ -230,6 +230,9 @@ impl Stack {
                 if let Some(queue) = common.send_queue {
                     text.push_str(&format!("send_queue = {queue}\n"));
                 }
+                if let Some(size) = common.history {
+                    text.push_str(&format!("\n[namespaces.default]\nhistory_size = {size}\n"));
+                }
                 std::fs::write(&path, text)?;
                 path
             }
@@ -417,6 +420,13 @@ fn start_nats(common: &Common, dir: &TempDir, websocket: bool) -> Result<(Server
     let port = free_port()?;
     let ws_port = free_port()?;
     let mut config = format!("listen: \"127.0.0.1:{port}\"\nmax_connections: 100000\n");
+    if common.history.is_some() && !websocket {
+        let store = dir.0.join("jetstream");
+        config.push_str(&format!(
+            "jetstream {{\n  store_dir: {:?}\n}}\n",
+            store.display().to_string()
+        ));
+    }
     if websocket {
         config.push_str(&format!(
             "websocket {{\n  listen: \"127.0.0.1:{ws_port}\"\n  no_tls: true\n}}\n"
