@@ -144,7 +144,7 @@ async fn hostile_frames_close_with_the_right_code() -> Result<()> {
             1009,
         ),
         (
-            "65 KiB in 4 KiB fragments",
+            "68 KiB in 4 KiB fragments",
             {
                 let mut frames = encode(false, opcode::TEXT, &chunk, true);
                 for _ in 0..15 {
