@@ -27,7 +27,8 @@ pub struct Received {
     pub seqs: Vec<u64>,
     /// Rejoins answered with `recovered: false`.
     pub unrecovered: usize,
-    /// Live messages whose `prev` was not the last `seq` held (a gap noticed live).
+    /// Live messages whose `prev` was not the last `seq` held (a gap noticed live, then
+    /// recovered by rejoining with `since` on the same connection).
     pub gaps_seen_live: usize,
     /// When each reconnect (after the first connection) succeeded.
     pub reconnects: Vec<Instant>,
@@ -142,7 +143,26 @@ async fn follow(
         if let Some(frame) = frame {
             match frame["type"].as_str() {
                 Some("message") if frame["room"] == spec.room.as_str() => {
-                    record(&mut received, &mut last, &frame, true);
+                    let seq = frame["seq"].as_u64().unwrap_or(0);
+                    if frame["prev"].as_u64() == Some(last) || seq <= last {
+                        record(&mut received, &mut last, &frame);
+                    } else {
+                        // A gap noticed live: rejoin with `since` on this connection
+                        // (PROTOCOL.md); the reply's `missed` holds this message too.
+                        received.gaps_seen_live += 1;
+                        let join = json!({"op": "join", "room": spec.room, "since": {"epoch": epoch, "seq": last}});
+                        match client.call(join).await {
+                            Ok(reply) if reply["ok"] == true => {
+                                if reply["recovered"] != true {
+                                    received.unrecovered += 1;
+                                }
+                                for message in reply["missed"].as_array().into_iter().flatten() {
+                                    record(&mut received, &mut last, message);
+                                }
+                            }
+                            _ => wait = Some(Duration::ZERO),
+                        }
+                    }
                 }
                 Some("reconnect") => {
                     received.reconnect_events += 1;
@@ -183,7 +203,7 @@ async fn follow(
                         received.unrecovered += 1;
                     }
                     for message in reply["missed"].as_array().into_iter().flatten() {
-                        record(&mut received, &mut last, message, false);
+                        record(&mut received, &mut last, message);
                     }
                     // Messages held during the join arrive after the reply, in order.
                     received.reconnects.push(Instant::now());
@@ -195,15 +215,12 @@ async fn follow(
     }
 }
 
-fn record(received: &mut Received, last: &mut u64, message: &Value, live: bool) {
-    let Some(seq) = message["seq"].as_u64() else {
-        return;
-    };
-    if live && message["prev"].as_u64() != Some(*last) && seq > *last {
-        received.gaps_seen_live += 1;
+/// Records a message (live or from a join reply's `missed`).
+fn record(received: &mut Received, last: &mut u64, message: &Value) {
+    if let Some(seq) = message["seq"].as_u64() {
+        received.seqs.push(seq);
+        *last = (*last).max(seq);
     }
-    received.seqs.push(seq);
-    *last = (*last).max(seq);
 }
 
 /// Publishes numbered messages through the backend API until stopped, trying the next

@@ -171,6 +171,84 @@ async fn a_killed_gateways_clients_recover_elsewhere_and_the_others_are_unaffect
     Ok(())
 }
 
+/// nats-server (JetStream, file storage) SIGKILLed under load and started again: the
+/// gateways refuse publishes meanwhile and resume without a restart; clients stay connected,
+/// notice any gap live, rejoin with `since`, and end up holding every acknowledged message.
+#[tokio::test]
+async fn a_killed_nats_loses_no_acknowledged_message() -> Result<()> {
+    let mut deployment = cluster(2, history_options()).await?;
+    let room = unique_room("hist:natskill");
+    let controls = Controls::default();
+    let mut followers = Vec::new();
+    for i in 0..2 {
+        for k in 0..(if long() { 100 } else { 10 }) {
+            let token = user_token(&format!("follower-{i}-{k}"));
+            let spec = FollowerSpec {
+                urls: vec![deployment.gateway(i).ws_url_with_token(&token)],
+                first: 0,
+                room: room.clone(),
+                backoff: Duration::from_millis(50),
+            };
+            followers.push(Follower::start(spec, controls.clone()).await?);
+        }
+    }
+    let targets = Arc::new(Mutex::new(vec![
+        deployment.gateway(0).admin(),
+        deployment.gateway(1).admin(),
+    ]));
+    let publisher = Publisher::start(
+        targets,
+        TEST_API_KEY.to_owned(),
+        room.clone(),
+        Duration::from_millis(10),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    deployment.nats_mut().kill();
+    let killed = Instant::now();
+    for i in 0..2 {
+        let gateway = deployment.gateway(i);
+        eventually(
+            Duration::from_secs(10),
+            "readyz 503 without NATS",
+            || async { Ok((gateway.readyz().await? == 503).then_some(())) },
+        )
+        .await?;
+    }
+    let unready_after = killed.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    deployment.nats_mut().restart().await?;
+    let restarted = Instant::now();
+    for i in 0..2 {
+        let gateway = deployment.gateway(i);
+        eventually(
+            Duration::from_secs(30),
+            "readyz 200 after the restart",
+            || async { Ok((gateway.readyz().await? == 200).then_some(())) },
+        )
+        .await?;
+    }
+    let ready_after = restarted.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let published = publisher.stop().await?;
+    let last = *published.acked.last().context("nothing acknowledged")?;
+    let received = finish(followers, &controls, last, Duration::from_secs(30)).await?;
+    let tally = Tally::of(&published.acked, &received);
+    println!(
+        "NATS killed: unready after {unready_after:?}, ready {ready_after:?} after the restart"
+    );
+    print_tally("NATS killed and restarted", &tally, published.failed);
+    ensure!(tally.is_lossless(), "{tally:?}");
+    ensure!(
+        published.failed > 0,
+        "no publish was refused while NATS was down"
+    );
+    ensure!(
+        tally.reconnects == 0,
+        "clients were disconnected: {tally:?}"
+    );
+    Ok(())
+}
+
 /// The pid of the nats-server listening on `port` (read from /proc: the harness does not
 /// hand it out).
 fn nats_pid(port: u16) -> Result<u32> {
