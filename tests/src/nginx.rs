@@ -14,15 +14,33 @@ use anyhow::{Context, Result, bail};
 use crate::process::find_on_path;
 use crate::{ChildGuard, TempDir, eventually, free_port};
 
-/// The nginx binary: `$WSGATE_NGINX`, `nginx` on `PATH`, or Debian's `/usr/sbin/nginx`.
+/// The nginx binary: `$WSGATE_NGINX`, `nginx` on `PATH`, or Debian's `/usr/sbin/nginx`;
+/// when none is there and the tests run as root on Debian, `apt-get install -y nginx` once.
 pub fn nginx_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("WSGATE_NGINX") {
         return Some(PathBuf::from(path));
     }
-    find_on_path("nginx").or_else(|| {
-        let debian = PathBuf::from("/usr/sbin/nginx");
-        debian.exists().then_some(debian)
-    })
+    let find = || {
+        find_on_path("nginx").or_else(|| {
+            let debian = PathBuf::from("/usr/sbin/nginx");
+            debian.exists().then_some(debian)
+        })
+    };
+    if let Some(found) = find() {
+        return Some(found);
+    }
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 && find_on_path("apt-get").is_some() {
+        INSTALL.call_once(|| {
+            eprintln!("nginx is missing: apt-get install -y nginx");
+            let _ = Command::new("apt-get")
+                .args(["install", "-y", "-q", "nginx"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status();
+        });
+    }
+    find()
 }
 
 /// A running nginx reverse proxy.
