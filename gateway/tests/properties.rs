@@ -288,6 +288,53 @@ proptest! {
         }
     }
 
+    /// Signed tokens round-trip: any `sub` (any characters) and any valid room patterns give
+    /// that identity; the same token with one byte of its claims or signature changed, signed
+    /// with another secret, or expired beyond the leeway, is refused.
+    #[test]
+    fn signed_tokens_round_trip_and_any_change_is_refused(
+        sub in "\\PC{1,40}",
+        rooms in prop::collection::vec(pattern(), 0..4),
+        send in any::<bool>(),
+        flip in any::<prop::sample::Index>(),
+    ) {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let sign = |secret: &str, claims: &Value| {
+            encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
+                .expect("sign")
+        };
+        let claims = json!({"sub": sub, "exp": now + 600, "rooms": rooms, "send": send});
+        let authenticator = authenticator();
+        let token = sign(HS256_SECRET, &claims);
+        let identity = authenticator.verify(&token).expect("a good token");
+        prop_assert_eq!(&identity.user, &sub);
+        prop_assert_eq!(identity.send, send);
+        for room in &rooms {
+            let concrete = room.replace("**", "x:y").replace('*', "z");
+            prop_assert!(identity.can_join(&concrete), "{room} allows {concrete}");
+        }
+        prop_assert!(authenticator.verify(&sign("another-secret-of-enough-bytes-0123456789", &claims)).is_err());
+        let expired = json!({"sub": sub, "exp": now - 120});
+        prop_assert!(authenticator.verify(&sign(HS256_SECRET, &expired)).is_err());
+        // Change one character after the header (claims or signature) to another base64url one.
+        let header_end = token.find('.').expect("a dot") + 1;
+        let mut bytes = token.clone().into_bytes();
+        let at = header_end + flip.index(bytes.len() - header_end);
+        if bytes[at] != b'.' {
+            bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+            let changed = String::from_utf8(bytes).expect("ASCII");
+            if changed != token {
+                // A change in the last character of the signature may only touch padding bits.
+                let is_last = at == token.len() - 1;
+                prop_assert!(authenticator.verify(&changed).is_err() || is_last, "{changed}");
+            }
+        }
+    }
+
     /// Arbitrary text as a config file: a configuration or an error, never a panic.
     #[test]
     fn the_config_parser_never_panics_on_text(text in ".{0,300}") {
@@ -365,6 +412,8 @@ fn toml_value() -> impl Strategy<Value = String> {
         Just("18446744073709551615".to_owned()),
     ]
 }
+
+const HS256_SECRET: &str = "wsgate-properties-hs256-secret-0123456789";
 
 /// An authenticator with an HS256 secret and an RSA public key.
 fn authenticator() -> Authenticator {
