@@ -121,6 +121,7 @@ async fn publish(State(state): State<Arc<AppState>>, request: Body) -> ApiResult
     let bytes = read_body(&state, request).await?;
     let PublishBody { room, data } = parse(&bytes)?;
     protocol::validate_room(&room)?;
+    protocol::check_depth(data)?;
     let frame = frame::message(&room, data, "null");
     state.metrics.messages_in.inc();
     if state.config.namespaces.for_room(&room).history_size > 0 {
@@ -162,6 +163,7 @@ async fn send(State(state): State<Arc<AppState>>, request: Body) -> ApiResult {
     let data = body
         .data
         .ok_or_else(|| AppError::new(ErrorCode::BadRequest, "missing data"))?;
+    protocol::check_depth(data)?;
     let gathered = state
         .broker
         .send(target, frame::direct(data, "null"))

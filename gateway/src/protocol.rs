@@ -12,6 +12,11 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+/// Deepest nesting of arrays and objects accepted in `data`: members' JSON
+/// parsers have limits (serde_json's is 128 levels, counting the frame around
+/// `data`), and a message none of them can read must not be delivered.
+pub const MAX_DATA_DEPTH: usize = 100;
+
 /// Longest room name, in bytes.
 pub const MAX_ROOM_BYTES: usize = 128;
 
@@ -347,7 +352,13 @@ fn interpret<'a>(
         validate_room(room)?;
         Ok(room)
     };
-    let data = || raw.data.ok_or_else(|| Failure::bad_request("missing data"));
+    let data = || {
+        let data = raw
+            .data
+            .ok_or_else(|| Failure::bad_request("missing data"))?;
+        check_depth(data)?;
+        Ok::<_, Failure>(data)
+    };
     let token = || -> Result<String, Failure> {
         let value = raw
             .token
@@ -409,6 +420,39 @@ fn interpret<'a>(
         "refresh" => Command::Refresh { token: token()? },
         _ => Command::Ping,
     })
+}
+
+/// Refuses `data` nested deeper than [`MAX_DATA_DEPTH`]. One pass over the
+/// already-validated JSON text, skipping strings.
+pub fn check_depth(data: &RawValue) -> Result<(), Failure> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for byte in data.get().bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DATA_DEPTH {
+                    return Err(Failure::bad_request(format!(
+                        "data is nested deeper than {MAX_DATA_DEPTH} levels"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Checks a room name against PROTOCOL.md: 1 to 128 bytes of
@@ -737,6 +781,17 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    #[test]
+    fn data_nesting_is_capped_and_strings_do_not_count() {
+        let nested = |levels: usize| format!("{}0{}", "[".repeat(levels), "]".repeat(levels));
+        let frame = |data: &str| format!(r#"{{"op":"publish","room":"r","data":{data}}}"#);
+        assert!(command(&frame(&nested(MAX_DATA_DEPTH))).is_ok());
+        let too_deep = frame(&nested(MAX_DATA_DEPTH + 1));
+        assert_eq!(command(&too_deep).unwrap_err().code, ErrorCode::BadRequest);
+        let brackets_in_strings = format!(r#"["{}\"[", {{"k": "}}]]"}}]"#, "[".repeat(500));
+        assert!(command(&frame(&brackets_in_strings)).is_ok());
     }
 
     #[test]
