@@ -47,7 +47,26 @@ impl Deployment {
             Topology::Single => None,
             Topology::Nats { .. } => Some(NatsServer::start().await?),
         };
-        let starts = (0..topology.replicas()).map(|i| {
+        Self::start_on(nats, topology.replicas(), options).await
+    }
+
+    /// One `nats-server -js` (file storage that survives its restart) and `replicas`
+    /// gateways on it: the deployment of the history suites.
+    ///
+    /// # Errors
+    /// As [`Deployment::start`].
+    pub async fn start_jetstream(replicas: usize, options: GatewayOptions) -> Result<Self> {
+        let nats = NatsServer::start_with(crate::NatsOptions { jetstream: true }).await?;
+        Self::start_on(Some(nats), replicas, options).await
+    }
+
+    /// Starts `replicas` gateways on `nats` (or the in-process broker without one).
+    async fn start_on(
+        nats: Option<NatsServer>,
+        replicas: usize,
+        options: GatewayOptions,
+    ) -> Result<Self> {
+        let starts = (0..replicas).map(|i| {
             let mut options = options.clone().node(format!("gw-{i}"));
             if let Some(nats) = &nats {
                 options = options.nats(nats);

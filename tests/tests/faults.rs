@@ -14,8 +14,8 @@ use wsgate_tests::behaviour::{connect_user, options, unique_room, user_token};
 use wsgate_tests::follower::{Controls, Follower, FollowerSpec, Publisher, Received, Tally};
 use wsgate_tests::raw::{RawSocket, vm_rss_kib};
 use wsgate_tests::{
-    Client, ConnectOptions, Deployment, Gateway, GatewayOptions, NatsOptions, NatsServer,
-    REPLY_TIMEOUT, SIGKILL, TEST_API_KEY, error_code, eventually,
+    Client, ConnectOptions, Deployment, Gateway, GatewayOptions, REPLY_TIMEOUT, SIGKILL,
+    TEST_API_KEY, error_code, eventually,
 };
 
 fn long() -> bool {
@@ -33,14 +33,7 @@ fn history_options() -> GatewayOptions {
 
 /// One `nats-server -js` (file storage) and `replicas` gateways on it.
 async fn cluster(replicas: usize, options: GatewayOptions) -> Result<Deployment> {
-    let nats = NatsServer::start_with(NatsOptions { jetstream: true }).await?;
-    let starts =
-        (0..replicas).map(|i| Gateway::start(options.clone().node(format!("gw-{i}")).nats(&nats)));
-    let gateways = futures::future::try_join_all(starts).await?;
-    Ok(Deployment {
-        gateways,
-        nats: Some(nats),
-    })
+    Deployment::start_jetstream(replicas, options).await
 }
 
 /// Waits for every follower, aborting them at `deadline` after `finish_at`.

@@ -9,10 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use wsgate_tests::behaviour::{FRAME, connect_user, options, unique_room};
-use wsgate_tests::{
-    Client, Deployment, Gateway, GatewayOptions, NatsOptions, NatsServer, SIGKILL, SOON, Topology,
-    eventually,
-};
+use wsgate_tests::{Client, Deployment, GatewayOptions, SIGKILL, SOON, Topology, eventually};
 
 /// A namespace with history, presence and join/leave events; `plain` has none.
 fn history_options() -> GatewayOptions {
@@ -26,14 +23,7 @@ fn history_options() -> GatewayOptions {
 
 /// One `nats-server -js` (file storage) and `replicas` gateways on it.
 async fn cluster(replicas: usize, options: GatewayOptions) -> Result<Deployment> {
-    let nats = NatsServer::start_with(NatsOptions { jetstream: true }).await?;
-    let starts =
-        (0..replicas).map(|i| Gateway::start(options.clone().node(format!("gw-{i}")).nats(&nats)));
-    let gateways = futures::future::try_join_all(starts).await?;
-    Ok(Deployment {
-        gateways,
-        nats: Some(nats),
-    })
+    Deployment::start_jetstream(replicas, options).await
 }
 
 /// Joins `room` (optionally with `since`) and returns the reply.
