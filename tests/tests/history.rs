@@ -37,6 +37,15 @@ async fn join(client: &mut Client, room: &str, since: Option<(&str, u64)>) -> Re
     Ok(reply)
 }
 
+/// Joins `room` without `since` and returns its epoch.
+async fn join_epoch(client: &mut Client, room: &str) -> Result<String> {
+    let reply = join(client, room, None).await?;
+    let epoch = reply["epoch"]
+        .as_str()
+        .with_context(|| format!("join reply without epoch: {reply}"))?;
+    Ok(epoch.to_owned())
+}
+
 /// Publishes and returns the acknowledged seq.
 async fn publish(client: &mut Client, room: &str, data: Value) -> Result<u64> {
     let reply = client
@@ -148,10 +157,7 @@ async fn recovery_beyond_history_or_across_epochs_is_not_recovered() -> Result<(
     let room = unique_room("hist:beyond");
     let mut publisher = connect_user(&deployment, 1, "pub").await?;
     let mut client = connect_user(&deployment, 0, "c").await?;
-    let epoch = join(&mut client, &room, None).await?["epoch"]
-        .as_str()
-        .context("epoch")?
-        .to_owned();
+    let epoch = join_epoch(&mut client, &room).await?;
     let first = publish(&mut publisher, &room, json!(0)).await?;
     let mut all = vec![first];
     for i in 1..10 {
@@ -191,10 +197,7 @@ async fn expiry_keeps_prev_and_the_position_right() -> Result<()> {
     let room = unique_room("hist:ttl");
     let mut publisher = connect_user(&deployment, 1, "pub").await?;
     let mut client = connect_user(&deployment, 0, "c").await?;
-    let epoch = join(&mut client, &room, None).await?["epoch"]
-        .as_str()
-        .context("epoch")?
-        .to_owned();
+    let epoch = join_epoch(&mut client, &room).await?;
     let early = publish(&mut publisher, &room, json!("early")).await?;
     let last = publish(&mut publisher, &room, json!("last")).await?;
     for _ in 0..2 {
@@ -310,10 +313,7 @@ async fn history_survives_a_nats_server_restart() -> Result<()> {
         acknowledged.push(publish(&mut publisher, &room, json!(i)).await?);
     }
     let mut client = connect_user(&deployment, 0, "c").await?;
-    let epoch = join(&mut client, &room, None).await?["epoch"]
-        .as_str()
-        .context("epoch")?
-        .to_owned();
+    let epoch = join_epoch(&mut client, &room).await?;
     deployment.nats_mut().kill();
     deployment.nats_mut().restart().await?;
     let gateway = deployment.gateway(0);
