@@ -327,10 +327,7 @@ impl Session {
     fn become_identity(&mut self, identity: Identity, id: Option<&Id>) {
         self.from_json = protocol::json_str(&identity.user);
         self.outbox.set_user(&identity.user);
-        self.deadline = self.state.auth.deadline(&identity).map(|deadline| {
-            let remaining = deadline.saturating_sub(unix_now());
-            tokio::time::Instant::now() + Duration::from_secs(remaining)
-        });
+        self.deadline = self.expiry(&identity);
         let config = &self.state.config;
         let welcome = frame::welcome(
             id,
@@ -341,6 +338,14 @@ impl Session {
         );
         self.identity = Some(identity);
         self.push(welcome);
+    }
+
+    /// When a connection holding `identity` must close with 4001: its `exp` plus
+    /// the leeway, as a timer deadline; `None` when the token never expires.
+    fn expiry(&self, identity: &Identity) -> Option<tokio::time::Instant> {
+        self.state.auth.deadline(identity).map(|deadline| {
+            tokio::time::Instant::now() + Duration::from_secs(deadline.saturating_sub(unix_now()))
+        })
     }
 
     fn push(&self, frame: String) {
@@ -682,9 +687,7 @@ impl Session {
             .expires_at
             .map(|exp| format!(",\"exp\":{exp}"))
             .unwrap_or_default();
-        self.deadline = self.state.auth.deadline(&identity).map(|deadline| {
-            tokio::time::Instant::now() + Duration::from_secs(deadline.saturating_sub(unix_now()))
-        });
+        self.deadline = self.expiry(&identity);
         self.identity = Some(identity);
         self.drop_forbidden_rooms().await;
         Ok(extra)

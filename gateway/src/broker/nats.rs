@@ -616,16 +616,16 @@ impl Broker for NatsBroker {
             let pump = tokio::spawn(
                 async move {
                     while let Some(message) = subscriber.next().await {
-                        let Ok(text) = std::str::from_utf8(&message.payload) else {
+                        // Validated as UTF-8 once; plain messages are delivered as they came.
+                        let Ok(frame) = Utf8Bytes::try_from(message.payload) else {
                             warn!("dropped a room message that is not UTF-8");
                             continue;
                         };
-                        match stamped(&epochs, &message, text) {
-                            Some((seq, frame)) => room.deliver(&Utf8Bytes::from(frame), Some(seq)),
-                            None => match Utf8Bytes::try_from(message.payload) {
-                                Ok(frame) => room.deliver(&frame, None),
-                                Err(_) => warn!("dropped a room message that is not UTF-8"),
-                            },
+                        match stamped(&epochs, message.headers.as_ref(), &frame) {
+                            Some((seq, stamped)) => {
+                                room.deliver(&Utf8Bytes::from(stamped), Some(seq))
+                            }
+                            None => room.deliver(&frame, None),
                         }
                     }
                 }
@@ -776,10 +776,10 @@ impl Broker for NatsBroker {
 /// and the stream's epoch; `None` for plain room messages.
 fn stamped(
     epochs: &Mutex<HashMap<String, String>>,
-    message: &Message,
+    headers: Option<&async_nats::HeaderMap>,
     text: &str,
 ) -> Option<(u64, String)> {
-    let headers = message.headers.as_ref()?;
+    let headers = headers?;
     let number = |name| -> Option<u64> { headers.get(name)?.as_str().parse().ok() };
     let seq = number(async_nats::header::NATS_SEQUENCE)?;
     let prev = number(async_nats::header::NATS_LAST_SEQUENCE).unwrap_or(0);
