@@ -30,6 +30,11 @@ const ECHO_LIMIT: usize = 16 * 1024 * 1024;
 /// memory, and most client frames are small; a larger frame grows the buffer.
 const READ_BUFFER: usize = 1024;
 
+/// Bytes of frames gathered before they are written: the writer feeds a whole
+/// batch of queued frames and flushes once, so a batch leaves in one `send`
+/// instead of one per frame. The buffer is empty between batches.
+const WRITE_BATCH: usize = 16 * 1024;
+
 /// What every handler and session shares.
 pub struct AppState {
     pub config: Config,
@@ -294,8 +299,13 @@ async fn upgrade(
     let session_state = state.clone();
     ws.protocols(["wsgate.v1"])
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_write_buffer_size(max_message.saturating_mul(2).max(64 * 1024))
+        .write_buffer_size(WRITE_BATCH)
+        .max_write_buffer_size(
+            max_message
+                .saturating_mul(2)
+                .max(64 * 1024)
+                .saturating_add(WRITE_BATCH),
+        )
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| async move {

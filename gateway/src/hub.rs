@@ -98,22 +98,39 @@ impl Outbox {
     /// Queues a frame; a full queue closes the connection with 1013.
     /// Returns whether the frame was queued.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
+        self.push_all(std::iter::once(frame)) == 1
+    }
+
+    /// Queues frames in order under one lock and wakes the writer once; a full
+    /// queue closes the connection with 1013. Returns how many were queued.
+    ///
+    /// The writer is woken only when the queue was empty: it takes the whole
+    /// queue each time, so a non-empty queue already has a wake-up pending.
+    pub fn push_all(&self, frames: impl IntoIterator<Item = Utf8Bytes>) -> usize {
         let mut queue = lock(&self.queue);
         if queue.closed {
-            return false;
+            return 0;
         }
-        if queue.frames.len() >= self.capacity {
-            drop(queue);
-            if self.close(close::TRY_AGAIN_LATER, "slow consumer") {
-                self.metrics.slow_consumers.inc();
+        let was_empty = queue.frames.is_empty();
+        let mut queued = 0;
+        let mut overflow = false;
+        for frame in frames {
+            if queue.frames.len() >= self.capacity {
+                overflow = true;
+                break;
             }
-            return false;
+            queue.frames.push_back(frame);
+            queued += 1;
         }
-        queue.frames.push_back(frame);
         drop(queue);
-        self.ready.notify_one();
-        self.metrics.messages_out.inc();
-        true
+        if was_empty && queued > 0 {
+            self.ready.notify_one();
+        }
+        if overflow && self.close(close::TRY_AGAIN_LATER, "slow consumer") {
+            self.metrics.slow_consumers.inc();
+        }
+        self.metrics.messages_out.inc_by(queued as u64);
+        queued
     }
 
     /// The connection's user id.
@@ -131,15 +148,22 @@ impl Outbox {
         std::mem::take(&mut lock(&self.queue).frames)
     }
 
-    /// Waits for queued frames and takes them all.
+    /// Waits for queued frames and takes them all; `None` once the connection
+    /// is asked to close (what is still queued stays for [`Outbox::shut`]).
+    ///
+    /// The writer waits here alone, not also on the cancellation token: one
+    /// wake-up source keeps the per-frame path to a lock and a notify.
     ///
     /// # Cancel safety
     /// Cancel-safe: frames are taken only when the future completes.
-    pub async fn next_batch(&self) -> VecDeque<Utf8Bytes> {
+    pub async fn next_batch(&self) -> Option<VecDeque<Utf8Bytes>> {
         loop {
+            if self.closing.get().is_some() {
+                return None;
+            }
             let batch = self.take();
             if !batch.is_empty() {
-                return batch;
+                return Some(batch);
             }
             self.ready.notified().await;
             // Let other tasks run once before taking: under load, frames queued
@@ -163,6 +187,7 @@ impl Outbox {
             self.metrics.close(code);
         }
         self.cancel.cancel();
+        self.ready.notify_one();
         decided
     }
 
@@ -188,7 +213,7 @@ struct Member {
 }
 
 /// A message held for a joining member: its seq (history rooms) and frame.
-type Held = (Option<u64>, Utf8Bytes);
+pub type Held = (Option<u64>, Utf8Bytes);
 
 /// One room with local members.
 pub struct Room {
@@ -215,15 +240,24 @@ impl Room {
     /// Queues a frame from the broker to every local member; `seq` is the
     /// message's position in rooms with history.
     pub fn deliver(&self, frame: &Utf8Bytes, seq: Option<u64>) {
+        self.deliver_all(&[(seq, frame.clone())]);
+    }
+
+    /// Queues messages from the broker, in order, to every local member: one
+    /// lock and at most one writer wake-up per member for the whole batch, so
+    /// messages that arrived together leave in one write.
+    pub fn deliver_all(&self, messages: &[Held]) {
         let _timer = self.metrics.time_fanout();
         for (key, member) in read(&self.members).iter() {
             if member.holding {
                 lock(&self.held)
                     .entry(*key)
                     .or_default()
-                    .push((seq, frame.clone()));
+                    .extend_from_slice(messages);
             } else {
-                member.outbox.push(frame.clone());
+                member
+                    .outbox
+                    .push_all(messages.iter().map(|(_, frame)| frame.clone()));
             }
         }
     }

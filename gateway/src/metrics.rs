@@ -112,7 +112,7 @@ impl Metrics {
         );
         registry.register(
             "fanout_seconds",
-            "Time to queue one broker message to every local member of its room",
+            "Time to queue broker messages (those that arrived together) to every local member of their room",
             metrics.fanout_seconds.clone(),
         );
         registry.register(

@@ -264,8 +264,8 @@ async fn write_loop<S>(
     loop {
         tokio::select! {
             biased;
-            () = outbox.cancelled().cancelled() => break,
             batch = outbox.next_batch() => {
+                let Some(batch) = batch else { break };
                 // Everything queued goes out in one flush.
                 for frame in batch {
                     if sink.feed(Message::Text(frame)).await.is_err() {

@@ -90,6 +90,10 @@ struct CountReply {
 /// The most members one node returns for one presence page.
 const MAX_PRESENCE_PAGE: usize = 10_000;
 
+/// Most room messages handed to the members in one batch (those that had
+/// already arrived when the first was taken).
+const ROOM_BATCH: usize = 64;
+
 /// A presence page request, scattered to every node.
 #[derive(Serialize, Deserialize)]
 struct PresenceRequest {
@@ -615,18 +619,25 @@ impl Broker for NatsBroker {
             let epochs = self.streams.epochs_handle();
             let pump = tokio::spawn(
                 async move {
+                    let mut batch = Vec::new();
                     while let Some(message) = subscriber.next().await {
-                        // Validated as UTF-8 once; plain messages are delivered as they came.
-                        let Ok(frame) = Utf8Bytes::try_from(message.payload) else {
-                            warn!("dropped a room message that is not UTF-8");
-                            continue;
-                        };
-                        match stamped(&epochs, message.headers.as_ref(), &frame) {
-                            Some((seq, stamped)) => {
-                                room.deliver(&Utf8Bytes::from(stamped), Some(seq))
-                            }
-                            None => room.deliver(&frame, None),
+                        // Messages already received join this one: each member's
+                        // writer then sends them in one write.
+                        let ready =
+                            std::iter::from_fn(|| subscriber.next().now_or_never().flatten());
+                        for message in std::iter::once(message).chain(ready).take(ROOM_BATCH) {
+                            // Validated as UTF-8 once; plain messages are delivered as they came.
+                            let Ok(frame) = Utf8Bytes::try_from(message.payload) else {
+                                warn!("dropped a room message that is not UTF-8");
+                                continue;
+                            };
+                            batch.push(match stamped(&epochs, message.headers.as_ref(), &frame) {
+                                Some((seq, stamped)) => (Some(seq), Utf8Bytes::from(stamped)),
+                                None => (None, frame),
+                            });
                         }
+                        room.deliver_all(&batch);
+                        batch.clear();
                     }
                 }
                 .instrument(span),
