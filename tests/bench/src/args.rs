@@ -52,7 +52,8 @@ pub struct Common {
     pub target: Vec<String>,
 
     /// Gateways to start (ignored with `--target`). More than one, or `--nats`, starts a
-    /// nats-server for them to share. Socket.IO runs as many nodes on one redis-server.
+    /// nats-server for them to share. Socket.IO runs as many nodes on one redis-server, Sockudo
+    /// as many nodes on one nats-server.
     #[arg(long, default_value_t = 1)]
     pub gateways: usize,
 
@@ -97,6 +98,11 @@ pub struct Common {
     #[arg(long, env = "WSGATE_BENCH_SOCKETIO_DIR")]
     pub socketio_dir: Option<PathBuf>,
 
+    /// The Sockudo binary, for `--compare sockudo` (`tests/bench/install-peers sockudo` builds
+    /// it). Default: `sockudo` in PATH, else in `$CARGO_HOME/bin` (`~/.cargo/bin`).
+    #[arg(long, env = "WSGATE_BENCH_SOCKUDO_BIN")]
+    pub sockudo_bin: Option<PathBuf>,
+
     /// A gateway configuration file to use instead of the generated one (which lifts the
     /// publish rate limit and allows 19,500 connections per gateway).
     #[arg(long)]
@@ -107,7 +113,8 @@ pub struct Common {
     #[arg(long)]
     pub send_queue: Option<u64>,
 
-    /// `RUST_LOG` of the started gateways; logging costs CPU, so it is quiet by default.
+    /// `RUST_LOG` of the started gateways (and Sockudo nodes); logging costs CPU, so it is quiet
+    /// by default.
     #[arg(long, default_value = "warn")]
     pub gateway_log: String,
 
@@ -168,7 +175,8 @@ pub enum Peer {
     Nats,
     /// Socket.IO with @socket.io/redis-adapter on redis-server.
     Socketio,
-    /// Sockudo, a Pusher-protocol server, on its NATS adapter.
+    /// Sockudo, a Pusher-protocol server, its nodes sharing a nats-server through its NATS
+    /// adapter; members subscribe to public channels, publishers use the signed HTTP events API.
     Sockudo,
 }
 

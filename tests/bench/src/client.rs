@@ -1,10 +1,11 @@
 //! One client connection: TCP from a chosen loopback source address, the WebSocket upgrade,
 //! and the protocols the tool speaks: wsgate's JSON frames, the NATS text protocol over
-//! nats-server's WebSocket listener, and Socket.IO.
+//! nats-server's WebSocket listener, Socket.IO, and the Pusher protocol (Sockudo).
 //!
 //! A connection is opened and set up ([`open`], [`setup`]) by one future, then becomes a
 //! [`Member`]: a stream of [`Event`]s that many of can be polled by one task (a `SelectAll`).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -35,6 +36,9 @@ pub enum Protocol {
     /// Socket.IO (Engine.IO 4 over WebSocket) to the peer's `server.js`: `join`, `leave` and
     /// `publish` events with acknowledgements, `message` events to members.
     Socketio,
+    /// The Pusher protocol (version 7) to Sockudo: members subscribe to a public channel named
+    /// after their room (or user); publishers use the HTTP events API ([`crate::pusher_api`]).
+    Pusher,
 }
 
 /// What members receive: room messages (fan-out) or direct messages to their user.
@@ -45,7 +49,7 @@ pub enum Mode {
     Direct,
 }
 
-/// Room `index`'s name (valid for wsgate and as a NATS subject token).
+/// Room `index`'s name (valid for wsgate, as a NATS subject token and as a Pusher channel).
 pub fn room_name(index: u64) -> String {
     format!("bench-{index}")
 }
@@ -331,6 +335,21 @@ pub async fn setup(
                 socketio_until(ws, |text| text.starts_with("431")).await?;
             }
         }
+        Protocol::Pusher => {
+            pusher_until(ws, |event, _| event == "pusher:connection_established").await?;
+            if join {
+                let subscribe = serde_json::json!({
+                    "event": "pusher:subscribe",
+                    "data": {"channel": destination},
+                });
+                ws.send(Message::text(subscribe.to_string())).await?;
+                pusher_until(ws, |event, channel| {
+                    event == "pusher_internal:subscription_succeeded"
+                        && channel == Some(destination)
+                })
+                .await?;
+            }
+        }
     }
     Ok(parser)
 }
@@ -362,6 +381,91 @@ pub fn socketio_stamp(text: &str) -> Option<Result<Stamp>> {
     Some(serde_json::from_str(data.get()).map_err(Into::into))
 }
 
+/// `pusher:pong`, the answer to a server's `pusher:ping`.
+const PUSHER_PONG: &str = r#"{"event":"pusher:pong","data":{}}"#;
+
+/// The fields of a Pusher frame the tool looks at.
+#[derive(Debug, Deserialize)]
+struct PusherFrame<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow, default)]
+    channel: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// What a frame from a Pusher server means to the tool.
+#[derive(Debug)]
+pub enum PusherEvent<'a> {
+    /// An event on a channel: a published message, its stamp decoded.
+    Delivery(Stamp),
+    /// `pusher:ping`, to be answered with `pusher:pong`.
+    Ping,
+    /// `pusher:error` or `pusher:subscription_error`, with its data.
+    Error(String),
+    /// Any other protocol event (`pusher:connection_established`,
+    /// `pusher_internal:subscription_succeeded`, `pusher:pong`, ...).
+    Control {
+        event: Cow<'a, str>,
+        channel: Option<Cow<'a, str>>,
+    },
+}
+
+/// Decodes a Pusher frame. A channel event's `data` is a JSON string holding the stamp's JSON
+/// (as the HTTP API publishes it); a `data` that is the stamp's object itself is read too.
+///
+/// # Errors
+/// When the frame is not a Pusher event, or a channel event carries no readable stamp.
+pub fn pusher_event(text: &str) -> Result<PusherEvent<'_>> {
+    let frame: PusherFrame<'_> = serde_json::from_str(text)?;
+    let data = frame.data.map(RawValue::get);
+    Ok(match frame.event.as_ref() {
+        "pusher:ping" => PusherEvent::Ping,
+        "pusher:error" | "pusher:subscription_error" => {
+            PusherEvent::Error(format!("{} {}", frame.event, data.unwrap_or("")))
+        }
+        event if event.starts_with("pusher:") || event.starts_with("pusher_internal:") => {
+            PusherEvent::Control {
+                event: frame.event,
+                channel: frame.channel,
+            }
+        }
+        event => {
+            let data = data.ok_or_else(|| anyhow!("event {event} without data"))?;
+            let stamp = if data.starts_with('"') {
+                let inner: String = serde_json::from_str(data)?;
+                serde_json::from_str(&inner)?
+            } else {
+                serde_json::from_str(data)?
+            };
+            PusherEvent::Delivery(stamp)
+        }
+    })
+}
+
+/// Reads Pusher frames until a protocol event satisfies `done` (given the event's name and
+/// channel), answering pings and failing on errors.
+async fn pusher_until(ws: &mut Ws, mut done: impl FnMut(&str, Option<&str>) -> bool) -> Result<()> {
+    while let Some(message) = ws.next().await {
+        match message? {
+            Message::Text(text) => match pusher_event(text.as_str())
+                .with_context(|| format!("unreadable frame {text}"))?
+            {
+                PusherEvent::Ping => ws.send(Message::text(PUSHER_PONG)).await?,
+                PusherEvent::Error(message) => bail!("{message}"),
+                PusherEvent::Control { event, channel } if done(&event, channel.as_deref()) => {
+                    return Ok(());
+                }
+                _ => {}
+            },
+            Message::Close(frame) => bail!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+    bail!("connection closed")
+}
+
 /// Leaves `destination` (a `leave` op, or `UNSUB`), waiting for the answer.
 pub async fn leave(
     ws: &mut Ws,
@@ -384,6 +488,18 @@ pub async fn leave(
             let leave = serde_json::json!(["leave", destination]);
             ws.send(Message::text(format!("422{leave}"))).await?;
             socketio_until(ws, |text| text.starts_with("432")).await
+        }
+        Protocol::Pusher => {
+            // `pusher:unsubscribe` has no answer; a ping behind it does, once the server has
+            // handled the unsubscribe (it handles a connection's frames in order).
+            let unsubscribe = serde_json::json!({
+                "event": "pusher:unsubscribe",
+                "data": {"channel": destination},
+            });
+            ws.send(Message::text(unsubscribe.to_string())).await?;
+            ws.send(Message::text(r#"{"event":"pusher:ping","data":{}}"#))
+                .await?;
+            pusher_until(ws, |event, _| event == "pusher:pong").await
         }
     }
 }
@@ -479,12 +595,13 @@ pub enum Event {
     Error(String),
 }
 
-/// A receiving connection, polled as a stream of [`Event`]s; answers NATS `PING`s itself.
+/// A receiving connection, polled as a stream of [`Event`]s; answers NATS `PING`s, Engine.IO
+/// pings and `pusher:ping`s itself.
 pub struct Member {
     ws: Ws,
     protocol: Protocol,
     parser: NatsParser,
-    /// Frames to send (NATS `PONG`s), written before reading on.
+    /// Frames to send (answers to pings), written before reading on.
     outbox: VecDeque<Message>,
     /// Events decoded from one frame and not yet returned.
     pending: VecDeque<Event>,
@@ -573,6 +690,20 @@ impl Member {
                 } else if text.starts_with('1') || text.starts_with("41") {
                     self.pending.push_back(Event::Closed(None));
                     self.finished = true;
+                }
+            }
+            Message::Text(text) if self.protocol == Protocol::Pusher => {
+                match pusher_event(text.as_str()) {
+                    Ok(PusherEvent::Delivery(stamp)) => self.pending.push_back(Event::Delivery {
+                        sent_ns: stamp.t,
+                        step: stamp.s,
+                    }),
+                    Ok(PusherEvent::Ping) => self.outbox.push_back(Message::text(PUSHER_PONG)),
+                    Ok(PusherEvent::Error(message)) => {
+                        self.pending.push_back(Event::Error(message))
+                    }
+                    Ok(PusherEvent::Control { .. }) => {}
+                    Err(e) => self.pending.push_back(Event::Error(format!("frame: {e}"))),
                 }
             }
             Message::Text(text) => {
@@ -693,6 +824,50 @@ mod tests {
         assert_eq!((stamp.t, stamp.s), (5, 1));
         assert!(socketio_stamp(r#"42["other",1]"#).is_none());
         assert!(socketio_stamp("431[true]").is_none());
+    }
+
+    /// A Pusher channel event yields its stamp, whether `data` is the JSON string the HTTP API
+    /// publishes or an object; protocol events are told apart.
+    #[test]
+    fn pusher_events_are_decoded() {
+        let text = r#"{"event":"bench","channel":"bench-0","data":"{\"t\":5,\"s\":1}"}"#;
+        let PusherEvent::Delivery(stamp) = pusher_event(text).unwrap() else {
+            panic!("not a delivery");
+        };
+        assert_eq!((stamp.t, stamp.s), (5, 1));
+        let text = r#"{"event":"bench","channel":"bench-0","data":{"t":6,"s":2,"p":"xx"}}"#;
+        let PusherEvent::Delivery(stamp) = pusher_event(text).unwrap() else {
+            panic!("not a delivery");
+        };
+        assert_eq!((stamp.t, stamp.s), (6, 2));
+        assert!(matches!(
+            pusher_event(r#"{"event":"pusher:ping","data":{}}"#).unwrap(),
+            PusherEvent::Ping
+        ));
+        let established = r#"{"event":"pusher:connection_established","data":"{\"socket_id\":\"1.2\",\"activity_timeout\":120}"}"#;
+        assert!(matches!(
+            pusher_event(established).unwrap(),
+            PusherEvent::Control { event, channel: None } if event == "pusher:connection_established"
+        ));
+        let succeeded =
+            r#"{"event":"pusher_internal:subscription_succeeded","channel":"bench-3","data":"{}"}"#;
+        assert!(matches!(
+            pusher_event(succeeded).unwrap(),
+            PusherEvent::Control { channel: Some(channel), .. } if channel == "bench-3"
+        ));
+        let error =
+            r#"{"event":"pusher:error","data":{"code":4001,"message":"App key not found"}}"#;
+        assert!(
+            matches!(pusher_event(error).unwrap(), PusherEvent::Error(m) if m.contains("4001"))
+        );
+    }
+
+    /// A channel event without a stamp, or a frame that is not a Pusher event, is an error.
+    #[test]
+    fn pusher_frames_without_stamps_are_errors() {
+        assert!(pusher_event(r#"{"event":"bench","channel":"c","data":"hello"}"#).is_err());
+        assert!(pusher_event(r#"{"event":"bench","channel":"c"}"#).is_err());
+        assert!(pusher_event("[1,2]").is_err());
     }
 
     /// A stamp survives the trip through JSON, padded or not.

@@ -1,15 +1,18 @@
 //! `wsgate-bench`: a load generator and reporter for wsgate and the servers users would pick
-//! instead (nats-server's WebSocket listener as the reference).
+//! instead (nats-server's WebSocket listener as the reference; Socket.IO and Sockudo).
 //!
 //! The layout follows the life of a run:
 //! - [`args`]: the command line, one subcommand per scenario;
-//! - [`stack`]: the processes under test (nats-server, gateways), started on free loopback
+//! - [`stack`]: the processes under test (nats-server, gateways, peers), started on free loopback
 //!   ports and killed and reaped when their guard drops;
 //! - [`proc`]: resident memory and CPU time of those processes, read from `/proc`;
-//! - [`client`]: one WebSocket connection speaking wsgate's protocol or the NATS text protocol;
+//! - [`client`]: one WebSocket connection speaking wsgate's protocol, the NATS text protocol,
+//!   Socket.IO or the Pusher protocol;
 //! - [`worker`]: the processes holding the receiving connections (this binary re-executed),
 //!   and the line protocol the coordinator drives them with;
 //! - [`publisher`]: paced publishers with a send timestamp in every message;
+//! - [`pusher_api`]: the Pusher HTTP events API (signed requests), how Sockudo's publishers
+//!   publish;
 //! - [`scenario`]: `idle`, `storm`, `fanout`, `direct` and `churn`;
 //! - [`report`]: the figures, as a table or as JSON, and the sanity checks of `--check`.
 
@@ -18,6 +21,7 @@ mod client;
 mod histogram;
 mod proc;
 mod publisher;
+mod pusher_api;
 mod report;
 mod scenario;
 mod stack;

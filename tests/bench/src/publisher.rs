@@ -1,19 +1,29 @@
 //! Publishers (senders in `direct`): connections held by the coordinator that publish at a
 //! paced rate, each message stamped with the time it was meant to be sent (so a stalled
 //! publisher shows up as latency rather than hiding it), and count the server's answers.
+//!
+//! For Sockudo a publisher is no connection but a client of a node's HTTP events API
+//! ([`crate::pusher_api`]): each message is one request on its own task, so a slow answer
+//! delays no later message, as a WebSocket publisher does not wait for its acknowledgements.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Endpoint, Frame, Mode, NatsOp, NatsParser, Protocol, Ws};
+use crate::pusher_api::{EventsApi, PusherApp};
+
+/// Most HTTP publishes in flight per Sockudo publisher; when they are all waiting, pacing
+/// waits too (and falls behind, which the step reports).
+const HTTP_IN_FLIGHT: usize = 256;
 
 /// What a publisher's reader counts.
 #[derive(Debug, Default)]
@@ -29,11 +39,25 @@ struct Counters {
     errors: Mutex<BTreeMap<String, u64>>,
 }
 
-/// One publishing connection.
+/// How a publisher reaches its server.
+enum Link {
+    /// A WebSocket connection: messages go out on `sink`; `reader` counts the answers.
+    WebSocket {
+        sink: SplitSink<Ws, Message>,
+        reader: JoinHandle<()>,
+    },
+    /// Sockudo's HTTP events API: one request per message on a task of its own, at most
+    /// [`HTTP_IN_FLIGHT`] at once; each task counts its answer.
+    Http {
+        api: Arc<EventsApi>,
+        in_flight: Arc<Semaphore>,
+    },
+}
+
+/// One publisher.
 struct Publisher {
-    sink: SplitSink<Ws, Message>,
+    link: Link,
     counters: Arc<Counters>,
-    reader: JoinHandle<()>,
     /// Where this publisher's messages go, in turn.
     destinations: Vec<String>,
     next: usize,
@@ -44,7 +68,8 @@ struct Publisher {
 #[derive(Debug, Clone, Default)]
 pub struct Published {
     pub sent: u64,
-    /// Accepted by the server (`ok` replies; every sent message for NATS).
+    /// Accepted by the server (`ok` replies, acknowledgements or HTTP 200; every sent message
+    /// for NATS).
     pub ok: u64,
     /// Deliveries the server reported queuing (`direct` on wsgate).
     pub delivered: u64,
@@ -61,27 +86,63 @@ pub struct Publishers {
     padding: String,
 }
 
+/// What publishers present to be allowed to publish.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// wsgate's HS256 secret, to mint the senders' tokens in `direct`.
+    pub jwt_secret: Option<&'a str>,
+    /// The Pusher app whose secret signs Sockudo's HTTP API requests.
+    pub pusher_app: Option<&'a PusherApp>,
+}
+
 impl Publishers {
     /// Connects `count` publishers spread over `endpoints`; publisher `p` publishes to
     /// `destinations[p], destinations[p + count], ...` (every destination when there are fewer
     /// destinations than publishers).
     ///
     /// # Errors
-    /// When a publisher cannot connect.
+    /// When a publisher cannot connect, or Sockudo's publishers have no app to sign with.
     pub async fn connect(
         count: u64,
         endpoints: &[String],
         protocol: Protocol,
         mode: Mode,
         destinations: &[String],
-        jwt_secret: Option<&str>,
+        credentials: Credentials<'_>,
         padding: usize,
     ) -> Result<Self> {
         let mut list = Vec::new();
         for p in 0..count.max(1) as usize {
             let url = &endpoints[p % endpoints.len()];
             let endpoint = Endpoint::resolve(url).await?;
-            let token = match (protocol, mode, jwt_secret) {
+            let mine: Vec<String> = if destinations.len() <= p {
+                destinations.to_vec()
+            } else {
+                destinations
+                    .iter()
+                    .skip(p)
+                    .step_by(count as usize)
+                    .cloned()
+                    .collect()
+            };
+            let counters = Arc::new(Counters::default());
+            if protocol == Protocol::Pusher {
+                let app = credentials
+                    .pusher_app
+                    .ok_or_else(|| anyhow!("publishing to Sockudo needs its app's secret"))?;
+                list.push(Publisher {
+                    link: Link::Http {
+                        api: Arc::new(EventsApi::new(endpoint.address, app.clone())),
+                        in_flight: Arc::new(Semaphore::new(HTTP_IN_FLIGHT)),
+                    },
+                    counters,
+                    destinations: mine,
+                    next: 0,
+                    next_id: 1,
+                });
+                continue;
+            }
+            let token = match (protocol, mode, credentials.jwt_secret) {
                 (Protocol::Wsgate, Mode::Direct, Some(secret)) => {
                     Some(client::token(secret, &format!("pub-{p}"))?)
                 }
@@ -96,23 +157,11 @@ impl Publishers {
             let parser = client::setup(&mut ws, protocol, mode, "", false)
                 .await
                 .with_context(|| format!("publisher {p} to {url}"))?;
-            let mine: Vec<String> = if destinations.len() <= p {
-                destinations.to_vec()
-            } else {
-                destinations
-                    .iter()
-                    .skip(p)
-                    .step_by(count as usize)
-                    .cloned()
-                    .collect()
-            };
             let (sink, stream) = ws.split();
-            let counters = Arc::new(Counters::default());
             let reader = tokio::spawn(read_replies(stream, protocol, parser, counters.clone()));
             list.push(Publisher {
-                sink,
+                link: Link::WebSocket { sink, reader },
                 counters,
-                reader,
                 destinations: mine,
                 next: 0,
                 next_id: 1,
@@ -161,13 +210,13 @@ impl Publishers {
         if let Some(e) = failure {
             return Err(e);
         }
-        // Wait for the answers: one per publish on wsgate, a PONG after a PING on NATS.
+        // Wait for the answers: one per publish on wsgate, Socket.IO and Sockudo, a PONG after
+        // a PING on NATS.
         if self.protocol == Protocol::Nats {
             for publisher in &mut self.list {
-                publisher
-                    .sink
-                    .send(Message::binary(b"PING\r\n".to_vec()))
-                    .await?;
+                if let Link::WebSocket { sink, .. } = &mut publisher.link {
+                    sink.send(Message::binary(b"PING\r\n".to_vec())).await?;
+                }
             }
         }
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -179,7 +228,9 @@ impl Publishers {
                 .map(|(p, b)| {
                     let now = p.counters.snapshot();
                     match self.protocol {
-                        Protocol::Wsgate | Protocol::Socketio => (now.0 - b.0) + (now.2 - b.2),
+                        Protocol::Wsgate | Protocol::Socketio | Protocol::Pusher => {
+                            (now.0 - b.0) + (now.2 - b.2)
+                        }
                         Protocol::Nats => u64::from(now.3 > b.3) * total,
                     }
                 })
@@ -200,7 +251,7 @@ impl Publishers {
         for (publisher, before) in self.list.iter().zip(&before) {
             let now = publisher.counters.snapshot();
             match self.protocol {
-                Protocol::Wsgate | Protocol::Socketio => {
+                Protocol::Wsgate | Protocol::Socketio | Protocol::Pusher => {
                     published.ok += now.0 - before.0;
                     published.delivered += now.1 - before.1;
                 }
@@ -217,9 +268,11 @@ impl Publishers {
 
     /// Closes every publisher.
     pub async fn close(self) {
-        for mut publisher in self.list {
-            let _ = publisher.sink.close().await;
-            publisher.reader.abort();
+        for publisher in self.list {
+            if let Link::WebSocket { mut sink, reader } = publisher.link {
+                let _ = sink.close().await;
+                reader.abort();
+            }
         }
     }
 }
@@ -269,11 +322,36 @@ impl Publisher {
             let due = ((started.elapsed().as_nanos() as f64 / interval_ns) as u64 + 1).min(total);
             while sent < due {
                 let intended = start_ns + (sent as f64 * interval_ns) as u64;
-                let message = self.message(protocol, mode, padding, intended, step);
-                self.sink.feed(message).await?;
+                let destination = &self.destinations[self.next % self.destinations.len()];
+                self.next += 1;
+                let data = client::stamp_json(intended, step, padding);
+                match &mut self.link {
+                    Link::WebSocket { sink, .. } => {
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        let message = ws_message(protocol, mode, id, destination, &data)?;
+                        sink.feed(message).await?;
+                    }
+                    Link::Http { api, in_flight } => {
+                        let permit = in_flight.clone().acquire_owned().await?;
+                        let (api, counters) = (api.clone(), self.counters.clone());
+                        let channel = destination.clone();
+                        tokio::spawn(async move {
+                            match api.trigger(&channel, &data).await {
+                                Ok(()) => {
+                                    counters.ok.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(error) => counters.error(&error.to_string()),
+                            }
+                            drop(permit);
+                        });
+                    }
+                }
                 sent += 1;
             }
-            self.sink.flush().await?;
+            if let Link::WebSocket { sink, .. } = &mut self.link {
+                sink.flush().await?;
+            }
             self.pay_keepalives(protocol).await?;
         }
         Ok(sent)
@@ -282,54 +360,53 @@ impl Publisher {
     /// Answers the keep-alives the reader saw.
     async fn pay_keepalives(&mut self, protocol: Protocol) -> Result<()> {
         let owed = self.counters.owed.swap(0, Ordering::Relaxed);
+        let Link::WebSocket { sink, .. } = &mut self.link else {
+            return Ok(());
+        };
         for _ in 0..owed {
             let answer = match protocol {
                 Protocol::Nats => Message::binary(b"PONG\r\n".to_vec()),
                 Protocol::Socketio => Message::text("3"),
-                Protocol::Wsgate => continue,
+                Protocol::Wsgate | Protocol::Pusher => continue,
             };
-            self.sink.send(answer).await?;
+            sink.send(answer).await?;
         }
         Ok(())
     }
+}
 
-    fn message(
-        &mut self,
-        protocol: Protocol,
-        mode: Mode,
-        padding: &str,
-        t: u64,
-        step: u32,
-    ) -> Message {
-        let destination = &self.destinations[self.next % self.destinations.len()];
-        self.next += 1;
-        let data = client::stamp_json(t, step, padding);
-        match protocol {
-            Protocol::Wsgate => {
-                let id = self.next_id;
-                self.next_id += 1;
-                let text = match mode {
-                    Mode::Rooms => format!(
-                        r#"{{"op":"publish","id":{id},"room":"{destination}","data":{data}}}"#
-                    ),
-                    Mode::Direct => {
-                        format!(r#"{{"op":"send","id":{id},"user":"{destination}","data":{data}}}"#)
-                    }
-                };
-                Message::text(text)
-            }
-            Protocol::Nats => {
-                let subject = client::nats_subject(mode, destination);
-                Message::binary(format!("PUB {subject} {}\r\n{data}\r\n", data.len()).into_bytes())
-            }
-            Protocol::Socketio => {
-                let id = self.next_id;
-                self.next_id += 1;
-                // Room names are plain tokens; no JSON escaping is needed.
-                Message::text(format!(r#"42{id}["publish","{destination}",{data}]"#))
-            }
+/// The WebSocket frame publishing `data` to `destination` (request `id` where the protocol
+/// numbers requests).
+///
+/// # Errors
+/// For the Pusher protocol, whose publishers use the HTTP API instead.
+fn ws_message(
+    protocol: Protocol,
+    mode: Mode,
+    id: u64,
+    destination: &str,
+    data: &str,
+) -> Result<Message> {
+    Ok(match protocol {
+        Protocol::Wsgate => {
+            let text = match mode {
+                Mode::Rooms => {
+                    format!(r#"{{"op":"publish","id":{id},"room":"{destination}","data":{data}}}"#)
+                }
+                Mode::Direct => {
+                    format!(r#"{{"op":"send","id":{id},"user":"{destination}","data":{data}}}"#)
+                }
+            };
+            Message::text(text)
         }
-    }
+        Protocol::Nats => {
+            let subject = client::nats_subject(mode, destination);
+            Message::binary(format!("PUB {subject} {}\r\n{data}\r\n", data.len()).into_bytes())
+        }
+        // Room names are plain tokens; no JSON escaping is needed.
+        Protocol::Socketio => Message::text(format!(r#"42{id}["publish","{destination}",{data}]"#)),
+        Protocol::Pusher => bail!("Pusher publishers use the HTTP events API"),
+    })
 }
 
 /// Counts a publisher's answers until its connection ends.

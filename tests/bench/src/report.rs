@@ -35,7 +35,7 @@ pub struct Run {
     /// The machine's one-minute load average at the start and at the end of the run.
     pub load_average: (f64, f64),
     /// Growth of the servers' resident memory per established connection (gateways only for
-    /// wsgate), KiB.
+    /// wsgate, nodes only for Sockudo: not the nats-server they share), KiB.
     pub rss_per_connection_kib: Option<f64>,
     pub steps: Vec<Step>,
     /// The passing step with the highest rate (ramp), or the only step.
@@ -104,7 +104,8 @@ pub struct Churn {
     pub cycles_per_second: f64,
     /// A whole connect/join/leave/close cycle.
     pub latency: Latency,
-    /// The servers' (gateways' for wsgate) resident memory after the warm-up and at the end.
+    /// The servers' (gateways' for wsgate, nodes' for Sockudo) resident memory after the
+    /// warm-up and at the end.
     pub rss_start_kib: u64,
     pub rss_end_kib: u64,
     pub growth_percent: f64,

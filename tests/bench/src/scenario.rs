@@ -1,7 +1,6 @@
 //! The scenarios, and the coordinator that runs one against wsgate and each peer: start the
 //! servers, start the workers, connect, load, measure, stop.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use crate::args::{Args, Command, Common, LoadArgs, Peer};
 use crate::client::{self, Mode, Protocol};
 use crate::histogram::{self, Latency};
 use crate::proc::Sample;
-use crate::publisher::Publishers;
+use crate::publisher::{Credentials, Publishers};
 use crate::report::{self, Report, Run, ServerFigures};
 use crate::stack::{self, Stack};
 use crate::worker::{self, Event, Job, Worker};
@@ -158,15 +157,12 @@ async fn run(scenario: &Scenario) -> Result<Report> {
                     .runs
                     .push(run_system(scenario, System::Socketio).await?),
             },
-            Peer::Sockudo => report
-                .skipped
-                .push(if stack::available(Path::new("sockudo")) {
-                    "sockudo: installed, but this version of wsgate-bench has no Pusher-protocol \
-                 client yet"
-                        .to_owned()
-                } else {
-                    "sockudo: not installed (tests/bench/install-peers sockudo)".to_owned()
-                }),
+            Peer::Sockudo => match stack::sockudo_missing(common) {
+                Some(why) => report.skipped.push(format!("sockudo: {why}")),
+                None => report
+                    .runs
+                    .push(run_system(scenario, System::Sockudo).await?),
+            },
         }
     }
     report.compute_ratios();
@@ -179,6 +175,17 @@ enum System {
     Wsgate,
     Nats,
     Socketio,
+    Sockudo,
+}
+
+/// Whether `server`'s memory is the system's own (per connection, and churn's growth): the
+/// gateways for wsgate and the nodes for Sockudo, not the nats-server they share (listed
+/// separately); every process for the others.
+fn counts_as_node(system: &str, server: &str) -> bool {
+    match system {
+        "wsgate" | "sockudo" => server.starts_with(system),
+        _ => true,
+    }
 }
 
 /// A progress bar on standard error (hidden with `--quiet`).
@@ -242,6 +249,7 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
         System::Wsgate => (Stack::wsgate(common)?, Protocol::Wsgate, "wsgate"),
         System::Nats => (Stack::nats_reference(common)?, Protocol::Nats, "nats"),
         System::Socketio => (Stack::socketio(common)?, Protocol::Socketio, "socketio"),
+        System::Sockudo => (Stack::sockudo(common)?, Protocol::Pusher, "sockudo"),
     };
     let setup = if stack.servers.is_empty() {
         format!("target {}", stack.endpoints.join(", "))
@@ -428,7 +436,7 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
         let grown: i64 = run
             .servers
             .iter()
-            .filter(|s| protocol != Protocol::Wsgate || s.name.starts_with("wsgate"))
+            .filter(|s| counts_as_node(name, &s.name))
             .map(|s| s.rss_after_kib as i64 - s.rss_before_kib as i64)
             .sum();
         if !stack.servers.is_empty() && established > 0 {
@@ -508,7 +516,10 @@ async fn publish(
         protocol,
         mode,
         &destinations,
-        stack.jwt_secret.as_deref(),
+        Credentials {
+            jwt_secret: stack.jwt_secret.as_deref(),
+            pusher_app: stack.pusher_app.as_ref(),
+        },
         load.padding,
     )
     .await?;
@@ -669,7 +680,7 @@ async fn churn(
             .servers
             .iter()
             .zip(samples)
-            .filter(|(s, _)| s.name.starts_with("wsgate") || run.system != "wsgate")
+            .filter(|(s, _)| counts_as_node(&run.system, &s.name))
             .map(|(_, sample)| sample.rss_kib)
             .sum()
     };

@@ -1,5 +1,6 @@
-//! The servers under test, started by the tool: a nats-server (optionally with its WebSocket
-//! listener, for the reference) and N gateways, each on free loopback ports.
+//! The servers under test, started by the tool, each on free loopback ports: a nats-server
+//! (optionally with its WebSocket listener, for the reference) and N gateways; or a peer's
+//! processes (redis-server and Socket.IO nodes; nats-server and Sockudo nodes).
 //!
 //! Every process lives in a [`Server`] guard whose `Drop` kills (SIGKILL) and reaps it, so an
 //! error, a panic or Ctrl-C never leaves one behind. Children are also put in their own process
@@ -19,6 +20,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::args::Common;
 use crate::proc::{self, Sample};
+use crate::pusher_api::PusherApp;
 
 /// Lines of a server's output kept for error messages.
 const LOG_LINES: usize = 40;
@@ -173,6 +175,8 @@ pub struct Stack {
     pub servers: Vec<Server>,
     /// The HS256 secret the gateways accept, when known.
     pub jwt_secret: Option<String>,
+    /// The app Sockudo serves: its key is in the endpoints, its secret signs API requests.
+    pub pusher_app: Option<PusherApp>,
     _dir: Option<TempDir>,
 }
 
@@ -205,6 +209,7 @@ impl Stack {
                 endpoints: common.target.clone(),
                 servers: Vec::new(),
                 jwt_secret: common.jwt_secret.clone(),
+                pusher_app: None,
                 _dir: None,
             });
         }
@@ -212,7 +217,7 @@ impl Stack {
         let dir = TempDir::new("wsgate")?;
         let mut servers = Vec::new();
         let nats_url = if common.gateways > 1 || common.nats {
-            let (server, port, _) = start_nats(common, &dir, false)?;
+            let (server, port, _) = start_nats(common, &dir, false, common.history.is_some())?;
             servers.push(server);
             Some(format!("nats://127.0.0.1:{port}"))
         } else {
@@ -291,6 +296,7 @@ impl Stack {
             endpoints,
             servers,
             jwt_secret: Some(secret),
+            pusher_app: None,
             _dir: Some(dir),
         })
     }
@@ -298,11 +304,12 @@ impl Stack {
     /// The reference: one nats-server with its WebSocket listener.
     pub fn nats_reference(common: &Common) -> Result<Self> {
         let dir = TempDir::new("nats")?;
-        let (server, _, ws_port) = start_nats(common, &dir, true)?;
+        let (server, _, ws_port) = start_nats(common, &dir, true, false)?;
         Ok(Self {
             endpoints: vec![format!("ws://127.0.0.1:{ws_port}")],
             servers: vec![server],
             jwt_secret: None,
+            pusher_app: None,
             _dir: Some(dir),
         })
     }
@@ -394,6 +401,129 @@ impl Stack {
             endpoints,
             servers,
             jwt_secret: None,
+            pusher_app: None,
+            _dir: Some(dir),
+        })
+    }
+}
+
+/// The Sockudo binary: `--sockudo-bin`, else `sockudo` in PATH, else in `$CARGO_HOME/bin`
+/// (`~/.cargo/bin`, where `cargo install` puts it).
+pub fn sockudo_binary(common: &Common) -> Option<PathBuf> {
+    if let Some(path) = &common.sockudo_bin {
+        return available(path).then(|| path.clone());
+    }
+    let name = Path::new("sockudo");
+    if available(name) {
+        return Some(name.to_path_buf());
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))?;
+    Some(cargo_home.join("bin/sockudo")).filter(|path| path.is_file())
+}
+
+/// Why the Sockudo peer cannot run, if it cannot.
+pub fn sockudo_missing(common: &Common) -> Option<String> {
+    if sockudo_binary(common).is_none() {
+        Some(match &common.sockudo_bin {
+            Some(path) => format!("--sockudo-bin {}: not found", path.display()),
+            None => "not installed: no sockudo in PATH or ~/.cargo/bin \
+                     (tests/bench/install-peers sockudo)"
+                .to_owned(),
+        })
+    } else if !available(&common.nats_server_bin) {
+        Some(format!(
+            "{} not found (Sockudo's nodes share a nats-server; install nats-server)",
+            common.nats_server_bin.display()
+        ))
+    } else {
+        None
+    }
+}
+
+/// The configuration of Sockudo node `node` (JSON, Sockudo's legacy format, which every
+/// version reads): `app` in the memory app manager, the NATS adapter on `nats_url`, and the
+/// limits that would throttle a benchmark (connection and API rate limits, metrics on a fixed
+/// port, webhook queue on Redis, idempotency keys, which need Redis when clustered) off. Delivery itself keeps Sockudo's defaults (a 1,000-message
+/// buffer per connection, disconnecting a connection whose buffer is full).
+fn sockudo_config(node: usize, port: u16, nats_url: &str, app: &PusherApp) -> serde_json::Value {
+    serde_json::json!({
+        "debug": false,
+        "host": "127.0.0.1",
+        "port": port,
+        "mode": "production",
+        "instance": {"process_id": format!("bench-sockudo-{node}")},
+        "adapter": {
+            "driver": "nats",
+            "nats": {"servers": [nats_url]},
+        },
+        "app_manager": {
+            "driver": "memory",
+            "array": {"apps": [{
+                "id": app.id,
+                "key": app.key,
+                "secret": app.secret,
+                "enabled": true,
+            }]},
+        },
+        "cache": {"driver": "memory"},
+        // Idempotency keys (none are sent) need a shared cache when clustered.
+        "idempotency": {"enabled": false},
+        "queue": {"driver": "none"},
+        "metrics": {"enabled": false},
+        "rate_limiter": {"enabled": false},
+    })
+}
+
+impl Stack {
+    /// The Sockudo peer: a nats-server and `--gateways` Sockudo nodes on its NATS adapter,
+    /// serving one generated app.
+    pub fn sockudo(common: &Common) -> Result<Self> {
+        if let Some(why) = sockudo_missing(common) {
+            bail!("{why}");
+        }
+        let binary = sockudo_binary(common).ok_or_else(|| anyhow!("sockudo not found"))?;
+        let dir = TempDir::new("sockudo")?;
+        let (nats, nats_port, _) = start_nats(common, &dir, false, false)?;
+        let nats_url = format!("nats://127.0.0.1:{nats_port}");
+        let app = PusherApp::generate();
+        let mut servers = vec![nats];
+        let mut endpoints = Vec::new();
+        for index in 1..=common.gateways.max(1) {
+            let port = free_port()?;
+            let path = dir.0.join(format!("sockudo-{index}.json"));
+            let config = sockudo_config(index, port, &nats_url, &app);
+            std::fs::write(&path, serde_json::to_vec_pretty(&config)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            // Sockudo also reads `config/config.{toml,json}` in its working directory and
+            // dozens of environment variables (PORT, HOST, REDIS_URL, ...): run it in the
+            // temporary directory with only the environment it needs.
+            let mut command = Command::new(&binary);
+            command
+                .arg("--config")
+                .arg(&path)
+                .current_dir(&dir.0)
+                .env_clear()
+                .env("RUST_LOG", &common.gateway_log)
+                .env("LOG_COLORS_ENABLED", "false");
+            if let Some(paths) = std::env::var_os("PATH") {
+                command.env("PATH", paths);
+            }
+            let mut node = Server::start(&format!("sockudo-{index}"), command, |_| {})?;
+            wait_for_port(
+                &mut node,
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(30),
+            )?;
+            endpoints.push(format!("ws://127.0.0.1:{port}{}", app.websocket_path()));
+            servers.push(node);
+        }
+        Ok(Self {
+            endpoints,
+            servers,
+            jwt_secret: None,
+            pusher_app: Some(app),
             _dir: Some(dir),
         })
     }
@@ -409,8 +539,14 @@ pub fn available(program: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Starts a nats-server on free ports; returns it, its client port and its WebSocket port.
-fn start_nats(common: &Common, dir: &TempDir, websocket: bool) -> Result<(Server, u16, u16)> {
+/// Starts a nats-server on free ports, with its WebSocket listener and JetStream when asked;
+/// returns it, its client port and its WebSocket port.
+fn start_nats(
+    common: &Common,
+    dir: &TempDir,
+    websocket: bool,
+    jetstream: bool,
+) -> Result<(Server, u16, u16)> {
     if !available(&common.nats_server_bin) {
         bail!(
             "{} not found: install nats-server or pass --nats-server-bin",
@@ -420,7 +556,7 @@ fn start_nats(common: &Common, dir: &TempDir, websocket: bool) -> Result<(Server
     let port = free_port()?;
     let ws_port = free_port()?;
     let mut config = format!("listen: \"127.0.0.1:{port}\"\nmax_connections: 100000\n");
-    if common.history.is_some() && !websocket {
+    if jetstream {
         let store = dir.0.join("jetstream");
         config.push_str(&format!(
             "jetstream {{\n  store_dir: {:?}\n}}\n",
@@ -474,4 +610,30 @@ fn wsgate_binary(common: &Common) -> Result<PathBuf> {
     Err(anyhow!(
         "no wsgate binary: build it (cargo build --release -p wsgate) or pass --wsgate-bin"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Sockudo node's configuration puts it on the shared nats-server, serves the run's app,
+    /// and turns off what would throttle or collide between nodes.
+    #[test]
+    fn sockudo_nodes_share_nats_and_serve_the_app() {
+        let app = PusherApp::generate();
+        let config = sockudo_config(2, 4321, "nats://127.0.0.1:4222", &app);
+        assert_eq!(config["port"], 4321);
+        assert_eq!(config["host"], "127.0.0.1");
+        assert_eq!(config["adapter"]["driver"], "nats");
+        assert_eq!(
+            config["adapter"]["nats"]["servers"][0],
+            "nats://127.0.0.1:4222"
+        );
+        let served = &config["app_manager"]["array"]["apps"][0];
+        assert_eq!(served["key"], app.key.as_str());
+        assert_eq!(served["secret"], app.secret.as_str());
+        assert_eq!(config["rate_limiter"]["enabled"], false);
+        assert_eq!(config["metrics"]["enabled"], false);
+        assert_eq!(config["instance"]["process_id"], "bench-sockudo-2");
+    }
 }
