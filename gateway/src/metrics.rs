@@ -161,6 +161,13 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts an error reply to a client command.
+    pub fn client_error(&self, reason: &'static str) {
+        self.client_errors
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
     /// Counts a server-initiated close.
     pub fn close(&self, code: u16) {
         self.closes.get_or_create(&CodeLabel { code }).inc();

@@ -1,6 +1,9 @@
 //! One WebSocket connection: a reader loop that runs the client's commands in
 //! order, and a writer task that drains the connection's bounded queue and sends
-//! heartbeats.
+//! heartbeats. A `send` is handed to the broker in order too, but its reply
+//! waits for every node's count while the reader goes on (up to
+//! [`MAX_IN_FLIGHT`] at a time), so one connection can send faster than one
+//! cluster round trip per message.
 //!
 //! The reader owns the session's state (identity, joined rooms, rate limit,
 //! error budget) and is the only one to change it, so no lock guards it. Frames
@@ -13,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use futures::{Sink, SinkExt as _, Stream, StreamExt as _};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt as _, Sink, SinkExt as _, Stream, StreamExt as _};
 use serde_json::value::RawValue;
 use tracing::debug;
 
@@ -108,6 +113,23 @@ struct Session {
     errors: ErrorBudget,
     /// When the connection must authenticate or re-authenticate by.
     deadline: Option<tokio::time::Instant>,
+    /// Replies still being gathered (`send`): the reader goes on with the next
+    /// command meanwhile. Created at the first one; idle connections hold none.
+    replies: Option<FuturesUnordered<BoxFuture<'static, String>>>,
+}
+
+/// Replies a connection may have in flight before it stops reading commands.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// The next gathered reply; pending while none is in flight.
+async fn next_reply(replies: &mut Option<FuturesUnordered<BoxFuture<'static, String>>>) -> String {
+    match replies {
+        Some(replies) if !replies.is_empty() => match replies.next().await {
+            Some(reply) => reply,
+            None => std::future::pending().await,
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 /// Milliseconds since the process's clock origin, for the heartbeat.
@@ -166,6 +188,7 @@ where
         slot: None,
         rooms: HashSet::new(),
         deadline: None,
+        replies: None,
     };
     state.hub.attach(&outbox);
     match identity {
@@ -184,6 +207,7 @@ where
 
     loop {
         let deadline = session.deadline;
+        let in_flight = session.replies.as_ref().map_or(0, FuturesUnordered::len);
         let message = tokio::select! {
             biased;
             () = outbox.cancelled().cancelled() => break,
@@ -191,7 +215,11 @@ where
                 outbox.close(close::AUTH_FAILED, if session.identity.is_some() { "token expired" } else { "authentication timed out" });
                 break;
             }
-            message = stream.next() => message,
+            reply = next_reply(&mut session.replies) => {
+                session.push(reply);
+                continue;
+            }
+            message = stream.next(), if in_flight < MAX_IN_FLIGHT => message,
         };
         last_heard.store(millis(origin), Ordering::Relaxed);
         let flow = match message {
@@ -372,13 +400,7 @@ impl Session {
         room: Option<&str>,
         failure: Failure,
     ) -> Flow {
-        self.state
-            .metrics
-            .client_errors
-            .get_or_create(&crate::metrics::ReasonLabel {
-                reason: failure.code.as_str(),
-            })
-            .inc();
+        self.state.metrics.client_error(failure.code.as_str());
         self.push(frame::error(id, op, room, &failure));
         if failure.code.is_client_fault() && self.errors.exceeded() {
             return Flow::Close(close::POLICY, "too many errors");
@@ -407,7 +429,7 @@ impl Session {
             Command::Join { room, since } => self.join(id, room, since).await,
             Command::Leave { room } => self.leave(room).await,
             Command::Publish { room, data } => self.publish(room, data).await,
-            Command::Send { target, data } => self.send(target, data).await,
+            Command::Send { target, data } => self.send(id, target, data).await,
             Command::Presence {
                 room,
                 cursor,
@@ -606,7 +628,15 @@ impl Session {
         }
     }
 
-    async fn send(&mut self, target: Target, data: &RawValue) -> Result<String, Reply> {
+    /// Hands the direct message to the broker, in command order, then gathers
+    /// the count in the background: the reply follows when every node answered,
+    /// while later commands go on.
+    async fn send(
+        &mut self,
+        id: Option<&Id>,
+        target: Target,
+        data: &RawValue,
+    ) -> Result<String, Reply> {
         let identity = self.identity()?;
         if !identity.send {
             return Err(Reply::failed(
@@ -615,17 +645,35 @@ impl Session {
             ));
         }
         let frame = frame::direct(data, &self.from_json);
-        let gathered = self
+        let counting = self
             .state
             .broker
-            .send(target, frame)
+            .start_send(target, frame)
             .await
             .map_err(|error| Reply::Failed(Failure::from(&error)))?;
-        Ok(if gathered.partial {
-            format!(",\"delivered\":{},\"partial\":true", gathered.count)
-        } else {
-            format!(",\"delivered\":{}", gathered.count)
-        })
+        // `send` always has an id (the parser requires it).
+        let Some(id) = id.cloned() else {
+            return Err(Reply::Sent);
+        };
+        let metrics = self.state.metrics.clone();
+        let reply = async move {
+            match counting.await {
+                Ok(gathered) if gathered.partial => frame::ok(
+                    &id,
+                    &format!(",\"delivered\":{},\"partial\":true", gathered.count),
+                ),
+                Ok(gathered) => frame::ok(&id, &format!(",\"delivered\":{}", gathered.count)),
+                Err(error) => {
+                    let failure = Failure::from(&error);
+                    metrics.client_error(failure.code.as_str());
+                    frame::error(Some(&id), Some("send"), None, &failure)
+                }
+            }
+        };
+        self.replies
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(reply.boxed());
+        Err(Reply::Sent)
     }
 
     async fn presence(
@@ -747,7 +795,8 @@ pub(crate) fn presence_extra(page: &PresencePage) -> String {
 
 /// Why a command produced no `ok` reply.
 enum Reply {
-    /// The reply was queued already (a join reply, ordered with the room's messages).
+    /// The reply was queued already (a join reply, ordered with the room's
+    /// messages), or follows once gathered (a `send`'s count).
     Sent,
     Failed(Failure),
 }

@@ -305,6 +305,59 @@ pub async fn send_to_a_user_counts_every_connection(topology: Topology) -> Resul
     Ok(())
 }
 
+/// A connection may send many `send`s without waiting for their replies: every one
+/// is answered once, with its own id and full count, and the `direct` events arrive
+/// at each receiving connection in the order they were sent.
+///
+/// # Errors
+/// Any deviation.
+pub async fn pipelined_sends_are_answered_once_each_and_arrive_in_order(
+    topology: Topology,
+) -> Result<()> {
+    // Under `limits.send_queue` (256): the replies and directs queue while nobody reads.
+    const SENDS: u64 = 200;
+    let deployment = Deployment::start(topology, options()).await?;
+    let n = deployment.replicas();
+    let mut alice = connect_user(&deployment, 0, "alice").await?;
+    let mut bobs = Vec::new();
+    for i in 0..n {
+        bobs.push(connect_user(&deployment, i, "bob").await?);
+    }
+    for k in 0..SENDS {
+        alice
+            .send_json(&json!({"op": "send", "id": k, "user": "bob", "data": k}))
+            .await?;
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    while (answered.len() as u64) < SENDS {
+        let reply = alice.next_json(FRAME).await.context("a send reply")?;
+        let id = reply["id"]
+            .as_u64()
+            .with_context(|| format!("not a reply: {reply}"))?;
+        ensure!(
+            reply["ok"] == true && reply["delivered"] == n,
+            "send {id}: expected delivered {n}: {reply}"
+        );
+        ensure!(answered.insert(id), "send {id} answered twice");
+    }
+    alice
+        .expect_silence(QUIET)
+        .await
+        .context("a reply too many")?;
+    for (i, bob) in bobs.iter_mut().enumerate() {
+        for k in 0..SENDS {
+            let direct = bob
+                .next_of_type("direct", FRAME)
+                .await
+                .with_context(|| format!("bob #{i}, direct {k}"))?;
+            ensure!(direct["data"] == k, "bob #{i}: expected {k}, got {direct}");
+        }
+    }
+    expect_all_silent(&mut bobs)
+        .await
+        .context("a duplicate direct")
+}
+
 /// `send` to a connection id reaches that one connection (on whichever gateway), not
 /// the user's other connections; once it has closed, `delivered` is 0.
 ///

@@ -43,6 +43,12 @@ async fn send_to_a_user_counts_connections_on_every_replica() -> Result<()> {
     behaviour::send_to_a_user_counts_every_connection(CLUSTER).await
 }
 
+/// Sends not waiting for their replies: one reply each, directs in order.
+#[tokio::test]
+async fn pipelined_sends_across_replicas_are_answered_once_and_arrive_in_order() -> Result<()> {
+    behaviour::pipelined_sends_are_answered_once_each_and_arrive_in_order(CLUSTER).await
+}
+
 /// `send` to a connection on another replica reaches it alone, and 0 once it closed.
 #[tokio::test]
 async fn send_to_a_connection_on_another_replica_reaches_only_it() -> Result<()> {

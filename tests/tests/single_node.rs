@@ -48,6 +48,12 @@ async fn send_to_a_user_counts_every_connection() -> Result<()> {
     behaviour::send_to_a_user_counts_every_connection(SINGLE).await
 }
 
+/// Sends not waiting for their replies: one reply each, directs in order.
+#[tokio::test]
+async fn pipelined_sends_are_answered_once_and_arrive_in_order() -> Result<()> {
+    behaviour::pipelined_sends_are_answered_once_each_and_arrive_in_order(SINGLE).await
+}
+
 /// `send` to a connection reaches only it, and 0 once it has closed.
 #[tokio::test]
 async fn send_to_a_connection_reaches_only_that_connection() -> Result<()> {

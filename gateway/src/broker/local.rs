@@ -11,7 +11,9 @@ use futures::future::BoxFuture;
 use wsgate_config::Namespaces;
 
 use super::history::MemoryHistory;
-use super::{Broker, BrokerError, ClusterStats, Gathered, PresencePage, Recovery, Subscription};
+use super::{
+    Broker, BrokerError, ClusterStats, Gathered, Pending, PresencePage, Recovery, Subscription,
+};
 use crate::hub::{Hub, Room, lock};
 use crate::protocol::{Since, Target};
 
@@ -120,15 +122,20 @@ impl Broker for LocalBroker {
         async move { result }.boxed()
     }
 
-    fn send(&self, target: Target, frame: String) -> BoxFuture<'_, Result<Gathered, BrokerError>> {
+    fn start_send(
+        &self,
+        target: Target,
+        frame: String,
+    ) -> BoxFuture<'_, Result<Pending<Gathered>, BrokerError>> {
         let count = self.hub.deliver(&target, &Utf8Bytes::from(frame)) as u64;
-        async move {
+        let gathered: Pending<Gathered> = async move {
             Ok(Gathered {
                 count,
                 partial: false,
             })
         }
-        .boxed()
+        .boxed();
+        async move { Ok(gathered) }.boxed()
     }
 
     fn disconnect(&self, target: Target) -> BoxFuture<'_, Result<Gathered, BrokerError>> {

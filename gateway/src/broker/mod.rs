@@ -127,6 +127,9 @@ impl From<&BrokerError> for Failure {
     }
 }
 
+/// The rest of a broker operation that was started: it borrows nothing.
+pub type Pending<T> = BoxFuture<'static, Result<T, BrokerError>>;
+
 /// What the gateway needs from a message broker.
 pub trait Broker: Send + Sync + 'static {
     /// Starts delivering `room`'s messages to it. Resolves once the subscription
@@ -160,7 +163,18 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Queues a ready `direct` frame to every connection `target` names on every
     /// node; counts the connections it was queued for.
-    fn send(&self, target: Target, frame: String) -> BoxFuture<'_, Result<Gathered, BrokerError>>;
+    fn send(&self, target: Target, frame: String) -> BoxFuture<'_, Result<Gathered, BrokerError>> {
+        Box::pin(async move { self.start_send(target, frame).await?.await })
+    }
+
+    /// [`Broker::send`] in two steps: resolves once the frame is handed to the
+    /// broker (so sends started one after another arrive in that order), with
+    /// the wait for the count, which a connection can hold while it goes on.
+    fn start_send(
+        &self,
+        target: Target,
+        frame: String,
+    ) -> BoxFuture<'_, Result<Pending<Gathered>, BrokerError>>;
 
     /// Closes every connection `target` names on every node with 4003.
     fn disconnect(&self, target: Target) -> BoxFuture<'_, Result<Gathered, BrokerError>>;

@@ -35,7 +35,7 @@ use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use super::history::{Entry, Recovery, namespace_name, recover, safety_horizon, stamp};
 use super::subject::{Control, Subjects, Verb, node_of_conn};
-use super::{Broker, BrokerError, ClusterStats, Gathered, NodeStats, Subscription};
+use super::{Broker, BrokerError, ClusterStats, Gathered, NodeStats, Pending, Subscription};
 use crate::hub::{Hub, Room, lock};
 use crate::metrics::Metrics;
 use crate::protocol::{Since, Target};
@@ -145,7 +145,7 @@ pub struct NatsBroker {
     /// This node's reply inbox: scatter-gather replies arrive on `<inbox>.<request id>`
     /// through one long-lived subscription.
     inbox: String,
-    requests: Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
+    requests: Arc<Requests>,
     next_request: AtomicU64,
     client: Client,
     subjects: Subjects,
@@ -255,7 +255,7 @@ impl NatsBroker {
         let broker = Arc::new(Self {
             streams,
             inbox,
-            requests: Mutex::default(),
+            requests: Arc::default(),
             next_request: AtomicU64::new(1),
             client,
             subjects: Subjects::new(&cluster, &node),
@@ -514,14 +514,25 @@ impl NatsBroker {
         &self,
         subject: String,
         payload: Bytes,
-        mut expected: HashSet<String>,
+        expected: HashSet<String>,
     ) -> Result<(Vec<Bytes>, bool), BrokerError> {
+        Ok(self.start_gather(subject, payload, expected).await?.await)
+    }
+
+    /// Publishes the request (in call order) and returns the wait for its
+    /// replies, which borrows nothing: a connection can have several in flight.
+    async fn start_gather(
+        &self,
+        subject: String,
+        payload: Bytes,
+        mut expected: HashSet<String>,
+    ) -> Result<BoxFuture<'static, (Vec<Bytes>, bool)>, BrokerError> {
         self.ensure_connected()?;
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, mut replies) = mpsc::unbounded_channel();
         lock(&self.requests).insert(id, tx);
-        let _forget = Forget {
-            requests: &self.requests,
+        let forget = Forget {
+            requests: self.requests.clone(),
             id,
         };
         let reply_to = format!("{}.{id}", self.inbox);
@@ -531,26 +542,31 @@ impl NatsBroker {
             .map_err(unavailable)?;
         self.client.flush().await.map_err(unavailable)?;
         let deadline = tokio::time::Instant::now() + self.request_timeout;
-        let mut answers = Vec::new();
-        let mut heard = HashSet::new();
-        while !expected.is_empty() {
-            let Ok(Some(payload)) = tokio::time::timeout_at(deadline, replies.recv()).await else {
-                break;
-            };
-            #[derive(Deserialize)]
-            struct From {
-                node: String,
+        Ok(async move {
+            let _forget = forget;
+            let mut answers = Vec::new();
+            let mut heard = HashSet::new();
+            while !expected.is_empty() {
+                let Ok(Some(payload)) = tokio::time::timeout_at(deadline, replies.recv()).await
+                else {
+                    break;
+                };
+                #[derive(Deserialize)]
+                struct From {
+                    node: String,
+                }
+                let Ok(From { node }) = serde_json::from_slice::<From>(&payload) else {
+                    continue;
+                };
+                if heard.insert(node.clone()) {
+                    expected.remove(&node);
+                    answers.push(payload);
+                }
             }
-            let Ok(From { node }) = serde_json::from_slice::<From>(&payload) else {
-                continue;
-            };
-            if heard.insert(node.clone()) {
-                expected.remove(&node);
-                answers.push(payload);
-            }
+            // Late or unexpected answers are dropped by the dispatcher once `_forget` runs.
+            (answers, !expected.is_empty())
         }
-        // Late or unexpected answers are dropped by the dispatcher once `_forget` runs.
-        Ok((answers, !expected.is_empty()))
+        .boxed())
     }
 
     /// A count request to `target` on every node that may hold it.
@@ -560,14 +576,24 @@ impl NatsBroker {
         verb: Verb,
         payload: Bytes,
     ) -> Result<Gathered, BrokerError> {
+        self.start_count(target, verb, payload).await?.await
+    }
+
+    /// Publishes a count request; the returned future gathers the counts.
+    async fn start_count(
+        &self,
+        target: Target,
+        verb: Verb,
+        payload: Bytes,
+    ) -> Result<Pending<Gathered>, BrokerError> {
         let (subject, expected) = match &target {
             Target::User(user) => (self.subjects.user(user, verb), self.live_nodes()),
             Target::Conn(conn) => {
                 let Some(node) = node_of_conn(conn) else {
-                    return Ok(Gathered::default());
+                    return Ok(async { Ok(Gathered::default()) }.boxed());
                 };
                 if node != self.node && !self.registry.is_live(node) {
-                    return Ok(Gathered::default());
+                    return Ok(async { Ok(Gathered::default()) }.boxed());
                 }
                 (
                     self.subjects.conn(node, conn, verb),
@@ -575,25 +601,32 @@ impl NatsBroker {
                 )
             }
         };
-        let (answers, partial) = self.gather(subject, payload, expected).await?;
-        let count = answers
-            .iter()
-            .filter_map(|answer| serde_json::from_slice::<CountReply>(answer).ok())
-            .map(|reply| reply.count)
-            .sum();
-        Ok(Gathered { count, partial })
+        let gathering = self.start_gather(subject, payload, expected).await?;
+        Ok(async move {
+            let (answers, partial) = gathering.await;
+            let count = answers
+                .iter()
+                .filter_map(|answer| serde_json::from_slice::<CountReply>(answer).ok())
+                .map(|reply| reply.count)
+                .sum();
+            Ok(Gathered { count, partial })
+        }
+        .boxed())
     }
 }
 
+/// Scatter-gather requests in flight: where each request's replies go.
+type Requests = Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>;
+
 /// Removes a scatter-gather request from the dispatcher's table when dropped.
-struct Forget<'a> {
-    requests: &'a Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
+struct Forget {
+    requests: Arc<Requests>,
     id: u64,
 }
 
-impl Drop for Forget<'_> {
+impl Drop for Forget {
     fn drop(&mut self) {
-        lock(self.requests).remove(&self.id);
+        lock(&self.requests).remove(&self.id);
     }
 }
 
@@ -710,10 +743,14 @@ impl Broker for NatsBroker {
         .boxed()
     }
 
-    fn send(&self, target: Target, frame: String) -> BoxFuture<'_, Result<Gathered, BrokerError>> {
+    fn start_send(
+        &self,
+        target: Target,
+        frame: String,
+    ) -> BoxFuture<'_, Result<Pending<Gathered>, BrokerError>> {
         async move {
             self.fits(&frame)?;
-            self.count(target, Verb::Send, frame.into()).await
+            self.start_count(target, Verb::Send, frame.into()).await
         }
         .boxed()
     }
