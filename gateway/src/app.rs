@@ -32,8 +32,10 @@ const READ_BUFFER: usize = 1024;
 
 /// Bytes of frames gathered before they are written: the writer feeds a whole
 /// batch of queued frames and flushes once, so a batch leaves in one `send`
-/// instead of one per frame. The buffer is empty between batches.
-const WRITE_BATCH: usize = 16 * 1024;
+/// instead of one per frame. The buffer is empty between batches but keeps its
+/// capacity (tungstenite never shrinks it), so it stays small: a few dozen
+/// typical messages per `send` already make the syscall's cost marginal.
+const WRITE_BATCH: usize = 4 * 1024;
 
 /// What every handler and session shares.
 pub struct AppState {
