@@ -1,9 +1,9 @@
 //! One WebSocket connection: a reader loop that runs the client's commands in
 //! order, and a writer task that drains the connection's bounded queue and sends
-//! heartbeats. A `send` is handed to the broker in order too, but its reply
-//! waits for every node's count while the reader goes on (up to
-//! [`MAX_IN_FLIGHT`] at a time), so one connection can send faster than one
-//! cluster round trip per message.
+//! heartbeats. A `send`, and a `publish` to a room with history, is handed to
+//! the broker in order too, but its reply waits for every node's count or the
+//! store's acknowledgement while the reader goes on (up to [`MAX_IN_FLIGHT`]
+//! at a time), so one connection is not held to one round trip per message.
 //!
 //! The reader owns the session's state (identity, joined rooms, rate limit,
 //! error budget) and is the only one to change it, so no lock guards it. Frames
@@ -24,8 +24,9 @@ use tracing::debug;
 
 use crate::app::AppState;
 use crate::auth::Identity;
-use crate::broker::{BrokerError, PresencePage, Recovery};
+use crate::broker::{BrokerError, Pending, PresencePage, Recovery};
 use crate::hub::{Outbox, UserSlot};
+use crate::metrics::Metrics;
 use crate::protocol::{self, Command, ErrorCode, Failure, Id, Since, Target, close, frame};
 
 /// How a session starts: with an identity from the handshake, or waiting for `auth`.
@@ -113,16 +114,21 @@ struct Session {
     errors: ErrorBudget,
     /// When the connection must authenticate or re-authenticate by.
     deadline: Option<tokio::time::Instant>,
-    /// Replies still being gathered (`send`): the reader goes on with the next
-    /// command meanwhile. Created at the first one; idle connections hold none.
-    replies: Option<FuturesUnordered<BoxFuture<'static, String>>>,
+    /// Replies still on their way (a `send`'s count, a stored `publish`'s
+    /// acknowledgement): the reader goes on with the next command meanwhile.
+    /// Created at the first one; idle connections hold none.
+    replies: Option<Replies>,
 }
+
+/// Replies in flight; each resolves to its frame, or to nothing (a command
+/// without `id` that succeeded).
+type Replies = FuturesUnordered<BoxFuture<'static, Option<String>>>;
 
 /// Replies a connection may have in flight before it stops reading commands.
 const MAX_IN_FLIGHT: usize = 256;
 
-/// The next gathered reply; pending while none is in flight.
-async fn next_reply(replies: &mut Option<FuturesUnordered<BoxFuture<'static, String>>>) -> String {
+/// The next reply that arrived; pending while none is in flight.
+async fn next_reply(replies: &mut Option<Replies>) -> Option<String> {
     match replies {
         Some(replies) if !replies.is_empty() => match replies.next().await {
             Some(reply) => reply,
@@ -130,6 +136,34 @@ async fn next_reply(replies: &mut Option<FuturesUnordered<BoxFuture<'static, Str
         },
         _ => std::future::pending().await,
     }
+}
+
+/// The reply to a command whose outcome arrives later: `ok` with `extra(value)`
+/// when it has an `id`, or its error (counted like any other, never a client fault).
+fn deferred<T: Send + 'static>(
+    id: Option<Id>,
+    op: &'static str,
+    room: Option<String>,
+    outcome: Pending<T>,
+    metrics: Arc<Metrics>,
+    extra: impl FnOnce(T) -> String + Send + 'static,
+) -> BoxFuture<'static, Option<String>> {
+    async move {
+        match outcome.await {
+            Ok(value) => id.map(|id| frame::ok(&id, &extra(value))),
+            Err(error) => {
+                let failure = Failure::from(&error);
+                metrics.client_error(failure.code.as_str());
+                Some(frame::error(
+                    id.as_ref(),
+                    Some(op),
+                    room.as_deref(),
+                    &failure,
+                ))
+            }
+        }
+    }
+    .boxed()
 }
 
 /// Milliseconds since the process's clock origin, for the heartbeat.
@@ -216,7 +250,9 @@ where
                 break;
             }
             reply = next_reply(&mut session.replies) => {
-                session.push(reply);
+                if let Some(reply) = reply {
+                    session.push(reply);
+                }
                 continue;
             }
             message = stream.next(), if in_flight < MAX_IN_FLIGHT => message,
@@ -380,6 +416,13 @@ impl Session {
         self.outbox.push(Utf8Bytes::from(frame));
     }
 
+    /// Holds a reply that arrives later; the reader loop queues it then.
+    fn defer(&mut self, reply: BoxFuture<'static, Option<String>>) {
+        self.replies
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(reply);
+    }
+
     fn on_binary(&mut self) -> Flow {
         if self.identity.is_none() {
             return Flow::Close(close::AUTH_FAILED, "authenticate first");
@@ -428,7 +471,7 @@ impl Session {
             Command::Auth { token } => return self.auth(id, &token).await,
             Command::Join { room, since } => self.join(id, room, since).await,
             Command::Leave { room } => self.leave(room).await,
-            Command::Publish { room, data } => self.publish(room, data).await,
+            Command::Publish { room, data } => self.publish(id, room, data).await,
             Command::Send { target, data } => self.send(id, target, data).await,
             Command::Presence {
                 room,
@@ -593,7 +636,15 @@ impl Session {
         Ok(String::new())
     }
 
-    async fn publish(&mut self, room: &str, data: &RawValue) -> Result<String, Reply> {
+    /// Publishes; in a room with history the message is handed to the broker in
+    /// command order and the reply, with its seq, follows the acknowledgement
+    /// while later commands go on.
+    async fn publish(
+        &mut self,
+        id: Option<&Id>,
+        room: &str,
+        data: &RawValue,
+    ) -> Result<String, Reply> {
         let identity = self.identity()?;
         if !identity.can_publish(room) {
             return Err(Reply::failed(
@@ -620,8 +671,20 @@ impl Session {
         let broker = &self.state.broker;
         let failed = |error: BrokerError| Reply::Failed(Failure::from(&error));
         if history {
-            let seq = broker.publish_stored(room, frame).await.map_err(failed)?;
-            Ok(format!(",\"seq\":{seq}"))
+            let storing = broker
+                .start_publish_stored(room, frame)
+                .await
+                .map_err(failed)?;
+            let reply = deferred(
+                id.cloned(),
+                "publish",
+                Some(room.to_owned()),
+                storing,
+                self.state.metrics.clone(),
+                |seq| format!(",\"seq\":{seq}"),
+            );
+            self.defer(reply);
+            Err(Reply::Sent)
         } else {
             broker.publish(room, frame).await.map_err(failed)?;
             Ok(String::new())
@@ -651,28 +714,21 @@ impl Session {
             .start_send(target, frame)
             .await
             .map_err(|error| Reply::Failed(Failure::from(&error)))?;
-        // `send` always has an id (the parser requires it).
-        let Some(id) = id.cloned() else {
-            return Err(Reply::Sent);
-        };
-        let metrics = self.state.metrics.clone();
-        let reply = async move {
-            match counting.await {
-                Ok(gathered) if gathered.partial => frame::ok(
-                    &id,
-                    &format!(",\"delivered\":{},\"partial\":true", gathered.count),
-                ),
-                Ok(gathered) => frame::ok(&id, &format!(",\"delivered\":{}", gathered.count)),
-                Err(error) => {
-                    let failure = Failure::from(&error);
-                    metrics.client_error(failure.code.as_str());
-                    frame::error(Some(&id), Some("send"), None, &failure)
+        let reply = deferred(
+            id.cloned(),
+            "send",
+            None,
+            counting,
+            self.state.metrics.clone(),
+            |gathered| {
+                if gathered.partial {
+                    format!(",\"delivered\":{},\"partial\":true", gathered.count)
+                } else {
+                    format!(",\"delivered\":{}", gathered.count)
                 }
-            }
-        };
-        self.replies
-            .get_or_insert_with(FuturesUnordered::new)
-            .push(reply.boxed());
+            },
+        );
+        self.defer(reply);
         Err(Reply::Sent)
     }
 
@@ -796,7 +852,7 @@ pub(crate) fn presence_extra(page: &PresencePage) -> String {
 /// Why a command produced no `ok` reply.
 enum Reply {
     /// The reply was queued already (a join reply, ordered with the room's
-    /// messages), or follows once gathered (a `send`'s count).
+    /// messages), or follows later (a `send`'s count, a stored message's seq).
     Sent,
     Failed(Failure),
 }

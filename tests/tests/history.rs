@@ -273,6 +273,61 @@ async fn ten_thousand_messages_from_three_replicas_form_an_unbroken_chain() -> R
     assert_chain(&received, 0)
 }
 
+/// Publishes to a history room sent without waiting for their replies are stored
+/// in the order they were sent: each reply carries its seq, the seqs rise with the
+/// command order, and members on other replicas receive them in that order.
+#[tokio::test]
+async fn pipelined_publishes_are_stored_in_command_order() -> Result<()> {
+    // Under `limits.send_queue` (256): replies and messages queue while nobody reads.
+    const PUBLISHES: u64 = 200;
+    let deployment = cluster(3, history_options()).await?;
+    let room = unique_room("hist:pipelined");
+    let mut member = connect_user(&deployment, 1, "member").await?;
+    join(&mut member, &room, None).await?;
+    let mut publisher = connect_user(&deployment, 0, "publisher").await?;
+    for k in 0..PUBLISHES {
+        publisher
+            .send_json(&json!({"op": "publish", "id": k, "room": room, "data": k}))
+            .await?;
+    }
+    let mut seq_of = std::collections::BTreeMap::new();
+    while (seq_of.len() as u64) < PUBLISHES {
+        let reply = publisher
+            .next_json(FRAME)
+            .await
+            .context("a publish reply")?;
+        let id = reply["id"]
+            .as_u64()
+            .with_context(|| format!("not a reply: {reply}"))?;
+        let seq = reply["seq"]
+            .as_u64()
+            .with_context(|| format!("publish {id} without seq: {reply}"))?;
+        ensure!(
+            seq_of.insert(id, seq).is_none(),
+            "publish {id} answered twice"
+        );
+    }
+    let seqs: Vec<u64> = seq_of.values().copied().collect();
+    ensure!(
+        seqs.windows(2).all(|pair| pair[0] < pair[1]),
+        "seqs out of command order: {seqs:?}"
+    );
+    let mut received = Vec::new();
+    for _ in 0..PUBLISHES {
+        received.push(member.next_message(&room, FRAME).await?);
+    }
+    let data: Vec<u64> = received.iter().filter_map(|m| m["data"].as_u64()).collect();
+    ensure!(
+        data == (0..PUBLISHES).collect::<Vec<_>>(),
+        "messages out of order: {data:?}"
+    );
+    ensure!(
+        self::seqs(&received) == seqs,
+        "delivered seqs differ from the replies'"
+    );
+    assert_chain(&received, 0)
+}
+
 /// A room in a namespace without history carries no `seq`, `prev` or `epoch`.
 #[tokio::test]
 async fn rooms_without_history_carry_no_seq() -> Result<()> {

@@ -87,11 +87,11 @@ impl Broker for LocalBroker {
         async { Ok(()) }.boxed()
     }
 
-    fn publish_stored<'a>(
+    fn start_publish_stored<'a>(
         &'a self,
         room: &'a str,
         frame: String,
-    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+    ) -> BoxFuture<'a, Result<Pending<u64>, BrokerError>> {
         let result = {
             let _ordered = lock(&self.ordered);
             match self.history.store(room, &frame) {
@@ -106,7 +106,8 @@ impl Broker for LocalBroker {
                 ))),
             }
         };
-        async move { result }.boxed()
+        let stored: Pending<u64> = async move { result }.boxed();
+        async move { Ok(stored) }.boxed()
     }
 
     fn recover<'a>(

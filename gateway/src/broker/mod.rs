@@ -151,7 +151,18 @@ pub trait Broker: Send + Sync + 'static {
         &'a self,
         room: &'a str,
         frame: String,
-    ) -> BoxFuture<'a, Result<u64, BrokerError>>;
+    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+        Box::pin(async move { self.start_publish_stored(room, frame).await?.await })
+    }
+
+    /// [`Broker::publish_stored`] in two steps: resolves once the frame is handed
+    /// to the broker (so messages started one after another are stored in that
+    /// order), with the wait for the acknowledgement and its seq.
+    fn start_publish_stored<'a>(
+        &'a self,
+        room: &'a str,
+        frame: String,
+    ) -> BoxFuture<'a, Result<Pending<u64>, BrokerError>>;
 
     /// The room's history position and, with `since`, the messages after it
     /// (PROTOCOL.md, "Joining").

@@ -248,7 +248,7 @@ impl NatsBroker {
                 Storage::Memory => StorageType::Memory,
             },
             replicas: replicas.max(1) as usize,
-            ensured: tokio::sync::Mutex::default(),
+            ensured: Arc::default(),
             epochs: Arc::default(),
         };
         let inbox = client.new_inbox();
@@ -698,32 +698,37 @@ impl Broker for NatsBroker {
         .boxed()
     }
 
-    fn publish_stored<'a>(
+    fn start_publish_stored<'a>(
         &'a self,
         room: &'a str,
         frame: String,
-    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+    ) -> BoxFuture<'a, Result<Pending<u64>, BrokerError>> {
         async move {
             self.ensure_connected()?;
             self.fits(&frame)?;
             let stream = self.streams.ensure(room).await?;
             let subject = format!("{}{room}", stream.prefix);
-            let ack = async {
-                self.streams
-                    .jetstream
-                    .publish(subject, frame.into())
-                    .await?
-                    .await
-            }
-            .await;
-            match ack {
-                Ok(ack) => Ok(ack.sequence),
+            let not_stored = |error: &dyn std::fmt::Display| {
+                BrokerError::Unavailable(format!("history not stored: {error}"))
+            };
+            // The stream may be gone (a NATS restart with memory storage): on a
+            // failure, look it up again next time.
+            let ensured = self.streams.ensured.clone();
+            let namespace = stream.namespace.clone();
+            match self.streams.jetstream.publish(subject, frame.into()).await {
+                Ok(acknowledgement) => Ok(async move {
+                    match acknowledgement.await {
+                        Ok(ack) => Ok(ack.sequence),
+                        Err(error) => {
+                            ensured.lock().await.remove(&namespace);
+                            Err(not_stored(&error))
+                        }
+                    }
+                }
+                .boxed()),
                 Err(error) => {
-                    // The stream may be gone (a NATS restart with memory storage): look again next time.
-                    self.streams.forget(&stream.namespace).await;
-                    Err(BrokerError::Unavailable(format!(
-                        "history not stored: {error}"
-                    )))
+                    ensured.lock().await.remove(&namespace);
+                    Err(not_stored(&error))
                 }
             }
         }
@@ -844,7 +849,8 @@ struct Streams {
     namespaces: Namespaces,
     storage: StorageType,
     replicas: usize,
-    ensured: tokio::sync::Mutex<HashMap<String, Arc<HistoryStream>>>,
+    /// Shared with acknowledgements in flight, which forget a stream that failed.
+    ensured: Arc<tokio::sync::Mutex<HashMap<String, Arc<HistoryStream>>>>,
     /// Stream name → epoch, for stamping republished messages.
     epochs: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -972,10 +978,6 @@ impl Streams {
                 .await
                 .map_err(|_| unavailable(error)),
         }
-    }
-
-    async fn forget(&self, namespace: &str) {
-        self.ensured.lock().await.remove(namespace);
     }
 }
 
