@@ -708,29 +708,29 @@ impl Broker for NatsBroker {
             self.fits(&frame)?;
             let stream = self.streams.ensure(room).await?;
             let subject = format!("{}{room}", stream.prefix);
-            let not_stored = |error: &dyn std::fmt::Display| {
-                BrokerError::Unavailable(format!("history not stored: {error}"))
-            };
-            // The stream may be gone (a NATS restart with memory storage): on a
-            // failure, look it up again next time.
+            // Handed to the connection now, in call order; its failure, like the
+            // acknowledgement's, is reported when the result is awaited.
+            let sent = self.streams.jetstream.publish(subject, frame.into()).await;
             let ensured = self.streams.ensured.clone();
             let namespace = stream.namespace.clone();
-            match self.streams.jetstream.publish(subject, frame.into()).await {
-                Ok(acknowledgement) => Ok(async move {
-                    match acknowledgement.await {
-                        Ok(ack) => Ok(ack.sequence),
-                        Err(error) => {
-                            ensured.lock().await.remove(&namespace);
-                            Err(not_stored(&error))
-                        }
+            Ok(async move {
+                let acknowledged = match sent {
+                    Ok(acknowledgement) => acknowledgement.await,
+                    Err(error) => Err(error),
+                };
+                match acknowledged {
+                    Ok(ack) => Ok(ack.sequence),
+                    Err(error) => {
+                        // The stream may be gone (a NATS restart with memory
+                        // storage): look it up again next time.
+                        ensured.lock().await.remove(&namespace);
+                        Err(BrokerError::Unavailable(format!(
+                            "history not stored: {error}"
+                        )))
                     }
                 }
-                .boxed()),
-                Err(error) => {
-                    ensured.lock().await.remove(&namespace);
-                    Err(not_stored(&error))
-                }
             }
+            .boxed())
         }
         .boxed()
     }
