@@ -556,6 +556,17 @@ impl Gateway {
         Ok(http::get(self.admin, "/readyz").await?.status)
     }
 
+    /// Polls `GET /readyz` until it answers `status`.
+    ///
+    /// # Errors
+    /// When it does not within `within`.
+    pub async fn await_readyz(&self, status: u16, within: Duration) -> Result<()> {
+        eventually(within, &format!("readyz {status}"), || async {
+            Ok((self.readyz().await? == status).then_some(()))
+        })
+        .await
+    }
+
     /// `GET /healthz`'s status.
     ///
     /// # Errors

@@ -199,26 +199,20 @@ async fn a_killed_nats_loses_no_acknowledged_message() -> Result<()> {
     deployment.nats_mut().kill();
     let killed = Instant::now();
     for i in 0..2 {
-        let gateway = deployment.gateway(i);
-        eventually(
-            Duration::from_secs(10),
-            "readyz 503 without NATS",
-            || async { Ok((gateway.readyz().await? == 503).then_some(())) },
-        )
-        .await?;
+        deployment
+            .gateway(i)
+            .await_readyz(503, Duration::from_secs(10))
+            .await?;
     }
     let unready_after = killed.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     deployment.nats_mut().restart().await?;
     let restarted = Instant::now();
     for i in 0..2 {
-        let gateway = deployment.gateway(i);
-        eventually(
-            Duration::from_secs(30),
-            "readyz 200 after the restart",
-            || async { Ok((gateway.readyz().await? == 200).then_some(())) },
-        )
-        .await?;
+        deployment
+            .gateway(i)
+            .await_readyz(200, Duration::from_secs(30))
+            .await?;
     }
     let ready_after = restarted.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -319,13 +313,10 @@ async fn a_frozen_nats_makes_gateways_unready_and_refuse_publishes_until_it_thaw
     let stopped = Stopped::new(pid)?;
     let frozen = Instant::now();
     for i in 0..2 {
-        let gateway = deployment.gateway(i);
-        eventually(
-            Duration::from_secs(10),
-            "readyz 503 while NATS is frozen",
-            || async { Ok((gateway.readyz().await? == 503).then_some(())) },
-        )
-        .await?;
+        deployment
+            .gateway(i)
+            .await_readyz(503, Duration::from_secs(10))
+            .await?;
     }
     let unready_after = frozen.elapsed();
     // Publishes are refused, by the WebSocket op and the API.
@@ -363,13 +354,10 @@ async fn a_frozen_nats_makes_gateways_unready_and_refuse_publishes_until_it_thaw
     drop(stopped);
     let thawed = Instant::now();
     for i in 0..2 {
-        let gateway = deployment.gateway(i);
-        eventually(
-            Duration::from_secs(30),
-            "readyz 200 after SIGCONT",
-            || async { Ok((gateway.readyz().await? == 200).then_some(())) },
-        )
-        .await?;
+        deployment
+            .gateway(i)
+            .await_readyz(200, Duration::from_secs(30))
+            .await?;
     }
     let ready_after = thawed.elapsed();
     let resumed = Instant::now();

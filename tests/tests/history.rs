@@ -371,11 +371,7 @@ async fn history_survives_a_nats_server_restart() -> Result<()> {
     let epoch = join_epoch(&mut client, &room).await?;
     deployment.nats_mut().kill();
     deployment.nats_mut().restart().await?;
-    let gateway = deployment.gateway(0);
-    eventually(SOON, "the gateway to be ready again", || async {
-        Ok((gateway.readyz().await? == 200).then_some(()))
-    })
-    .await?;
+    deployment.gateway(0).await_readyz(200, SOON).await?;
     let mut back = connect_user(&deployment, 0, "c2").await?;
     let reply = join(&mut back, &room, Some((&epoch, 0))).await?;
     ensure!(reply["recovered"] == true, "after restart: {reply}");
