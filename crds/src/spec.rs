@@ -1,6 +1,6 @@
 //! The `WsCluster` resource and its spec.
 //!
-//! Static defaults (those of `CONFIG.md`) live in the schema, through
+//! Static defaults (those of `docs/config.md`) live in the schema, through
 //! `#[serde(default = ...)]`, so `kubectl get -o yaml` shows what applies and
 //! `wsgate-operator render` sees the same values as the API server. Defaults
 //! that depend on the operator (the gateway image) are resolved at reconcile
@@ -302,7 +302,7 @@ fn default_auth_timeout_ms() -> u64 {
     5000
 }
 
-/// Limits per pod and per connection (`limits.*` in CONFIG.md).
+/// Limits per pod and per connection (`limits.*` in docs/config.md).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LimitsSpec {
@@ -412,7 +412,7 @@ fn default_heartbeat_timeout_ms() -> u64 {
     60_000
 }
 
-/// Behaviour of one room namespace (`namespaces.<ns>.*` in CONFIG.md).
+/// Behaviour of one room namespace (`namespaces.<ns>.*` in docs/config.md).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceSpec {

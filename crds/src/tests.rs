@@ -120,7 +120,7 @@ fn cel_rules_refuse_inconsistent_specs_with_clear_messages() {
     }
 }
 
-/// Schema defaults are the CONFIG.md defaults, and a spec deserializes to
+/// Schema defaults are the docs/config.md defaults, and a spec deserializes to
 /// the same values the API server would fill in.
 #[test]
 fn schema_defaults_match_the_gateway_defaults() {

@@ -48,7 +48,7 @@ const DEFAULTS = {
   autoReconnect: true,
 };
 
-/** Close codes after which reconnecting cannot help (PROTOCOL.md, "Close codes"). */
+/** Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes"). */
 const CLOSE_FINAL = new Set([4003]);
 const CLOSE_AUTH = 4001;
 

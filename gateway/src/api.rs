@@ -1,4 +1,4 @@
-//! The backend HTTP API (PROTOCOL.md, "HTTP API for backends"), on the admin
+//! The backend HTTP API (docs/protocol.md, "HTTP API for backends"), on the admin
 //! listener, authenticated with an API key. Bodies are read up to
 //! `limits.max_http_body_bytes`; every error is a JSON body with a code.
 

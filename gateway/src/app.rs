@@ -1,5 +1,5 @@
 //! The HTTP side: shared state, the public and admin routers, and the WebSocket
-//! handshake with its ordered decisions (PROTOCOL.md, "Connecting").
+//! handshake with its ordered decisions (docs/protocol.md, "Connecting").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,7 +23,7 @@ use crate::protocol::{ErrorCode, Failure, close, frame};
 use crate::session;
 use wsgate_config::Config;
 
-/// Largest message and frame on the `/echo` endpoint (CONFIG.md: testing only).
+/// Largest message and frame on the `/echo` endpoint (docs/config.md: testing only).
 const ECHO_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Initial read buffer of a connection. Idle connections dominate a gateway's
@@ -199,7 +199,7 @@ fn request_token(
     }
 }
 
-/// `GET /ws`: the handshake decisions in PROTOCOL.md's order, then the upgrade.
+/// `GET /ws`: the handshake decisions in docs/protocol.md's order, then the upgrade.
 async fn upgrade(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

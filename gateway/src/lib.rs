@@ -1,7 +1,7 @@
 //! wsgate: a WebSocket gateway whose rooms span replicas over NATS.
 //!
 //! # Layout
-//! - [`protocol`]: client frames parsed and validated, server frames written (PROTOCOL.md).
+//! - [`protocol`]: client frames parsed and validated, server frames written (docs/protocol.md).
 //! - [`session`]: one connection: reader loop, writer task, the client's commands.
 //! - [`hub`]: this node's rooms and their local members, connections and users.
 //! - [`broker`]: how messages cross nodes: [`broker::LocalBroker`] (single node) and

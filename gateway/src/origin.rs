@@ -1,4 +1,4 @@
-//! The `Origin` allow-list (PROTOCOL.md, "Connecting"): origins match on scheme,
+//! The `Origin` allow-list (docs/protocol.md, "Connecting"): origins match on scheme,
 //! host (case-insensitive) and port; `https://*.example.com` matches any
 //! subdomain of example.com (not example.com itself).
 

@@ -1,4 +1,4 @@
-//! The client protocol (PROTOCOL.md): parsing and validating client frames, and
+//! The client protocol (docs/protocol.md): parsing and validating client frames, and
 //! writing the server's frames.
 //!
 //! Parsing is two-step so that a frame with a bad field still gets an error reply
@@ -20,7 +20,7 @@ pub const MAX_DATA_DEPTH: usize = 100;
 /// Longest room name, in bytes.
 pub const MAX_ROOM_BYTES: usize = 128;
 
-/// WebSocket close codes used by the gateway (PROTOCOL.md, "Close codes").
+/// WebSocket close codes used by the gateway (docs/protocol.md, "Close codes").
 pub mod close {
     /// Normal closure.
     pub const NORMAL: u16 = 1000;
@@ -46,7 +46,7 @@ pub mod close {
     pub const DISCONNECTED: u16 = 4003;
 }
 
-/// The error codes of PROTOCOL.md, shared by WebSocket replies and the HTTP API.
+/// The error codes of docs/protocol.md, shared by WebSocket replies and the HTTP API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     BadRequest,
@@ -455,7 +455,7 @@ pub fn check_depth(data: &RawValue) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Checks a room name against PROTOCOL.md: 1 to 128 bytes of
+/// Checks a room name against docs/protocol.md: 1 to 128 bytes of
 /// `A-Z a-z 0-9 _ - : @ = + /`, no empty `:`-segment. Such a name is one NATS
 /// subject token with no wildcard, so it can never address another subject.
 pub fn validate_room(room: &str) -> Result<(), Failure> {

@@ -297,7 +297,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Maps a read error to the close code RFC 6455 and PROTOCOL.md give it.
+/// Maps a read error to the close code RFC 6455 and docs/protocol.md give it.
 fn on_read_error(error: axum::Error) -> Flow {
     let inner = error.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
@@ -600,7 +600,7 @@ impl Session {
                 .await
                 .map(drop)
         } else {
-            // Rooms without history ignore `since` (PROTOCOL.md).
+            // Rooms without history ignore `since` (docs/protocol.md).
             let reply = Utf8Bytes::from(frame::ok(id, ",\"recovered\":false"));
             state
                 .hub

@@ -1,6 +1,6 @@
-//! Property tests of the gateway's input handling against PROTOCOL.md and CONFIG.md: the
+//! Property tests of the gateway's input handling against docs/protocol.md and docs/config.md: the
 //! frame parser, room validation, room patterns (against a reference matcher written from
-//! PROTOCOL.md's grammar), token verification and the config parser, on generated input.
+//! docs/protocol.md's grammar), token verification and the config parser, on generated input.
 //!
 //! CI runs the default number of cases (256 per property); run longer with
 //! `PROPTEST_CASES=100000 cargo test -p wsgate --test properties --release`.
@@ -14,10 +14,10 @@ use wsgate::auth::{AuthSettings, Authenticator, Patterns, RoomPattern, SecretSou
 use wsgate::protocol::{Command, ErrorCode, MAX_ROOM_BYTES, parse, validate_room};
 use wsgate_config::Config;
 
-/// The room alphabet of PROTOCOL.md, without the `:` separator.
+/// The room alphabet of docs/protocol.md, without the `:` separator.
 const SEGMENT_BYTES: &str = "ABCXYZabcxyz0189_-@=+/";
 
-/// PROTOCOL.md's room grammar, written independently of the gateway.
+/// docs/protocol.md's room grammar, written independently of the gateway.
 fn reference_room_is_valid(room: &str) -> bool {
     let alphabet = |c: char| c.is_ascii_alphanumeric() || "_-:@=+/".contains(c) && c.is_ascii();
     (1..=128).contains(&room.len())
@@ -25,7 +25,7 @@ fn reference_room_is_valid(room: &str) -> bool {
         && room.split(':').all(|segment| !segment.is_empty())
 }
 
-/// PROTOCOL.md's pattern grammar as a recursive matcher over segments.
+/// docs/protocol.md's pattern grammar as a recursive matcher over segments.
 fn reference_matches(pattern: &[&str], room: &[&str]) -> bool {
     match (pattern.split_first(), room.split_first()) {
         (None, None) => true,
@@ -208,7 +208,7 @@ proptest! {
         let _ = parse(&text);
     }
 
-    /// Room validation accepts exactly PROTOCOL.md's grammar, on arbitrary strings.
+    /// Room validation accepts exactly docs/protocol.md's grammar, on arbitrary strings.
     #[test]
     fn room_validation_is_the_grammar(room in ".{0,140}") {
         prop_assert_eq!(validate_room(&room).is_ok(), reference_room_is_valid(&room), "{:?}", room);

@@ -1,6 +1,6 @@
 //! Clients and a backend for fault and rolling-restart tests.
 //!
-//! A [`Follower`] is a client that follows PROTOCOL.md's reconnect-and-recover rules in a
+//! A [`Follower`] is a client that follows docs/protocol.md's reconnect-and-recover rules in a
 //! room with history: it records every `message` it receives (live or in a join reply's
 //! `missed`), and whenever its connection ends or it gets `reconnect`, it connects again
 //! (to the next URL of its list) and rejoins with `since` = the last `seq` it holds. A
@@ -148,7 +148,7 @@ async fn follow(
                         record(&mut received, &mut last, &frame);
                     } else {
                         // A gap noticed live: rejoin with `since` on this connection
-                        // (PROTOCOL.md); the reply's `missed` holds this message too.
+                        // (docs/protocol.md); the reply's `missed` holds this message too.
                         received.gaps_seen_live += 1;
                         let join = json!({"op": "join", "room": spec.room, "since": {"epoch": epoch, "seq": last}});
                         match client.call(join).await {

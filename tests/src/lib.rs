@@ -1,5 +1,5 @@
 //! Cross-process tests for wsgate: real `nats-server` and `wsgate` processes on loopback,
-//! real WebSocket clients, black-box against shared/PROTOCOL.md and shared/CONFIG.md.
+//! real WebSocket clients, black-box against docs/protocol.md and docs/config.md.
 //!
 //! Layout:
 //! - `process`: [`ChildGuard`] (a child process stopped and reaped on drop, its output

@@ -1,5 +1,5 @@
 //! Hostile frames against a real gateway (issue 8, "Bad input"): each frame of the matrix
-//! gets the close code RFC 6455 and PROTOCOL.md give it, or an error reply on a connection
+//! gets the close code RFC 6455 and docs/protocol.md give it, or an error reply on a connection
 //! that stays open, and lying length headers cost no memory.
 //!
 //! Run serially: `cargo test -p wsgate-tests --test hostile -- --test-threads=1`.

@@ -1,6 +1,6 @@
 //! The zero-loss rolling restart (issue 8): three gateways behind nginx (Debian's, standing in
 //! for the cluster's ingress, retrying another upstream on errors, 502 and 503), clients
-//! following PROTOCOL.md's reconnect-and-recover rules in a namespace with history, a backend
+//! following docs/protocol.md's reconnect-and-recover rules in a namespace with history, a backend
 //! publishing through the API throughout, and each gateway restarted in turn with SIGTERM
 //! (drain) and started again.
 //!

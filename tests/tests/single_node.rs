@@ -769,7 +769,7 @@ async fn refresh_that_drops_a_room_leaves_it() -> Result<()> {
 // ---------------------------------------------------------------------------------------
 // Permissions.
 
-/// The room-pattern examples of PROTOCOL.md decide `join`; `publish` follows the
+/// The room-pattern examples of docs/protocol.md decide `join`; `publish` follows the
 /// `publish` claim (membership not needed); no `rooms` claim means the configured
 /// default, which is none.
 #[tokio::test]

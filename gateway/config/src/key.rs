@@ -26,7 +26,7 @@ pub struct Key {
     pub meaning: &'static str,
     /// The TOML type the file must give the key; checked before anything else reads the value.
     pub kind: Kind,
-    /// `true` for keys beyond the version 1 contract in shared/CONFIG.md (compatible extensions).
+    /// `true` for keys beyond the version 1 contract in docs/config.md (compatible extensions).
     pub extension: bool,
 }
 
@@ -135,7 +135,7 @@ pub(crate) const LOG_FORMATS: &[&str] = &["text", "json"];
 /// The words `history.storage` takes.
 pub(crate) const STORAGES: &[&str] = &["file", "memory"];
 
-/// Every configuration key, in the order of shared/CONFIG.md (extensions beside their section).
+/// Every configuration key, in the order of docs/config.md (extensions beside their section).
 pub const KEYS: &[Key] = &[
     key!(
         "version",

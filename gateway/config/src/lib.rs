@@ -1,6 +1,6 @@
 //! The wsgate gateway's configuration: one definition of every key, shared by the gateway
 //! (which reads flags, `WSGATE_*` environment variables and a TOML file) and the operator
-//! (which renders the file into a ConfigMap). shared/CONFIG.md is the contract; `docs/config.md`
+//! (which renders the file into a ConfigMap). `docs/config.md` is the contract and
 //! describes every key.
 //!
 //! # Layout

@@ -26,7 +26,7 @@ pub struct Namespace {
 }
 
 impl Default for Namespace {
-    /// The built-in values of shared/CONFIG.md: no history, no presence, clients may publish.
+    /// The built-in values of docs/config.md: no history, no presence, clients may publish.
     fn default() -> Self {
         Namespace {
             history_size: 0,

@@ -1,6 +1,6 @@
 //! Secrets: a key given directly on the command line, or the file that holds it.
 //!
-//! The file never holds a secret (shared/CONFIG.md): it names a file, in Kubernetes a mounted
+//! The file never holds a secret (docs/config.md): it names a file, in Kubernetes a mounted
 //! Secret, that the gateway reads when it starts and re-reads when it changes, so rotating needs
 //! no restart. Only the development flags `--jwt-secret` and `--api-keys` carry values.
 

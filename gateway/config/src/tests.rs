@@ -1,4 +1,4 @@
-//! Tests of the whole crate against shared/CONFIG.md: defaults, precedence, strictness, errors,
+//! Tests of the whole crate against docs/config.md: defaults, precedence, strictness, errors,
 //! and the agreement of [`KEYS`] with the flags, the file model and `docs/config.md`.
 
 use std::collections::BTreeSet;
@@ -13,7 +13,7 @@ use super::*;
 /// The file name used in messages by the tests that parse text.
 const FILE: &str = "/etc/wsgate/wsgate.toml";
 
-/// The example of shared/CONFIG.md, verbatim.
+/// The example of docs/config.md, verbatim.
 const CONFIG_MD_EXAMPLE: &str = r#"version = 1
 listen = "0.0.0.0:8080"
 admin_listen = "0.0.0.0:9090"
@@ -177,7 +177,7 @@ fn key_names() -> BTreeSet<String> {
 
 // ---------------------------------------------------------------- defaults and the example
 
-/// A file with only `version` yields every default of shared/CONFIG.md.
+/// A file with only `version` yields every default of docs/config.md.
 #[test]
 fn an_empty_file_gives_every_config_md_default() -> Result<()> {
     let config = load(args(), "version = 1")?;
@@ -275,7 +275,7 @@ fn keys_table_defaults_are_the_code_defaults() -> Result<()> {
     Ok(())
 }
 
-/// The example of shared/CONFIG.md parses and means what it says.
+/// The example of docs/config.md parses and means what it says.
 #[test]
 fn the_config_md_example_parses() -> Result<()> {
     let config = load(args(), CONFIG_MD_EXAMPLE)?;
@@ -1018,7 +1018,7 @@ fn flags_and_keys_agree() {
     assert_eq!(flags, listed);
 }
 
-/// The flags and environment variables of shared/CONFIG.md, as it lists them.
+/// The flags and environment variables of docs/config.md, as it lists them.
 #[test]
 fn keys_keep_the_config_md_flags() {
     let expected = [

@@ -176,7 +176,7 @@ pub(crate) fn nats_urls(urls: &str) -> Result<String, String> {
     Ok(checked.join(","))
 }
 
-/// A room pattern of `auth.user_rooms` or `auth.anonymous_rooms` (shared/PROTOCOL.md): segments
+/// A room pattern of `auth.user_rooms` or `auth.anonymous_rooms` (docs/protocol.md): segments
 /// split at `:`, each `*`, a final `**`, or a literal of room-name characters.
 pub(crate) fn room_pattern(pattern: &str) -> Result<(), String> {
     let segments: Vec<&str> = pattern.split(':').collect();

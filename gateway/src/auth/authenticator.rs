@@ -100,7 +100,7 @@ impl Authenticator {
         })
     }
 
-    /// Verifies a client token (PROTOCOL.md, "Connecting") and returns who it identifies.
+    /// Verifies a client token (docs/protocol.md, "Connecting") and returns who it identifies.
     ///
     /// # Errors
     /// Every token failure is an [`AuthError`] for which

@@ -4,7 +4,7 @@
 //! HS256, RS256 and ES256 (`none` included); select the key by `kid` and algorithm; verify the
 //! signature; only then read the claims and check `exp`, `nbf`, `iss`, `aud`, `sub` and the
 //! permission claims. Claims are checked here rather than by `jsonwebtoken`'s `Validation` so
-//! that the rules are exactly those of PROTOCOL.md (for instance, `aud` is ignored unless an
+//! that the rules are exactly those of docs/protocol.md (for instance, `aud` is ignored unless an
 //! audience is configured) and so that time is a parameter in tests.
 
 use base64::Engine;

@@ -33,7 +33,7 @@ const RSA_EXPONENTS: std::ops::RangeInclusive<u64> = 2..=(1 << 33) - 1;
 /// HS256 secrets shorter than this (the HMAC-SHA256 output size) draw a warning.
 const MIN_SECRET_BYTES: usize = 32;
 
-/// The algorithms wsgate accepts, one per key type (PROTOCOL.md, "Connecting").
+/// The algorithms wsgate accepts, one per key type (docs/protocol.md, "Connecting").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyAlgorithm {
     Hs256,

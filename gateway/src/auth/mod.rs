@@ -1,6 +1,6 @@
 //! Authentication: who a connection is, and which rooms it may use.
 //!
-//! Clients authenticate with a JWT (PROTOCOL.md, "Connecting"): HS256 with a shared secret, or
+//! Clients authenticate with a JWT (docs/protocol.md, "Connecting"): HS256 with a shared secret, or
 //! RS256/ES256 with a public key or a JWKS selected by `kid`. Backends authenticate with API
 //! keys. Anonymous connections, when enabled, get the configured anonymous permissions.
 //!

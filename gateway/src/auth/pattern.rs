@@ -2,7 +2,7 @@
 //!
 //! A pattern is split into segments at `:` like a room name. A `*` segment matches exactly one
 //! whole segment of the room, a final `**` matches one or more further segments, and every other
-//! segment matches itself (PROTOCOL.md, "Room patterns"). Patterns are parsed and validated once,
+//! segment matches itself (docs/protocol.md, "Room patterns"). Patterns are parsed and validated once,
 //! when a token or the configuration is read, so that matching, which runs on every `join` and
 //! `publish`, is a cheap allocation-free walk over the room name.
 
@@ -66,7 +66,7 @@ pub struct RoomPattern {
     literal: bool,
 }
 
-/// Whether `byte` may appear in a room name segment (the room alphabet of PROTOCOL.md minus the
+/// Whether `byte` may appear in a room name segment (the room alphabet of docs/protocol.md minus the
 /// `:` separator).
 fn is_room_segment_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'@' | b'=' | b'+' | b'/')
@@ -286,7 +286,7 @@ mod tests {
         RoomPattern::parse(text).unwrap()
     }
 
-    /// The examples of PROTOCOL.md "Room patterns", verbatim.
+    /// The examples of docs/protocol.md "Room patterns", verbatim.
     #[test]
     fn protocol_examples_match_as_documented() {
         let chat = pattern("chat:*");

@@ -1,7 +1,7 @@
 //! The plain inputs of the authenticator, filled from the configuration by the caller.
 //!
 //! These types deliberately do not depend on the config crate: the caller maps `auth.*` keys
-//! (CONFIG.md) onto them, so the two can evolve separately.
+//! (docs/config.md) onto them, so the two can evolve separately.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -30,7 +30,7 @@ impl fmt::Debug for SecretSource {
 }
 
 /// Everything [`Authenticator::new`](super::Authenticator::new) needs, one field per `auth.*`
-/// key of CONFIG.md.
+/// key of docs/config.md.
 ///
 /// Any combination of JWT keys may be configured; with none, only anonymous connections and
 /// API-key requests can be authenticated.
@@ -63,7 +63,7 @@ pub struct AuthSettings {
 }
 
 impl Default for AuthSettings {
-    /// The CONFIG.md defaults: no keys, 30 s leeway, `exp` required, no user rooms, anonymous
+    /// The docs/config.md defaults: no keys, 30 s leeway, `exp` required, no user rooms, anonymous
     /// users may use every room.
     fn default() -> Self {
         Self {

@@ -1,5 +1,5 @@
 //! Tests of the authenticator as a whole: tokens of every supported kind, the claim rules of
-//! PROTOCOL.md, key rotation and API keys. Keys come from `testdata/` (test keys only).
+//! docs/protocol.md, key rotation and API keys. Keys come from `testdata/` (test keys only).
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! Room history and recovery, shared by both brokers: the recovery rule of
-//! PROTOCOL.md ("Joining"), stamping `seq`/`prev`/`epoch` onto message frames,
+//! docs/protocol.md ("Joining"), stamping `seq`/`prev`/`epoch` onto message frames,
 //! and the in-memory history of the single-node broker.
 //!
 //! Time to live is applied when history is *read*: the last message of a room is
@@ -67,13 +67,13 @@ pub struct Recovery {
     pub epoch: String,
     /// The room's current seq (0 before its first message).
     pub seq: u64,
-    /// Exactly when nothing after `since` is missing (PROTOCOL.md's rule).
+    /// Exactly when nothing after `since` is missing (docs/protocol.md's rule).
     pub recovered: bool,
     /// Missed messages, oldest first, stamped.
     pub missed: Vec<(u64, String)>,
 }
 
-/// Applies PROTOCOL.md's recovery rule.
+/// Applies docs/protocol.md's recovery rule.
 ///
 /// `entries` are the room's stored messages after `since`, oldest first (any
 /// already expired by time to live are marked not `fresh`); `current` is the

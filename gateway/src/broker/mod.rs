@@ -165,7 +165,7 @@ pub trait Broker: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Pending<u64>, BrokerError>>;
 
     /// The room's history position and, with `since`, the messages after it
-    /// (PROTOCOL.md, "Joining").
+    /// (docs/protocol.md, "Joining").
     fn recover<'a>(
         &'a self,
         room: &'a str,

@@ -1,4 +1,4 @@
-//! The gateway config file (shared/CONFIG.md) and its ConfigMap.
+//! The gateway config file (docs/config.md) and its ConfigMap.
 //!
 //! Secrets never appear in the file: each referenced Secret key is mounted
 //! as a file under [`SECRETS_DIR`] (see the Deployment) and the file names

@@ -29,7 +29,7 @@ pub type Ws = WebSocketStream<TcpStream>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
-    /// wsgate's protocol (shared/PROTOCOL.md).
+    /// wsgate's protocol (docs/protocol.md).
     Wsgate,
     /// The NATS text protocol over nats-server's WebSocket listener.
     Nats,
