@@ -1,23 +1,27 @@
 //! The backend HTTP API (docs/protocol.md, "HTTP API for backends"), on the admin
 //! listener, authenticated with an API key. Bodies are read up to
 //! `limits.max_http_body_bytes`; every error is a JSON body with a code.
+//!
+//! The handlers only translate: they parse the request, call the command core
+//! ([`crate::command`]) as a backend, and turn its typed result into JSON.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::app::AppState;
-use crate::broker::BrokerError;
-use crate::protocol::{self, ErrorCode, Failure, Since, Target, frame};
+use crate::broker::NodeStats;
+use crate::command::{self, Issuer, Published};
+use crate::protocol::{self, ErrorCode, Failure, Target, frame};
 
 /// An API error: rendered as `{"error":{"code":..,"message":..}}` with its status.
 #[derive(Debug)]
@@ -31,14 +35,13 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct ErrorBody<'a> {
+            error: &'a Failure,
+        }
         let status = StatusCode::from_u16(self.0.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
-            status,
-            [(header::CONTENT_TYPE, "application/json")],
-            frame::http_error(&self.0),
-        )
-            .into_response()
+        (status, Json(ErrorBody { error: &self.0 })).into_response()
     }
 }
 
@@ -48,17 +51,13 @@ impl From<Failure> for AppError {
     }
 }
 
-impl From<BrokerError> for AppError {
-    fn from(error: BrokerError) -> Self {
+impl From<crate::broker::BrokerError> for AppError {
+    fn from(error: crate::broker::BrokerError) -> Self {
         Self(Failure::from(&error))
     }
 }
 
-type ApiResult = Result<Response, AppError>;
-
-fn json(body: String) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
+type ApiResult<T> = Result<Json<T>, AppError>;
 
 /// The API's routes, behind the API-key check.
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -82,9 +81,9 @@ async fn require_api_key(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(crate::auth::bearer);
     match presented {
-        Some(key) if state.auth.check_api_key(key.trim()) => next.run(request).await,
+        Some(key) if state.auth.check_api_key(key) => next.run(request).await,
         Some(_) => AppError::new(ErrorCode::Unauthorized, "unknown API key").into_response(),
         None => AppError::new(
             ErrorCode::Unauthorized,
@@ -116,20 +115,14 @@ struct PublishBody<'a> {
     data: &'a RawValue,
 }
 
-/// `POST /api/v1/publish {"room":R,"data":D}` → `{}`.
-async fn publish(State(state): State<Arc<AppState>>, request: Body) -> ApiResult {
+/// `POST /api/v1/publish {"room":R,"data":D}` → `{"seq":S}` with history, `{}` without.
+async fn publish(State(state): State<Arc<AppState>>, request: Body) -> ApiResult<Published> {
     let bytes = read_body(&state, request).await?;
     let PublishBody { room, data } = parse(&bytes)?;
     protocol::validate_room(&room)?;
     protocol::check_depth(data)?;
-    let frame = frame::message(&room, data, "null");
-    state.metrics.messages_in.inc();
-    if state.config.namespaces.for_room(&room).history_size > 0 {
-        let seq = state.broker.publish_stored(&room, frame).await?;
-        return Ok(json(format!("{{\"seq\":{seq}}}")));
-    }
-    state.broker.publish(&room, frame).await?;
-    Ok(json("{}".into()))
+    let ack = command::publish(&state, Issuer::Backend, None, &room, data).await?;
+    Ok(Json(ack.await?))
 }
 
 /// A body naming a user or a connection, and for `send` the data.
@@ -155,8 +148,15 @@ impl TargetBody<'_> {
     }
 }
 
+/// `/api/v1/send`'s answer: `partial` is always there.
+#[derive(Serialize)]
+struct Delivered {
+    delivered: u64,
+    partial: bool,
+}
+
 /// `POST /api/v1/send {"user":U,"data":D}` or `{"conn":C,"data":D}` → `{"delivered":N}`.
-async fn send(State(state): State<Arc<AppState>>, request: Body) -> ApiResult {
+async fn send(State(state): State<Arc<AppState>>, request: Body) -> ApiResult<Delivered> {
     let bytes = read_body(&state, request).await?;
     let mut body: TargetBody<'_> = parse(&bytes)?;
     let target = body.target()?;
@@ -164,40 +164,50 @@ async fn send(State(state): State<Arc<AppState>>, request: Body) -> ApiResult {
         .data
         .ok_or_else(|| AppError::new(ErrorCode::BadRequest, "missing data"))?;
     protocol::check_depth(data)?;
-    let gathered = state
-        .broker
-        .send(target, frame::direct(data, "null"))
+    let gathered = command::send(&state, Issuer::Backend, target, data)
+        .await?
         .await?;
-    Ok(json(
-        serde_json::json!({"delivered": gathered.count, "partial": gathered.partial}).to_string(),
-    ))
+    Ok(Json(Delivered {
+        delivered: gathered.count,
+        partial: gathered.partial,
+    }))
+}
+
+#[derive(Serialize)]
+struct Disconnected {
+    disconnected: u64,
+    partial: bool,
 }
 
 /// `POST /api/v1/disconnect {"user":U}` or `{"conn":C}` → `{"disconnected":N}`.
-async fn disconnect(State(state): State<Arc<AppState>>, request: Body) -> ApiResult {
+async fn disconnect(State(state): State<Arc<AppState>>, request: Body) -> ApiResult<Disconnected> {
     let bytes = read_body(&state, request).await?;
     let mut body: TargetBody<'_> = parse(&bytes)?;
-    let gathered = state.broker.disconnect(body.target()?).await?;
-    Ok(json(
-        serde_json::json!({"disconnected": gathered.count, "partial": gathered.partial})
-            .to_string(),
-    ))
+    let gathered = command::disconnect(&state, body.target()?).await?;
+    Ok(Json(Disconnected {
+        disconnected: gathered.count,
+        partial: gathered.partial,
+    }))
+}
+
+/// `/api/v1/stats`'s answer.
+#[derive(Serialize)]
+struct Stats {
+    nodes: Vec<NodeStats>,
+    connections: u64,
+    rooms: u64,
+    partial: bool,
 }
 
 /// `GET /api/v1/stats` → every live node's counts.
-async fn stats(State(state): State<Arc<AppState>>) -> ApiResult {
-    let stats = state.broker.stats().await?;
-    let connections: u64 = stats.nodes.iter().map(|node| node.connections).sum();
-    let rooms: u64 = stats.nodes.iter().map(|node| node.rooms).sum();
-    Ok(json(
-        serde_json::json!({
-            "nodes": stats.nodes,
-            "connections": connections,
-            "rooms": rooms,
-            "partial": stats.partial,
-        })
-        .to_string(),
-    ))
+async fn stats(State(state): State<Arc<AppState>>) -> ApiResult<Stats> {
+    let stats = command::stats(&state).await?;
+    Ok(Json(Stats {
+        connections: stats.nodes.iter().map(|node| node.connections).sum(),
+        rooms: stats.nodes.iter().map(|node| node.rooms).sum(),
+        nodes: stats.nodes,
+        partial: stats.partial,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -211,24 +221,17 @@ async fn presence(
     State(state): State<Arc<AppState>>,
     Path(room): Path<String>,
     Query(query): Query<PresenceQuery>,
-) -> ApiResult {
+) -> Result<Response, AppError> {
     protocol::validate_room(&room)?;
-    if !state.config.namespaces.for_room(&room).presence {
-        return Err(AppError::new(
-            ErrorCode::NotSupported,
-            "this room's namespace keeps no presence",
-        ));
-    }
-    let after = query
-        .cursor
-        .as_deref()
-        .map(protocol::decode_cursor)
-        .transpose()?;
-    let max = state.config.limits.max_page_size;
-    let limit = query.limit.unwrap_or(max).clamp(1, max);
-    let page = state.broker.presence(&room, after, limit).await?;
-    let extra = crate::session::presence_extra(&page);
-    Ok(json(format!("{{{}}}", extra.trim_start_matches(','))))
+    let page = command::presence(
+        &state,
+        Issuer::Backend,
+        &room,
+        query.cursor.as_deref(),
+        query.limit,
+    )
+    .await?;
+    Ok(Json(frame::PresencePage::from(&page)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -239,50 +242,29 @@ struct HistoryQuery {
 }
 
 /// `GET /api/v1/rooms/{room}/history?epoch=E&since=S&limit=N`: the same rules as
-/// a join with `since`; without `epoch` the current one, without `since` 0 (the
-/// whole history). `limit` is at most the namespace's `recovery_max`.
+/// a join with `since` (see [`command::history`]).
 async fn history(
     State(state): State<Arc<AppState>>,
     Path(room): Path<String>,
     Query(query): Query<HistoryQuery>,
-) -> ApiResult {
+) -> Result<Response, AppError> {
+    #[derive(Serialize)]
+    struct History<'a> {
+        epoch: &'a str,
+        seq: u64,
+        recovered: bool,
+        messages: frame::Frames<'a>,
+    }
     protocol::validate_room(&room)?;
-    let namespace = state.config.namespaces.for_room(&room);
-    if namespace.history_size == 0 {
-        return Err(AppError::new(
-            ErrorCode::NotSupported,
-            "this room's namespace keeps no history",
-        ));
-    }
-    let limit = query
-        .limit
-        .unwrap_or(namespace.recovery_max)
-        .min(namespace.recovery_max);
-    let epoch = match query.epoch {
-        Some(epoch) => epoch,
-        None => state.broker.recover(&room, None).await?.epoch,
-    };
-    let since = Since {
-        epoch,
-        seq: query.since.unwrap_or(0),
-    };
-    let mut recovery = state.broker.recover(&room, Some(&since)).await?;
-    if recovery.missed.len() > limit {
-        recovery.missed.drain(..recovery.missed.len() - limit);
-        recovery.recovered = false;
-    }
-    let mut body = String::from("{\"epoch\":");
-    protocol::push_json_str(&mut body, &recovery.epoch);
-    body.push_str(&format!(
-        ",\"seq\":{},\"recovered\":{},\"messages\":[",
-        recovery.seq, recovery.recovered
-    ));
-    for (i, (_, message)) in recovery.missed.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(message);
-    }
-    body.push_str("]}");
-    Ok(json(body))
+    let recovery = command::history(&state, &room, query.epoch, query.since, query.limit).await?;
+    Ok(Json(History {
+        epoch: &recovery.epoch,
+        seq: recovery.seq,
+        recovered: recovery.recovered,
+        messages: frame::Frames(&recovery.missed),
+    })
+    .into_response())
 }
+
+#[cfg(test)]
+mod tests;

@@ -183,12 +183,8 @@ fn request_token(
             let value = value
                 .to_str()
                 .map_err(|_| "malformed Authorization header")?;
-            let token = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-                .or_else(|| (value == "Bearer" || value == "bearer").then_some(""))
-                .ok_or("Authorization must be a Bearer token")?;
-            Some(token.trim().to_owned())
+            let token = crate::auth::bearer(value).ok_or("Authorization must be a Bearer token")?;
+            Some(token.to_owned())
         }
     };
     match (header, query) {

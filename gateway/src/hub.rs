@@ -11,196 +11,21 @@
 //! blocking: a member whose queue is full is closed with 1013 and the others
 //! carry on.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Weak};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use parking_lot::{Mutex, RwLock};
 
-use crate::broker::{Broker, BrokerError, NodeStats, Present, Recovery, Subscription};
+use crate::broker::{
+    Broker, BrokerError, Delivery, LocalNode, NodeStats, Present, Recovery, RoomSink, Subscription,
+};
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::protocol::Since;
 use crate::protocol::{Target, close};
-
-/// Locks a std mutex, recovering the data if a panicking thread poisoned it: the
-/// maps behind these locks stay consistent between statements.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// What the hub holds of one connection: its bounded outbound queue and the
-/// switch that closes it.
-///
-/// The queue is a plain `VecDeque` behind a mutex rather than a channel: an idle
-/// connection's queue then holds no allocation at all (the writer takes the
-/// whole batch, leaving an empty deque behind), which matters at tens of
-/// thousands of idle connections per pod.
-pub struct Outbox {
-    /// Local key, unique for the life of the process.
-    pub key: u64,
-    /// Connection id, `<node>:<boot>-<n>`, unique across the cluster.
-    pub id: Arc<str>,
-    /// The connection's user id; changes when an anonymous connection authenticates.
-    user: Mutex<Arc<str>>,
-    queue: Mutex<Queue>,
-    ready: Notify,
-    capacity: usize,
-    closing: OnceLock<(u16, &'static str)>,
-    cancel: CancellationToken,
-    metrics: Arc<Metrics>,
-}
-
-#[derive(Default)]
-struct Queue {
-    frames: VecDeque<Utf8Bytes>,
-    /// Set when the writer has stopped: nothing is queued any more.
-    closed: bool,
-}
-
-impl Outbox {
-    /// Creates an outbox holding at most `capacity` frames.
-    pub fn new(
-        key: u64,
-        id: Arc<str>,
-        capacity: usize,
-        cancel: CancellationToken,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Self> {
-        let user = Arc::from(format!("anon:{id}"));
-        Arc::new(Self {
-            key,
-            id,
-            user: Mutex::new(user),
-            queue: Mutex::default(),
-            ready: Notify::new(),
-            capacity: capacity.max(1),
-            closing: OnceLock::new(),
-            cancel,
-            metrics,
-        })
-    }
-
-    /// Queues a frame; a full queue closes the connection with 1013.
-    /// Returns whether the frame was queued.
-    pub fn push(&self, frame: Utf8Bytes) -> bool {
-        self.push_all(std::iter::once(frame)) == 1
-    }
-
-    /// Queues frames in order under one lock and wakes the writer once; a full
-    /// queue closes the connection with 1013. Returns how many were queued.
-    ///
-    /// The writer is woken only when the queue was empty: it takes the whole
-    /// queue each time, so a non-empty queue already has a wake-up pending.
-    pub fn push_all(&self, frames: impl IntoIterator<Item = Utf8Bytes>) -> usize {
-        let mut queue = lock(&self.queue);
-        if queue.closed {
-            return 0;
-        }
-        let was_empty = queue.frames.is_empty();
-        let mut queued = 0;
-        let mut overflow = false;
-        for frame in frames {
-            if queue.frames.len() >= self.capacity {
-                overflow = true;
-                break;
-            }
-            queue.frames.push_back(frame);
-            queued += 1;
-        }
-        drop(queue);
-        if was_empty && queued > 0 {
-            self.ready.notify_one();
-        }
-        if overflow && self.close(close::TRY_AGAIN_LATER, "slow consumer") {
-            self.metrics.slow_consumers.inc();
-        }
-        self.metrics.messages_out.inc_by(queued as u64);
-        queued
-    }
-
-    /// The connection's user id.
-    pub fn user(&self) -> Arc<str> {
-        lock(&self.user).clone()
-    }
-
-    /// Records the connection's (new) user id.
-    pub fn set_user(&self, user: &str) {
-        *lock(&self.user) = Arc::from(user);
-    }
-
-    /// Takes every queued frame, leaving the queue empty (and unallocated).
-    pub fn take(&self) -> VecDeque<Utf8Bytes> {
-        std::mem::take(&mut lock(&self.queue).frames)
-    }
-
-    /// Waits for queued frames and takes them all; `None` once the connection
-    /// is asked to close (what is still queued stays for [`Outbox::shut`]).
-    ///
-    /// The writer waits here alone, not also on the cancellation token: one
-    /// wake-up source keeps the per-frame path to a lock and a notify.
-    ///
-    /// # Cancel safety
-    /// Cancel-safe: frames are taken only when the future completes.
-    pub async fn next_batch(&self) -> Option<VecDeque<Utf8Bytes>> {
-        loop {
-            if self.closing.get().is_some() {
-                return None;
-            }
-            let batch = self.take();
-            if !batch.is_empty() {
-                return Some(batch);
-            }
-            self.ready.notified().await;
-            // Let other tasks run once before taking: under load, frames queued
-            // meanwhile leave in the same write instead of one syscall each.
-            tokio::task::yield_now().await;
-        }
-    }
-
-    /// Stops queueing: later pushes are dropped. Returns what was still queued.
-    pub fn shut(&self) -> VecDeque<Utf8Bytes> {
-        let mut queue = lock(&self.queue);
-        queue.closed = true;
-        std::mem::take(&mut queue.frames)
-    }
-
-    /// Asks the connection to close with `code`; the first request wins.
-    /// Returns whether this call decided the code.
-    pub fn close(&self, code: u16, reason: &'static str) -> bool {
-        let decided = self.closing.set((code, reason)).is_ok();
-        if decided {
-            self.metrics.close(code);
-        }
-        self.cancel.cancel();
-        self.ready.notify_one();
-        decided
-    }
-
-    /// The close requested so far, if any.
-    pub fn closing(&self) -> Option<(u16, &'static str)> {
-        self.closing.get().copied()
-    }
-
-    /// Cancelled when the connection is asked to close.
-    pub fn cancelled(&self) -> &CancellationToken {
-        &self.cancel
-    }
-}
 
 /// A local member of a room.
 struct Member {
@@ -212,16 +37,13 @@ struct Member {
     holding: bool,
 }
 
-/// A message held for a joining member: its seq (history rooms) and frame.
-pub type Held = (Option<u64>, Utf8Bytes);
-
 /// One room with local members.
 pub struct Room {
     name: Arc<str>,
     members: RwLock<HashMap<u64, Member>>,
     /// Members in (user, conn) order, for presence pages in logarithmic time.
     roster: Mutex<BTreeSet<(Arc<str>, Arc<str>)>>,
-    held: Mutex<HashMap<u64, Vec<Held>>>,
+    held: Mutex<HashMap<u64, Vec<Delivery>>>,
     /// The broker subscription; the async lock serializes subscribe and
     /// unsubscribe against joins and leaves.
     subscription: tokio::sync::Mutex<Option<Subscription>>,
@@ -237,31 +59,6 @@ impl Room {
         &self.name
     }
 
-    /// Queues a frame from the broker to every local member; `seq` is the
-    /// message's position in rooms with history.
-    pub fn deliver(&self, frame: &Utf8Bytes, seq: Option<u64>) {
-        self.deliver_all(&[(seq, frame.clone())]);
-    }
-
-    /// Queues messages from the broker, in order, to every local member: one
-    /// lock and at most one writer wake-up per member for the whole batch, so
-    /// messages that arrived together leave in one write.
-    pub fn deliver_all(&self, messages: &[Held]) {
-        let _timer = self.metrics.time_fanout();
-        for (key, member) in read(&self.members).iter() {
-            if member.holding {
-                lock(&self.held)
-                    .entry(*key)
-                    .or_default()
-                    .extend_from_slice(messages);
-            } else {
-                member
-                    .outbox
-                    .push_all(messages.iter().map(|(_, frame)| frame.clone()));
-            }
-        }
-    }
-
     /// Adds (or re-adds) a member; returns whether it is new.
     fn add(&self, members: &mut HashMap<u64, Member>, outbox: &Arc<Outbox>, holding: bool) -> bool {
         let user = outbox.user();
@@ -274,7 +71,7 @@ impl Room {
                 holding,
             },
         );
-        let mut roster = lock(&self.roster);
+        let mut roster = self.roster.lock();
         if let Some(previous) = &previous {
             roster.remove(&(previous.user.clone(), previous.outbox.id.clone()));
         }
@@ -284,10 +81,12 @@ impl Room {
 
     /// Removes a member; returns whether it was one.
     fn remove(&self, members: &mut HashMap<u64, Member>, key: u64) -> bool {
-        lock(&self.held).remove(&key);
+        self.held.lock().remove(&key);
         match members.remove(&key) {
             Some(member) => {
-                lock(&self.roster).remove(&(member.user, member.outbox.id.clone()));
+                self.roster
+                    .lock()
+                    .remove(&(member.user, member.outbox.id.clone()));
                 true
             }
             None => false,
@@ -296,12 +95,34 @@ impl Room {
 
     /// How many local members the room has.
     pub fn len(&self) -> usize {
-        read(&self.members).len()
+        self.members.read().len()
     }
 
     /// Whether the room has no local member.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl RoomSink for Room {
+    /// Queues messages from the broker, in order, to every local member: one
+    /// lock and at most one writer wake-up per member for the whole batch, so
+    /// messages that arrived together leave in one write.
+    fn deliver(&self, messages: &[Delivery]) {
+        let _timer = self.metrics.time_fanout();
+        for (key, member) in self.members.read().iter() {
+            if member.holding {
+                self.held
+                    .lock()
+                    .entry(*key)
+                    .or_default()
+                    .extend_from_slice(messages);
+            } else {
+                member
+                    .outbox
+                    .push_all(messages.iter().map(|message| message.frame.clone()));
+            }
+        }
     }
 }
 
@@ -349,7 +170,7 @@ impl Hub {
     /// Reserves one of `user`'s connection slots, or `None` when the user already
     /// holds `max`. The slot is released when the guard drops.
     pub fn reserve_user(self: &Arc<Self>, user: &str, max: usize) -> Option<UserSlot> {
-        let mut users = lock(&self.users);
+        let mut users = self.users.lock();
         let entry = users.entry(user.to_owned()).or_default();
         if entry.slots >= max {
             if entry.slots == 0 && entry.outboxes.is_empty() {
@@ -368,13 +189,13 @@ impl Hub {
     /// Indexes a new connection by its id: it becomes reachable by
     /// connection-addressed `send` and `disconnect`, and by the drain.
     pub fn attach(&self, outbox: &Arc<Outbox>) {
-        write(&self.conns).insert(outbox.id.clone(), outbox.clone());
+        self.conns.write().insert(outbox.id.clone(), outbox.clone());
     }
 
     /// Registers a connection under its user's slot; it becomes reachable by
     /// user-addressed `send` and `disconnect`.
     pub fn register(&self, slot: &mut UserSlot, outbox: &Arc<Outbox>) {
-        let mut users = lock(&self.users);
+        let mut users = self.users.lock();
         users
             .entry(slot.user.clone())
             .or_default()
@@ -386,7 +207,7 @@ impl Hub {
     /// Removes a connection from the connection index (its user slot is released
     /// by dropping the slot; its rooms by [`Hub::leave`]).
     pub fn detach(&self, outbox: &Outbox) {
-        write(&self.conns).remove(&outbox.id);
+        self.conns.write().remove(&outbox.id);
     }
 
     /// Adds `outbox` to `room`, subscribing at the broker first when it is the
@@ -405,7 +226,7 @@ impl Hub {
     ) -> Result<bool, BrokerError> {
         let (_, inserted) = self
             .subscribed(broker, name, |room| {
-                let mut members = write(&room.members);
+                let mut members = room.members.write();
                 let inserted = room.add(&mut members, outbox, false);
                 outbox.push(reply);
                 inserted
@@ -430,7 +251,7 @@ impl Hub {
                 continue;
             }
             if subscription.is_none() {
-                match broker.subscribe(room.clone()).await {
+                match broker.subscribe(&room.name, room.clone()).await {
                     Ok(active) => {
                         *subscription = Some(active);
                         self.metrics.rooms.inc();
@@ -470,12 +291,12 @@ impl Hub {
     {
         let (room, _) = self
             .subscribed(broker, name, |room| {
-                room.add(&mut write(&room.members), outbox, true)
+                room.add(&mut room.members.write(), outbox, true)
             })
             .await?;
         let result = broker.recover(name, since).await;
-        let mut members = write(&room.members);
-        let held = lock(&room.held).remove(&outbox.key).unwrap_or_default();
+        let mut members = room.members.write();
+        let held = room.held.lock().remove(&outbox.key).unwrap_or_default();
         match result {
             Ok(recovery) => {
                 outbox.push(Utf8Bytes::from(reply(&recovery)));
@@ -484,9 +305,9 @@ impl Hub {
                     .last()
                     .map_or(0, |(seq, _)| *seq)
                     .max(recovery.seq);
-                for (seq, frame) in held {
-                    if seq.is_none_or(|seq| seq > last) {
-                        outbox.push(frame);
+                for message in held {
+                    if message.seq.is_none_or(|seq| seq > last) {
+                        outbox.push(message.frame);
                     }
                 }
                 if let Some(member) = members.get_mut(&outbox.key) {
@@ -505,12 +326,12 @@ impl Hub {
     /// Removes `key` from `room`, unsubscribing when it was the last local member.
     /// Returns whether it was a member.
     pub async fn leave(&self, name: &str, key: u64) -> bool {
-        let Some(room) = lock(&self.rooms).get(name).cloned() else {
+        let Some(room) = self.rooms.lock().get(name).cloned() else {
             return false;
         };
         let mut subscription = room.subscription.lock().await;
         let removed = {
-            let mut members = write(&room.members);
+            let mut members = room.members.write();
             let removed = room.remove(&mut members, key);
             if members.is_empty() && !room.closed.load(Ordering::Acquire) {
                 self.close_room(&room);
@@ -526,7 +347,7 @@ impl Hub {
 
     /// The room named `name`, created when missing.
     fn room(&self, name: &str) -> Arc<Room> {
-        let mut rooms = lock(&self.rooms);
+        let mut rooms = self.rooms.lock();
         if let Some(room) = rooms.get(name) {
             return room.clone();
         }
@@ -547,7 +368,7 @@ impl Hub {
     /// Marks `room` closed and removes it from the index if it is still there.
     fn close_room(&self, room: &Arc<Room>) {
         room.closed.store(true, Ordering::Release);
-        let mut rooms = lock(&self.rooms);
+        let mut rooms = self.rooms.lock();
         if rooms
             .get(room.name())
             .is_some_and(|current| Arc::ptr_eq(current, room))
@@ -556,18 +377,84 @@ impl Hub {
         }
     }
 
-    /// A page of `room`'s local members after `after` in (user, conn) order:
-    /// at most `limit`, and whether more follow.
-    pub fn presence(
+    /// Lists a connection under its (new) user id in the rooms it is in, after
+    /// an anonymous connection authenticated.
+    pub fn rename(&self, rooms: impl IntoIterator<Item = impl AsRef<str>>, outbox: &Arc<Outbox>) {
+        for name in rooms {
+            let Some(room) = self.rooms.lock().get(name.as_ref()).cloned() else {
+                continue;
+            };
+            let mut members = room.members.write();
+            if let Some(member) = members.get(&outbox.key) {
+                let holding = member.holding;
+                room.add(&mut members, outbox, holding);
+            }
+        }
+    }
+
+    fn outboxes(&self, target: &Target) -> Vec<Arc<Outbox>> {
+        match target {
+            Target::Conn(id) => self
+                .conns
+                .read()
+                .get(id.as_str())
+                .cloned()
+                .into_iter()
+                .collect(),
+            Target::User(user) => self
+                .users
+                .lock()
+                .get(user)
+                .map(|entry| entry.outboxes.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Every local connection, for the drain.
+    pub fn all(&self) -> Vec<Arc<Outbox>> {
+        self.conns.read().values().cloned().collect()
+    }
+
+    fn release(&self, user: &str, key: Option<u64>) {
+        let mut users = self.users.lock();
+        if let Some(entry) = users.get_mut(user) {
+            entry.slots = entry.slots.saturating_sub(1);
+            if let Some(key) = key {
+                entry.outboxes.retain(|outbox| outbox.key != key);
+            }
+            if entry.slots == 0 && entry.outboxes.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+}
+
+impl LocalNode for Hub {
+    fn send(&self, target: &Target, frame: &Utf8Bytes) -> usize {
+        self.outboxes(target)
+            .iter()
+            .filter(|outbox| outbox.push(frame.clone()))
+            .count()
+    }
+
+    fn disconnect(&self, target: &Target) -> usize {
+        let outboxes = self.outboxes(target);
+        for outbox in &outboxes {
+            outbox.close(close::DISCONNECTED, "disconnected by the backend");
+        }
+        outboxes.len()
+    }
+
+    fn presence(
         &self,
         room: &str,
         after: Option<&(String, String)>,
         limit: usize,
     ) -> (Vec<Present>, bool) {
-        let Some(room) = lock(&self.rooms).get(room).cloned() else {
+        let Some(room) = self.rooms.lock().get(room).cloned() else {
             return (Vec::new(), false);
         };
-        let roster = lock(&room.roster);
+        let roster = room.roster.lock();
         let page: Vec<&(Arc<str>, Arc<str>)> = match after {
             Some((user, conn)) => {
                 let after = (Arc::from(user.as_str()), Arc::from(conn.as_str()));
@@ -591,77 +478,11 @@ impl Hub {
         (members, more)
     }
 
-    /// Lists a connection under its (new) user id in the rooms it is in, after
-    /// an anonymous connection authenticated.
-    pub fn rename(&self, rooms: impl IntoIterator<Item = impl AsRef<str>>, outbox: &Arc<Outbox>) {
-        for name in rooms {
-            let Some(room) = lock(&self.rooms).get(name.as_ref()).cloned() else {
-                continue;
-            };
-            let mut members = write(&room.members);
-            if let Some(member) = members.get(&outbox.key) {
-                let holding = member.holding;
-                room.add(&mut members, outbox, holding);
-            }
-        }
-    }
-
-    /// Queues a direct frame to the local connections `target` names; returns how
-    /// many it was queued for.
-    pub fn deliver(&self, target: &Target, frame: &Utf8Bytes) -> usize {
-        self.outboxes(target)
-            .iter()
-            .filter(|outbox| outbox.push(frame.clone()))
-            .count()
-    }
-
-    /// Closes the local connections `target` names with 4003; returns how many.
-    pub fn disconnect(&self, target: &Target) -> usize {
-        let outboxes = self.outboxes(target);
-        for outbox in &outboxes {
-            outbox.close(close::DISCONNECTED, "disconnected by the backend");
-        }
-        outboxes.len()
-    }
-
-    fn outboxes(&self, target: &Target) -> Vec<Arc<Outbox>> {
-        match target {
-            Target::Conn(id) => read(&self.conns)
-                .get(id.as_str())
-                .cloned()
-                .into_iter()
-                .collect(),
-            Target::User(user) => lock(&self.users)
-                .get(user)
-                .map(|entry| entry.outboxes.clone())
-                .unwrap_or_default(),
-        }
-    }
-
-    /// Every local connection, for the drain.
-    pub fn all(&self) -> Vec<Arc<Outbox>> {
-        read(&self.conns).values().cloned().collect()
-    }
-
-    /// This node's counts.
-    pub fn stats(&self) -> NodeStats {
+    fn stats(&self) -> NodeStats {
         NodeStats {
             node: self.node.clone(),
-            connections: read(&self.conns).len() as u64,
-            rooms: lock(&self.rooms).len() as u64,
-        }
-    }
-
-    fn release(&self, user: &str, key: Option<u64>) {
-        let mut users = lock(&self.users);
-        if let Some(entry) = users.get_mut(user) {
-            entry.slots = entry.slots.saturating_sub(1);
-            if let Some(key) = key {
-                entry.outboxes.retain(|outbox| outbox.key != key);
-            }
-            if entry.slots == 0 && entry.outboxes.is_empty() {
-                users.remove(user);
-            }
+            connections: self.conns.read().len() as u64,
+            rooms: self.rooms.lock().len() as u64,
         }
     }
 }
@@ -691,7 +512,8 @@ impl Drop for UserSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::local::LocalBroker;
+    use crate::broker::LocalBroker;
+    use tokio_util::sync::CancellationToken;
 
     fn texts(outbox: &Outbox) -> Vec<String> {
         outbox
@@ -772,7 +594,8 @@ mod tests {
 #[cfg(test)]
 mod cost {
     use super::*;
-    use crate::broker::local::LocalBroker;
+    use crate::broker::LocalBroker;
+    use tokio_util::sync::CancellationToken;
 
     #[tokio::test]
     #[ignore = "measurement, run by hand"]

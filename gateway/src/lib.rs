@@ -2,8 +2,11 @@
 //!
 //! # Layout
 //! - [`protocol`]: client frames parsed and validated, server frames written (docs/protocol.md).
-//! - [`session`]: one connection: reader loop, writer task, the client's commands.
+//! - [`session`]: one connection: reader loop, writer task, the connection's own commands.
+//! - [`command`]: the rules of the commands every transport serves, written once.
+//!   [`ratelimit`]: the publish budget.
 //! - [`hub`]: this node's rooms and their local members, connections and users.
+//! - [`outbox`]: a connection's bounded outbound queue, which rooms and replies fill.
 //! - [`broker`]: how messages cross nodes: [`broker::LocalBroker`] (single node) and
 //!   [`broker::NatsBroker`], behind the [`broker::Broker`] trait.
 //! - [`auth`]: JWT verification, room patterns, API keys, key reloading.
@@ -11,7 +14,7 @@
 //! - [`assets`]: the browser client and the demo page. [`origin`]: the Origin allow-list. [`metrics`]: Prometheus metrics.
 //! - [`shutdown`]: the signal and the drain; `server`: wiring it all from a [`Config`].
 //!
-//! Data flows client frame → `protocol` → `session` → `hub`/`broker` → every node's
+//! Data flows client frame → `protocol` → `session` (→ `command`) → `hub`/`broker` → every node's
 //! `hub` with members → each member's bounded queue → its writer task.
 
 pub mod api;
@@ -19,10 +22,13 @@ pub mod app;
 pub mod assets;
 pub mod auth;
 pub mod broker;
+pub mod command;
 pub mod hub;
 pub mod metrics;
 pub mod origin;
+pub mod outbox;
 pub mod protocol;
+pub mod ratelimit;
 mod server;
 pub mod session;
 pub mod shutdown;

@@ -7,8 +7,6 @@
 //! `data` of a `publish` or `send` stays raw JSON from the client's frame to every
 //! recipient: it is validated once by the parser and never re-serialized.
 
-use std::fmt::Write as _;
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -133,21 +131,22 @@ impl std::fmt::Display for Failure {
 }
 
 /// A command's `id`: any JSON integer, echoed back exactly as it was written.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Id(String);
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Id(serde_json::Number);
 
 impl Id {
     fn parse(raw: &RawValue) -> Result<Self, Failure> {
         let text = raw.get();
         match serde_json::from_str::<serde_json::Number>(text) {
-            Ok(n) if n.is_i64() || n.is_u64() => Ok(Self(n.to_string())),
+            Ok(n) if n.is_i64() || n.is_u64() => Ok(Self(n)),
             _ => Err(Failure::bad_request("id must be an integer")),
         }
     }
 
     /// The id as JSON text.
-    pub fn as_json(&self) -> &str {
-        &self.0
+    pub fn as_json(&self) -> String {
+        self.0.to_string()
     }
 }
 
@@ -403,12 +402,11 @@ fn interpret<'a>(
                 _ => None,
             };
             let limit = match raw.limit {
-                Some(value) if value.get() != "null" => Some(
-                    serde_json::from_str::<usize>(value.get())
-                        .ok()
-                        .filter(|limit| *limit > 0)
-                        .ok_or_else(|| Failure::bad_request("limit must be a positive integer"))?,
-                ),
+                Some(value) if value.get() != "null" => {
+                    Some(serde_json::from_str::<usize>(value.get()).map_err(|_| {
+                        Failure::bad_request("limit must be a non-negative integer")
+                    })?)
+                }
                 _ => None,
             };
             Command::Presence {
@@ -480,29 +478,6 @@ pub fn is_room_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'@' | b'=' | b'+' | b'/')
 }
 
-/// Writes `value` as a JSON string.
-pub fn push_json_str(out: &mut String, value: &str) {
-    // Serializing a str to a String cannot fail.
-    let _ = serde_json::to_writer(string_writer(out), value);
-}
-
-/// A `std::io::Write` over a String, for serde_json; serde_json only writes UTF-8.
-fn string_writer(out: &mut String) -> impl std::io::Write + '_ {
-    struct W<'a>(&'a mut String);
-    impl std::io::Write for W<'_> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let text = std::str::from_utf8(buf)
-                .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))?;
-            self.0.push_str(text);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    W(out)
-}
-
 /// A presence cursor: the opaque form of the (user, conn) a page ended at.
 pub fn encode_cursor(user: &str, conn: &str) -> String {
     use base64::Engine as _;
@@ -523,147 +498,7 @@ pub fn decode_cursor(cursor: &str) -> Result<(String, String), Failure> {
         .ok_or_else(|| Failure::bad_request("invalid cursor"))
 }
 
-/// A JSON string literal for `value`.
-pub fn json_str(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    push_json_str(&mut out, value);
-    out
-}
-
-/// Server frames, written by hand: they are on the hot path and their fields are
-/// either validated names (no escaping needed), pre-escaped JSON, or raw client JSON.
-pub mod frame {
-    use super::*;
-
-    /// `{"type":"welcome",...}`.
-    pub fn welcome(
-        id: Option<&Id>,
-        conn: &str,
-        user: &str,
-        node: &str,
-        heartbeat_ms: u64,
-    ) -> String {
-        let mut out = String::with_capacity(96 + conn.len() + user.len() + node.len());
-        out.push_str("{\"type\":\"welcome\"");
-        if let Some(id) = id {
-            let _ = write!(out, ",\"id\":{}", id.as_json());
-        }
-        out.push_str(",\"conn\":");
-        push_json_str(&mut out, conn);
-        out.push_str(",\"user\":");
-        push_json_str(&mut out, user);
-        out.push_str(",\"node\":");
-        push_json_str(&mut out, node);
-        let _ = write!(out, ",\"heartbeat_ms\":{heartbeat_ms}}}");
-        out
-    }
-
-    /// `{"type":"message","room":R,"data":D,"from":U}`; `from_json` is a JSON
-    /// string literal or `null`.
-    pub fn message(room: &str, data: &RawValue, from_json: &str) -> String {
-        let data = data.get();
-        let mut out = String::with_capacity(40 + room.len() + data.len() + from_json.len());
-        out.push_str("{\"type\":\"message\",\"room\":\"");
-        out.push_str(room);
-        out.push_str("\",\"data\":");
-        out.push_str(data);
-        out.push_str(",\"from\":");
-        out.push_str(from_json);
-        out.push('}');
-        out
-    }
-
-    /// `{"type":"direct","from":U,"data":D}`.
-    pub fn direct(data: &RawValue, from_json: &str) -> String {
-        let data = data.get();
-        let mut out = String::with_capacity(36 + data.len() + from_json.len());
-        out.push_str("{\"type\":\"direct\",\"from\":");
-        out.push_str(from_json);
-        out.push_str(",\"data\":");
-        out.push_str(data);
-        out.push('}');
-        out
-    }
-
-    /// `{"type":"joined","room":R,"user":U,"conn":C}`.
-    pub fn joined(room: &str, user: &str, conn: &str) -> String {
-        let mut out = String::with_capacity(48 + room.len() + user.len() + conn.len());
-        out.push_str("{\"type\":\"joined\",\"room\":\"");
-        out.push_str(room);
-        out.push_str("\",\"user\":");
-        push_json_str(&mut out, user);
-        out.push_str(",\"conn\":");
-        push_json_str(&mut out, conn);
-        out.push('}');
-        out
-    }
-
-    /// `{"type":"left","room":R,"user":U,"conn":C,"reason":X}`.
-    pub fn left(room: &str, user: &str, conn: &str, reason: &str) -> String {
-        let mut out = String::with_capacity(64 + room.len() + user.len() + conn.len());
-        out.push_str("{\"type\":\"left\",\"room\":\"");
-        out.push_str(room);
-        out.push_str("\",\"user\":");
-        push_json_str(&mut out, user);
-        out.push_str(",\"conn\":");
-        push_json_str(&mut out, conn);
-        out.push_str(",\"reason\":");
-        push_json_str(&mut out, reason);
-        out.push('}');
-        out
-    }
-
-    /// `{"type":"reconnect","after_ms":N}`.
-    pub fn reconnect(after_ms: u64) -> String {
-        format!("{{\"type\":\"reconnect\",\"after_ms\":{after_ms}}}")
-    }
-
-    /// `{"id":N,"ok":true,...}`; `extra` is JSON members to append, each starting
-    /// with a comma (e.g. `,"recovered":false`), or empty.
-    pub fn ok(id: &Id, extra: &str) -> String {
-        format!("{{\"id\":{},\"ok\":true{extra}}}", id.as_json())
-    }
-
-    /// An error reply. With an `id` it answers that command; without one it
-    /// carries `op` (and `room`) so the client can tell what failed.
-    pub fn error(
-        id: Option<&Id>,
-        op: Option<&str>,
-        room: Option<&str>,
-        failure: &Failure,
-    ) -> String {
-        let mut out = String::with_capacity(64 + failure.message.len());
-        out.push('{');
-        match id {
-            Some(id) => {
-                let _ = write!(out, "\"id\":{},", id.as_json());
-            }
-            None => {
-                if let Some(op) = op {
-                    out.push_str("\"op\":");
-                    push_json_str(&mut out, op);
-                    out.push(',');
-                }
-                if let Some(room) = room {
-                    out.push_str("\"room\":");
-                    push_json_str(&mut out, room);
-                    out.push(',');
-                }
-            }
-        }
-        out.push_str("\"error\":{\"code\":\"");
-        out.push_str(failure.code.as_str());
-        out.push_str("\",\"message\":");
-        push_json_str(&mut out, &failure.message);
-        out.push_str("}}");
-        out
-    }
-
-    /// The HTTP error body `{"error":{"code":..,"message":..}}`.
-    pub fn http_error(failure: &Failure) -> String {
-        error(None, None, None, failure)
-    }
-}
+pub mod frame;
 
 #[cfg(test)]
 mod tests {
@@ -819,10 +654,16 @@ mod tests {
     #[test]
     fn frames_are_valid_json() {
         let data = serde_json::value::to_raw_value(&serde_json::json!({"x": "\"q\""})).unwrap();
-        let message = frame::message("chat:a", &data, &json_str("bob\"\n"));
+        let message = frame::Message::new("chat:a", &data, Some("bob\"\n")).text();
         let value: serde_json::Value = serde_json::from_str(&message).unwrap();
+        assert_eq!(value["type"], "message");
         assert_eq!(value["from"], "bob\"\n");
         assert_eq!(value["data"]["x"], "\"q\"");
+        let backend = frame::Message::new("chat:a", &data, None).text();
+        assert_eq!(
+            backend,
+            r#"{"type":"message","room":"chat:a","data":{"x":"\"q\""},"from":null}"#
+        );
         let error = frame::error(
             None,
             Some("publish"),
@@ -832,9 +673,56 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&error).unwrap();
         assert_eq!(value["op"], "publish");
         assert_eq!(value["error"]["code"], "bad_request");
-        let welcome = frame::welcome(Some(&Id("7".into())), "n:1", "anon:n:1", "n", 25000);
-        let value: serde_json::Value = serde_json::from_str(&welcome).unwrap();
-        assert_eq!(value["id"], 7);
-        assert_eq!(value["heartbeat_ms"], 25000);
+        let answered = frame::error(
+            Some(&Id::parse(&data_of("3")).unwrap()),
+            Some("publish"),
+            Some("r"),
+            &Failure::bad_request("x"),
+        );
+        assert_eq!(
+            answered,
+            r#"{"id":3,"error":{"code":"bad_request","message":"x"}}"#
+        );
+        let id = Id::parse(&data_of("7")).unwrap();
+        let welcome = frame::Event::Welcome {
+            id: Some(&id),
+            conn: "n:1",
+            user: "anon:n:1",
+            node: "n",
+            heartbeat_ms: 25000,
+        }
+        .text();
+        assert_eq!(
+            welcome,
+            r#"{"type":"welcome","id":7,"conn":"n:1","user":"anon:n:1","node":"n","heartbeat_ms":25000}"#
+        );
+        assert_eq!(
+            frame::ok(
+                &id,
+                frame::Joined {
+                    recovered: Some(false),
+                    ..Default::default()
+                }
+            ),
+            r#"{"id":7,"ok":true,"recovered":false}"#
+        );
+        assert_eq!(frame::ok(&id, ()), r#"{"id":7,"ok":true}"#);
+    }
+
+    #[test]
+    fn stamping_adds_the_position_and_keeps_the_message() {
+        let stored = r#"{"type":"message","room":"r","data":{"a":"}"},"from":null}"#;
+        let stamped = frame::into_text(frame::stamp(stored, 7, 3, "e\"1").unwrap());
+        let value: serde_json::Value = serde_json::from_str(&stamped).unwrap();
+        assert_eq!(value["seq"], 7);
+        assert_eq!(value["prev"], 3);
+        assert_eq!(value["epoch"], "e\"1");
+        assert_eq!(value["data"]["a"], "}");
+        assert!(value["from"].is_null());
+        assert!(frame::stamp("{\"n\":1}", 1, 0, "e").is_none());
+    }
+
+    fn data_of(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).unwrap()
     }
 }

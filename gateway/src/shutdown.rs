@@ -69,7 +69,9 @@ pub async fn drain(state: &Arc<AppState>) {
         .enumerate()
         .map(|(i, outbox)| {
             let after = after_ms(i, n, spread_ms);
-            outbox.push(Utf8Bytes::from(frame::reconnect(after)));
+            outbox.push(Utf8Bytes::from(
+                frame::Event::Reconnect { after_ms: after }.text(),
+            ));
             (after, outbox)
         })
         .collect();

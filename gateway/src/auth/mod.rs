@@ -14,6 +14,7 @@
 
 mod api_key;
 mod authenticator;
+mod bearer;
 mod error;
 mod identity;
 mod jwt;
@@ -25,6 +26,7 @@ mod settings;
 mod tests;
 
 pub use authenticator::Authenticator;
+pub use bearer::bearer;
 pub use error::AuthError;
 pub use identity::Identity;
 pub use pattern::{PatternError, Patterns, RoomPattern};

@@ -7,14 +7,14 @@
 //! room's current `seq` and the next message's `prev` stay right across expiry,
 //! and a client that saw that last message still recovers exactly.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use serde_json::value::RawValue;
 use wsgate_config::{Namespace, Namespaces};
 
-use crate::hub::lock;
+use crate::protocol::frame;
 
 /// How long a room's last message is kept after its time to live, so `prev`
 /// and the room's position survive expiry: at least a week, and at least 100
@@ -38,17 +38,6 @@ pub fn namespace_name<'a>(namespaces: &Namespaces, room: &'a str) -> &'a str {
     }
 }
 
-/// Adds `"seq"`, `"prev"` and `"epoch"` to a `message` frame (a JSON object).
-pub fn stamp(frame: &str, seq: u64, prev: u64, epoch: &str) -> String {
-    let body = frame.strip_suffix('}').unwrap_or(frame);
-    let mut out = String::with_capacity(body.len() + 48 + epoch.len());
-    out.push_str(body);
-    let _ = write!(out, ",\"seq\":{seq},\"prev\":{prev},\"epoch\":");
-    crate::protocol::push_json_str(&mut out, epoch);
-    out.push('}');
-    out
-}
-
 /// One stored message as recovery sees it.
 #[derive(Clone, Debug)]
 pub struct Entry {
@@ -62,15 +51,15 @@ pub struct Entry {
 }
 
 /// The answer to a join with history: the room's position and what was missed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Recovery {
     pub epoch: String,
     /// The room's current seq (0 before its first message).
     pub seq: u64,
     /// Exactly when nothing after `since` is missing (docs/protocol.md's rule).
     pub recovered: bool,
-    /// Missed messages, oldest first, stamped.
-    pub missed: Vec<(u64, String)>,
+    /// Missed messages, oldest first, stamped: their seq and frame.
+    pub missed: Vec<(u64, Box<RawValue>)>,
 }
 
 /// Applies docs/protocol.md's recovery rule.
@@ -121,11 +110,9 @@ pub fn recover(
         };
     let missed = entries
         .into_iter()
-        .map(|entry| {
-            (
-                entry.seq,
-                stamp(&entry.frame, entry.seq, entry.prev.unwrap_or(0), epoch),
-            )
+        .filter_map(|entry| {
+            let stamped = frame::stamp(&entry.frame, entry.seq, entry.prev.unwrap_or(0), epoch)?;
+            Some((entry.seq, stamped))
         })
         .collect();
     Recovery {
@@ -178,7 +165,7 @@ impl MemoryHistory {
     pub fn store(&self, room: &str, frame: &str) -> Option<(u64, String)> {
         let namespace = self.namespace(room)?;
         let ns = namespace_name(&self.namespaces, room).to_owned();
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let now = SystemTime::now();
         let next = state.next.entry(ns).or_insert(0);
         *next += 1;
@@ -202,13 +189,14 @@ impl MemoryHistory {
                     .is_none_or(|age| age <= horizon)
             });
         }
-        Some((seq, stamp(frame, seq, prev, &self.epoch)))
+        let stamped = frame::stamp(frame, seq, prev, &self.epoch)?;
+        Some((seq, frame::into_text(stamped)))
     }
 
     /// The room's position and, with `since`, what came after it.
     pub fn recover(&self, room: &str, since: Option<(&str, u64)>) -> Option<Recovery> {
         let namespace = self.namespace(room)?;
-        let state = lock(&self.state);
+        let state = self.state.lock();
         let now = SystemTime::now();
         let ttl = namespace.history_ttl;
         let (current, entries) = match state.rooms.get(room) {
@@ -247,18 +235,8 @@ mod tests {
             seq,
             prev: Some(prev),
             fresh,
-            frame: format!("{{\"n\":{seq}}}"),
+            frame: format!(r#"{{"type":"message","room":"r","data":{seq},"from":null}}"#),
         }
-    }
-
-    #[test]
-    fn stamping_keeps_the_frame_valid_json() {
-        let stamped = stamp(r#"{"type":"message","data":{"a":"}"}}"#, 7, 3, "e\"1");
-        let value: serde_json::Value = serde_json::from_str(&stamped).unwrap();
-        assert_eq!(value["seq"], 7);
-        assert_eq!(value["prev"], 3);
-        assert_eq!(value["epoch"], "e\"1");
-        assert_eq!(value["data"]["a"], "}");
     }
 
     #[test]
@@ -324,9 +302,10 @@ mod tests {
         let config =
             wsgate_config::Config::from_toml(file, std::path::Path::new("t.toml")).unwrap();
         let history = MemoryHistory::new(config.namespaces.clone());
-        assert!(history.store("plain", r#"{"type":"message"}"#).is_none());
+        let message = r#"{"type":"message","room":"chat:a","data":1,"from":null}"#;
+        assert!(history.store("plain", message).is_none());
         let seqs: Vec<u64> = (0..4)
-            .map(|_| history.store("chat:a", r#"{"type":"message"}"#).unwrap().0)
+            .map(|_| history.store("chat:a", message).unwrap().0)
             .collect();
         let epoch = history.recover("chat:a", None).unwrap().epoch;
         let recovery = history.recover("chat:a", Some((&epoch, seqs[2]))).unwrap();
@@ -334,7 +313,7 @@ mod tests {
         assert_eq!(recovery.missed.len(), 1);
         let recovery = history.recover("chat:a", Some((&epoch, seqs[0]))).unwrap();
         assert!(!recovery.recovered, "seq {} was evicted", seqs[1]);
-        let (_, frame) = history.store("chat:a", r#"{"type":"message"}"#).unwrap();
+        let (_, frame) = history.store("chat:a", message).unwrap();
         let value: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(value["prev"], seqs[3]);
     }

@@ -2,25 +2,29 @@
 //! Publishing hands the frame straight to the room's local subscription.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use axum::extract::ws::Utf8Bytes;
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 
 use wsgate_config::Namespaces;
 
 use super::history::MemoryHistory;
 use super::{
-    Broker, BrokerError, ClusterStats, Gathered, Pending, PresencePage, Recovery, Subscription,
+    Ack, Broker, BrokerError, ClusterStats, Delivery, Gathered, LocalNode, PresencePage, Recovery,
+    RoomSink, Subscription,
 };
-use crate::hub::{Hub, Room, lock};
 use crate::protocol::{Since, Target};
+
+/// Subscribed rooms by name.
+type Rooms = Arc<Mutex<HashMap<String, Weak<dyn RoomSink>>>>;
 
 /// The single-node broker.
 pub struct LocalBroker {
-    hub: Arc<Hub>,
-    rooms: Arc<Mutex<HashMap<String, Weak<Room>>>>,
+    node: Arc<dyn LocalNode>,
+    rooms: Rooms,
     history: MemoryHistory,
     /// Stores and deliveries of history messages happen under this lock, so
     /// members see them in seq order.
@@ -28,32 +32,32 @@ pub struct LocalBroker {
 }
 
 impl LocalBroker {
-    /// A broker delivering to `hub` only, keeping history in memory for the
+    /// A broker delivering to `node` only, keeping history in memory for the
     /// namespaces that have it.
-    pub fn new(hub: Arc<Hub>, namespaces: Namespaces) -> Arc<Self> {
+    pub fn new(node: Arc<dyn LocalNode>, namespaces: Namespaces) -> Arc<Self> {
         Arc::new(Self {
-            hub,
+            node,
             rooms: Arc::default(),
             history: MemoryHistory::new(namespaces),
             ordered: Mutex::new(()),
         })
     }
 
-    fn room(&self, name: &str) -> Option<Arc<Room>> {
-        lock(&self.rooms).get(name).and_then(Weak::upgrade)
+    fn room(&self, name: &str) -> Option<Arc<dyn RoomSink>> {
+        self.rooms.lock().get(name).and_then(Weak::upgrade)
     }
 }
 
 /// Removes a room from the broker's index when its subscription ends.
 struct Unsubscribe {
-    rooms: Arc<Mutex<HashMap<String, Weak<Room>>>>,
-    room: Weak<Room>,
+    rooms: Rooms,
+    room: Weak<dyn RoomSink>,
     name: String,
 }
 
 impl Drop for Unsubscribe {
     fn drop(&mut self) {
-        let mut rooms = lock(&self.rooms);
+        let mut rooms = self.rooms.lock();
         if rooms
             .get(&self.name)
             .is_some_and(|current| current.ptr_eq(&self.room))
@@ -64,14 +68,17 @@ impl Drop for Unsubscribe {
 }
 
 impl Broker for LocalBroker {
-    fn subscribe(&self, room: Arc<Room>) -> BoxFuture<'_, Result<Subscription, BrokerError>> {
-        let name = room.name().to_owned();
-        let weak = Arc::downgrade(&room);
-        lock(&self.rooms).insert(name.clone(), weak.clone());
+    fn subscribe<'a>(
+        &'a self,
+        room: &'a str,
+        members: Arc<dyn RoomSink>,
+    ) -> BoxFuture<'a, Result<Subscription, BrokerError>> {
+        let weak = Arc::downgrade(&members);
+        self.rooms.lock().insert(room.to_owned(), weak.clone());
         let guard = Unsubscribe {
             rooms: self.rooms.clone(),
             room: weak,
-            name,
+            name: room.to_owned(),
         };
         async move { Ok(Subscription::new(guard)) }.boxed()
     }
@@ -81,23 +88,25 @@ impl Broker for LocalBroker {
         room: &'a str,
         frame: String,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        if let Some(target) = self.room(room) {
-            target.deliver(&Utf8Bytes::from(frame), None);
+        if let Some(members) = self.room(room) {
+            members.deliver(&[Delivery {
+                seq: None,
+                frame: Utf8Bytes::from(frame),
+            }]);
         }
         async { Ok(()) }.boxed()
     }
 
-    fn start_publish_stored<'a>(
-        &'a self,
-        room: &'a str,
-        frame: String,
-    ) -> BoxFuture<'a, Result<Pending<u64>, BrokerError>> {
+    fn publish_stored<'a>(&'a self, room: &'a str, frame: String) -> BoxFuture<'a, Ack<u64>> {
         let result = {
-            let _ordered = lock(&self.ordered);
+            let _ordered = self.ordered.lock();
             match self.history.store(room, &frame) {
                 Some((seq, stamped)) => {
-                    if let Some(target) = self.room(room) {
-                        target.deliver(&Utf8Bytes::from(stamped), Some(seq));
+                    if let Some(members) = self.room(room) {
+                        members.deliver(&[Delivery {
+                            seq: Some(seq),
+                            frame: Utf8Bytes::from(stamped),
+                        }]);
                     }
                     Ok(seq)
                 }
@@ -106,8 +115,7 @@ impl Broker for LocalBroker {
                 ))),
             }
         };
-        let stored: Pending<u64> = async move { result }.boxed();
-        async move { Ok(stored) }.boxed()
+        async move { Ack::ready(result) }.boxed()
     }
 
     fn recover<'a>(
@@ -123,24 +131,19 @@ impl Broker for LocalBroker {
         async move { result }.boxed()
     }
 
-    fn start_send(
-        &self,
-        target: Target,
-        frame: String,
-    ) -> BoxFuture<'_, Result<Pending<Gathered>, BrokerError>> {
-        let count = self.hub.deliver(&target, &Utf8Bytes::from(frame)) as u64;
-        let gathered: Pending<Gathered> = async move {
-            Ok(Gathered {
+    fn send(&self, target: Target, frame: String) -> BoxFuture<'_, Ack<Gathered>> {
+        let count = self.node.send(&target, &Utf8Bytes::from(frame)) as u64;
+        async move {
+            Ack::ready(Ok(Gathered {
                 count,
                 partial: false,
-            })
+            }))
         }
-        .boxed();
-        async move { Ok(gathered) }.boxed()
+        .boxed()
     }
 
     fn disconnect(&self, target: Target) -> BoxFuture<'_, Result<Gathered, BrokerError>> {
-        let count = self.hub.disconnect(&target) as u64;
+        let count = self.node.disconnect(&target) as u64;
         async move {
             Ok(Gathered {
                 count,
@@ -156,12 +159,12 @@ impl Broker for LocalBroker {
         after: Option<(String, String)>,
         limit: usize,
     ) -> BoxFuture<'a, Result<PresencePage, BrokerError>> {
-        let page = self.hub.presence(room, after.as_ref(), limit);
+        let page = self.node.presence(room, after.as_ref(), limit);
         async move { Ok(PresencePage::merge([page], limit, false)) }.boxed()
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<ClusterStats, BrokerError>> {
-        let nodes = vec![self.hub.stats()];
+        let nodes = vec![self.node.stats()];
         async move {
             Ok(ClusterStats {
                 nodes,

@@ -5,21 +5,32 @@
 //! Two implementations sit behind [`Broker`]: [`LocalBroker`], the in-process
 //! single-node default, and [`NatsBroker`], which spans replicas over NATS (one
 //! subject per room, a registry of live nodes, scatter-gather for user-wide
-//! operations). Sessions, the hub and the HTTP API see only the trait.
+//! operations). Sessions, the hub and the HTTP API see only the trait; the
+//! broker delivers through the [`RoomSink`] and [`LocalNode`] traits that the
+//! hub implements, so it depends on nothing above it.
+//!
+//! # Layout
+//! - `ack`: [`Ack`], the later outcome of an operation taken in order.
+//! - `delivery`: the traits the broker delivers through.
+//! - `history`: the recovery rule, stamping, and the in-memory history.
+//! - `local`: the in-process broker. `nats/`: the NATS broker, by concern.
+//! - `subject`: the NATS subject layout.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::hub::Room;
 use crate::protocol::{ErrorCode, Failure, Since, Target};
 
+mod ack;
+mod delivery;
 pub mod history;
-pub(crate) mod local;
+mod local;
 mod nats;
-mod subject;
 
+pub use ack::Ack;
+pub use delivery::{Delivery, LocalNode, RoomSink};
 pub use history::Recovery;
 pub use local::LocalBroker;
 pub use nats::{NatsBroker, NatsOptions};
@@ -127,14 +138,20 @@ impl From<&BrokerError> for Failure {
     }
 }
 
-/// The rest of a broker operation that was started: it borrows nothing.
-pub type Pending<T> = BoxFuture<'static, Result<T, BrokerError>>;
-
 /// What the gateway needs from a message broker.
+///
+/// Operations that a connection may pipeline (`send`, and `publish` to a room
+/// with history) resolve once the broker has taken them in order, with an
+/// [`Ack`] for their outcome.
 pub trait Broker: Send + Sync + 'static {
-    /// Starts delivering `room`'s messages to it. Resolves once the subscription
-    /// is active at the broker, so every message published afterwards arrives.
-    fn subscribe(&self, room: Arc<Room>) -> BoxFuture<'_, Result<Subscription, BrokerError>>;
+    /// Starts delivering `room`'s messages to `members`. Resolves once the
+    /// subscription is active at the broker, so every message published
+    /// afterwards arrives.
+    fn subscribe<'a>(
+        &'a self,
+        room: &'a str,
+        members: Arc<dyn RoomSink>,
+    ) -> BoxFuture<'a, Result<Subscription, BrokerError>>;
 
     /// Publishes a ready `message` frame to every node subscribed to `room`, this
     /// one included; resolves once the broker has it.
@@ -146,23 +163,10 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Stores a ready `message` frame in its room's history, then delivers it,
     /// stamped with `seq`, `prev` and `epoch`, to every node subscribed to the
-    /// room. Resolves with its seq once stored (the JetStream acknowledgement).
-    fn publish_stored<'a>(
-        &'a self,
-        room: &'a str,
-        frame: String,
-    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
-        Box::pin(async move { self.start_publish_stored(room, frame).await?.await })
-    }
-
-    /// [`Broker::publish_stored`] in two steps: resolves once the frame is handed
-    /// to the broker (so messages started one after another are stored in that
-    /// order), with the wait for the acknowledgement and its seq.
-    fn start_publish_stored<'a>(
-        &'a self,
-        room: &'a str,
-        frame: String,
-    ) -> BoxFuture<'a, Result<Pending<u64>, BrokerError>>;
+    /// room. Resolves once the frame is handed over, so messages published one
+    /// after another are stored in that order; the [`Ack`] resolves with the
+    /// message's seq once it is stored (the JetStream acknowledgement).
+    fn publish_stored<'a>(&'a self, room: &'a str, frame: String) -> BoxFuture<'a, Ack<u64>>;
 
     /// The room's history position and, with `since`, the messages after it
     /// (docs/protocol.md, "Joining").
@@ -173,19 +177,10 @@ pub trait Broker: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Recovery, BrokerError>>;
 
     /// Queues a ready `direct` frame to every connection `target` names on every
-    /// node; counts the connections it was queued for.
-    fn send(&self, target: Target, frame: String) -> BoxFuture<'_, Result<Gathered, BrokerError>> {
-        Box::pin(async move { self.start_send(target, frame).await?.await })
-    }
-
-    /// [`Broker::send`] in two steps: resolves once the frame is handed to the
-    /// broker (so sends started one after another arrive in that order), with
-    /// the wait for the count, which a connection can hold while it goes on.
-    fn start_send(
-        &self,
-        target: Target,
-        frame: String,
-    ) -> BoxFuture<'_, Result<Pending<Gathered>, BrokerError>>;
+    /// node. Resolves once the frame is handed over, so sends from one
+    /// connection arrive in order; the [`Ack`] resolves with the count of
+    /// connections it was queued for, once every live node answered.
+    fn send(&self, target: Target, frame: String) -> BoxFuture<'_, Ack<Gathered>>;
 
     /// Closes every connection `target` names on every node with 4003.
     fn disconnect(&self, target: Target) -> BoxFuture<'_, Result<Gathered, BrokerError>>;

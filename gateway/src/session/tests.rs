@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::app::AppState;
+use crate::broker::LocalNode;
 
 const SECRET: &str = "session-test-secret";
 
@@ -337,4 +338,39 @@ async fn silence_past_the_heartbeat_timeout_closes_with_1011() {
     let mut client = connect(&state, None);
     client.next().await;
     assert_eq!(client.close_code().await, close::INTERNAL);
+}
+
+/// Presence pages follow one rule on the socket and in the API: the maximum
+/// unless asked for less, never more, and a `limit` of 0 counts as 1.
+#[tokio::test]
+async fn presence_pages_are_clamped_between_one_and_the_maximum() {
+    let state = state(
+        "[limits]\nmax_page_size = 2\n[namespaces.team]\npresence = true\n",
+        &["--allow-anonymous"],
+    );
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let mut client = connect(&state, None);
+        assert_eq!(client.next().await["type"], "welcome");
+        client.send(json!({"op":"join","id":i,"room":"team:a"}));
+        assert_eq!(client.next().await["ok"], true);
+        clients.push(client);
+    }
+    let asker = &mut clients[0];
+    for (limit, expected) in [
+        (json!(0), 1),
+        (json!(1), 1),
+        (json!(100), 2),
+        (json!(null), 2),
+    ] {
+        asker.send(json!({"op":"presence","id":9,"room":"team:a","limit":limit}));
+        let reply = asker.next().await;
+        assert_eq!(reply["id"], 9, "{reply}");
+        assert_eq!(
+            reply["members"].as_array().map(Vec::len),
+            Some(expected),
+            "limit {limit}: {reply}"
+        );
+        assert!(reply["next"].is_string(), "more members follow: {reply}");
+    }
 }

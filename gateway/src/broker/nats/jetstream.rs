@@ -1,0 +1,304 @@
+//! History on JetStream: one stream per cluster and history namespace, created
+//! or updated on first use, which republishes every stored message on its
+//! room's subject (stamped there with `seq`, `prev` and the epoch); publishing
+//! to it, and recovery by direct gets.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_nats::Client;
+use async_nats::jetstream::stream::{
+    Config as StreamConfig, DirectGetErrorKind, Republish, StorageType,
+};
+use parking_lot::Mutex;
+use tracing::{info, warn};
+use wsgate_config::{Namespace, Namespaces, Storage};
+
+use super::unavailable;
+use crate::broker::history::{Entry, Recovery, namespace_name, recover, safety_horizon};
+use crate::broker::{Ack, BrokerError};
+use crate::protocol::Since;
+
+/// The JetStream streams that keep history: one per cluster and history
+/// namespace, created or updated on first use.
+pub(super) struct Streams {
+    jetstream: async_nats::jetstream::Context,
+    cluster: String,
+    namespaces: Namespaces,
+    storage: StorageType,
+    replicas: usize,
+    /// Shared with acknowledgements in flight, which forget a stream that failed.
+    ensured: Arc<tokio::sync::Mutex<HashMap<String, Arc<HistoryStream>>>>,
+    /// Stream name → epoch, for stamping republished messages.
+    epochs: Arc<Mutex<HashMap<String, String>>>,
+}
+
+/// One namespace's history stream.
+pub(super) struct HistoryStream {
+    stream: async_nats::jetstream::stream::Stream,
+    namespace: String,
+    settings: Namespace,
+    /// `wsgate.<cluster>.hist.<ns>.`: a room's subject is this plus its name.
+    prefix: String,
+    epoch: String,
+}
+
+impl Streams {
+    pub(super) fn new(
+        client: &Client,
+        cluster: &str,
+        namespaces: Namespaces,
+        storage: Storage,
+        replicas: u32,
+    ) -> Self {
+        Self {
+            jetstream: async_nats::jetstream::new(client.clone()),
+            cluster: cluster.to_owned(),
+            namespaces,
+            storage: match storage {
+                Storage::File => StorageType::File,
+                Storage::Memory => StorageType::Memory,
+            },
+            replicas: replicas.max(1) as usize,
+            ensured: Arc::default(),
+            epochs: Arc::default(),
+        }
+    }
+
+    /// Hands a `message` frame to its room's stream, in call order; the
+    /// acknowledgement resolves with its seq once JetStream stored it.
+    pub(super) async fn publish(&self, room: &str, frame: String) -> Ack<u64> {
+        let stream = match self.ensure(room).await {
+            Ok(stream) => stream,
+            Err(error) => return Ack::failed(error),
+        };
+        let subject = format!("{}{room}", stream.prefix);
+        // Handed to the connection now, in call order; its failure, like the
+        // acknowledgement's, is reported when the acknowledgement is awaited.
+        let sent = self.jetstream.publish(subject, frame.into()).await;
+        let ensured = self.ensured.clone();
+        let namespace = stream.namespace.clone();
+        Ack::later(async move {
+            let acknowledged = match sent {
+                Ok(acknowledgement) => acknowledgement.await,
+                Err(error) => Err(error),
+            };
+            match acknowledged {
+                Ok(ack) => Ok(ack.sequence),
+                Err(error) => {
+                    // The stream may be gone (a NATS restart with memory
+                    // storage): look it up again next time.
+                    ensured.lock().await.remove(&namespace);
+                    Err(BrokerError::Unavailable(format!(
+                        "history not stored: {error}"
+                    )))
+                }
+            }
+        })
+    }
+
+    pub(super) fn epochs_handle(&self) -> Arc<Mutex<HashMap<String, String>>> {
+        self.epochs.clone()
+    }
+
+    pub(super) fn keeps_history(&self, room: &str) -> bool {
+        self.namespaces.for_room(room).history_size > 0
+    }
+
+    fn config(&self, namespace: &str, settings: &Namespace) -> StreamConfig {
+        let prefix = format!("wsgate.{}.hist.{namespace}.", self.cluster);
+        StreamConfig {
+            name: format!("WSGATE_{}_{namespace}", self.cluster),
+            description: Some(format!(
+                "wsgate history of namespace {namespace} in cluster {}",
+                self.cluster
+            )),
+            subjects: vec![format!("{prefix}*")],
+            max_messages_per_subject: i64::try_from(settings.history_size).unwrap_or(i64::MAX),
+            max_age: safety_horizon(settings.history_ttl),
+            storage: self.storage,
+            num_replicas: self.replicas,
+            allow_direct: true,
+            republish: Some(Republish {
+                source: format!("{prefix}*"),
+                destination: format!("wsgate.{}.room.{{{{wildcard(1)}}}}", self.cluster),
+                headers_only: false,
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The history stream of `room`'s namespace, created when missing and
+    /// updated when its limits differ from the configuration.
+    pub(super) async fn ensure(&self, room: &str) -> Result<Arc<HistoryStream>, BrokerError> {
+        let namespace = namespace_name(&self.namespaces, room).to_owned();
+        let mut ensured = self.ensured.lock().await;
+        if let Some(stream) = ensured.get(&namespace) {
+            return Ok(stream.clone());
+        }
+        let settings = self.namespaces.for_room(room).clone();
+        let wanted = self.config(&namespace, &settings);
+        let name = wanted.name.clone();
+        let mut stream = match self.jetstream.get_stream(&name).await {
+            Ok(mut stream) => {
+                let current = stream.info().await.map_err(unavailable)?.config.clone();
+                if current.storage != wanted.storage {
+                    warn!(stream = %name, "history storage changed: recreating the stream (its epoch changes)");
+                    self.jetstream
+                        .delete_stream(&name)
+                        .await
+                        .map_err(unavailable)?;
+                    self.create(wanted).await?
+                } else if current.max_messages_per_subject != wanted.max_messages_per_subject
+                    || current.max_age != wanted.max_age
+                    || current.num_replicas != wanted.num_replicas
+                    || current
+                        .republish
+                        .as_ref()
+                        .map(|r| (&r.source, &r.destination))
+                        != wanted
+                            .republish
+                            .as_ref()
+                            .map(|r| (&r.source, &r.destination))
+                    || !current.allow_direct
+                {
+                    info!(stream = %name, "history limits changed: updating the stream");
+                    self.jetstream
+                        .update_stream(wanted)
+                        .await
+                        .map_err(unavailable)?;
+                    self.jetstream
+                        .get_stream(&name)
+                        .await
+                        .map_err(unavailable)?
+                } else {
+                    stream
+                }
+            }
+            Err(_) => self.create(wanted).await?,
+        };
+        let created = stream.info().await.map_err(unavailable)?.created;
+        let epoch = format!("{:x}", created.unix_timestamp_nanos());
+        self.epochs.lock().insert(name, epoch.clone());
+        let prefix = format!("wsgate.{}.hist.{namespace}.", self.cluster);
+        let history = Arc::new(HistoryStream {
+            stream,
+            namespace: namespace.clone(),
+            settings,
+            prefix,
+            epoch,
+        });
+        ensured.insert(namespace, history.clone());
+        Ok(history)
+    }
+
+    async fn create(
+        &self,
+        config: StreamConfig,
+    ) -> Result<async_nats::jetstream::stream::Stream, BrokerError> {
+        let name = config.name.clone();
+        match self.jetstream.create_stream(config).await {
+            Ok(stream) => {
+                info!(stream = %name, "history stream created");
+                Ok(stream)
+            }
+            // Another gateway may have created it first.
+            Err(error) => self
+                .jetstream
+                .get_stream(&name)
+                .await
+                .map_err(|_| unavailable(error)),
+        }
+    }
+}
+
+fn unix_nanos_now() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as i128)
+}
+
+impl HistoryStream {
+    /// The room's position and, with `since`, the messages after it. Reads with
+    /// direct gets: one request per stored message after `since`.
+    pub(super) async fn recover(
+        &self,
+        room: &str,
+        since: Option<&Since>,
+    ) -> Result<Recovery, BrokerError> {
+        let subject = format!("{}{room}", self.prefix);
+        let current = match self
+            .stream
+            .direct_get_last_for_subject(subject.clone())
+            .await
+        {
+            Ok(message) => message.sequence,
+            Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => 0,
+            Err(error) => return Err(unavailable(error)),
+        };
+        let since_pair = since.map(|since| (since.epoch.as_str(), since.seq));
+        let Some(since) = since.filter(|since| since.epoch == self.epoch && since.seq < current)
+        else {
+            return Ok(recover(
+                &self.epoch,
+                since_pair,
+                current,
+                Vec::new(),
+                self.settings.recovery_max,
+            ));
+        };
+        let ttl = self.settings.history_ttl;
+        let now = unix_nanos_now();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut next = since.seq + 1;
+        // Bounded: a subject holds at most history_size messages.
+        let bound = self.settings.history_size.saturating_add(1);
+        while next <= current && (entries.len() as u64) < bound {
+            let message = match self
+                .stream
+                .direct_get_next_for_subject(subject.clone(), Some(next))
+                .await
+            {
+                Ok(message) => message,
+                Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => break,
+                Err(error) => return Err(unavailable(error)),
+            };
+            let Ok(frame) = String::from_utf8(message.payload.to_vec()) else {
+                next = message.sequence + 1;
+                continue;
+            };
+            let age = now - message.time.unix_timestamp_nanos();
+            let fresh = ttl.is_zero() || age <= ttl.as_nanos() as i128;
+            let prev = entries.last().map(|entry| entry.seq);
+            entries.push(Entry {
+                seq: message.sequence,
+                prev,
+                fresh,
+                frame,
+            });
+            next = message.sequence + 1;
+        }
+        // The first entry's prev: `since` itself when that message is still
+        // stored; 0 when `since` is 0 and nothing was ever evicted.
+        let anchor = if since.seq == 0 {
+            ((entries.len() as u64) < self.settings.history_size).then_some(0)
+        } else {
+            match self.stream.direct_get(since.seq).await {
+                Ok(message) if message.subject.as_str() == subject => Some(since.seq),
+                Ok(_) => None,
+                Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => None,
+                Err(error) => return Err(unavailable(error)),
+            }
+        };
+        if let Some(first) = entries.first_mut() {
+            first.prev = anchor;
+        }
+        Ok(recover(
+            &self.epoch,
+            since_pair,
+            current,
+            entries,
+            self.settings.recovery_max,
+        ))
+    }
+}

@@ -1,0 +1,331 @@
+//! The NATS broker: rooms, direct messages and stats across replicas.
+//!
+//! - **Rooms** (`rooms`). One core-NATS subject per room; a node subscribes
+//!   while it has local members. A subscription is reported active only after a
+//!   *barrier*: a message this node publishes to its own barrier subject after
+//!   the SUB and receives back, which proves the server processed the SUB (the
+//!   server handles one connection's commands in order). A publish is one NATS
+//!   publish; every subscribed node, the publisher's included, gets it exactly
+//!   once.
+//! - **Node registry** (`registry`). Every node publishes a heartbeat on
+//!   `wsgate.<cluster>.nodes` every `nats.node_heartbeat_ms` and forgets a node
+//!   not heard from for three of its intervals; a leaving node says so, and a
+//!   starting node says hello so the others answer at once.
+//! - **Scatter-gather** (`gather`, and `control` for the answering side). A
+//!   `send` or `disconnect` to a user, and `stats`, go to every node; each
+//!   answers with its count (0 included). The requester waits for every live
+//!   node, or `nats.request_timeout_ms`, then reports `partial`.
+//!   Connection-addressed operations go to the one node the id names.
+//! - **History** (`jetstream`). One JetStream stream per history namespace,
+//!   which republishes each stored message on the room's subject.
+//!
+//! This file holds the connection and the [`Broker`] implementation, which
+//! delegates to those modules.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Client;
+use async_nats::connection::State;
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+use wsgate_config::{Namespaces, Storage};
+
+use super::{
+    Ack, Broker, BrokerError, ClusterStats, Gathered, LocalNode, PresencePage, Recovery, RoomSink,
+    Subscription,
+};
+use crate::metrics::Metrics;
+use crate::protocol::{Since, Target};
+
+mod control;
+mod gather;
+mod jetstream;
+mod registry;
+mod rooms;
+mod subject;
+
+use gather::Requests;
+use jetstream::Streams;
+use registry::Registry;
+use rooms::Barriers;
+use subject::{Subjects, Verb};
+
+/// How to reach NATS and how this node takes part in the cluster.
+#[derive(Clone, Debug)]
+pub struct NatsOptions {
+    /// Comma-separated server URLs.
+    pub url: String,
+    pub cluster: String,
+    pub node: String,
+    pub credentials_file: Option<std::path::PathBuf>,
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// How often the client pings the server; a dead connection is noticed after two missed pings.
+    pub ping_interval: Duration,
+    /// Registry heartbeat interval.
+    pub node_heartbeat: Duration,
+    /// How long scatter-gather and barriers wait.
+    pub request_timeout: Duration,
+    /// Per-namespace behaviour; namespaces with history get a JetStream stream.
+    pub namespaces: Namespaces,
+    /// JetStream storage of history streams.
+    pub storage: Storage,
+    /// JetStream replicas of history streams.
+    pub replicas: u32,
+}
+
+/// The NATS-backed broker.
+pub struct NatsBroker {
+    client: Client,
+    subjects: Subjects,
+    node: String,
+    /// This node's connections, for the requests of other nodes.
+    local: Arc<dyn LocalNode>,
+    registry: Registry,
+    requests: Requests,
+    barriers: Barriers,
+    streams: Streams,
+    request_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl NatsBroker {
+    /// Connects (retrying in the background while NATS is unreachable) and starts
+    /// the control subscriptions and the heartbeat, as tasks of `tracker` that end
+    /// with `cancel`.
+    ///
+    /// # Errors
+    /// When the options are unusable (a credentials file that cannot be read, an
+    /// invalid URL).
+    pub async fn connect(
+        options: NatsOptions,
+        local: Arc<dyn LocalNode>,
+        metrics: Arc<Metrics>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let NatsOptions {
+            url,
+            cluster,
+            node,
+            credentials_file,
+            tls_ca_file,
+            tls_cert_file,
+            tls_key_file,
+            ping_interval,
+            node_heartbeat,
+            request_timeout,
+            namespaces,
+            storage,
+            replicas,
+        } = options;
+        let event_metrics = metrics.clone();
+        let mut connect = async_nats::ConnectOptions::new()
+            .name(format!("wsgate {cluster}/{node}"))
+            .ping_interval(ping_interval)
+            .connection_timeout(request_timeout.max(Duration::from_secs(2)))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                let base = Duration::from_millis(100).saturating_mul(attempts.min(20) as u32);
+                base.min(Duration::from_secs(2)) + Duration::from_millis(rand::random_range(0..100))
+            })
+            .event_callback(move |event| {
+                let metrics = event_metrics.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            metrics.broker_connected.set(1);
+                            info!("nats connected");
+                        }
+                        async_nats::Event::Disconnected => {
+                            metrics.broker_connected.set(0);
+                            warn!("nats disconnected");
+                        }
+                        other => debug!(event = %other, "nats event"),
+                    }
+                }
+            });
+        if let Some(path) = credentials_file {
+            connect = connect.credentials_file(&path).await.map_err(|error| {
+                BrokerError::Internal(format!(
+                    "reading nats.credentials_file {}: {error}",
+                    path.display()
+                ))
+            })?;
+        }
+        if let Some(path) = tls_ca_file {
+            connect = connect.add_root_certificates(path).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (tls_cert_file, tls_key_file) {
+            connect = connect.add_client_certificate(cert, key).require_tls(true);
+        }
+        let servers: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let client = connect
+            .connect(servers.as_slice())
+            .await
+            .map_err(|error| BrokerError::Unavailable(format!("connecting to NATS: {error}")))?;
+        let broker = Arc::new(Self {
+            streams: Streams::new(&client, &cluster, namespaces, storage, replicas),
+            requests: Requests::new(client.new_inbox()),
+            client,
+            subjects: Subjects::new(&cluster, &node),
+            node,
+            local,
+            registry: Registry::new(node_heartbeat),
+            barriers: Barriers::default(),
+            request_timeout,
+            metrics,
+        });
+        broker.start(tracker, cancel).await?;
+        Ok(broker)
+    }
+
+    /// Subscribes the reply inbox and the control subjects, and starts the heartbeat.
+    async fn start(
+        self: &Arc<Self>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Result<(), BrokerError> {
+        self.start_replies(tracker, cancel.clone()).await?;
+        self.start_control(tracker, cancel.clone()).await?;
+        self.start_heartbeat(tracker, cancel);
+        Ok(())
+    }
+
+    /// Refuses a payload over the server's `max_payload`.
+    fn fits(&self, payload: &str) -> Result<(), BrokerError> {
+        let limit = self.max_payload();
+        if payload.len() > limit {
+            return Err(BrokerError::TooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn ensure_connected(&self) -> Result<(), BrokerError> {
+        match self.client.connection_state() {
+            State::Connected => Ok(()),
+            state => Err(BrokerError::Unavailable(format!(
+                "NATS connection is {state}"
+            ))),
+        }
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(error.to_string())
+}
+
+impl Broker for NatsBroker {
+    fn subscribe<'a>(
+        &'a self,
+        room: &'a str,
+        members: Arc<dyn RoomSink>,
+    ) -> BoxFuture<'a, Result<Subscription, BrokerError>> {
+        self.subscribe_room(room, members).boxed()
+    }
+
+    fn publish<'a>(
+        &'a self,
+        room: &'a str,
+        frame: String,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        async move {
+            self.ensure_connected()?;
+            self.fits(&frame)?;
+            self.client
+                .publish(self.subjects.room(room), frame.into())
+                .await
+                .map_err(unavailable)?;
+            self.client.flush().await.map_err(unavailable)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn publish_stored<'a>(&'a self, room: &'a str, frame: String) -> BoxFuture<'a, Ack<u64>> {
+        async move {
+            if let Err(error) = self.ensure_connected().and_then(|()| self.fits(&frame)) {
+                return Ack::failed(error);
+            }
+            self.streams.publish(room, frame).await
+        }
+        .boxed()
+    }
+
+    fn recover<'a>(
+        &'a self,
+        room: &'a str,
+        since: Option<&'a Since>,
+    ) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
+        async move {
+            self.ensure_connected()?;
+            let stream = self.streams.ensure(room).await?;
+            stream.recover(room, since).await
+        }
+        .boxed()
+    }
+
+    fn send(&self, target: Target, frame: String) -> BoxFuture<'_, Ack<Gathered>> {
+        async move {
+            if let Err(error) = self.fits(&frame) {
+                return Ack::failed(error);
+            }
+            self.start_count(target, Verb::Send, frame.into()).await
+        }
+        .boxed()
+    }
+
+    fn disconnect(&self, target: Target) -> BoxFuture<'_, Result<Gathered, BrokerError>> {
+        async move {
+            self.start_count(target, Verb::Disconnect, bytes::Bytes::new())
+                .await
+                .await
+        }
+        .boxed()
+    }
+
+    fn presence<'a>(
+        &'a self,
+        room: &'a str,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<PresencePage, BrokerError>> {
+        self.gather_presence(room, after, limit).boxed()
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<ClusterStats, BrokerError>> {
+        self.gather_stats().boxed()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    fn max_payload(&self) -> usize {
+        match self.client.server_info().max_payload {
+            0 => 1024 * 1024,
+            limit => limit,
+        }
+    }
+
+    fn leave_cluster(&self) -> BoxFuture<'_, ()> {
+        async move {
+            self.beat(false, true).await;
+            let _ = tokio::time::timeout(self.request_timeout, self.client.flush()).await;
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,177 @@
+//! A connection's outbound side as the rest of the gateway sees it: its bounded
+//! queue of frames, the writer's wake-up, its user id, and the switch that closes
+//! it. Sessions push replies into it, rooms push their messages, and the
+//! connection's writer task drains it.
+//!
+//! A full queue is a decision, not growth: the connection is closed with 1013
+//! (slow consumer) and everyone else carries on.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::protocol::close;
+
+/// What the hub holds of one connection: its bounded outbound queue and the
+/// switch that closes it.
+///
+/// The queue is a plain `VecDeque` behind a mutex rather than a channel: an idle
+/// connection's queue then holds no allocation at all (the writer takes the
+/// whole batch, leaving an empty deque behind), which matters at tens of
+/// thousands of idle connections per pod.
+pub struct Outbox {
+    /// Local key, unique for the life of the process.
+    pub key: u64,
+    /// Connection id, `<node>:<boot>-<n>`, unique across the cluster.
+    pub id: Arc<str>,
+    /// The connection's user id; changes when an anonymous connection authenticates.
+    user: Mutex<Arc<str>>,
+    queue: Mutex<Queue>,
+    ready: Notify,
+    capacity: usize,
+    closing: OnceLock<(u16, &'static str)>,
+    cancel: CancellationToken,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Utf8Bytes>,
+    /// Set when the writer has stopped: nothing is queued any more.
+    closed: bool,
+}
+
+impl Outbox {
+    /// Creates an outbox holding at most `capacity` frames.
+    pub fn new(
+        key: u64,
+        id: Arc<str>,
+        capacity: usize,
+        cancel: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let user = Arc::from(format!("anon:{id}"));
+        Arc::new(Self {
+            key,
+            id,
+            user: Mutex::new(user),
+            queue: Mutex::default(),
+            ready: Notify::new(),
+            capacity: capacity.max(1),
+            closing: OnceLock::new(),
+            cancel,
+            metrics,
+        })
+    }
+
+    /// Queues a frame; a full queue closes the connection with 1013.
+    /// Returns whether the frame was queued.
+    pub fn push(&self, frame: Utf8Bytes) -> bool {
+        self.push_all(std::iter::once(frame)) == 1
+    }
+
+    /// Queues frames in order under one lock and wakes the writer once; a full
+    /// queue closes the connection with 1013. Returns how many were queued.
+    ///
+    /// The writer is woken only when the queue was empty: it takes the whole
+    /// queue each time, so a non-empty queue already has a wake-up pending.
+    pub fn push_all(&self, frames: impl IntoIterator<Item = Utf8Bytes>) -> usize {
+        let mut queue = self.queue.lock();
+        if queue.closed {
+            return 0;
+        }
+        let was_empty = queue.frames.is_empty();
+        let mut queued = 0;
+        let mut overflow = false;
+        for frame in frames {
+            if queue.frames.len() >= self.capacity {
+                overflow = true;
+                break;
+            }
+            queue.frames.push_back(frame);
+            queued += 1;
+        }
+        drop(queue);
+        if was_empty && queued > 0 {
+            self.ready.notify_one();
+        }
+        if overflow && self.close(close::TRY_AGAIN_LATER, "slow consumer") {
+            self.metrics.slow_consumers.inc();
+        }
+        self.metrics.messages_out.inc_by(queued as u64);
+        queued
+    }
+
+    /// The connection's user id.
+    pub fn user(&self) -> Arc<str> {
+        self.user.lock().clone()
+    }
+
+    /// Records the connection's (new) user id.
+    pub fn set_user(&self, user: &str) {
+        *self.user.lock() = Arc::from(user);
+    }
+
+    /// Takes every queued frame, leaving the queue empty (and unallocated).
+    pub fn take(&self) -> VecDeque<Utf8Bytes> {
+        std::mem::take(&mut self.queue.lock().frames)
+    }
+
+    /// Waits for queued frames and takes them all; `None` once the connection
+    /// is asked to close (what is still queued stays for [`Outbox::shut`]).
+    ///
+    /// The writer waits here alone, not also on the cancellation token: one
+    /// wake-up source keeps the per-frame path to a lock and a notify.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: frames are taken only when the future completes.
+    pub async fn next_batch(&self) -> Option<VecDeque<Utf8Bytes>> {
+        loop {
+            if self.closing.get().is_some() {
+                return None;
+            }
+            let batch = self.take();
+            if !batch.is_empty() {
+                return Some(batch);
+            }
+            self.ready.notified().await;
+            // Let other tasks run once before taking: under load, frames queued
+            // meanwhile leave in the same write instead of one syscall each.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Stops queueing: later pushes are dropped. Returns what was still queued.
+    pub fn shut(&self) -> VecDeque<Utf8Bytes> {
+        let mut queue = self.queue.lock();
+        queue.closed = true;
+        std::mem::take(&mut queue.frames)
+    }
+
+    /// Asks the connection to close with `code`; the first request wins.
+    /// Returns whether this call decided the code.
+    pub fn close(&self, code: u16, reason: &'static str) -> bool {
+        let decided = self.closing.set((code, reason)).is_ok();
+        if decided {
+            self.metrics.close(code);
+        }
+        self.cancel.cancel();
+        self.ready.notify_one();
+        decided
+    }
+
+    /// The close requested so far, if any.
+    pub fn closing(&self) -> Option<(u16, &'static str)> {
+        self.closing.get().copied()
+    }
+
+    /// Cancelled when the connection is asked to close.
+    pub fn cancelled(&self) -> &CancellationToken {
+        &self.cancel
+    }
+}

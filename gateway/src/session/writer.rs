@@ -1,0 +1,89 @@
+//! A connection's writer task: it drains the outbox to the socket (a batch in
+//! one write), pings the client every `limits.heartbeat_ms` and closes with
+//! 1011 when nothing was heard within `limits.heartbeat_timeout_ms`, and ends
+//! with the close frame the connection was asked to close with.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures::{Sink, SinkExt as _};
+
+use crate::app::AppState;
+use crate::outbox::Outbox;
+use crate::protocol::close;
+
+/// Milliseconds since the process's clock origin, for the heartbeat.
+pub(super) fn millis(origin: Instant) -> u64 {
+    origin.elapsed().as_millis() as u64
+}
+
+/// Drains the outbox to the socket, sends heartbeats, and sends the close frame.
+pub(super) async fn write_loop<S>(
+    mut sink: futures::stream::SplitSink<S, Message>,
+    outbox: Arc<Outbox>,
+    state: Arc<AppState>,
+    origin: Instant,
+    last_heard: Arc<AtomicU64>,
+) where
+    S: Sink<Message, Error = axum::Error> + Send,
+{
+    let heartbeat = state.config.limits.heartbeat;
+    let timeout = state.config.limits.heartbeat_timeout.as_millis() as u64;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            batch = outbox.next_batch() => {
+                let Some(batch) = batch else { break };
+                // Everything queued goes out in one flush.
+                for frame in batch {
+                    if sink.feed(Message::Text(frame)).await.is_err() {
+                        outbox.shut();
+                        outbox.close(close::NORMAL, "");
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    outbox.shut();
+                    outbox.close(close::NORMAL, "");
+                    return;
+                }
+            }
+            _ = ticker.tick() => {
+                if millis(origin).saturating_sub(last_heard.load(Ordering::Relaxed)) > timeout {
+                    outbox.close(close::INTERNAL, "heartbeat timeout");
+                    break;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    outbox.close(close::NORMAL, "");
+                    return;
+                }
+            }
+        }
+    }
+    // Frames queued before the close was decided still go out first (a `left` or
+    // `reconnect` event, an error reply), except for a slow consumer.
+    let rest = outbox.shut();
+    if let Some((code, reason)) = outbox.closing() {
+        if code != close::TRY_AGAIN_LATER {
+            for frame in rest {
+                if sink.feed(Message::Text(frame)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            sink.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+}
