@@ -14,7 +14,7 @@ use wsgate_config::{Config, LogFormat, Secret};
 
 use crate::app::{self, AppState};
 use crate::auth::{AuthSettings, Authenticator, SecretSource};
-use crate::broker::{Broker, LocalBroker, NatsBroker, NatsOptions};
+use crate::broker::{Broker, LocalBroker, NatsBroker};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::origin::AllowedOrigins;
@@ -139,23 +139,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     let broker: Arc<dyn Broker> = match &config.nats_url {
         Some(url) => {
-            let options = NatsOptions {
-                url: url.clone(),
-                cluster: config.cluster.clone(),
-                node: config.node.clone(),
-                credentials_file: config.nats.credentials_file.clone(),
-                tls_ca_file: config.nats.tls_ca_file.clone(),
-                tls_cert_file: config.nats.tls_cert_file.clone(),
-                tls_key_file: config.nats.tls_key_file.clone(),
-                ping_interval: config.nats.ping_interval,
-                node_heartbeat: config.nats.node_heartbeat,
-                request_timeout: config.nats.request_timeout,
-                namespaces: config.namespaces.clone(),
-                storage: config.history.storage,
-                replicas: config.history.replicas,
-            };
             NatsBroker::connect(
-                options,
+                url,
+                &config,
                 hub.clone(),
                 metrics.clone(),
                 &tracker,

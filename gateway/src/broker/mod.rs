@@ -33,7 +33,7 @@ pub use ack::Ack;
 pub use delivery::{Delivery, LocalNode, RoomSink};
 pub use history::Recovery;
 pub use local::LocalBroker;
-pub use nats::{NatsBroker, NatsOptions};
+pub use nats::NatsBroker;
 
 /// Keeps a room's broker subscription alive; dropping it unsubscribes.
 pub struct Subscription {

@@ -12,7 +12,7 @@ use async_nats::jetstream::stream::{
 };
 use parking_lot::Mutex;
 use tracing::{info, warn};
-use wsgate_config::{Namespace, Namespaces, Storage};
+use wsgate_config::{History, Namespace, Namespaces, Storage};
 
 use super::unavailable;
 use crate::broker::history::{Entry, Recovery, namespace_name, recover, safety_horizon};
@@ -48,18 +48,17 @@ impl Streams {
         client: &Client,
         cluster: &str,
         namespaces: Namespaces,
-        storage: Storage,
-        replicas: u32,
+        history: &History,
     ) -> Self {
         Self {
             jetstream: async_nats::jetstream::new(client.clone()),
             cluster: cluster.to_owned(),
             namespaces,
-            storage: match storage {
+            storage: match history.storage {
                 Storage::File => StorageType::File,
                 Storage::Memory => StorageType::Memory,
             },
-            replicas: replicas.max(1) as usize,
+            replicas: history.replicas.max(1) as usize,
             ensured: Arc::default(),
             epochs: Arc::default(),
         }

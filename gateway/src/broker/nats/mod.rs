@@ -32,7 +32,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
-use wsgate_config::{Namespaces, Storage};
+use wsgate_config::{Config, NatsConfig};
 
 use super::{
     Ack, Broker, BrokerError, ClusterStats, Gathered, LocalNode, PresencePage, Recovery, RoomSink,
@@ -54,31 +54,6 @@ use registry::Registry;
 use rooms::Barriers;
 use subject::{Subjects, Verb};
 
-/// How to reach NATS and how this node takes part in the cluster.
-#[derive(Clone, Debug)]
-pub struct NatsOptions {
-    /// Comma-separated server URLs.
-    pub url: String,
-    pub cluster: String,
-    pub node: String,
-    pub credentials_file: Option<std::path::PathBuf>,
-    pub tls_ca_file: Option<std::path::PathBuf>,
-    pub tls_cert_file: Option<std::path::PathBuf>,
-    pub tls_key_file: Option<std::path::PathBuf>,
-    /// How often the client pings the server; a dead connection is noticed after two missed pings.
-    pub ping_interval: Duration,
-    /// Registry heartbeat interval.
-    pub node_heartbeat: Duration,
-    /// How long scatter-gather and barriers wait.
-    pub request_timeout: Duration,
-    /// Per-namespace behaviour; namespaces with history get a JetStream stream.
-    pub namespaces: Namespaces,
-    /// JetStream storage of history streams.
-    pub storage: Storage,
-    /// JetStream replicas of history streams.
-    pub replicas: u32,
-}
-
 /// The NATS-backed broker.
 pub struct NatsBroker {
     client: Client,
@@ -95,24 +70,31 @@ pub struct NatsBroker {
 }
 
 impl NatsBroker {
-    /// Connects (retrying in the background while NATS is unreachable) and starts
-    /// the control subscriptions and the heartbeat, as tasks of `tracker` that end
-    /// with `cancel`.
+    /// Connects to the NATS servers `url` lists (comma-separated; retrying in
+    /// the background while NATS is unreachable), as `config`'s node of its
+    /// cluster, and starts the control subscriptions and the heartbeat, as
+    /// tasks of `tracker` that end with `cancel`.
     ///
     /// # Errors
     /// When the options are unusable (a credentials file that cannot be read, an
     /// invalid URL).
     pub async fn connect(
-        options: NatsOptions,
+        url: &str,
+        config: &Config,
         local: Arc<dyn LocalNode>,
         metrics: Arc<Metrics>,
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> Result<Arc<Self>, BrokerError> {
-        let NatsOptions {
-            url,
+        let Config {
             cluster,
             node,
+            nats,
+            namespaces,
+            history,
+            ..
+        } = config;
+        let NatsConfig {
             credentials_file,
             tls_ca_file,
             tls_cert_file,
@@ -120,10 +102,9 @@ impl NatsBroker {
             ping_interval,
             node_heartbeat,
             request_timeout,
-            namespaces,
-            storage,
-            replicas,
-        } = options;
+        } = nats;
+        let (ping_interval, node_heartbeat, request_timeout) =
+            (*ping_interval, *node_heartbeat, *request_timeout);
         let event_metrics = metrics.clone();
         let mut connect = async_nats::ConnectOptions::new()
             .name(format!("wsgate {cluster}/{node}"))
@@ -152,7 +133,7 @@ impl NatsBroker {
                 }
             });
         if let Some(path) = credentials_file {
-            connect = connect.credentials_file(&path).await.map_err(|error| {
+            connect = connect.credentials_file(path).await.map_err(|error| {
                 BrokerError::Internal(format!(
                     "reading nats.credentials_file {}: {error}",
                     path.display()
@@ -160,10 +141,14 @@ impl NatsBroker {
             })?;
         }
         if let Some(path) = tls_ca_file {
-            connect = connect.add_root_certificates(path).require_tls(true);
+            connect = connect
+                .add_root_certificates(path.clone())
+                .require_tls(true);
         }
         if let (Some(cert), Some(key)) = (tls_cert_file, tls_key_file) {
-            connect = connect.add_client_certificate(cert, key).require_tls(true);
+            connect = connect
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
         }
         let servers: Vec<&str> = url
             .split(',')
@@ -175,11 +160,11 @@ impl NatsBroker {
             .await
             .map_err(|error| BrokerError::Unavailable(format!("connecting to NATS: {error}")))?;
         let broker = Arc::new(Self {
-            streams: Streams::new(&client, &cluster, namespaces, storage, replicas),
+            streams: Streams::new(&client, cluster, namespaces.clone(), history),
             requests: Requests::new(client.new_inbox()),
             client,
-            subjects: Subjects::new(&cluster, &node),
-            node,
+            subjects: Subjects::new(cluster, node),
+            node: node.clone(),
             local,
             registry: Registry::new(node_heartbeat),
             barriers: Barriers::default(),
