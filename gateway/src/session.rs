@@ -212,6 +212,24 @@ fn on_read_error(error: axum::Error) -> Flow {
     }
 }
 
+/// The furthest a token's expiry is scheduled: a token valid for longer than
+/// this (`exp` near 2^64, or 1e300) is treated as valid for this long, instead
+/// of overflowing the clock.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The timer deadline, seen from `now` (Unix time `now_unix`), of the Unix time
+/// `deadline_unix`: past deadlines are now, and none is further than
+/// [`MAX_TOKEN_LIFETIME`]. Never panics.
+fn timer_deadline(
+    now: tokio::time::Instant,
+    deadline_unix: u64,
+    now_unix: u64,
+) -> tokio::time::Instant {
+    let remaining = Duration::from_secs(deadline_unix.saturating_sub(now_unix));
+    now.checked_add(remaining.min(MAX_TOKEN_LIFETIME))
+        .unwrap_or(now)
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -239,9 +257,10 @@ impl Session {
     /// When a connection holding `identity` must close with 4001: its `exp` plus
     /// the leeway, as a timer deadline; `None` when the token never expires.
     fn expiry(&self, identity: &Identity) -> Option<tokio::time::Instant> {
-        self.state.auth.deadline(identity).map(|deadline| {
-            tokio::time::Instant::now() + Duration::from_secs(deadline.saturating_sub(unix_now()))
-        })
+        self.state
+            .auth
+            .deadline(identity)
+            .map(|deadline| timer_deadline(tokio::time::Instant::now(), deadline, unix_now()))
     }
 
     fn push(&self, frame: String) {

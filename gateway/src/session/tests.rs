@@ -374,3 +374,38 @@ async fn presence_pages_are_clamped_between_one_and_the_maximum() {
         assert!(reply["next"].is_string(), "more members follow: {reply}");
     }
 }
+
+/// A token whose `exp` lies absurdly far ahead (near 2^64, or 1e300 as a
+/// float) is accepted and the session lives on: its deadline is clamped, not
+/// added to the clock until it overflows.
+#[tokio::test]
+async fn tokens_expiring_beyond_the_clock_do_not_end_the_session() {
+    let state = state("[auth]\nuser_rooms = [\"**\"]\n", &[]);
+    let mut clients = Vec::new();
+    for exp in [
+        json!(u64::MAX),
+        json!(u64::MAX - 1),
+        json!(1e300),
+        json!(9.2e18),
+    ] {
+        let mut client = connect(&state, Some(&token(json!({"sub":"far","exp":exp}))));
+        assert_eq!(client.next().await["type"], "welcome", "exp {exp}");
+        client.send(json!({"op":"ping","id":1}));
+        assert_eq!(client.next().await, json!({"id":1,"ok":true}), "exp {exp}");
+        clients.push(client);
+    }
+    assert_eq!(state.hub.stats().connections, 4);
+}
+
+proptest::proptest! {
+    /// Whatever the token's deadline and the clock, the timer deadline is
+    /// computed without panicking, is never in the past, and is at most
+    /// MAX_TOKEN_LIFETIME ahead.
+    #[test]
+    fn timer_deadlines_never_overflow(deadline in proptest::num::u64::ANY, now_unix in proptest::num::u64::ANY) {
+        let now = tokio::time::Instant::now();
+        let at = timer_deadline(now, deadline, now_unix);
+        proptest::prop_assert!(at >= now);
+        proptest::prop_assert!(at - now <= MAX_TOKEN_LIFETIME);
+    }
+}
