@@ -50,7 +50,7 @@ fn cel_failures(manifest: &serde_json::Value) -> Vec<String> {
 }
 
 fn yaml(text: &str) -> serde_json::Value {
-    serde_yaml::from_str(text).unwrap()
+    yaml_serde::from_str(text).unwrap()
 }
 
 fn minimal() -> serde_json::Value {
@@ -125,7 +125,7 @@ fn cel_rules_refuse_inconsistent_specs_with_clear_messages() {
 #[test]
 fn schema_defaults_match_the_gateway_defaults() {
     let wsc: WsCluster =
-        serde_yaml::from_str(include_str!("../../examples/wscluster.yaml")).unwrap();
+        yaml_serde::from_str(include_str!("../../examples/wscluster.yaml")).unwrap();
     assert_eq!(wsc.spec.limits.max_connections, 10_000);
     assert_eq!(wsc.spec.limits.max_message_bytes, 65_536);
     assert_eq!(wsc.spec.drain.seconds, 30);

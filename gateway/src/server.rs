@@ -66,26 +66,12 @@ pub(crate) fn auth_settings(config: &Config) -> AuthSettings {
 
 /// The open-file limit, raised to its hard maximum first.
 fn open_file_limit() -> Option<u64> {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return None;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-        Some(limit.rlim_cur)
+    let nofile = rlimit::Resource::NOFILE;
+    let (soft, hard) = nofile.get().ok()?;
+    if soft < hard && nofile.set(hard, hard).is_ok() {
+        return Some(hard);
     }
+    Some(soft)
 }
 
 /// `limits.max_connections`, capped below the open-file limit (keeping room for

@@ -184,7 +184,7 @@ fn print_render(
 /// [`resources::children`].
 pub fn render(text: &str, namespace: &str, settings: &Settings) -> Result<String> {
     let mut wsc: wsgate_crds::WsCluster =
-        serde_yaml::from_str(text).map_err(|error| Error::Input {
+        yaml_serde::from_str(text).map_err(|error| Error::Input {
             path: "-".to_owned(),
             message: error.to_string(),
         })?;
@@ -201,7 +201,7 @@ pub fn render(text: &str, namespace: &str, settings: &Settings) -> Result<String
     for value in children.to_values()? {
         out.push_str("---\n");
         out.push_str(
-            &serde_yaml::to_string(&value).map_err(|error| Error::Input {
+            &yaml_serde::to_string(&value).map_err(|error| Error::Input {
                 path: "-".to_owned(),
                 message: error.to_string(),
             })?,

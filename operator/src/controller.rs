@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -24,6 +24,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -239,10 +240,7 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
         let note = format!("Secret {} not found", observed.missing_secrets.join(", "));
         publish(&ctx, &wsc, EventType::Warning, "SecretNotFound", note).await;
     }
-    ctx.failures
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .remove(&Context::key(&wsc));
+    ctx.failures.lock().remove(&Context::key(&wsc));
     Ok(Action::requeue(RESYNC))
 }
 
@@ -320,11 +318,7 @@ async fn apply_children(
 pub fn error_policy(wsc: Arc<WsCluster>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failure(error);
     let failures = {
-        // A poisoned lock only means another reconcile panicked; the counts stay usable.
-        let mut failures = ctx
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut failures = ctx.failures.lock();
         let count = failures.entry(Context::key(&wsc)).or_insert(0);
         *count = count.saturating_add(1);
         *count

@@ -1,17 +1,20 @@
-//! A small HTTP/1.1 client for loopback: admin endpoints, the backend API, nats-server's
-//! monitoring port.
+//! HTTP requests on loopback: admin endpoints, the backend API, nats-server's monitoring
+//! port.
 //!
-//! One request per connection (`Connection: close`), the response read to end of file,
-//! `Content-Length` and chunked bodies both understood. Enough for tests and free of a
-//! second HTTP stack to compile.
+//! A thin layer over hyper-util's client (the hyper stack the workspace already builds):
+//! requests are built and sent as values, the response read whole. One request per
+//! connection (`Connection: close`) and one client per request, so nothing outlives the test
+//! runtime that sent it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// How long one request may take, connection included.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,28 +120,33 @@ impl Request {
     }
 
     async fn send_inner(&self, addr: SocketAddr) -> Result<Response> {
-        let mut stream = TcpStream::connect(addr).await?;
-        let mut head = format!(
-            "{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.method,
-            self.path,
-            self.body.len()
-        );
+        let mut request = http::Request::builder()
+            .method(self.method.as_str())
+            .uri(format!("http://{addr}{}", self.path))
+            .header(http::header::CONNECTION, "close");
         for (name, value) in &self.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
+            request = request.header(name, value);
         }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(&self.body).await?;
-        stream.flush().await?;
-        let mut raw = Vec::new();
-        // A server may reset the connection after a complete response; keep what arrived.
-        if let Err(error) = stream.read_to_end(&mut raw).await
-            && raw.is_empty()
-        {
-            return Err(error.into());
-        }
-        parse_response(&raw)
+        let request = request.body(Full::new(Bytes::from(self.body.clone())))?;
+        let response = Client::builder(TokioExecutor::new())
+            .build_http()
+            .request(request)
+            .await?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                (name.as_str().to_owned(), value)
+            })
+            .collect();
+        let body = response.into_body().collect().await?.to_bytes().to_vec();
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -150,84 +158,57 @@ pub async fn get(addr: SocketAddr, path: &str) -> Result<Response> {
     Request::get(path).send(addr).await
 }
 
-fn parse_response(raw: &[u8]) -> Result<Response> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .with_context(|| format!("no end of headers in {:?}", String::from_utf8_lossy(raw)))?;
-    let head = std::str::from_utf8(&raw[..split]).context("response head is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("bad status line {status_line:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let rest = &raw[split + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
-    let body = if chunked {
-        decode_chunked(rest)?
-    } else if let Some((_, len)) = headers.iter().find(|(n, _)| n == "content-length") {
-        let len: usize = len.parse().context("bad content-length")?;
-        if rest.len() < len {
-            bail!("body shorter than content-length ({} < {len})", rest.len());
-        }
-        rest[..len].to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn decode_chunked(mut rest: &[u8]) -> Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("truncated chunk size")?;
-        let size_text = std::str::from_utf8(&rest[..line_end]).context("chunk size not UTF-8")?;
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).context("bad chunk size")?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        if rest.len() < size + 2 {
-            bail!("truncated chunk");
-        }
-        body.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
     use super::*;
 
-    #[test]
-    fn parses_content_length_and_chunked_bodies() {
-        let plain = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").unwrap();
-        assert_eq!(
-            (plain.status, plain.body.as_slice()),
-            (200, b"hi".as_slice())
+    /// A chunked answer arrives whole, with its status and lowercased headers; the request
+    /// carried its method, path, headers and body.
+    #[tokio::test]
+    async fn a_chunked_response_is_read_whole() -> Result<()> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await?;
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !String::from_utf8_lossy(&request).ends_with("\r\n\r\n{\"a\":1}") {
+                let read = stream.read(&mut buffer).await?;
+                anyhow::ensure!(read > 0, "request ended early");
+                request.extend_from_slice(&buffer[..read]);
+            }
+            stream
+                .write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\
+                      Retry-After: 3\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+                )
+                .await?;
+            Ok(String::from_utf8_lossy(&request).into_owned())
+        });
+        let response = Request::post("/api/v1/publish?x=1")
+            .bearer("key")
+            .json(&serde_json::json!({"a": 1}))
+            .send(addr)
+            .await?;
+        assert_eq!(response.status, 503);
+        assert_eq!(response.header("Retry-After"), Some("3"));
+        assert_eq!(response.body, b"abcde");
+        let request = server.await??.to_ascii_lowercase();
+        assert!(
+            request.starts_with("post /api/v1/publish?x=1 http/1.1\r\n"),
+            "{request}"
         );
-        let chunked = parse_response(
-            b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\nRetry-After: 3\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(chunked.status, 503);
-        assert_eq!(chunked.header("retry-after"), Some("3"));
-        assert_eq!(chunked.body, b"abcde");
+        for line in [
+            "authorization: bearer key\r\n",
+            "content-type: application/json\r\n",
+            "content-length: 7\r\n",
+            "connection: close\r\n",
+        ] {
+            assert!(request.contains(line), "{line:?} missing in {request:?}");
+        }
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@
 //! - `gateway`: [`GatewayOptions`] (builder) and [`Gateway`] (a running `wsgate`).
 //! - `deployment`: [`Deployment`] of a [`Topology`]: one gateway alone, or N on one NATS.
 //! - `client`: [`Client`], a WebSocket protocol client with deadlines everywhere.
-//! - `http`: a small HTTP/1.1 client for admin endpoints and the backend API.
+//! - `http`: HTTP requests (hyper-util's client) to admin endpoints and the backend API.
 //! - `token`: [`Token`], JWTs good and bad.
 //! - `wait`: [`eventually`] and [`within`], bounded waiting.
 //! - `behaviour`: checks that both brokers must pass, run by the `single_node` and

@@ -1,10 +1,11 @@
 //! The [`Authenticator`]: verifies tokens and API keys with key material that can be rotated
 //! while the gateway runs.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -174,11 +175,7 @@ impl Authenticator {
     /// The first file that cannot be read or parsed; the previous key material stays in force
     /// (nothing is swapped unless every source is good).
     pub fn reload(&self) -> Result<bool, AuthError> {
-        // A poisoned lock only means another reload panicked; the guarded data is `()`.
-        let _guard = self
-            .reload_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self.reload_lock.lock();
         let current = self.material.load();
         match Material::load_if_changed(&self.sources, &current.fingerprint)? {
             None => Ok(false),

@@ -445,7 +445,7 @@ fn rendered_config_parses_with_the_gateway_strict_parser() {
         include_str!("../../../examples/wscluster.yaml"),
         include_str!("../../../examples/wscluster-full.yaml"),
     ] {
-        let mut wsc: WsCluster = serde_yaml::from_str(text).unwrap();
+        let mut wsc: WsCluster = yaml_serde::from_str(text).unwrap();
         wsc.metadata
             .namespace
             .get_or_insert_with(|| "default".into());

@@ -1,25 +1,17 @@
 //! What the kernel says about a process: resident memory and CPU time from `/proc`, and the
 //! open-file limit.
 
+use rlimit::Resource;
 use serde::Serialize;
 
 /// Raises the soft open-file limit to the hard one: every connection is a file, and the soft
 /// limit is often far below what the hard limit allows.
 pub fn raise_open_file_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
-        }
+    if let Ok((soft, hard)) = Resource::NOFILE.get()
+        && soft < hard
+    {
+        // Best effort: a refused raise leaves the soft limit as it was, still usable.
+        let _ = Resource::NOFILE.set(hard, hard);
     }
 }
 

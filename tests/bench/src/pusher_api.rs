@@ -6,22 +6,23 @@
 //! with the app's secret. An accepted publish is answered with HTTP 200.
 //!
 //! Sockudo answers every API request with `Connection: close`, so each publish is one short
-//! TCP connection: connect, request, response, close.
+//! TCP connection: connect, request, response, close. Requests go through hyper-util's client,
+//! which would reuse connections if the server kept them open.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, anyhow};
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// The event name of every published message.
 pub const EVENT: &str = "bench";
-
-/// Most bytes of a response read (its status line is all that matters).
-const RESPONSE_LIMIT: usize = 64 * 1024;
 
 /// A Pusher app: clients connect with its key, API requests are signed with its secret.
 #[derive(Debug, Clone)]
@@ -112,15 +113,19 @@ pub struct EventsApi {
     address: SocketAddr,
     app: PusherApp,
     timeout: Duration,
+    client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl EventsApi {
     /// A client of the node listening on `address`, publishing as `app`.
     pub fn new(address: SocketAddr, app: PusherApp) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
         Self {
             address,
             app,
             timeout: Duration::from_secs(10),
+            client: Client::builder(TokioExecutor::new()).build(connector),
         }
     }
 
@@ -132,18 +137,20 @@ impl EventsApi {
         let request = self
             .request(channel, data)
             .map_err(|e| PublishError::Connection(e.to_string()))?;
-        let status = tokio::time::timeout(self.timeout, self.exchange(&request))
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
-            .map_err(|_| PublishError::Timeout)??;
-        if status == 200 {
-            Ok(())
-        } else {
-            Err(PublishError::Status(status))
+            .map_err(|_| PublishError::Timeout)?
+            .map_err(|error| connection_error(&error))?;
+        // The body is not read: the status is the whole answer, and dropping the response
+        // closes a connection the server has not closed already.
+        match response.status().as_u16() {
+            200 => Ok(()),
+            status => Err(PublishError::Status(status)),
         }
     }
 
-    /// The bytes of a signed request publishing `data` to `channel`.
-    fn request(&self, channel: &str, data: &str) -> Result<Vec<u8>> {
+    /// A signed request publishing `data` to `channel`.
+    fn request(&self, channel: &str, data: &str) -> Result<http::Request<Full<Bytes>>> {
         let body = event_body(channel, data);
         let path = self.app.events_path();
         let timestamp = SystemTime::now()
@@ -153,51 +160,34 @@ impl EventsApi {
         let query = self
             .app
             .signed_query("POST", &path, body.as_bytes(), timestamp)?;
-        let mut request = format!(
-            "POST {path}?{query} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
-            self.address,
-            body.len()
+        Ok(
+            http::Request::post(format!("http://{}{path}?{query}", self.address))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body)))?,
         )
-        .into_bytes();
-        request.extend_from_slice(body.as_bytes());
-        Ok(request)
-    }
-
-    /// Sends `request` on a new connection and returns the response's status code.
-    async fn exchange(&self, request: &[u8]) -> Result<u16, PublishError> {
-        let failed = |e: std::io::Error| PublishError::Connection(e.to_string());
-        let mut stream = TcpStream::connect(self.address).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                PublishError::Connection("refused".to_owned())
-            } else {
-                failed(e)
-            }
-        })?;
-        let _ = stream.set_nodelay(true);
-        stream.write_all(request).await.map_err(failed)?;
-        // The server closes the connection after its answer; read until then.
-        let mut response = Vec::with_capacity(512);
-        let mut limited = (&mut stream).take(RESPONSE_LIMIT as u64);
-        limited.read_to_end(&mut response).await.map_err(failed)?;
-        status_code(&response)
-            .ok_or_else(|| PublishError::Connection("no HTTP status line in the answer".to_owned()))
     }
 }
 
-/// The status code of an HTTP/1.x response.
-fn status_code(response: &[u8]) -> Option<u16> {
-    let line_end = response.windows(2).position(|w| w == b"\r\n")?;
-    let line = std::str::from_utf8(&response[..line_end]).ok()?;
-    let mut parts = line.split(' ');
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
+/// The error code of a failed exchange: `refused` when nothing listens, else the innermost
+/// cause (the I/O error, when there is one), which says more than hyper's own summary.
+fn connection_error(error: &(dyn std::error::Error + 'static)) -> PublishError {
+    let mut innermost = error;
+    while let Some(source) = innermost.source() {
+        innermost = source;
     }
-    parts.next()?.parse().ok()
+    match innermost.downcast_ref::<std::io::Error>() {
+        Some(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            PublishError::Connection("refused".to_owned())
+        }
+        _ => PublishError::Connection(innermost.to_string()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
     use super::*;
 
     fn app() -> PusherApp {
@@ -234,12 +224,52 @@ mod tests {
         assert_eq!(body["data"], r#"{"t":1,"s":2}"#);
     }
 
-    /// Status lines are read; anything else is not.
-    #[test]
-    fn status_codes_are_read_from_the_status_line() {
-        assert_eq!(status_code(b"HTTP/1.1 200 OK\r\n\r\n{}"), Some(200));
-        assert_eq!(status_code(b"HTTP/1.1 401 Unauthorized\r\n"), Some(401));
-        assert_eq!(status_code(b"HTTP/1.1 200 OK"), None);
-        assert_eq!(status_code(b"SSH-2.0\r\n"), None);
+    /// A server answering each request with `status` and closing, as Sockudo does; returns
+    /// its address.
+    async fn server(status: &'static str) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                // The body is the last thing sent and ends the JSON object.
+                while !request.ends_with(b"}") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => request.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        address
+    }
+
+    /// A 200 is a publish; any other status is counted by its code.
+    #[tokio::test]
+    async fn publishes_succeed_on_200_and_fail_with_the_status_otherwise() {
+        let api = EventsApi::new(server("200 OK").await, app());
+        assert!(api.trigger("bench-0", "{}").await.is_ok());
+        assert!(api.trigger("bench-0", "{}").await.is_ok());
+        let api = EventsApi::new(server("401 Unauthorized").await, app());
+        let error = api.trigger("bench-0", "{}").await.unwrap_err();
+        assert_eq!(error.to_string(), "HTTP 401");
+    }
+
+    /// Nothing listening is the `refused` error code.
+    #[tokio::test]
+    async fn a_closed_port_is_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let error = EventsApi::new(address, app())
+            .trigger("bench-0", "{}")
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_string(), "refused");
     }
 }
