@@ -139,29 +139,38 @@ impl Default for NatsConfig {
     }
 }
 
-/// Token verification and backend API keys.
+/// Token verification and backend API keys: what the gateway's authenticator is built from.
+///
+/// Any combination of JWT keys may be configured; with none, only anonymous connections and
+/// API-key requests can be authenticated. Key files are re-read when they change, so rotating a
+/// mounted Secret needs no restart; the other fields are fixed for the gateway's life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
-    /// HS256 key: a file (re-read on change) or, in development, the value itself.
+    /// HS256 key: a file (re-read on change) or, in development, the value itself. Trailing
+    /// white space, such as the newline `echo` leaves, is not part of the key.
     pub jwt_secret: Option<Secret>,
-    /// RS256/ES256 public key, PEM.
+    /// PEM public key for RS256 (RSA, at least 2048 bits) or ES256 (EC P-256); which one is
+    /// detected from the key. Private keys and certificates are refused.
     pub jwt_public_key_file: Option<PathBuf>,
-    /// A JWKS; keys chosen by `kid`.
+    /// A JWKS document; keys are chosen by the token's `kid`. RSA (RS256), EC P-256 (ES256) and
+    /// `oct` (HS256) keys are used; other keys, and keys marked `"use":"enc"`, are skipped.
     pub jwks_file: Option<PathBuf>,
     /// Required `aud`, when set.
     pub audience: Option<String>,
     /// Required `iss`, when set.
     pub issuer: Option<String>,
-    /// Clock skew allowed on `exp`/`nbf`; a connection closes with 4001 at `exp` + leeway.
+    /// Clock skew allowed on `exp`/`nbf` (whole seconds); a connection closes with 4001 at
+    /// `exp` + leeway.
     pub leeway: Duration,
     /// Refuse tokens without `exp`.
     pub require_exp: bool,
-    /// Join patterns for tokens without a `rooms` claim (validated).
+    /// Join (and publish) patterns for tokens without a `rooms` claim (validated).
     pub user_rooms: Vec<String>,
     /// Join and publish patterns for anonymous users (validated).
     pub anonymous_rooms: Vec<String>,
-    /// Backend API keys, one per line: a file (re-read on change) or, in development, the
-    /// comma-separated flag value stored one per line; read with [`Secret::read_lines`].
+    /// Backend API keys: a file holding one key per line (blank lines and `#` comments
+    /// ignored; re-read on change) or, in development, the comma-separated flag value stored
+    /// one key per line.
     pub api_keys: Option<Secret>,
     /// Time allowed for the first-frame `auth` op.
     pub auth_timeout: Duration,
