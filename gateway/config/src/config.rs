@@ -172,6 +172,10 @@ pub struct AuthConfig {
     /// ignored; re-read on change) or, in development, the comma-separated flag value stored
     /// one key per line.
     pub api_keys: Option<Secret>,
+    /// Extension: more files of backend API keys, in the shape of `api_keys`' file, read
+    /// beside it (whichever layer set it) and re-read on change: one Secret per backend, each
+    /// rotated on its own.
+    pub api_keys_files: Vec<PathBuf>,
     /// Time allowed for the first-frame `auth` op.
     pub auth_timeout: Duration,
 }
@@ -189,6 +193,7 @@ impl Default for AuthConfig {
             user_rooms: Vec::new(),
             anonymous_rooms: vec!["**".to_owned()],
             api_keys: None,
+            api_keys_files: Vec::new(),
             auth_timeout: Duration::from_millis(5000),
         }
     }
@@ -790,6 +795,7 @@ fn resolve_auth(layers: &Layers, flags: FlagAuth, file: AuthSection) -> Result<A
         user_rooms,
         anonymous_rooms,
         api_keys_file,
+        api_keys_files,
         auth_timeout_ms,
     } = file;
     let defaults = AuthConfig::default();
@@ -847,6 +853,13 @@ fn resolve_auth(layers: &Layers, flags: FlagAuth, file: AuthSection) -> Result<A
             defaults.anonymous_rooms,
         )?,
         api_keys: secret("auth.api_keys_file", api_keys, api_keys_file)?,
+        api_keys_files: layers
+            .convert(
+                "auth.api_keys_files",
+                api_keys_files,
+                |files: Vec<String>| files.into_iter().map(non_empty_path).collect(),
+            )?
+            .unwrap_or(defaults.api_keys_files),
         auth_timeout: layers.millis(
             "auth.auth_timeout_ms",
             auth_timeout_ms,

@@ -357,6 +357,8 @@ pub const KEYS: &[Key] = &[
         Kind::Text,
         "backend API keys; the file holds one per line, the flag and env take them comma-separated"
     ),
+    key!(extension "auth.api_keys_files", None, None, "[]", Kind::TextList,
+        "more files of backend API keys, one per line, read beside auth.api_keys_file and re-read when they change"),
     key!(
         "auth.auth_timeout_ms",
         None,

@@ -101,6 +101,7 @@ fn full_file() -> FileConfig {
             user_rooms: Some(vec!["chat:*".into()]),
             anonymous_rooms: Some(vec!["public:**".into()]),
             api_keys_file: Some("/a/api-keys".into()),
+            api_keys_files: Some(vec!["/a/backend-keys".into()]),
             auth_timeout_ms: Some(3000),
         }),
         limits: Some(LimitsSection {
@@ -215,6 +216,7 @@ fn an_empty_file_gives_every_config_md_default() -> Result<()> {
     assert!(auth.user_rooms.is_empty());
     assert_eq!(auth.anonymous_rooms, vec!["**".to_owned()]);
     assert_eq!(auth.api_keys, None);
+    assert!(auth.api_keys_files.is_empty());
     assert_eq!(auth.auth_timeout, Duration::from_millis(5000));
 
     let limits = &config.limits;
@@ -673,6 +675,16 @@ fn invalid_values_give_one_line_naming_key_and_file() {
             "[auth]\napi_keys_file = \" \"",
             "auth.api_keys_file",
             "must not be empty",
+        ),
+        (
+            "[auth]\napi_keys_files = [\"/k\", \"\"]",
+            "auth.api_keys_files",
+            "must not be empty",
+        ),
+        (
+            "[auth]\napi_keys_files = \"/k\"",
+            "auth.api_keys_files",
+            "an array of strings",
         ),
         (
             "[auth]\naudience = \"\"",

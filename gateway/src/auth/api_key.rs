@@ -41,6 +41,11 @@ impl ApiKeys {
         }
     }
 
+    /// Adds the keys of another source (`auth.api_keys_files` beside `auth.api_keys_file`).
+    pub(crate) fn extend(&mut self, other: ApiKeys) {
+        self.digests.extend(other.digests);
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.digests.len()
     }

@@ -66,6 +66,7 @@ impl Authenticator {
             user_rooms,
             anonymous_rooms,
             api_keys,
+            api_keys_files,
             // Enforced by the session, not by key checks.
             auth_timeout: _,
         } = settings;
@@ -84,6 +85,7 @@ impl Authenticator {
             jwt_public_key_file,
             jwks_file,
             api_keys,
+            api_keys_files,
         };
         let material = Material::load(&sources)?;
         let policy = Policy {

@@ -161,6 +161,7 @@ pub(crate) struct Sources {
     pub(crate) jwt_public_key_file: Option<PathBuf>,
     pub(crate) jwks_file: Option<PathBuf>,
     pub(crate) api_keys: Option<Secret>,
+    pub(crate) api_keys_files: Vec<PathBuf>,
 }
 
 /// The bytes of every configured source, read in one go.
@@ -169,6 +170,7 @@ struct Raw {
     public_key: Option<Vec<u8>>,
     jwks: Option<Vec<u8>>,
     api_keys: Option<Vec<u8>>,
+    api_keys_files: Vec<Vec<u8>>,
 }
 
 impl Raw {
@@ -191,6 +193,10 @@ impl Raw {
                     hasher.update(bytes);
                 }
             }
+        }
+        for bytes in &self.api_keys_files {
+            hasher.update((bytes.len() as u64).to_be_bytes());
+            hasher.update(bytes);
         }
         hasher.finalize().into()
     }
@@ -242,10 +248,13 @@ impl Material {
             }
             _ => Vec::new(),
         };
-        let api_keys = match (&sources.api_keys, &raw.api_keys) {
+        let mut api_keys = match (&sources.api_keys, &raw.api_keys) {
             (Some(source), Some(bytes)) => parse_api_keys(source, bytes)?,
             _ => ApiKeys::default(),
         };
+        for (path, bytes) in sources.api_keys_files.iter().zip(&raw.api_keys_files) {
+            api_keys.extend(parse_api_keys(&Secret::File(path.clone()), bytes)?);
+        }
         Ok(Self {
             jwt: JwtKeys {
                 secret,
@@ -268,6 +277,11 @@ fn read(sources: &Sources) -> Result<Raw, AuthError> {
             .transpose()?,
         jwks: sources.jwks_file.as_deref().map(read_file).transpose()?,
         api_keys: sources.api_keys.as_ref().map(read_secret).transpose()?,
+        api_keys_files: sources
+            .api_keys_files
+            .iter()
+            .map(|path| read_file(path))
+            .collect::<Result<_, _>>()?,
     })
 }
 

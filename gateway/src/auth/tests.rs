@@ -944,6 +944,47 @@ fn api_keys_accept_each_configured_key() {
     assert!(!none.check_api_key("key-one"));
 }
 
+/// A key from any of `auth.api_keys_files` authenticates on the backend API beside those of
+/// `auth.api_keys_file`, and each file is re-read on its own when it changes.
+#[test]
+fn api_keys_files_add_keys_and_reload_independently() {
+    let dir = TempDir::new();
+    let main = dir.write("api-keys", "main-key\n");
+    let first = dir.write("backend-a", "# backend a\na-key\n");
+    let second = dir.write("backend-b", "b-key\n");
+    let auth = authenticator(AuthConfig {
+        api_keys: Some(Secret::File(main)),
+        api_keys_files: vec![first, second.clone()],
+        ..hs_settings()
+    });
+    for key in ["main-key", "a-key", "b-key"] {
+        assert!(auth.check_api_key(key), "{key}");
+    }
+
+    fs::write(&second, "b-key-rotated\n").unwrap();
+    assert_eq!(auth.reload(), Ok(true));
+    assert!(auth.check_api_key("b-key-rotated"));
+    assert!(!auth.check_api_key("b-key"));
+    assert!(auth.check_api_key("main-key") && auth.check_api_key("a-key"));
+
+    // Without `auth.api_keys_file`, the list alone enables the backend API.
+    let only_list = authenticator(AuthConfig {
+        api_keys_files: vec![second],
+        ..hs_settings()
+    });
+    assert!(only_list.has_api_keys());
+    assert!(only_list.check_api_key("b-key-rotated"));
+
+    // A listed file without a key is refused like `auth.api_keys_file` is.
+    let empty = dir.write("backend-c", "# none yet\n");
+    let error = Authenticator::new(AuthConfig {
+        api_keys_files: vec![empty],
+        ..hs_settings()
+    })
+    .unwrap_err();
+    assert!(error.to_string().contains("backend-c"), "{error}");
+}
+
 /// An API key source that yields no key is a configuration error, not "API disabled".
 #[test]
 fn empty_api_key_source_is_an_error() {

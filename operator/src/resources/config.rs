@@ -125,6 +125,7 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
             anonymous_rooms: auth.anonymous_rooms.clone(),
             api_keys_file: Some(secret_file(path::API_KEYS)),
             auth_timeout_ms: Some(auth.auth_timeout_ms),
+            ..AuthSection::default()
         }),
         limits: Some(LimitsSection {
             max_connections: Some(size(limits.max_connections)),
