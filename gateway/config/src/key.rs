@@ -26,7 +26,8 @@ pub struct Key {
     pub meaning: &'static str,
     /// The TOML type the file must give the key; checked before anything else reads the value.
     pub kind: Kind,
-    /// `true` for keys beyond the version 1 contract in docs/config.md (compatible extensions).
+    /// `true` for keys added to version 1 after its first release (compatible extensions, marked
+    /// in docs/config.md).
     pub extension: bool,
 }
 

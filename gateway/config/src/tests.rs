@@ -13,27 +13,24 @@ use super::*;
 /// The file name used in messages by the tests that parse text.
 const FILE: &str = "/etc/wsgate/wsgate.toml";
 
-/// The example of docs/config.md, verbatim.
-const CONFIG_MD_EXAMPLE: &str = r#"version = 1
-listen = "0.0.0.0:8080"
-admin_listen = "0.0.0.0:9090"
-cluster = "prod_chat"
-nats_url = "nats://nats:4222"
-allowed_origins = ["https://app.example.com"]
+/// `docs/config.md`, where the example and the key table live.
+const DOCS: &str = include_str!("../../../docs/config.md");
 
-[auth]
-jwt_secret_file = "/etc/wsgate/auth/jwt-secret"
-api_keys_file = "/etc/wsgate/auth/api-keys"
-
-[limits]
-max_connections = 15000
-
-[namespaces.chat]
-history_size = 100
-history_ttl_seconds = 300
-presence = true
-join_leave = true
-"#;
+/// The fenced TOML block of the "Example" section of `docs/config.md`, verbatim.
+fn docs_example() -> &'static str {
+    let section = DOCS
+        .split_once("\n## Example\n")
+        .map_or("", |(_, section)| section);
+    let block = section
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map_or("", |(block, _)| block);
+    assert!(
+        block.starts_with("version = 1\n"),
+        "docs/config.md has no ```toml block under ## Example"
+    );
+    block
+}
 
 /// Args with a fixed node name, so tests do not depend on the host name.
 fn args() -> Args {
@@ -279,8 +276,8 @@ fn keys_table_defaults_are_the_code_defaults() -> Result<()> {
 
 /// The example of docs/config.md parses and means what it says.
 #[test]
-fn the_config_md_example_parses() -> Result<()> {
-    let config = load(args(), CONFIG_MD_EXAMPLE)?;
+fn the_docs_example_parses() -> Result<()> {
+    let config = load(args(), docs_example())?;
     assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
     assert_eq!(
         config.admin_listen.map(|addr| addr.to_string()).as_deref(),
@@ -1108,7 +1105,7 @@ impl Drop for ScratchFile {
 /// `--check-config`).
 #[test]
 fn load_reads_the_config_file_and_from_file_checks_it_alone() -> Result<()> {
-    let file = ScratchFile::new("load.toml", CONFIG_MD_EXAMPLE);
+    let file = ScratchFile::new("load.toml", docs_example());
     let path = file.0.to_string_lossy().into_owned();
     let config = Config::load(parse(&[
         "--config",
