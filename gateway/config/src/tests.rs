@@ -1025,6 +1025,34 @@ fn flags_and_keys_agree() {
     assert_eq!(flags, listed);
 }
 
+/// `--help` shows each flag's default from [`KEYS`], and the flag docs do not repeat it.
+#[test]
+fn help_shows_the_defaults_of_the_key_table() {
+    let command = Args::command_with_defaults();
+    for key in KEYS {
+        let Some(flag) = key.flag.and_then(|flag| flag.strip_prefix("--")) else {
+            continue;
+        };
+        let arg = command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(flag));
+        let help = arg
+            .and_then(|arg| arg.get_help())
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let shown = help.matches("[default: ").count();
+        if key.default == "unset" {
+            assert_eq!(shown, 0, "--{flag}: {help}");
+        } else {
+            assert_eq!(shown, 1, "--{flag}: {help}");
+            assert!(
+                help.ends_with(&format!(" [default: {}]", key.default)),
+                "--{flag}: {help}"
+            );
+        }
+    }
+}
+
 /// The flags and environment variables of docs/config.md, as it lists them.
 #[test]
 fn keys_keep_the_config_md_flags() {
