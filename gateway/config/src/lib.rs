@@ -51,8 +51,8 @@ mod validate;
 
 pub use args::Args;
 pub use config::{
-    AuthConfig, Config, DEFAULT_CLUSTER, DEFAULT_LISTEN, Drain, History, Limits, LogFormat,
-    MAX_MESSAGE_BYTES, MAX_REPLICAS, MIN_MESSAGE_BYTES, NatsConfig, Storage,
+    AuthConfig, Config, Drain, History, Limits, LogFormat, MAX_MESSAGE_BYTES, MAX_REPLICAS,
+    MIN_MESSAGE_BYTES, NatsConfig, Storage,
 };
 pub use error::{ConfigError, Origin};
 pub use file::{

@@ -177,7 +177,7 @@ fn key_names() -> BTreeSet<String> {
 
 /// A file with only `version` yields every default of docs/config.md.
 #[test]
-fn an_empty_file_gives_every_config_md_default() -> Result<()> {
+fn an_empty_file_gives_every_documented_default() -> Result<()> {
     let config = load(args(), "version = 1")?;
     assert_eq!(
         config.listen,
@@ -272,6 +272,26 @@ fn keys_table_defaults_are_the_code_defaults() -> Result<()> {
         assert_eq!(config, defaults, "{}: {text}", key.key);
     }
     Ok(())
+}
+
+/// Every default written in [`KEYS`] is a value of the key's kind, so the `Default` impls that
+/// read them (through `key::default_of`) get the documented value, not a fallback.
+#[test]
+fn every_default_reads_as_its_kind() {
+    for key in KEYS {
+        match key.default_toml() {
+            Some(value) => {
+                if let Err(problem) = key.kind.check(&value) {
+                    panic!("{}: default {:?} {problem}", key.key, key.default);
+                }
+            }
+            None => assert!(matches!(key.default, "unset" | "host name"), "{}", key.key),
+        }
+    }
+    assert_eq!(
+        key::default_value::<SocketAddr>("listen"),
+        "127.0.0.1:8080".parse().ok()
+    );
 }
 
 /// The example of docs/config.md parses and means what it says.
