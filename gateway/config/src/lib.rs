@@ -6,7 +6,8 @@
 //! # Layout
 //!
 //! - [`KEYS`] (`key.rs`): the table of keys, flags, environment variables, defaults and
-//!   meanings. Everything else is checked against it by tests.
+//!   meanings. It is the one place a default is written (the typed `Default` impls and
+//!   `--help` read it); everything else is checked against it by tests.
 //! - [`Args`] (`args.rs`): the clap flags, each also read from its `WSGATE_*` variable.
 //! - [`FileConfig`] (`file.rs`): the file model the operator renders with
 //!   [`FileConfig::to_toml`] and the gateway parses, strictly, with [`FileConfig::parse`].
