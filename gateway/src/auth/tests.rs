@@ -985,6 +985,40 @@ fn api_keys_files_add_keys_and_reload_independently() {
     assert!(error.to_string().contains("backend-c"), "{error}");
 }
 
+/// Through the whole chain: a file's `auth.api_keys_files` is resolved by the configuration,
+/// loaded by the authenticator, and a key from its second file opens the backend API while an
+/// unknown key does not.
+#[tokio::test]
+async fn a_key_from_the_second_api_keys_file_authenticates_on_the_backend_api() {
+    use axum::body::Body;
+    use http::{Request, StatusCode, header};
+    use tower::ServiceExt as _;
+
+    let dir = TempDir::new();
+    let first = dir.write("backend-a", "a-key\n");
+    let second = dir.write("backend-b", "b-key\n");
+    let file = format!(
+        "version = 1\nnode = \"n1\"\n[auth]\napi_keys_files = [{:?}, {:?}]\n",
+        first.display().to_string(),
+        second.display().to_string()
+    );
+    let config = wsgate_config::Config::from_toml(&file, Path::new("wsgate.toml")).unwrap();
+    assert_eq!(config.auth.api_keys_files, vec![first, second]);
+    let admin = crate::app::admin(crate::app::AppState::test(config));
+    for (key, status) in [
+        ("b-key", StatusCode::OK),
+        ("a-key", StatusCode::OK),
+        ("c-key", StatusCode::UNAUTHORIZED),
+    ] {
+        let request = Request::get("/api/v1/stats")
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = admin.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), status, "{key}");
+    }
+}
+
 /// An API key source that yields no key is a configuration error, not "API disabled".
 #[test]
 fn empty_api_key_source_is_an_error() {
