@@ -1075,7 +1075,7 @@ fn help_shows_the_defaults_of_the_key_table() {
 
 /// The flags and environment variables of docs/config.md, as it lists them.
 #[test]
-fn keys_keep_the_config_md_flags() {
+fn keys_keep_the_documented_flags() {
     let expected = [
         ("listen", "--listen", "WSGATE_LISTEN"),
         ("admin_listen", "--admin-listen", "WSGATE_ADMIN_LISTEN"),
