@@ -2,7 +2,11 @@
 //!
 //! Static defaults (those of `docs/config.md`) live in the schema, through
 //! `#[serde(default = ...)]`, so `kubectl get -o yaml` shows what applies and
-//! `wsgate-operator render` sees the same values as the API server. Defaults
+//! `wsgate-operator render` sees the same values as the API server. They are
+//! the second copy of the gateway's defaults (this crate stays free of the
+//! gateway's config crate): a test in the operator
+//! (`crd_schema_defaults_are_the_gateway_defaults`) compares every schema
+//! default of a gateway section with the gateway's key table. Defaults
 //! that depend on the operator (the gateway image) are resolved at reconcile
 //! time instead. Cross-field rules are CEL rules with messages meant for a
 //! person.

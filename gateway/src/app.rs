@@ -90,8 +90,7 @@ impl AppState {
         let hub = Hub::new(config.node.clone(), metrics.clone());
         let broker = crate::broker::LocalBroker::new(hub.clone(), config.namespaces.clone());
         let auth = Arc::new(
-            Authenticator::new(crate::server::auth_settings(&config))
-                .expect("test auth settings are valid"),
+            Authenticator::new(config.auth.clone()).expect("test auth settings are valid"),
         );
         let origins = AllowedOrigins::new(&config.allowed_origins).expect("test origins are valid");
         let max = config.limits.max_connections;

@@ -2,11 +2,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use wsgate::{Args, Config};
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match Args::try_parse_command_line() {
         Ok(args) => args,
         Err(error) if !error.use_stderr() => {
             // --help and --version.

@@ -10,10 +10,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
-use wsgate_config::{Config, LogFormat, Secret};
+use wsgate_config::{Config, LogFormat};
 
 use crate::app::{self, AppState};
-use crate::auth::{AuthSettings, Authenticator, SecretSource};
+use crate::auth::Authenticator;
 use crate::broker::{Broker, LocalBroker, NatsBroker};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -34,33 +34,6 @@ pub fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
-    }
-}
-
-fn secret_source(secret: &Secret) -> SecretSource {
-    match secret {
-        Secret::File(path) => SecretSource::File(path.clone()),
-        // Values hold one key per line; the authenticator takes a comma-separated list.
-        Secret::Value(value) => SecretSource::Value(value.lines().collect::<Vec<_>>().join(",")),
-    }
-}
-
-pub(crate) fn auth_settings(config: &Config) -> AuthSettings {
-    let auth = &config.auth;
-    AuthSettings {
-        jwt_secret: auth.jwt_secret.as_ref().map(|secret| match secret {
-            Secret::File(path) => SecretSource::File(path.clone()),
-            Secret::Value(value) => SecretSource::Value(value.clone()),
-        }),
-        jwt_public_key_file: auth.jwt_public_key_file.clone(),
-        jwks_file: auth.jwks_file.clone(),
-        audience: auth.audience.clone(),
-        issuer: auth.issuer.clone(),
-        leeway: auth.leeway,
-        require_exp: auth.require_exp,
-        user_rooms: auth.user_rooms.clone(),
-        anonymous_rooms: auth.anonymous_rooms.clone(),
-        api_keys: auth.api_keys.as_ref().map(secret_source),
     }
 }
 
@@ -140,7 +113,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             LocalBroker::new(hub.clone(), config.namespaces.clone())
         }
     };
-    let auth = Arc::new(Authenticator::new(auth_settings(&config)).context("auth")?);
+    let auth = Arc::new(Authenticator::new(config.auth.clone()).context("auth")?);
     auth.clone()
         .spawn_reloader(SECRET_RELOAD_INTERVAL, background.clone());
     let origins = AllowedOrigins::new(&config.allowed_origins)?;

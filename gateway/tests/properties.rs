@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use wsgate::auth::{AuthSettings, Authenticator, Patterns, RoomPattern, SecretSource};
+use wsgate::auth::{Authenticator, Patterns, RoomPattern};
 use wsgate::protocol::{Command, ErrorCode, MAX_ROOM_BYTES, parse, validate_room};
-use wsgate_config::Config;
+use wsgate_config::{AuthConfig, Config, Secret};
 
 /// The room alphabet of docs/protocol.md, without the `:` separator.
 const SEGMENT_BYTES: &str = "ABCXYZabcxyz0189_-@=+/";
@@ -424,13 +424,13 @@ fn authenticator() -> Authenticator {
             path
         };
     }
-    let settings = AuthSettings {
-        jwt_secret: Some(SecretSource::Value(
+    let settings = AuthConfig {
+        jwt_secret: Some(Secret::Value(
             "wsgate-properties-hs256-secret-0123456789".into(),
         )),
         jwt_public_key_file: Some(PUBLIC_KEY.with(Clone::clone)),
         leeway: Duration::from_secs(0),
-        ..AuthSettings::default()
+        ..AuthConfig::default()
     };
     Authenticator::new(settings).expect("valid auth settings")
 }

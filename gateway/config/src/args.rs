@@ -11,9 +11,12 @@ use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
 
-use crate::{LogFormat, Secret};
+use crate::{KEYS, LogFormat, Secret};
 
 /// The gateway's flags and environment variables; see `docs/config.md` for each key.
+///
+/// The help text carries no defaults: [`Args::command_with_defaults`] appends each flag's
+/// default from [`KEYS`], where every default is written once.
 ///
 /// Boolean flags take an optional value (`--demo`, `--demo=false`) so that an environment
 /// variable such as `WSGATE_DEMO=false` can switch off what the file switched on.
@@ -34,27 +37,27 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub check_config: Option<PathBuf>,
 
-    /// Public listener (/ws, /client/, the demo page) [default: 127.0.0.1:8080].
+    /// Public listener (/ws, /client/, the demo page).
     #[arg(long, env = "WSGATE_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// Admin listener (backend API, /healthz, /readyz, /metrics) [default: served on --listen].
+    /// Admin listener (backend API, /healthz, /readyz, /metrics); unset: served on --listen.
     #[arg(long, env = "WSGATE_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
 
-    /// Cluster name, one NATS subject token; isolates clusters sharing a NATS [default: default].
+    /// Cluster name, one NATS subject token; isolates clusters sharing a NATS.
     #[arg(long, env = "WSGATE_CLUSTER", value_name = "NAME")]
     pub cluster: Option<String>,
 
-    /// Node name, one NATS subject token; in Kubernetes the pod name [default: host name].
+    /// Node name, one NATS subject token; in Kubernetes the pod name.
     #[arg(long, env = "WSGATE_NODE", value_name = "NAME")]
     pub node: Option<String>,
 
-    /// Comma-separated NATS URLs [default: none, single node with an in-process broker].
+    /// Comma-separated NATS URLs; unset: single node with an in-process broker.
     #[arg(long, env = "WSGATE_NATS_URL", value_name = "URLS")]
     pub nats_url: Option<String>,
 
-    /// Accept connections without a token [default: false].
+    /// Accept connections without a token.
     #[arg(
         long,
         env = "WSGATE_ALLOW_ANONYMOUS",
@@ -66,7 +69,7 @@ pub struct Args {
     pub allow_anonymous: Option<bool>,
 
     /// Comma-separated Origin allow-list: scheme://host or scheme://*.domain entries, each with
-    /// an optional :port [default: empty, any origin].
+    /// an optional :port; empty: any origin.
     #[arg(
         long,
         env = "WSGATE_ALLOWED_ORIGINS",
@@ -75,7 +78,7 @@ pub struct Args {
     )]
     pub allowed_origins: Option<Vec<String>>,
 
-    /// Serve the demo page at / [default: false].
+    /// Serve the demo page at /.
     #[arg(
         long,
         env = "WSGATE_DEMO",
@@ -86,7 +89,7 @@ pub struct Args {
     )]
     pub demo: Option<bool>,
 
-    /// Testing only: a plain echo WebSocket at /echo, no auth or origin check [default: false].
+    /// Testing only: a plain echo WebSocket at /echo, no auth or origin check.
     #[arg(
         long,
         env = "WSGATE_ECHO_ENDPOINT",
@@ -97,7 +100,7 @@ pub struct Args {
     )]
     pub echo_endpoint: Option<bool>,
 
-    /// Log line format [default: text].
+    /// Log line format.
     #[arg(long, env = "WSGATE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
 
@@ -126,19 +129,54 @@ pub struct Args {
     )]
     pub api_keys: Option<Secret>,
 
-    /// Connections per gateway; over it: 503 [default: 10000, capped below the open-file limit].
+    /// Connections per gateway; over it: 503; capped below the open-file limit.
     #[arg(long, env = "WSGATE_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// Largest client message in bytes, 1 KiB to 64 MiB [default: 65536].
+    /// Largest client message in bytes, 1 KiB to 64 MiB.
     #[arg(long, env = "WSGATE_MAX_MESSAGE_BYTES", value_name = "BYTES")]
     pub max_message_bytes: Option<usize>,
 
-    /// Outgoing frames queued per connection; full: close 1013 [default: 256].
+    /// Outgoing frames queued per connection; full: close 1013.
     #[arg(long, env = "WSGATE_SEND_QUEUE", value_name = "N")]
     pub send_queue: Option<usize>,
 
-    /// Hard deadline of a drain in seconds, then close 1001 [default: 30].
+    /// Hard deadline of a drain in seconds, then close 1001.
     #[arg(long, env = "WSGATE_DRAIN_SECONDS", value_name = "SECONDS")]
     pub drain_seconds: Option<u64>,
+}
+
+impl Args {
+    /// The command line as clap sees it, with each flag's help ending in the default of its key
+    /// from [`KEYS`] (keys that are unset by default show none), so `--help` cannot drift from
+    /// the key table.
+    pub fn command_with_defaults() -> clap::Command {
+        <Args as clap::CommandFactory>::command().mut_args(|arg| {
+            let default = arg.get_long().and_then(|long| {
+                KEYS.iter()
+                    .find(|key| key.flag.and_then(|flag| flag.strip_prefix("--")) == Some(long))
+                    .map(|key| key.default)
+                    .filter(|default| *default != "unset")
+            });
+            match (default, arg.get_help()) {
+                (Some(default), Some(help)) => {
+                    let help = format!("{help} [default: {default}]");
+                    arg.help(help)
+                }
+                _ => arg,
+            }
+        })
+    }
+
+    /// Parses the process's command line and `WSGATE_*` variables with
+    /// [`Args::command_with_defaults`].
+    ///
+    /// # Errors
+    ///
+    /// As [`clap::Parser::try_parse`]: an unknown flag or a bad value, and also `--help` and
+    /// `--version` (whose error kind says so).
+    pub fn try_parse_command_line() -> Result<Args, clap::Error> {
+        let matches = Self::command_with_defaults().try_get_matches()?;
+        <Args as clap::FromArgMatches>::from_arg_matches(&matches)
+    }
 }

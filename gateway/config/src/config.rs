@@ -3,11 +3,12 @@
 //!
 //! Resolution happens once, at startup (and for `--check-config`); the gateway passes the typed
 //! values down and never looks at strings, flags or the environment again. The built-in defaults
-//! live in the `Default` impls of the sections below, and nowhere else in the code.
+//! are written once, in the key table ([`KEYS`](crate::KEYS)); the `Default` impls of the
+//! sections below read them from there.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::file::{
     AuthSection, DrainSection, FileConfig, HistorySection, LimitsSection, NamespaceSection,
     NatsSection, ParsedFile,
 };
+use crate::key::default_of;
 use crate::namespace::DEFAULT_NAMESPACE;
 use crate::{Args, Namespace, Namespaces, Result, Secret, key, validate};
 
@@ -132,37 +134,50 @@ impl Default for NatsConfig {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
-            ping_interval: Duration::from_millis(5000),
-            node_heartbeat: Duration::from_millis(2000),
-            request_timeout: Duration::from_millis(2000),
+            ping_interval: Duration::from_millis(default_of("nats.ping_interval_ms")),
+            node_heartbeat: Duration::from_millis(default_of("nats.node_heartbeat_ms")),
+            request_timeout: Duration::from_millis(default_of("nats.request_timeout_ms")),
         }
     }
 }
 
-/// Token verification and backend API keys.
+/// Token verification and backend API keys: what the gateway's authenticator is built from.
+///
+/// Any combination of JWT keys may be configured; with none, only anonymous connections and
+/// API-key requests can be authenticated. Key files are re-read when they change, so rotating a
+/// mounted Secret needs no restart; the other fields are fixed for the gateway's life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
-    /// HS256 key: a file (re-read on change) or, in development, the value itself.
+    /// HS256 key: a file (re-read on change) or, in development, the value itself. Trailing
+    /// white space, such as the newline `echo` leaves, is not part of the key.
     pub jwt_secret: Option<Secret>,
-    /// RS256/ES256 public key, PEM.
+    /// PEM public key for RS256 (RSA, at least 2048 bits) or ES256 (EC P-256); which one is
+    /// detected from the key. Private keys and certificates are refused.
     pub jwt_public_key_file: Option<PathBuf>,
-    /// A JWKS; keys chosen by `kid`.
+    /// A JWKS document; keys are chosen by the token's `kid`. RSA (RS256), EC P-256 (ES256) and
+    /// `oct` (HS256) keys are used; other keys, and keys marked `"use":"enc"`, are skipped.
     pub jwks_file: Option<PathBuf>,
     /// Required `aud`, when set.
     pub audience: Option<String>,
     /// Required `iss`, when set.
     pub issuer: Option<String>,
-    /// Clock skew allowed on `exp`/`nbf`; a connection closes with 4001 at `exp` + leeway.
+    /// Clock skew allowed on `exp`/`nbf` (whole seconds); a connection closes with 4001 at
+    /// `exp` + leeway.
     pub leeway: Duration,
     /// Refuse tokens without `exp`.
     pub require_exp: bool,
-    /// Join patterns for tokens without a `rooms` claim (validated).
+    /// Join (and publish) patterns for tokens without a `rooms` claim (validated).
     pub user_rooms: Vec<String>,
     /// Join and publish patterns for anonymous users (validated).
     pub anonymous_rooms: Vec<String>,
-    /// Backend API keys, one per line: a file (re-read on change) or, in development, the
-    /// comma-separated flag value stored one per line; read with [`Secret::read_lines`].
+    /// Backend API keys: a file holding one key per line (blank lines and `#` comments
+    /// ignored; re-read on change) or, in development, the comma-separated flag value stored
+    /// one key per line.
     pub api_keys: Option<Secret>,
+    /// Extension: more files of backend API keys, in the shape of `api_keys`' file, read
+    /// beside it (whichever layer set it) and re-read on change: one Secret per backend, each
+    /// rotated on its own.
+    pub api_keys_files: Vec<PathBuf>,
     /// Time allowed for the first-frame `auth` op.
     pub auth_timeout: Duration,
 }
@@ -175,12 +190,13 @@ impl Default for AuthConfig {
             jwks_file: None,
             audience: None,
             issuer: None,
-            leeway: Duration::from_secs(30),
-            require_exp: true,
-            user_rooms: Vec::new(),
-            anonymous_rooms: vec!["**".to_owned()],
+            leeway: Duration::from_secs(default_of("auth.leeway_seconds")),
+            require_exp: default_of("auth.require_exp"),
+            user_rooms: default_of("auth.user_rooms"),
+            anonymous_rooms: default_of("auth.anonymous_rooms"),
             api_keys: None,
-            auth_timeout: Duration::from_millis(5000),
+            api_keys_files: default_of("auth.api_keys_files"),
+            auth_timeout: Duration::from_millis(default_of("auth.auth_timeout_ms")),
         }
     }
 }
@@ -226,18 +242,18 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_connections: 10_000,
-            max_connections_per_user: 100,
-            max_page_size: 1000,
-            max_rooms_per_connection: 100,
-            max_message_bytes: 65_536,
-            max_http_body_bytes: 1_048_576,
-            send_queue: 256,
-            publish_rate: 50.0,
-            publish_burst: 100,
-            max_errors_per_minute: 60,
-            heartbeat: Duration::from_millis(25_000),
-            heartbeat_timeout: Duration::from_millis(60_000),
+            max_connections: default_of("limits.max_connections"),
+            max_connections_per_user: default_of("limits.max_connections_per_user"),
+            max_page_size: default_of("limits.max_page_size"),
+            max_rooms_per_connection: default_of("limits.max_rooms_per_connection"),
+            max_message_bytes: default_of("limits.max_message_bytes"),
+            max_http_body_bytes: default_of("limits.max_http_body_bytes"),
+            send_queue: default_of("limits.send_queue"),
+            publish_rate: default_of("limits.publish_rate"),
+            publish_burst: default_of("limits.publish_burst"),
+            max_errors_per_minute: default_of("limits.max_errors_per_minute"),
+            heartbeat: Duration::from_millis(default_of("limits.heartbeat_ms")),
+            heartbeat_timeout: Duration::from_millis(default_of("limits.heartbeat_timeout_ms")),
         }
     }
 }
@@ -263,8 +279,8 @@ pub struct Drain {
 impl Default for Drain {
     fn default() -> Self {
         Drain {
-            deadline: Duration::from_secs(30),
-            reconnect_spread: Duration::from_millis(10_000),
+            deadline: Duration::from_secs(default_of("drain.seconds")),
+            reconnect_spread: Duration::from_millis(default_of("drain.reconnect_spread_ms")),
         }
     }
 }
@@ -281,18 +297,11 @@ pub struct History {
 impl Default for History {
     fn default() -> Self {
         History {
-            storage: Storage::File,
-            replicas: 1,
+            storage: default_of("history.storage"),
+            replicas: default_of("history.replicas"),
         }
     }
 }
-
-/// The built-in public listener address.
-pub const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
-
-/// The built-in cluster name.
-pub const DEFAULT_CLUSTER: &str = "default";
 
 impl Config {
     /// Resolves the configuration: flag > `WSGATE_*` environment variable (clap merged both
@@ -563,12 +572,16 @@ fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result<Config> {
     } = file;
     let layers = Layers { file: path.clone() };
 
+    // Never fails: a test reads every default of the key table.
+    let default_listen = key::default_value("listen").ok_or_else(|| {
+        ConfigError::invalid("listen", Origin::Default, "has no default in the key table")
+    })?;
     let listen = layers
         .pick(
             "listen",
             listen,
             layers.convert("listen", file_listen, socket_addr)?,
-            || DEFAULT_LISTEN,
+            || default_listen,
         )
         .value;
     let admin_listen = layers
@@ -584,9 +597,7 @@ fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result<Config> {
         // The same fixed address twice means one listener; port 0 asks for a fresh port each.
         .filter(|admin| *admin != listen || admin.port() == 0);
     let cluster = layers
-        .pick("cluster", cluster, file_cluster, || {
-            DEFAULT_CLUSTER.to_owned()
-        })
+        .pick("cluster", cluster, file_cluster, || default_of("cluster"))
         .check(|name| validate::subject_token(name))?;
     let node = layers
         .pick("node", node, file_node, || {
@@ -611,7 +622,7 @@ fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result<Config> {
             "allow_anonymous",
             allow_anonymous,
             file_allow_anonymous,
-            || false,
+            || default_of("allow_anonymous"),
         )
         .value;
     let allowed_origins = layers
@@ -619,7 +630,7 @@ fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result<Config> {
             "allowed_origins",
             allowed_origins,
             file_allowed_origins,
-            Vec::new,
+            || default_of("allowed_origins"),
         )
         .map(|origins| {
             origins
@@ -630,19 +641,22 @@ fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result<Config> {
                 .collect()
         })?;
     let require_origin = layers
-        .file_only("require_origin", file_require_origin, || false)
+        .file_only("require_origin", file_require_origin, || {
+            default_of("require_origin")
+        })
         .value;
-    let demo = layers.pick("demo", demo, file_demo, || false).value;
+    let demo = layers
+        .pick("demo", demo, file_demo, || default_of("demo"))
+        .value;
     let echo_endpoint = layers
-        .pick("echo_endpoint", echo_endpoint, file_echo_endpoint, || false)
+        .pick("echo_endpoint", echo_endpoint, file_echo_endpoint, || {
+            default_of("echo_endpoint")
+        })
         .value;
     let log_format = layers
-        .pick(
-            "log_format",
-            log_format,
-            file_log_format,
-            LogFormat::default,
-        )
+        .pick("log_format", log_format, file_log_format, || {
+            default_of("log_format")
+        })
         .value;
 
     let nats = resolve_nats(&layers, file_nats.unwrap_or_default())?;
@@ -781,6 +795,7 @@ fn resolve_auth(layers: &Layers, flags: FlagAuth, file: AuthSection) -> Result<A
         user_rooms,
         anonymous_rooms,
         api_keys_file,
+        api_keys_files,
         auth_timeout_ms,
     } = file;
     let defaults = AuthConfig::default();
@@ -838,6 +853,13 @@ fn resolve_auth(layers: &Layers, flags: FlagAuth, file: AuthSection) -> Result<A
             defaults.anonymous_rooms,
         )?,
         api_keys: secret("auth.api_keys_file", api_keys, api_keys_file)?,
+        api_keys_files: layers
+            .convert(
+                "auth.api_keys_files",
+                api_keys_files,
+                |files: Vec<String>| files.into_iter().map(non_empty_path).collect(),
+            )?
+            .unwrap_or(defaults.api_keys_files),
         auth_timeout: layers.millis(
             "auth.auth_timeout_ms",
             auth_timeout_ms,

@@ -166,6 +166,9 @@ pub struct AuthSection {
     /// File holding the backend API keys, one per line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_keys_file: Option<String>,
+    /// Extension: more files of backend API keys, one per line, read beside `api_keys_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_keys_files: Option<Vec<String>>,
     /// Time allowed for the first-frame `auth` op, milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_timeout_ms: Option<u64>,

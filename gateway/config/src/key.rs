@@ -5,7 +5,10 @@
 //! it has them, its default as text and a one-line meaning. The parser uses [`Key::kind`] to
 //! refuse a mistyped value with the key's name, and to tell an unknown key from a known one; the
 //! tests check that [`FileConfig`](crate::FileConfig), [`Args`](crate::Args) and
-//! `docs/config.md` cover exactly these keys.
+//! `docs/config.md` cover exactly these keys. It is also where every default is written:
+//! [`default_of`] reads a key's default into the field's type for the `Default` impls.
+
+use serde::de::DeserializeOwned;
 
 /// One configuration key.
 ///
@@ -26,14 +29,20 @@ pub struct Key {
     pub meaning: &'static str,
     /// The TOML type the file must give the key; checked before anything else reads the value.
     pub kind: Kind,
-    /// `true` for keys beyond the version 1 contract in docs/config.md (compatible extensions).
+    /// `true` for keys added to version 1 after its first release (compatible extensions, marked
+    /// in docs/config.md).
     pub extension: bool,
 }
 
 /// The TOML type a key takes in the file.
 ///
-/// Checking types against this table (instead of leaving it to serde) lets a type error name the
-/// dotted key, which serde's messages do not.
+/// Checking types against this table, before serde sees the document, gives a type error the
+/// dotted key and words for people ("must be an integer from 0 to 4294967295"), and lets the
+/// same walk tell unknown keys from known ones, which a file of a newer version needs in order
+/// to be read leniently. `serde_path_to_error` would give the dotted path too, but with serde's
+/// wording ("invalid type: string \"big\", expected usize", "expected struct LimitsSection") and
+/// no lenient mode; `figment` would bring a second TOML parser (toml 0.8) and still leave the
+/// version rule and the per-layer origins of checked values to this crate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// A string.
@@ -357,6 +366,8 @@ pub const KEYS: &[Key] = &[
         Kind::Text,
         "backend API keys; the file holds one per line, the flag and env take them comma-separated"
     ),
+    key!(extension "auth.api_keys_files", None, None, "[]", Kind::TextList,
+        "more files of backend API keys, one per line, read beside auth.api_keys_file and re-read when they change"),
     key!(
         "auth.auth_timeout_ms",
         None,
@@ -542,6 +553,37 @@ pub const KEYS: &[Key] = &[
         "false: only backends publish"
     ),
 ];
+
+/// The default of the key at `dotted`, read from its text in [`KEYS`] into the field's type.
+///
+/// The typed sections' `Default` impls and the resolver take their defaults from here, so each
+/// default is written once: in the key table, which `docs/config.md` and `--help` show. A key
+/// whose default is not a value (`unset`, `host name`) gives `T::default()`, and so would a
+/// missing key or a text that does not read as `T`; the crate's tests prove neither happens
+/// (`every_default_reads_as_its_kind`, `an_empty_file_gives_every_documented_default`).
+pub(crate) fn default_of<T: DeserializeOwned + Default>(dotted: &str) -> T {
+    default_value(dotted).unwrap_or_default()
+}
+
+/// The default of the key at `dotted` as `T`, when it has one that reads as `T`.
+pub(crate) fn default_value<T: DeserializeOwned>(dotted: &str) -> Option<T> {
+    let value = find(dotted)?.default_toml()?;
+    T::deserialize(value).ok()
+}
+
+impl Key {
+    /// The default as a TOML value, or `None` for `unset` and `host name`: bare words such as
+    /// `file` are strings, everything else is read as TOML (`5000`, `true`, `["**"]`).
+    pub(crate) fn default_toml(&self) -> Option<toml::Value> {
+        if matches!(self.default, "unset" | "host name") {
+            return None;
+        }
+        Some(match self.default.parse::<toml::Value>() {
+            Ok(value) if !matches!(value, toml::Value::Datetime(_)) => value,
+            _ => toml::Value::String(self.default.to_owned()),
+        })
+    }
+}
 
 /// The segment of [`Key::key`] that stands for any namespace name.
 pub const NAMESPACE_SEGMENT: &str = "<ns>";

@@ -6,7 +6,8 @@
 //! # Layout
 //!
 //! - [`KEYS`] (`key.rs`): the table of keys, flags, environment variables, defaults and
-//!   meanings. Everything else is checked against it by tests.
+//!   meanings. It is the one place a default is written (the typed `Default` impls and
+//!   `--help` read it); everything else is checked against it by tests.
 //! - [`Args`] (`args.rs`): the clap flags, each also read from its `WSGATE_*` variable.
 //! - [`FileConfig`] (`file.rs`): the file model the operator renders with
 //!   [`FileConfig::to_toml`] and the gateway parses, strictly, with [`FileConfig::parse`].
@@ -51,8 +52,8 @@ mod validate;
 
 pub use args::Args;
 pub use config::{
-    AuthConfig, Config, DEFAULT_CLUSTER, DEFAULT_LISTEN, Drain, History, Limits, LogFormat,
-    MAX_MESSAGE_BYTES, MAX_REPLICAS, MIN_MESSAGE_BYTES, NatsConfig, Storage,
+    AuthConfig, Config, Drain, History, Limits, LogFormat, MAX_MESSAGE_BYTES, MAX_REPLICAS,
+    MIN_MESSAGE_BYTES, NatsConfig, Storage,
 };
 pub use error::{ConfigError, Origin};
 pub use file::{

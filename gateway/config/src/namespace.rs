@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::key::default_of;
+
 /// How the rooms of one namespace behave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
@@ -26,15 +28,15 @@ pub struct Namespace {
 }
 
 impl Default for Namespace {
-    /// The built-in values of docs/config.md: no history, no presence, clients may publish.
+    /// The built-in values of the key table: no history, no presence, clients may publish.
     fn default() -> Self {
         Namespace {
-            history_size: 0,
-            history_ttl: Duration::ZERO,
-            recovery_max: 1000,
-            presence: false,
-            join_leave: false,
-            client_publish: true,
+            history_size: default_of("namespaces.<ns>.history_size"),
+            history_ttl: Duration::from_secs(default_of("namespaces.<ns>.history_ttl_seconds")),
+            recovery_max: default_of("namespaces.<ns>.recovery_max"),
+            presence: default_of("namespaces.<ns>.presence"),
+            join_leave: default_of("namespaces.<ns>.join_leave"),
+            client_publish: default_of("namespaces.<ns>.client_publish"),
         }
     }
 }

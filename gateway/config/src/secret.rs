@@ -5,7 +5,6 @@
 //! no restart. Only the development flags `--jwt-secret` and `--api-keys` carry values.
 
 use std::fmt;
-use std::io;
 use std::path::PathBuf;
 
 /// Where a secret comes from.
@@ -18,41 +17,11 @@ pub enum Secret {
     /// The secret itself, from a flag or environment variable (development use).
     ///
     /// API keys given comma-separated on the command line are stored one per line, the same
-    /// shape as an API keys file, so both read alike with [`Secret::read_lines`].
+    /// shape as an API keys file.
     Value(String),
 }
 
 impl Secret {
-    /// The secret's bytes: the file's contents, or the value.
-    ///
-    /// # Errors
-    ///
-    /// The file cannot be read.
-    pub fn read(&self) -> io::Result<Vec<u8>> {
-        match self {
-            Secret::File(path) => std::fs::read(path),
-            Secret::Value(value) => Ok(value.as_bytes().to_vec()),
-        }
-    }
-
-    /// The secret's non-empty lines, trimmed: the shape of an API keys file.
-    ///
-    /// # Errors
-    ///
-    /// The file cannot be read or is not UTF-8.
-    pub fn read_lines(&self) -> io::Result<Vec<String>> {
-        let text = match self {
-            Secret::File(path) => std::fs::read_to_string(path)?,
-            Secret::Value(value) => value.clone(),
-        };
-        Ok(text
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty())
-            .map(str::to_owned)
-            .collect())
-    }
-
     /// Parses the `--jwt-secret` value: kept as given, but never empty.
     pub(crate) fn parse_value(value: &str) -> Result<Secret, String> {
         if value.is_empty() {
@@ -97,13 +66,12 @@ mod tests {
         assert_eq!(format!("{file:?}"), "File(\"/etc/wsgate/key\")");
     }
 
-    /// Comma-separated API keys read like a file with one key per line.
+    /// Comma-separated API keys are stored like a file: one key per line.
     #[test]
-    fn api_keys_from_a_flag_read_as_lines() {
-        let keys = Secret::parse_list(" a, b,,c ").map(|secret| secret.read_lines());
+    fn api_keys_from_a_flag_are_stored_one_per_line() {
         assert_eq!(
-            keys.ok().and_then(Result::ok),
-            Some(vec!["a".into(), "b".into(), "c".into()])
+            Secret::parse_list(" a, b,,c ").ok(),
+            Some(Secret::Value("a\nb\nc".into()))
         );
         assert!(Secret::parse_list(" , ").is_err());
         assert!(Secret::parse_value("").is_err());

@@ -13,27 +13,24 @@ use super::*;
 /// The file name used in messages by the tests that parse text.
 const FILE: &str = "/etc/wsgate/wsgate.toml";
 
-/// The example of docs/config.md, verbatim.
-const CONFIG_MD_EXAMPLE: &str = r#"version = 1
-listen = "0.0.0.0:8080"
-admin_listen = "0.0.0.0:9090"
-cluster = "prod_chat"
-nats_url = "nats://nats:4222"
-allowed_origins = ["https://app.example.com"]
+/// `docs/config.md`, where the example and the key table live.
+const DOCS: &str = include_str!("../../../docs/config.md");
 
-[auth]
-jwt_secret_file = "/etc/wsgate/auth/jwt-secret"
-api_keys_file = "/etc/wsgate/auth/api-keys"
-
-[limits]
-max_connections = 15000
-
-[namespaces.chat]
-history_size = 100
-history_ttl_seconds = 300
-presence = true
-join_leave = true
-"#;
+/// The fenced TOML block of the "Example" section of `docs/config.md`, verbatim.
+fn docs_example() -> &'static str {
+    let section = DOCS
+        .split_once("\n## Example\n")
+        .map_or("", |(_, section)| section);
+    let block = section
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map_or("", |(block, _)| block);
+    assert!(
+        block.starts_with("version = 1\n"),
+        "docs/config.md has no ```toml block under ## Example"
+    );
+    block
+}
 
 /// Args with a fixed node name, so tests do not depend on the host name.
 fn args() -> Args {
@@ -101,6 +98,7 @@ fn full_file() -> FileConfig {
             user_rooms: Some(vec!["chat:*".into()]),
             anonymous_rooms: Some(vec!["public:**".into()]),
             api_keys_file: Some("/a/api-keys".into()),
+            api_keys_files: Some(vec!["/a/backend-keys".into()]),
             auth_timeout_ms: Some(3000),
         }),
         limits: Some(LimitsSection {
@@ -179,7 +177,7 @@ fn key_names() -> BTreeSet<String> {
 
 /// A file with only `version` yields every default of docs/config.md.
 #[test]
-fn an_empty_file_gives_every_config_md_default() -> Result<()> {
+fn an_empty_file_gives_every_documented_default() -> Result<()> {
     let config = load(args(), "version = 1")?;
     assert_eq!(
         config.listen,
@@ -215,6 +213,7 @@ fn an_empty_file_gives_every_config_md_default() -> Result<()> {
     assert!(auth.user_rooms.is_empty());
     assert_eq!(auth.anonymous_rooms, vec!["**".to_owned()]);
     assert_eq!(auth.api_keys, None);
+    assert!(auth.api_keys_files.is_empty());
     assert_eq!(auth.auth_timeout, Duration::from_millis(5000));
 
     let limits = &config.limits;
@@ -275,10 +274,30 @@ fn keys_table_defaults_are_the_code_defaults() -> Result<()> {
     Ok(())
 }
 
+/// Every default written in [`KEYS`] is a value of the key's kind, so the `Default` impls that
+/// read them (through `key::default_of`) get the documented value, not a fallback.
+#[test]
+fn every_default_reads_as_its_kind() {
+    for key in KEYS {
+        match key.default_toml() {
+            Some(value) => {
+                if let Err(problem) = key.kind.check(&value) {
+                    panic!("{}: default {:?} {problem}", key.key, key.default);
+                }
+            }
+            None => assert!(matches!(key.default, "unset" | "host name"), "{}", key.key),
+        }
+    }
+    assert_eq!(
+        key::default_value::<SocketAddr>("listen"),
+        "127.0.0.1:8080".parse().ok()
+    );
+}
+
 /// The example of docs/config.md parses and means what it says.
 #[test]
-fn the_config_md_example_parses() -> Result<()> {
-    let config = load(args(), CONFIG_MD_EXAMPLE)?;
+fn the_docs_example_parses() -> Result<()> {
+    let config = load(args(), docs_example())?;
     assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
     assert_eq!(
         config.admin_listen.map(|addr| addr.to_string()).as_deref(),
@@ -367,8 +386,6 @@ fn secret_flags_win_over_secret_files() -> Result<()> {
         Some(Secret::Value("dev-secret".into()))
     );
     assert_eq!(config.auth.api_keys, Some(Secret::Value("k1\nk2".into())));
-    let keys = config.auth.api_keys.map(|keys| keys.read_lines().ok());
-    assert_eq!(keys, Some(Some(vec!["k1".to_owned(), "k2".to_owned()])));
 
     let config = load(args(), file)?;
     assert_eq!(config.auth.jwt_secret, Some(Secret::File("/s/jwt".into())));
@@ -675,6 +692,16 @@ fn invalid_values_give_one_line_naming_key_and_file() {
             "[auth]\napi_keys_file = \" \"",
             "auth.api_keys_file",
             "must not be empty",
+        ),
+        (
+            "[auth]\napi_keys_files = [\"/k\", \"\"]",
+            "auth.api_keys_files",
+            "must not be empty",
+        ),
+        (
+            "[auth]\napi_keys_files = \"/k\"",
+            "auth.api_keys_files",
+            "an array of strings",
         ),
         (
             "[auth]\naudience = \"\"",
@@ -1018,9 +1045,37 @@ fn flags_and_keys_agree() {
     assert_eq!(flags, listed);
 }
 
+/// `--help` shows each flag's default from [`KEYS`], and the flag docs do not repeat it.
+#[test]
+fn help_shows_the_defaults_of_the_key_table() {
+    let command = Args::command_with_defaults();
+    for key in KEYS {
+        let Some(flag) = key.flag.and_then(|flag| flag.strip_prefix("--")) else {
+            continue;
+        };
+        let arg = command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(flag));
+        let help = arg
+            .and_then(|arg| arg.get_help())
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let shown = help.matches("[default: ").count();
+        if key.default == "unset" {
+            assert_eq!(shown, 0, "--{flag}: {help}");
+        } else {
+            assert_eq!(shown, 1, "--{flag}: {help}");
+            assert!(
+                help.ends_with(&format!(" [default: {}]", key.default)),
+                "--{flag}: {help}"
+            );
+        }
+    }
+}
+
 /// The flags and environment variables of docs/config.md, as it lists them.
 #[test]
-fn keys_keep_the_config_md_flags() {
+fn keys_keep_the_documented_flags() {
     let expected = [
         ("listen", "--listen", "WSGATE_LISTEN"),
         ("admin_listen", "--admin-listen", "WSGATE_ADMIN_LISTEN"),
@@ -1098,7 +1153,7 @@ impl Drop for ScratchFile {
 /// `--check-config`).
 #[test]
 fn load_reads_the_config_file_and_from_file_checks_it_alone() -> Result<()> {
-    let file = ScratchFile::new("load.toml", CONFIG_MD_EXAMPLE);
+    let file = ScratchFile::new("load.toml", docs_example());
     let path = file.0.to_string_lossy().into_owned();
     let config = Config::load(parse(&[
         "--config",

@@ -24,10 +24,11 @@ impl ApiKeys {
         Self::from_keys(keys)
     }
 
-    /// Keys from a comma-separated value; surrounding white space and empty items are ignored.
-    pub(crate) fn from_list(value: &str) -> Self {
+    /// Keys given as a value (the `--api-keys` flag, which the configuration stores one key per
+    /// line); surrounding white space and empty lines are ignored, `#` is not special.
+    pub(crate) fn from_lines(value: &str) -> Self {
         let keys = value
-            .split(',')
+            .lines()
             .map(str::trim)
             .filter(|key| !key.is_empty())
             .map(str::as_bytes);
@@ -38,6 +39,11 @@ impl ApiKeys {
         Self {
             digests: keys.map(|key| Sha256::digest(key).into()).collect(),
         }
+    }
+
+    /// Adds the keys of another source (`auth.api_keys_files` beside `auth.api_keys_file`).
+    pub(crate) fn extend(&mut self, other: ApiKeys) {
+        self.digests.extend(other.digests);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -79,15 +85,15 @@ mod tests {
         assert!(!keys.check(" beta"));
     }
 
-    /// A comma-separated value yields each non-empty item.
+    /// A value yields each non-empty line.
     #[test]
-    fn list_splits_at_commas() {
-        let keys = ApiKeys::from_list(" one, two,,three ,");
+    fn value_splits_at_line_breaks() {
+        let keys = ApiKeys::from_lines(" one\n two\n\n#three \n");
         assert_eq!(keys.len(), 3);
-        for key in ["one", "two", "three"] {
+        for key in ["one", "two", "#three"] {
             assert!(keys.check(key), "{key}");
         }
-        assert!(!keys.check("one,two"));
+        assert!(!keys.check("one\ntwo"));
     }
 
     /// Nothing matches an empty key set, and an empty key never matches.
@@ -95,7 +101,7 @@ mod tests {
     fn empty_never_matches() {
         assert!(!ApiKeys::default().check("anything"));
         assert!(!ApiKeys::default().check(""));
-        assert!(!ApiKeys::from_list("a").check(""));
-        assert!(ApiKeys::from_list(" , ").is_empty());
+        assert!(!ApiKeys::from_lines("a").check(""));
+        assert!(ApiKeys::from_lines(" \n ").is_empty());
     }
 }

@@ -10,20 +10,20 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use wsgate_config::AuthConfig;
 
 use super::error::AuthError;
 use super::identity::Identity;
 use super::jwt::{self, Policy};
 use super::keys::{Material, Sources};
 use super::pattern::Patterns;
-use super::settings::AuthSettings;
 
 /// The shortest interval [`Authenticator::spawn_reloader`] polls at.
 const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Verifies client tokens and backend API keys.
 ///
-/// Built once from [`AuthSettings`] and shared (`Arc<Authenticator>`) by every session and the
+/// Built once from [`AuthConfig`] and shared (`Arc<Authenticator>`) by every session and the
 /// backend API. The key material (JWT keys and API keys) sits behind an [`ArcSwap`]: every
 /// check reads a consistent snapshot without locking, and [`Authenticator::reload`] replaces
 /// the whole snapshot at once when a mounted Secret is rotated. Settings other than key material
@@ -55,8 +55,8 @@ impl Authenticator {
     /// [`AuthError::KeyFile`] naming a file that cannot be read or holds no usable key,
     /// [`AuthError::KeyValue`] for an unusable flag value, and [`AuthError::InvalidSetting`] for
     /// an invalid pattern in `user_rooms` or `anonymous_rooms`.
-    pub fn new(settings: AuthSettings) -> Result<Self, AuthError> {
-        let AuthSettings {
+    pub fn new(settings: AuthConfig) -> Result<Self, AuthError> {
+        let AuthConfig {
             jwt_secret,
             jwt_public_key_file,
             jwks_file,
@@ -67,6 +67,9 @@ impl Authenticator {
             user_rooms,
             anonymous_rooms,
             api_keys,
+            api_keys_files,
+            // Enforced by the session, not by key checks.
+            auth_timeout: _,
         } = settings;
         let user_rooms =
             Patterns::parse(&user_rooms).map_err(|source| AuthError::InvalidSetting {
@@ -83,6 +86,7 @@ impl Authenticator {
             jwt_public_key_file,
             jwks_file,
             api_keys,
+            api_keys_files,
         };
         let material = Material::load(&sources)?;
         let policy = Policy {

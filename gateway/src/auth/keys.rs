@@ -16,10 +16,10 @@ use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use wsgate_config::Secret;
 
 use super::api_key::ApiKeys;
 use super::error::AuthError;
-use super::settings::SecretSource;
 
 /// The smallest RSA modulus accepted, in bits.
 const MIN_RSA_BITS: usize = 2048;
@@ -157,10 +157,11 @@ impl JwtKeys {
 /// Where the key material comes from; fixed for the life of the authenticator.
 #[derive(Debug, Clone)]
 pub(crate) struct Sources {
-    pub(crate) jwt_secret: Option<SecretSource>,
+    pub(crate) jwt_secret: Option<Secret>,
     pub(crate) jwt_public_key_file: Option<PathBuf>,
     pub(crate) jwks_file: Option<PathBuf>,
-    pub(crate) api_keys: Option<SecretSource>,
+    pub(crate) api_keys: Option<Secret>,
+    pub(crate) api_keys_files: Vec<PathBuf>,
 }
 
 /// The bytes of every configured source, read in one go.
@@ -169,6 +170,7 @@ struct Raw {
     public_key: Option<Vec<u8>>,
     jwks: Option<Vec<u8>>,
     api_keys: Option<Vec<u8>>,
+    api_keys_files: Vec<Vec<u8>>,
 }
 
 impl Raw {
@@ -191,6 +193,10 @@ impl Raw {
                     hasher.update(bytes);
                 }
             }
+        }
+        for bytes in &self.api_keys_files {
+            hasher.update((bytes.len() as u64).to_be_bytes());
+            hasher.update(bytes);
         }
         hasher.finalize().into()
     }
@@ -242,10 +248,13 @@ impl Material {
             }
             _ => Vec::new(),
         };
-        let api_keys = match (&sources.api_keys, &raw.api_keys) {
+        let mut api_keys = match (&sources.api_keys, &raw.api_keys) {
             (Some(source), Some(bytes)) => parse_api_keys(source, bytes)?,
             _ => ApiKeys::default(),
         };
+        for (path, bytes) in sources.api_keys_files.iter().zip(&raw.api_keys_files) {
+            api_keys.extend(parse_api_keys(&Secret::File(path.clone()), bytes)?);
+        }
         Ok(Self {
             jwt: JwtKeys {
                 secret,
@@ -268,13 +277,18 @@ fn read(sources: &Sources) -> Result<Raw, AuthError> {
             .transpose()?,
         jwks: sources.jwks_file.as_deref().map(read_file).transpose()?,
         api_keys: sources.api_keys.as_ref().map(read_secret).transpose()?,
+        api_keys_files: sources
+            .api_keys_files
+            .iter()
+            .map(|path| read_file(path))
+            .collect::<Result<_, _>>()?,
     })
 }
 
-fn read_secret(source: &SecretSource) -> Result<Vec<u8>, AuthError> {
+fn read_secret(source: &Secret) -> Result<Vec<u8>, AuthError> {
     match source {
-        SecretSource::File(path) => read_file(path),
-        SecretSource::Value(value) => Ok(value.as_bytes().to_vec()),
+        Secret::File(path) => read_file(path),
+        Secret::Value(value) => Ok(value.as_bytes().to_vec()),
     }
 }
 
@@ -282,12 +296,12 @@ fn read_file(path: &Path) -> Result<Vec<u8>, AuthError> {
     fs::read(path).map_err(|error| AuthError::key_file(path, format!("cannot read: {error}")))
 }
 
-fn parse_secret(source: &SecretSource, bytes: &[u8]) -> Result<VerificationKey, AuthError> {
+fn parse_secret(source: &Secret, bytes: &[u8]) -> Result<VerificationKey, AuthError> {
     let secret = bytes.trim_ascii_end();
     if secret.is_empty() {
         return Err(match source {
-            SecretSource::File(path) => AuthError::key_file(path, "the HS256 secret is empty"),
-            SecretSource::Value(_) => AuthError::KeyValue {
+            Secret::File(path) => AuthError::key_file(path, "the HS256 secret is empty"),
+            Secret::Value(_) => AuthError::KeyValue {
                 setting: "auth.jwt_secret",
                 reason: "the HS256 secret is empty",
             },
@@ -306,15 +320,15 @@ fn parse_secret(source: &SecretSource, bytes: &[u8]) -> Result<VerificationKey, 
     })
 }
 
-fn parse_api_keys(source: &SecretSource, bytes: &[u8]) -> Result<ApiKeys, AuthError> {
+fn parse_api_keys(source: &Secret, bytes: &[u8]) -> Result<ApiKeys, AuthError> {
     let keys = match source {
-        SecretSource::File(_) => ApiKeys::from_file_contents(bytes),
-        SecretSource::Value(value) => ApiKeys::from_list(value),
+        Secret::File(_) => ApiKeys::from_file_contents(bytes),
+        Secret::Value(value) => ApiKeys::from_lines(value),
     };
     if keys.is_empty() {
         return Err(match source {
-            SecretSource::File(path) => AuthError::key_file(path, "holds no API key"),
-            SecretSource::Value(_) => AuthError::KeyValue {
+            Secret::File(path) => AuthError::key_file(path, "holds no API key"),
+            Secret::Value(_) => AuthError::KeyValue {
                 setting: "auth.api_keys",
                 reason: "holds no API key",
             },

@@ -4,8 +4,8 @@
 //! RS256/ES256 with a public key or a JWKS selected by `kid`. Backends authenticate with API
 //! keys. Anonymous connections, when enabled, get the configured anonymous permissions.
 //!
-//! - [`Authenticator`] (`authenticator.rs`) is the entry point: built from [`AuthSettings`]
-//!   (`settings.rs`), it turns a token into an [`Identity`] (`identity.rs`), checks API keys
+//! - [`Authenticator`] (`authenticator.rs`) is the entry point: built from the configuration's
+//!   [`AuthConfig`](wsgate_config::AuthConfig) (the `auth.*` keys of docs/config.md), it turns a token into an [`Identity`] (`identity.rs`), checks API keys
 //!   (`api_key.rs`), and re-reads rotated key files (`keys.rs`) without a restart.
 //! - `jwt.rs` holds the token rules: header, algorithm, signature, then claims.
 //! - [`RoomPattern`] and [`Patterns`] (`pattern.rs`) are the permission language of the
@@ -20,7 +20,6 @@ mod identity;
 mod jwt;
 mod keys;
 mod pattern;
-mod settings;
 
 #[cfg(test)]
 mod tests;
@@ -30,4 +29,3 @@ pub use bearer::bearer;
 pub use error::AuthError;
 pub use identity::Identity;
 pub use pattern::{PatternError, Patterns, RoomPattern};
-pub use settings::{AuthSettings, SecretSource};

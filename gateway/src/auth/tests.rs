@@ -14,6 +14,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use wsgate_config::{AuthConfig, Secret};
+
 use super::*;
 
 const SECRET: &str = "wsgate-test-hs256-secret-0123456789abcdef";
@@ -127,23 +129,23 @@ fn raw_token(header: &Value, claims: &Value, signature: &str) -> String {
 }
 
 /// Settings with the HS256 test secret and user rooms `chat:*`.
-fn hs_settings() -> AuthSettings {
-    AuthSettings {
-        jwt_secret: Some(SecretSource::Value(SECRET.to_owned())),
+fn hs_settings() -> AuthConfig {
+    AuthConfig {
+        jwt_secret: Some(Secret::Value(SECRET.to_owned())),
         user_rooms: vec!["chat:*".to_owned()],
-        ..AuthSettings::default()
+        ..AuthConfig::default()
     }
 }
 
-fn authenticator(settings: AuthSettings) -> Authenticator {
+fn authenticator(settings: AuthConfig) -> Authenticator {
     Authenticator::new(settings).unwrap()
 }
 
 /// Settings whose only key is the PEM public key `pem`, written to `dir`.
-fn pem_settings(dir: &TempDir, pem: &[u8]) -> AuthSettings {
-    AuthSettings {
+fn pem_settings(dir: &TempDir, pem: &[u8]) -> AuthConfig {
+    AuthConfig {
         jwt_public_key_file: Some(dir.write("public.pem", pem)),
-        ..AuthSettings::default()
+        ..AuthConfig::default()
     }
 }
 
@@ -163,11 +165,11 @@ fn oct_jwk(secret: &str, kid: &str) -> Value {
     json!({ "kty": "oct", "kid": kid, "k": URL_SAFE_NO_PAD.encode(secret), "alg": "HS256" })
 }
 
-fn jwks_settings(dir: &TempDir, keys: Vec<Value>) -> AuthSettings {
+fn jwks_settings(dir: &TempDir, keys: Vec<Value>) -> AuthConfig {
     let document = json!({ "keys": keys });
-    AuthSettings {
+    AuthConfig {
         jwks_file: Some(dir.write("jwks.json", document.to_string())),
-        ..AuthSettings::default()
+        ..AuthConfig::default()
     }
 }
 
@@ -390,7 +392,7 @@ fn hs256_signed_with_the_public_key_is_refused() {
     let rsa_only = authenticator(pem_settings(&dir, RSA_A_PUBLIC));
     assert_eq!(rsa_only.verify(&confused), Err(AuthError::WrongAlgorithm));
 
-    let both = authenticator(AuthSettings {
+    let both = authenticator(AuthConfig {
         jwt_secret: hs_settings().jwt_secret,
         ..pem_settings(&dir, RSA_A_PUBLIC)
     });
@@ -515,9 +517,9 @@ fn jwks_problems_are_reported() {
         "broken.json",
         format!(r#"{{"keys": [{{"kty": "oct", "k": {SECRET}}}]}}"#),
     );
-    let error = Authenticator::new(AuthSettings {
+    let error = Authenticator::new(AuthConfig {
         jwks_file: Some(path),
-        ..AuthSettings::default()
+        ..AuthConfig::default()
     })
     .unwrap_err();
     assert!(error.to_string().contains("not valid JSON"), "{error}");
@@ -552,7 +554,7 @@ fn jwks_problems_are_reported() {
 /// `aud` is checked only when configured, and may then be a string or an array.
 #[test]
 fn audience_is_checked_when_configured() {
-    let auth = authenticator(AuthSettings {
+    let auth = authenticator(AuthConfig {
         audience: Some("wsgate".to_owned()),
         ..hs_settings()
     });
@@ -585,7 +587,7 @@ fn audience_is_checked_when_configured() {
 /// `iss` must equal the configured issuer when one is configured.
 #[test]
 fn issuer_is_checked_when_configured() {
-    let auth = authenticator(AuthSettings {
+    let auth = authenticator(AuthConfig {
         issuer: Some("https://id.example.com".to_owned()),
         ..hs_settings()
     });
@@ -641,7 +643,7 @@ fn missing_exp_depends_on_require_exp() {
     let strict = authenticator(hs_settings());
     assert_eq!(strict.verify(&token), Err(AuthError::MissingClaim("exp")));
 
-    let lenient = authenticator(AuthSettings {
+    let lenient = authenticator(AuthConfig {
         require_exp: false,
         ..hs_settings()
     });
@@ -795,8 +797,8 @@ fn malformed_tokens_are_refused() {
 fn reload_picks_up_a_rotated_secret_file() {
     let dir = TempDir::new();
     let path = dir.write("jwt-secret", format!("{SECRET}\n"));
-    let auth = authenticator(AuthSettings {
-        jwt_secret: Some(SecretSource::File(path.clone())),
+    let auth = authenticator(AuthConfig {
+        jwt_secret: Some(Secret::File(path.clone())),
         ..hs_settings()
     });
     let old = hs256(&claims());
@@ -833,8 +835,8 @@ fn reload_follows_a_kubernetes_symlink_swap() {
     fs::write(dir.path("..2026_01/api-keys"), "first\n").unwrap();
     symlink("..2026_01", dir.path("..data")).unwrap();
     symlink("..data/api-keys", dir.path("api-keys")).unwrap();
-    let auth = authenticator(AuthSettings {
-        api_keys: Some(SecretSource::File(dir.path("api-keys"))),
+    let auth = authenticator(AuthConfig {
+        api_keys: Some(Secret::File(dir.path("api-keys"))),
         ..hs_settings()
     });
     assert!(auth.check_api_key("first"));
@@ -856,8 +858,8 @@ fn reload_is_all_or_nothing() {
     let dir = TempDir::new();
     let secret = dir.write("jwt-secret", SECRET);
     let public = dir.write("public.pem", RSA_A_PUBLIC);
-    let auth = authenticator(AuthSettings {
-        jwt_secret: Some(SecretSource::File(secret.clone())),
+    let auth = authenticator(AuthConfig {
+        jwt_secret: Some(Secret::File(secret.clone())),
         jwt_public_key_file: Some(public.clone()),
         ..hs_settings()
     });
@@ -878,8 +880,8 @@ fn reload_is_all_or_nothing() {
 async fn reloader_applies_rotation_and_stops_on_cancel() {
     let dir = TempDir::new();
     let path = dir.write("jwt-secret", SECRET);
-    let auth = Arc::new(authenticator(AuthSettings {
-        jwt_secret: Some(SecretSource::File(path.clone())),
+    let auth = Arc::new(authenticator(AuthConfig {
+        jwt_secret: Some(Secret::File(path.clone())),
         ..hs_settings()
     }));
     let cancel = CancellationToken::new();
@@ -911,8 +913,8 @@ fn api_keys_accept_each_configured_key() {
         "api-keys",
         "# rotated 2026-11\nkey-one\nkey-two\n\nkey-three\n",
     );
-    let auth = authenticator(AuthSettings {
-        api_keys: Some(SecretSource::File(path)),
+    let auth = authenticator(AuthConfig {
+        api_keys: Some(Secret::File(path)),
         ..hs_settings()
     });
     assert!(auth.has_api_keys());
@@ -930,8 +932,8 @@ fn api_keys_accept_each_configured_key() {
         assert!(!auth.check_api_key(key), "{key:?}");
     }
 
-    let values = authenticator(AuthSettings {
-        api_keys: Some(SecretSource::Value("alpha, beta".to_owned())),
+    let values = authenticator(AuthConfig {
+        api_keys: Some(Secret::Value("alpha\nbeta".to_owned())),
         ..hs_settings()
     });
     assert!(values.check_api_key("alpha") && values.check_api_key("beta"));
@@ -942,20 +944,95 @@ fn api_keys_accept_each_configured_key() {
     assert!(!none.check_api_key("key-one"));
 }
 
+/// A key from any of `auth.api_keys_files` authenticates on the backend API beside those of
+/// `auth.api_keys_file`, and each file is re-read on its own when it changes.
+#[test]
+fn api_keys_files_add_keys_and_reload_independently() {
+    let dir = TempDir::new();
+    let main = dir.write("api-keys", "main-key\n");
+    let first = dir.write("backend-a", "# backend a\na-key\n");
+    let second = dir.write("backend-b", "b-key\n");
+    let auth = authenticator(AuthConfig {
+        api_keys: Some(Secret::File(main)),
+        api_keys_files: vec![first, second.clone()],
+        ..hs_settings()
+    });
+    for key in ["main-key", "a-key", "b-key"] {
+        assert!(auth.check_api_key(key), "{key}");
+    }
+
+    fs::write(&second, "b-key-rotated\n").unwrap();
+    assert_eq!(auth.reload(), Ok(true));
+    assert!(auth.check_api_key("b-key-rotated"));
+    assert!(!auth.check_api_key("b-key"));
+    assert!(auth.check_api_key("main-key") && auth.check_api_key("a-key"));
+
+    // Without `auth.api_keys_file`, the list alone enables the backend API.
+    let only_list = authenticator(AuthConfig {
+        api_keys_files: vec![second],
+        ..hs_settings()
+    });
+    assert!(only_list.has_api_keys());
+    assert!(only_list.check_api_key("b-key-rotated"));
+
+    // A listed file without a key is refused like `auth.api_keys_file` is.
+    let empty = dir.write("backend-c", "# none yet\n");
+    let error = Authenticator::new(AuthConfig {
+        api_keys_files: vec![empty],
+        ..hs_settings()
+    })
+    .unwrap_err();
+    assert!(error.to_string().contains("backend-c"), "{error}");
+}
+
+/// Through the whole chain: a file's `auth.api_keys_files` is resolved by the configuration,
+/// loaded by the authenticator, and a key from its second file opens the backend API while an
+/// unknown key does not.
+#[tokio::test]
+async fn a_key_from_the_second_api_keys_file_authenticates_on_the_backend_api() {
+    use axum::body::Body;
+    use http::{Request, StatusCode, header};
+    use tower::ServiceExt as _;
+
+    let dir = TempDir::new();
+    let first = dir.write("backend-a", "a-key\n");
+    let second = dir.write("backend-b", "b-key\n");
+    let file = format!(
+        "version = 1\nnode = \"n1\"\n[auth]\napi_keys_files = [{:?}, {:?}]\n",
+        first.display().to_string(),
+        second.display().to_string()
+    );
+    let config = wsgate_config::Config::from_toml(&file, Path::new("wsgate.toml")).unwrap();
+    assert_eq!(config.auth.api_keys_files, vec![first, second]);
+    let admin = crate::app::admin(crate::app::AppState::test(config));
+    for (key, status) in [
+        ("b-key", StatusCode::OK),
+        ("a-key", StatusCode::OK),
+        ("c-key", StatusCode::UNAUTHORIZED),
+    ] {
+        let request = Request::get("/api/v1/stats")
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = admin.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), status, "{key}");
+    }
+}
+
 /// An API key source that yields no key is a configuration error, not "API disabled".
 #[test]
 fn empty_api_key_source_is_an_error() {
     let dir = TempDir::new();
     let path = dir.write("api-keys", "# nothing yet\n\n");
-    let error = Authenticator::new(AuthSettings {
-        api_keys: Some(SecretSource::File(path)),
-        ..AuthSettings::default()
+    let error = Authenticator::new(AuthConfig {
+        api_keys: Some(Secret::File(path)),
+        ..AuthConfig::default()
     })
     .unwrap_err();
     assert!(error.to_string().contains("api-keys"), "{error}");
-    let error = Authenticator::new(AuthSettings {
-        api_keys: Some(SecretSource::Value(" , ".to_owned())),
-        ..AuthSettings::default()
+    let error = Authenticator::new(AuthConfig {
+        api_keys: Some(Secret::Value(" \n ".to_owned())),
+        ..AuthConfig::default()
     })
     .unwrap_err();
     assert_eq!(
@@ -970,7 +1047,7 @@ fn empty_api_key_source_is_an_error() {
 /// Anonymous identities get the anonymous patterns for both permissions, and no `send`.
 #[test]
 fn anonymous_identity_uses_anonymous_rooms() {
-    let auth = authenticator(AuthSettings {
+    let auth = authenticator(AuthConfig {
         anonymous_rooms: vec!["public:**".to_owned()],
         ..hs_settings()
     });
@@ -983,14 +1060,14 @@ fn anonymous_identity_uses_anonymous_rooms() {
     assert!(!identity.can_join("chat:lobby"));
     assert!(!auth.identity_expired(&identity, u64::MAX));
 
-    let default = authenticator(AuthSettings::default());
+    let default = authenticator(AuthConfig::default());
     assert!(default.anonymous("c").can_publish("any:room"));
 }
 
 /// Without any JWT key every token fails with `NoKeys`.
 #[test]
 fn no_keys_refuses_every_token() {
-    let auth = authenticator(AuthSettings::default());
+    let auth = authenticator(AuthConfig::default());
     assert!(!auth.has_keys());
     assert_eq!(auth.verify(&hs256(&claims())), Err(AuthError::NoKeys));
     assert_eq!(auth.reload(), Ok(false));
@@ -1014,9 +1091,9 @@ fn bad_key_files_are_refused_with_their_name() {
     ];
     for (name, contents, reason) in cases {
         let path = dir.write(name, contents);
-        let error = Authenticator::new(AuthSettings {
+        let error = Authenticator::new(AuthConfig {
             jwt_public_key_file: Some(path),
-            ..AuthSettings::default()
+            ..AuthConfig::default()
         })
         .unwrap_err();
         let message = error.to_string();
@@ -1028,9 +1105,9 @@ fn bad_key_files_are_refused_with_their_name() {
     }
 
     let missing = dir.path("missing.pem");
-    let error = Authenticator::new(AuthSettings {
+    let error = Authenticator::new(AuthConfig {
         jwt_public_key_file: Some(missing.clone()),
-        ..AuthSettings::default()
+        ..AuthConfig::default()
     })
     .unwrap_err();
     assert!(
@@ -1039,9 +1116,9 @@ fn bad_key_files_are_refused_with_their_name() {
     );
     assert!(error.to_string().contains("cannot read"), "{error}");
 
-    let error = Authenticator::new(AuthSettings {
-        jwt_secret: Some(SecretSource::Value("  ".to_owned())),
-        ..AuthSettings::default()
+    let error = Authenticator::new(AuthConfig {
+        jwt_secret: Some(Secret::Value("  ".to_owned())),
+        ..AuthConfig::default()
     })
     .unwrap_err();
     assert_eq!(error.kind_label(), "key_value");
@@ -1050,18 +1127,18 @@ fn bad_key_files_are_refused_with_their_name() {
 /// Invalid configured patterns are refused, naming the setting and the pattern.
 #[test]
 fn invalid_setting_patterns_are_refused() {
-    let error = Authenticator::new(AuthSettings {
+    let error = Authenticator::new(AuthConfig {
         user_rooms: vec!["chat:*".to_owned(), "chat:**:x".to_owned()],
-        ..AuthSettings::default()
+        ..AuthConfig::default()
     })
     .unwrap_err();
     assert_eq!(
         error.to_string(),
         "auth.user_rooms: invalid room pattern \"chat:**:x\": `**` must be the last segment"
     );
-    let error = Authenticator::new(AuthSettings {
+    let error = Authenticator::new(AuthConfig {
         anonymous_rooms: vec![String::new()],
-        ..AuthSettings::default()
+        ..AuthConfig::default()
     })
     .unwrap_err();
     assert!(

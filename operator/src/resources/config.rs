@@ -125,6 +125,7 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
             anonymous_rooms: auth.anonymous_rooms.clone(),
             api_keys_file: Some(secret_file(path::API_KEYS)),
             auth_timeout_ms: Some(auth.auth_timeout_ms),
+            ..AuthSection::default()
         }),
         limits: Some(LimitsSection {
             max_connections: Some(size(limits.max_connections)),
@@ -185,4 +186,77 @@ pub fn config_map(wsc: &WsCluster) -> Result<ConfigMap> {
         )])),
         ..ConfigMap::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use wsgate_config::KEYS;
+
+    /// The CRD fields whose defaults have no gateway key: they configure Kubernetes objects.
+    const CRD_ONLY: &[&str] = &["drain.pre_stop_seconds"];
+
+    /// `camelCase` to `snake_case`, the CRD's field names to the file's.
+    fn snake(camel: &str) -> String {
+        let mut snake = String::new();
+        for char in camel.chars() {
+            if char.is_ascii_uppercase() {
+                snake.push('_');
+            }
+            snake.push(char.to_ascii_lowercase());
+        }
+        snake
+    }
+
+    /// A schema default as the text [`KEYS`] writes defaults in.
+    fn text(value: &Value) -> String {
+        match value {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Every default the CRD's schema gives a field of a gateway section (what the API server
+    /// fills in, and so what the operator renders) is the gateway's own default for that key
+    /// in [`KEYS`]: the two copies of each default cannot drift apart.
+    #[test]
+    fn crd_schema_defaults_are_the_gateway_defaults() {
+        let crd = serde_json::to_value(wsgate_crds::crd()).unwrap_or_default();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        let sections = [
+            ("nats", &spec["nats"]["properties"]),
+            ("auth", &spec["auth"]["properties"]),
+            ("limits", &spec["limits"]["properties"]),
+            ("drain", &spec["drain"]["properties"]),
+            ("history", &spec["history"]["properties"]),
+            (
+                "namespaces.<ns>",
+                &spec["namespaces"]["additionalProperties"]["properties"],
+            ),
+        ];
+        let mut compared = 0;
+        for (section, properties) in sections {
+            let Some(properties) = properties.as_object() else {
+                panic!("the CRD has no {section} section");
+            };
+            for (field, schema) in properties {
+                let Some(default) = schema.get("default") else {
+                    continue;
+                };
+                let dotted = format!("{section}.{}", snake(field));
+                // `auth.allowAnonymous` is the file's top-level `allow_anonymous`.
+                let key = KEYS
+                    .iter()
+                    .find(|key| key.key == dotted || key.key == snake(field));
+                match key {
+                    Some(key) => {
+                        assert_eq!(text(default), key.default, "{dotted}");
+                        compared += 1;
+                    }
+                    None => assert!(CRD_ONLY.contains(&dotted.as_str()), "{dotted}: no key"),
+                }
+            }
+        }
+        assert!(compared >= 25, "only {compared} defaults compared");
+    }
 }
