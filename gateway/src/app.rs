@@ -19,7 +19,7 @@ use crate::broker::Broker;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::origin::AllowedOrigins;
-use crate::protocol::{ErrorCode, Failure, close, frame};
+use crate::protocol::{self, ErrorCode, Failure, close, frame};
 use crate::session;
 use wsgate_config::Config;
 
@@ -297,12 +297,7 @@ async fn upgrade(
     ws.protocols(["wsgate.v1"])
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BATCH)
-        .max_write_buffer_size(
-            max_message
-                .saturating_mul(2)
-                .max(64 * 1024)
-                .saturating_add(WRITE_BATCH),
-        )
+        .max_write_buffer_size(protocol::max_frame_bytes(max_message).saturating_add(WRITE_BATCH))
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| async move {

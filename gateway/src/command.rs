@@ -61,6 +61,7 @@ pub async fn publish(
     room: &str,
     data: &RawValue,
 ) -> Result<Ack<Published>, Failure> {
+    check_size(state, data)?;
     let namespace = state.config.namespaces.for_room(room);
     let from = match issuer {
         Issuer::Client(identity) => {
@@ -113,6 +114,7 @@ pub async fn send(
     target: Target,
     data: &RawValue,
 ) -> Result<Ack<Gathered>, Failure> {
+    check_size(state, data)?;
     let from = match issuer.identity() {
         Some(identity) if !identity.send => {
             return Err(Failure::new(
@@ -162,11 +164,30 @@ pub async fn presence(
     }
     let after = cursor.map(protocol::decode_cursor).transpose()?;
     let limit = page_limit(limit, state.config.limits.max_page_size);
-    state
+    let mut page = state
         .broker
         .presence(room, after, limit)
         .await
-        .map_err(|error| Failure::from(&error))
+        .map_err(|error| Failure::from(&error))?;
+    // A page is one frame on the socket: long user ids end it early.
+    let max_frame = protocol::max_frame_bytes(state.config.limits.max_message_bytes);
+    page.keep_within(max_frame.saturating_sub(protocol::REPLY_OVERHEAD));
+    Ok(page)
+}
+
+/// Refuses `data` over `limits.max_message_bytes`: what a client cannot send
+/// in one message, a backend cannot publish either, so every frame that
+/// carries it stays within what members can read and the server can write.
+fn check_size(state: &AppState, data: &RawValue) -> Result<(), Failure> {
+    let limit = state.config.limits.max_message_bytes;
+    let size = data.get().len();
+    if size > limit {
+        return Err(Failure::new(
+            ErrorCode::TooLarge,
+            format!("data of {size} bytes is over limits.max_message_bytes ({limit})"),
+        ));
+    }
+    Ok(())
 }
 
 /// A room's history after `since` in `epoch`, by the rules of a join with

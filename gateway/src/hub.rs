@@ -287,7 +287,7 @@ impl Hub {
         reply: F,
     ) -> Result<Recovery, BrokerError>
     where
-        F: FnOnce(&Recovery) -> String,
+        F: FnOnce(&mut Recovery) -> String,
     {
         let (room, _) = self
             .subscribed(broker, name, |room| {
@@ -298,8 +298,8 @@ impl Hub {
         let mut members = room.members.write();
         let held = room.held.lock().remove(&outbox.key).unwrap_or_default();
         match result {
-            Ok(recovery) => {
-                outbox.push(Utf8Bytes::from(reply(&recovery)));
+            Ok(mut recovery) => {
+                outbox.push(Utf8Bytes::from(reply(&mut recovery)));
                 let last = recovery
                     .missed
                     .last()

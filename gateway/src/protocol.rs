@@ -18,6 +18,19 @@ pub const MAX_DATA_DEPTH: usize = 100;
 /// Longest room name, in bytes.
 pub const MAX_ROOM_BYTES: usize = 128;
 
+/// The largest frame the server writes: twice `limits.max_message_bytes`, at
+/// least 64 KiB. A `message` or `direct` frame (data within the message limit,
+/// plus a room name, a user id and a position) always fits; replies that
+/// gather many items (a join's `missed`, a presence page) are cut to fit. The
+/// socket's write buffer is sized to hold one such frame.
+pub fn max_frame_bytes(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_mul(2).max(64 * 1024)
+}
+
+/// Room a reply's own fields (`id`, `epoch`, `next`, ...) may take beside the
+/// items it gathers, within [`max_frame_bytes`].
+pub const REPLY_OVERHEAD: usize = 1024;
+
 /// WebSocket close codes used by the gateway (docs/protocol.md, "Close codes").
 pub mod close {
     /// Normal closure.

@@ -62,6 +62,28 @@ pub struct Recovery {
     pub missed: Vec<(u64, Box<RawValue>)>,
 }
 
+impl Recovery {
+    /// Leaves out the oldest missed messages until the rest, written as a JSON
+    /// array, take at most `max_bytes`; when any is left out, the client is
+    /// told `recovered: false`, as when more than `recovery_max` were missed.
+    pub fn keep_within(&mut self, max_bytes: usize) {
+        let mut total: usize = self
+            .missed
+            .iter()
+            .map(|(_, frame)| frame.get().len() + 1)
+            .sum();
+        let mut drop = 0;
+        while total > max_bytes && drop < self.missed.len() {
+            total -= self.missed[drop].1.get().len() + 1;
+            drop += 1;
+        }
+        if drop > 0 {
+            self.missed.drain(..drop);
+            self.recovered = false;
+        }
+    }
+}
+
 /// Applies docs/protocol.md's recovery rule.
 ///
 /// `entries` are the room's stored messages after `since`, oldest first (any
@@ -286,6 +308,28 @@ mod tests {
             recovery.missed.iter().map(|m| m.0).collect::<Vec<_>>(),
             [4, 5]
         );
+    }
+
+    /// Missed messages beyond a byte budget are left out, oldest first, and
+    /// the outcome is then `recovered: false`; within it nothing changes.
+    #[test]
+    fn missed_messages_are_bounded_in_bytes_too() {
+        let entries: Vec<Entry> = (1..=5).map(|seq| entry(seq, seq - 1, true)).collect();
+        let whole = recover("e", Some(("e", 0)), 5, entries.clone(), 10);
+        let size: usize = whole.missed.iter().map(|(_, f)| f.get().len() + 1).sum();
+        let mut fits = recover("e", Some(("e", 0)), 5, entries.clone(), 10);
+        fits.keep_within(size);
+        assert!(fits.recovered);
+        assert_eq!(fits.missed.len(), 5);
+        let mut cut = recover("e", Some(("e", 0)), 5, entries, 10);
+        cut.keep_within(size - 1);
+        assert!(!cut.recovered);
+        assert_eq!(
+            cut.missed.iter().map(|m| m.0).collect::<Vec<_>>(),
+            [2, 3, 4, 5]
+        );
+        cut.keep_within(0);
+        assert!(cut.missed.is_empty());
     }
 
     #[test]

@@ -106,6 +106,30 @@ impl PresencePage {
     }
 }
 
+impl PresencePage {
+    /// Ends the page early, with more to follow, so that its members and the
+    /// cursor of the next page, written as JSON, take at most `max_bytes`; at
+    /// least one member stays.
+    pub fn keep_within(&mut self, max_bytes: usize) {
+        let mut total = 0usize;
+        let mut keep = 0;
+        for member in &self.members {
+            total = total.saturating_add(
+                serde_json::to_string(member).map_or(usize::MAX, |text| text.len() + 1),
+            );
+            let cursor = crate::protocol::encode_cursor(&member.user, &member.conn).len();
+            if total.saturating_add(cursor) > max_bytes {
+                break;
+            }
+            keep += 1;
+        }
+        if keep < self.members.len() {
+            self.members.truncate(keep.max(1));
+            self.more = true;
+        }
+    }
+}
+
 /// Every node's counts; `partial` when a live node did not answer in time.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterStats {
@@ -204,4 +228,48 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Tells the other nodes this one is leaving.
     fn leave_cluster(&self) -> BoxFuture<'_, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(user: &str) -> Present {
+        Present {
+            user: user.to_owned(),
+            conn: "n:1".to_owned(),
+            node: "n".to_owned(),
+        }
+    }
+
+    /// A presence page ends early, with more to follow, when its members would
+    /// not fit the byte budget; it always keeps one.
+    #[test]
+    fn presence_pages_are_bounded_in_bytes() {
+        let long = "u".repeat(1000);
+        let mut page = PresencePage {
+            members: vec![member("a"), member(&long), member("b")],
+            more: false,
+            partial: false,
+        };
+        page.keep_within(500);
+        assert_eq!(page.members.len(), 1);
+        assert!(page.more);
+        let mut one = PresencePage {
+            members: vec![member(&long)],
+            more: false,
+            partial: false,
+        };
+        one.keep_within(10);
+        assert_eq!(one.members.len(), 1);
+        assert!(one.more, "the page ended at its first member");
+        let mut small = PresencePage {
+            members: vec![member("a"), member("b")],
+            more: false,
+            partial: false,
+        };
+        small.keep_within(10_000);
+        assert_eq!(small.members.len(), 2);
+        assert!(!small.more);
+    }
 }

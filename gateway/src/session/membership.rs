@@ -8,7 +8,7 @@ use tracing::debug;
 use super::{Body, Reply, Session};
 use crate::app::AppState;
 use crate::broker::Recovery;
-use crate::protocol::{ErrorCode, Failure, Id, Since, frame};
+use crate::protocol::{self, ErrorCode, Failure, Id, Since, frame};
 
 impl Session {
     /// Leaves every room the current identity may not join, then tells the
@@ -66,7 +66,16 @@ impl Session {
         let state = self.state.clone();
         let joined = if history {
             let with_since = since.is_some();
-            let reply = |recovery: &Recovery| frame::ok(id, joined(recovery, with_since));
+            // The reply must fit one frame: missed messages beyond it are left
+            // out, oldest first, and the reply says `recovered: false`.
+            let budget = protocol::max_frame_bytes(state.config.limits.max_message_bytes)
+                .saturating_sub(protocol::REPLY_OVERHEAD);
+            let reply = |recovery: &mut Recovery| {
+                if with_since {
+                    recovery.keep_within(budget);
+                }
+                frame::ok(id, joined(recovery, with_since))
+            };
             state
                 .hub
                 .join_recovering(&*state.broker, room, &self.outbox, since.as_ref(), reply)
