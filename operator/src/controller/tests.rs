@@ -91,7 +91,7 @@ async fn unchanged_wscluster_makes_zero_requests() {
         .with_ingress()
         .with_cpu_autoscaling()
         .replicas(2);
-    let desired = children(&wsc, &Settings::default(), "cached-key\n").unwrap();
+    let desired = children(&wsc, &Settings::default(), "cached-key\n", None).unwrap();
     caches.hold(&desired, 2);
     let deployment = ctx.stores.deployments.state()[0].clone();
     wsc.status = Some(status::status(
@@ -130,7 +130,7 @@ async fn unchanged_wscluster_makes_zero_requests() {
 async fn changed_spec_reapplies_config_and_rolls_pods() {
     let (ctx, mut server, mut caches) = Context::test();
     let old = fixtures::wsc("chat");
-    let old_children = children(&old, &Settings::default(), "cached-key\n").unwrap();
+    let old_children = children(&old, &Settings::default(), "cached-key\n", None).unwrap();
     caches.hold(&old_children, 1);
     let mut new = old.clone();
     new.metadata.generation = Some(2);
@@ -229,7 +229,7 @@ async fn removed_ingress_is_deleted() {
     let (ctx, mut server, mut caches) = Context::test();
     let with = fixtures::wsc("chat").with_ingress();
     caches.hold(
-        &children(&with, &Settings::default(), "cached-key\n").unwrap(),
+        &children(&with, &Settings::default(), "cached-key\n", None).unwrap(),
         1,
     );
     let mut without = fixtures::wsc("chat");
@@ -263,7 +263,7 @@ async fn user_api_keys_follow_the_operator_key() {
     let (ctx, mut server, mut caches) = Context::test();
     let mut wsc = fixtures::wsc("chat");
     caches.hold(
-        &children(&wsc, &Settings::default(), "cached-key\n").unwrap(),
+        &children(&wsc, &Settings::default(), "cached-key\n", None).unwrap(),
         1,
     );
     wsc.spec.auth.api_keys_secret = Some(wsgate_crds::SecretKeyRef {
@@ -324,7 +324,7 @@ async fn config_the_gateway_would_refuse_is_degraded() {
 async fn refused_apply_is_degraded_and_backs_off() {
     let (ctx, mut server, mut caches) = Context::test();
     let wsc = fixtures::wsc("chat");
-    let mut held = children(&wsc, &Settings::default(), "cached-key\n").unwrap();
+    let mut held = children(&wsc, &Settings::default(), "cached-key\n", None).unwrap();
     held.deployment.metadata.labels = None; // the Deployment differs from the cache
     caches.hold(&held, 1);
     let wsc = Arc::new(wsc);
@@ -416,7 +416,7 @@ async fn missing_secret_is_reported_without_blocking_the_apply() {
     let (ctx, mut server, mut caches) = Context::test();
     let mut wsc = fixtures::wsc("chat");
     caches.hold(
-        &children(&wsc, &Settings::default(), "cached-key\n").unwrap(),
+        &children(&wsc, &Settings::default(), "cached-key\n", None).unwrap(),
         1,
     );
     wsc.spec.auth.jwt_secret = Some(wsgate_crds::SecretKeyRef {
