@@ -549,7 +549,7 @@ fn default_recovery_max() -> u64 {
 }
 
 /// JetStream history storage.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistorySpec {
     /// `file` survives NATS restarts; `memory` is faster.
@@ -560,15 +560,6 @@ pub struct HistorySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 5))]
     pub replicas: Option<u64>,
-}
-
-impl Default for HistorySpec {
-    fn default() -> Self {
-        Self {
-            storage: HistoryStorage::default(),
-            replicas: None,
-        }
-    }
 }
 
 impl WsClusterSpec {

@@ -62,8 +62,10 @@ pub struct ServerConf {
     pub store_dir: String,
     /// Where the server writes its pid, for `nats-server --signal ldm=`.
     pub pid_file: String,
-    /// How long lame-duck mode spreads client disconnects, in seconds; must
-    /// end before the pod's termination grace period does.
+    /// How long lame-duck mode spreads client disconnects, in seconds: at
+    /// least 30 (nats-server refuses less), and ending before the pod's
+    /// termination grace period does. A third of it is the grace period
+    /// before the first client is moved.
     pub lame_duck_duration_seconds: u64,
 }
 

@@ -277,7 +277,7 @@ fn server_parameters_reach_the_file() {
         route_include: "routes.conf".into(),
         store_dir: format!("/tmp/{name}"),
         pid_file: format!("/tmp/{name}.pid"),
-        lame_duck_duration_seconds: 6,
+        lame_duck_duration_seconds: 45,
     };
     let one = nats_server_conf(&server("n1", 4000), &credentials);
     assert!(one.contains("server_name: \"n1\""));
@@ -285,7 +285,7 @@ fn server_parameters_reach_the_file() {
     assert!(one.contains("listen: \"127.0.0.1:4001\""));
     assert!(one.contains("http: \"127.0.0.1:4002\""));
     assert!(one.contains("store_dir: \"/tmp/n1\""));
-    assert!(one.contains("lame_duck_grace_period: \"2s\""));
+    assert!(one.contains("lame_duck_grace_period: \"15s\""));
     let two = nats_server_conf(&server("n2", 5000), &credentials);
     assert_ne!(one, two);
 }
