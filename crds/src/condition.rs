@@ -16,6 +16,10 @@ pub const PROGRESSING: &str = "Progressing";
 /// failed apply, or pods that do not become ready.
 pub const DEGRADED: &str = "Degraded";
 
+/// Present with `spec.nats.managed`: every server of the managed NATS is
+/// ready (its JetStream is up). `kubectl get wsc` shows it as `Broker`.
+pub const BROKER_READY: &str = "BrokerReady";
+
 /// Reasons set on the conditions above.
 pub mod reason {
     /// Every wanted replica is ready and up to date.

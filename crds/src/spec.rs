@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,11 @@ use crate::status::WsClusterStatus;
     ),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
     printcolumn(
+        name = "Broker",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"BrokerReady\")].status"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -67,6 +73,8 @@ use crate::status::WsClusterStatus;
 #[x_kube(validation = Rule::new("!(has(self.ingress) && has(self.httpRoute))").message("set either ingress or httpRoute, not both"))]
 #[x_kube(validation = Rule::new("has(self.nats) || !has(self.replicas) || self.replicas <= 1").message("without nats every pod is a separate single node: set nats to run more than one replica"))]
 #[x_kube(validation = Rule::new("has(self.nats) || !has(self.autoscaling)").message("autoscaling needs nats: without it every pod is a separate single node"))]
+#[x_kube(validation = Rule::new("!has(self.nats) || !has(self.nats.managed) || !has(self.history) || !has(self.history.replicas) || self.history.replicas <= self.nats.managed.replicas").message("history.replicas must not exceed nats.managed.replicas: JetStream cannot place more replicas than it has servers"))]
+#[x_kube(validation = Rule::new("(has(self.nats) && has(self.nats.managed)) == (has(oldSelf.nats) && has(oldSelf.nats.managed))").message("nats.managed cannot be added to or removed from an existing WsCluster: see \"Changing the managed NATS size\" in docs/operator.md"))]
 #[serde(rename_all = "camelCase")]
 pub struct WsClusterSpec {
     /// Number of gateway pods. Leave it out when `autoscaling` is set: then
@@ -196,13 +204,23 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
-/// The NATS servers connecting the replicas.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+/// The NATS servers connecting the replicas: either `url` (NATS you run)
+/// or `managed` (a NATS JetStream cluster the operator runs for this
+/// WsCluster).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.managed)").message("set exactly one of nats.url (NATS you run) and nats.managed (NATS the operator runs)"))]
+#[x_kube(validation = Rule::new("!has(self.managed) || (!has(self.credentialsSecret) && !has(self.tls))").message("nats.credentialsSecret and nats.tls apply to nats.url only: the operator makes the managed NATS credentials itself"))]
 #[serde(rename_all = "camelCase")]
 pub struct NatsSpec {
-    /// Comma-separated NATS URLs, e.g. `nats://nats.nats:4222`.
+    /// Comma-separated NATS URLs, e.g. `nats://nats.nats:4222`. Exclusive
+    /// with `managed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub url: String,
+    pub url: Option<String>,
+    /// A NATS JetStream cluster run by the operator, owned by this
+    /// WsCluster. Exclusive with `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedNatsSpec>,
     /// A NATS `.creds` file (JWT and NKey seed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<SecretKeyRef>,
@@ -217,6 +235,82 @@ pub struct NatsSpec {
 
 fn default_nats_ping_interval_ms() -> u64 {
     5000
+}
+
+/// A NATS JetStream cluster the operator runs for one WsCluster: a
+/// StatefulSet with a volume per server, routes between every pod, and
+/// credentials the operator generates (the servers refuse clients without
+/// them).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedNatsSpec {
+    /// NATS servers: 1, 3 or 5 (JetStream needs a majority). Immutable:
+    /// the servers' routes and the streams' placement depend on it.
+    #[serde(default = "default_managed_nats_replicas")]
+    #[x_kube(validation = Rule::new("self in [1, 3, 5]").message("nats.managed.replicas must be 1, 3 or 5: JetStream needs a majority of its servers"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("nats.managed.replicas is immutable: see \"Changing the managed NATS size\" in docs/operator.md"))]
+    pub replicas: i32,
+    /// The nats-server image. Absent: the official `nats` image of the
+    /// version the operator was tested with ([`DEFAULT_NATS_IMAGE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The JetStream volume of each server.
+    #[serde(default)]
+    pub storage: ManagedNatsStorage,
+    /// Compute resources of the nats-server container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// The official NATS image the operator runs when `nats.managed.image` is
+/// absent: pinned, so that upgrading NATS is a decision.
+pub const DEFAULT_NATS_IMAGE: &str = "nats:2.15.1-alpine";
+
+impl Default for ManagedNatsSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_managed_nats_replicas(),
+            image: None,
+            storage: ManagedNatsStorage::default(),
+            resources: None,
+        }
+    }
+}
+
+fn default_managed_nats_replicas() -> i32 {
+    3
+}
+
+/// The JetStream volume of each managed NATS server (a
+/// `volumeClaimTemplate`: size and class cannot change after creation).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.size == oldSelf.size && has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("nats.managed.storage.size and storageClassName are immutable (a StatefulSet's volumeClaimTemplates are): see \"Changing the managed NATS size\" in docs/operator.md"))]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedNatsStorage {
+    /// Size of each server's volume.
+    #[serde(default = "default_managed_nats_storage_size")]
+    pub size: Quantity,
+    /// StorageClass of the volumes. Absent: the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Keep the volumes (and the history on them) when the WsCluster is
+    /// deleted or the StatefulSet scaled down; `false` deletes them with it.
+    #[serde(default = "default_true")]
+    pub retain_on_delete: bool,
+}
+
+impl Default for ManagedNatsStorage {
+    fn default() -> Self {
+        Self {
+            size: default_managed_nats_storage_size(),
+            storage_class_name: None,
+            retain_on_delete: true,
+        }
+    }
+}
+
+fn default_managed_nats_storage_size() -> Quantity {
+    Quantity("10Gi".to_owned())
 }
 
 /// TLS to NATS: a CA to trust and an optional client certificate.
@@ -459,23 +553,30 @@ fn default_recovery_max() -> u64 {
 }
 
 /// JetStream history storage.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistorySpec {
     /// `file` survives NATS restarts; `memory` is faster.
     #[serde(default)]
     pub storage: HistoryStorage,
-    /// JetStream stream replicas.
-    #[serde(default = "default_history_replicas")]
+    /// JetStream stream replicas. Absent: min(3, `nats.managed.replicas`)
+    /// with managed NATS, else 1 (see [`WsClusterSpec::history_replicas`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 5))]
-    pub replicas: u64,
+    pub replicas: Option<u64>,
 }
 
-impl Default for HistorySpec {
-    fn default() -> Self {
-        Self {
-            storage: HistoryStorage::default(),
-            replicas: default_history_replicas(),
+impl WsClusterSpec {
+    /// The JetStream stream replicas history uses: `history.replicas`, else
+    /// min(3, `nats.managed.replicas`) with managed NATS, else 1. A
+    /// default that follows the managed size keeps history available while
+    /// one server restarts.
+    pub fn history_replicas(&self) -> u64 {
+        let managed = self.nats.as_ref().and_then(|nats| nats.managed.as_ref());
+        match (self.history.replicas, managed) {
+            (Some(replicas), _) => replicas,
+            (None, Some(managed)) => u64::try_from(managed.replicas.clamp(1, 3)).unwrap_or(1),
+            (None, None) => default_history_replicas(),
         }
     }
 }

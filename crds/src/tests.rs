@@ -43,7 +43,16 @@ fn schema() -> serde_json::Value {
 /// Runs the CRD's CEL rules on `manifest` (schema defaults applied first, as
 /// the API server does) and returns the failure messages.
 fn cel_failures(manifest: &serde_json::Value) -> Vec<String> {
-    match kube::core::cel::Validator::new().validate(&schema(), manifest, None) {
+    cel_update_failures(manifest, None)
+}
+
+/// As [`cel_failures`] for an update from `old` (transition rules, those
+/// naming `oldSelf`, run only then).
+fn cel_update_failures(
+    manifest: &serde_json::Value,
+    old: Option<&serde_json::Value>,
+) -> Vec<String> {
+    match kube::core::cel::Validator::new().validate(&schema(), manifest, old) {
         Ok(()) => Vec::new(),
         Err(errors) => errors.into_vec().into_iter().map(|e| e.message).collect(),
     }
@@ -57,12 +66,150 @@ fn minimal() -> serde_json::Value {
     yaml(include_str!("../../examples/wscluster.yaml"))
 }
 
-/// Both examples pass every CEL rule.
+/// Every example passes every CEL rule.
 #[test]
 fn examples_pass_the_cel_rules() {
     assert_eq!(cel_failures(&minimal()), Vec::<String>::new());
     let full = yaml(include_str!("../../examples/wscluster-full.yaml"));
     assert_eq!(cel_failures(&full), Vec::<String>::new());
+    let managed = yaml(include_str!("../../examples/wscluster-managed-nats.yaml"));
+    assert_eq!(cel_failures(&managed), Vec::<String>::new());
+    assert_eq!(
+        cel_update_failures(&managed, Some(&managed)),
+        Vec::<String>::new(),
+        "an unchanged managed NATS passes the transition rules"
+    );
+}
+
+/// `minimal()` with `spec.<key>` set to each value of `spec`.
+fn with_spec(spec: serde_json::Value) -> serde_json::Value {
+    let mut manifest = minimal();
+    for (key, value) in spec.as_object().unwrap() {
+        manifest["spec"][key] = value.clone();
+    }
+    manifest
+}
+
+/// The managed NATS rules refuse, with a message pointing at the fix:
+/// both `url` and `managed` (or neither), an even or too large server
+/// count, user credentials or TLS on a managed NATS, and history replicas
+/// the servers cannot place.
+#[test]
+fn cel_rules_refuse_inconsistent_managed_nats() {
+    let cases = [
+        (
+            serde_json::json!({"nats": {"url": "nats://n:4222", "managed": {}}}),
+            "set exactly one of nats.url",
+        ),
+        (
+            serde_json::json!({"nats": {"pingIntervalMs": 5000}}),
+            "set exactly one of nats.url",
+        ),
+        (
+            serde_json::json!({"nats": {"managed": {"replicas": 2}}}),
+            "nats.managed.replicas must be 1, 3 or 5",
+        ),
+        (
+            serde_json::json!({"nats": {"managed": {"replicas": 7}}}),
+            "nats.managed.replicas must be 1, 3 or 5",
+        ),
+        (
+            serde_json::json!({"nats": {"managed": {}, "credentialsSecret": {"name": "c", "key": "k"}}}),
+            "apply to nats.url only",
+        ),
+        (
+            serde_json::json!({"nats": {"managed": {"replicas": 1}}, "history": {"replicas": 3}}),
+            "history.replicas must not exceed nats.managed.replicas",
+        ),
+    ];
+    for (spec, expected) in cases {
+        let failures = cel_failures(&with_spec(spec.clone()));
+        assert!(
+            failures.iter().any(|m| m.contains(expected)),
+            "{spec}: expected {expected:?}, got {failures:?}"
+        );
+    }
+    let fits = with_spec(
+        serde_json::json!({"nats": {"managed": {"replicas": 5}}, "history": {"replicas": 5}}),
+    );
+    assert_eq!(cel_failures(&fits), Vec::<String>::new());
+}
+
+/// What a StatefulSet cannot change in place is immutable, with a message
+/// naming the documented procedure: the server count, the volume size and
+/// class, and whether NATS is managed at all. `retainOnDelete` (the PVC
+/// retention policy) may change.
+#[test]
+fn cel_transition_rules_keep_the_managed_nats_shape() {
+    let old = with_spec(
+        serde_json::json!({"nats": {"managed": {"replicas": 3, "storage": {"size": "1Gi"}}}}),
+    );
+    let cases = [
+        (
+            serde_json::json!({"nats": {"managed": {"replicas": 5, "storage": {"size": "1Gi"}}}}),
+            "nats.managed.replicas is immutable",
+        ),
+        (
+            serde_json::json!({"nats": {"managed": {"replicas": 3, "storage": {"size": "2Gi"}}}}),
+            "storage.size and storageClassName are immutable",
+        ),
+        (
+            serde_json::json!({"nats": {"managed": {"replicas": 3, "storage": {"size": "1Gi", "storageClassName": "fast"}}}}),
+            "storage.size and storageClassName are immutable",
+        ),
+        (
+            serde_json::json!({"nats": {"url": "nats://n:4222"}}),
+            "nats.managed cannot be added to or removed from",
+        ),
+    ];
+    for (spec, expected) in cases {
+        let failures = cel_update_failures(&with_spec(spec.clone()), Some(&old));
+        assert!(
+            failures
+                .iter()
+                .any(|m| m.contains(expected) && m.contains("docs/operator.md")),
+            "{spec}: expected {expected:?}, got {failures:?}"
+        );
+    }
+    let retention = with_spec(
+        serde_json::json!({"nats": {"managed": {"replicas": 3, "storage": {"size": "1Gi", "retainOnDelete": false}}}}),
+    );
+    assert_eq!(
+        cel_update_failures(&retention, Some(&old)),
+        Vec::<String>::new()
+    );
+    let added = with_spec(serde_json::json!({"nats": {"managed": {}}}));
+    let failures = cel_update_failures(&added, Some(&minimal()));
+    assert!(
+        failures.iter().any(|m| m.contains("cannot be added")),
+        "{failures:?}"
+    );
+}
+
+/// History replicas follow the managed NATS when not set: min(3, servers);
+/// 1 without managed NATS; an explicit value wins.
+#[test]
+fn history_replicas_default_to_the_managed_servers_up_to_three() {
+    let spec = |value: serde_json::Value| -> WsClusterSpec {
+        serde_json::from_value(with_spec(value)["spec"].clone()).unwrap()
+    };
+    let managed = |servers: i32| serde_json::json!({"nats": {"managed": {"replicas": servers}}});
+    assert_eq!(spec(managed(1)).history_replicas(), 1);
+    assert_eq!(spec(managed(3)).history_replicas(), 3);
+    assert_eq!(spec(managed(5)).history_replicas(), 3);
+    assert_eq!(spec(serde_json::json!({})).history_replicas(), 1);
+    let explicit =
+        serde_json::json!({"nats": {"managed": {"replicas": 5}}, "history": {"replicas": 5}});
+    assert_eq!(spec(explicit).history_replicas(), 5);
+    let defaults = spec(serde_json::json!({"nats": {"managed": {}}}));
+    let managed = defaults.nats.unwrap().managed.unwrap();
+    assert_eq!(managed.replicas, 3);
+    assert!(managed.storage.retain_on_delete);
+    assert_eq!(managed.storage.size.0, "10Gi");
+    assert_eq!(
+        managed.image, None,
+        "the pinned default is resolved by the operator"
+    );
 }
 
 /// Each cross-field rule refuses its case with a message a person
@@ -171,6 +318,13 @@ fn crd_has_scale_status_columns_and_short_name() {
         .collect();
     assert_eq!(
         columns,
-        ["Replicas", "Ready", "Connections", "Endpoint", "Age"]
+        [
+            "Replicas",
+            "Ready",
+            "Connections",
+            "Endpoint",
+            "Broker",
+            "Age"
+        ]
     );
 }

@@ -196,7 +196,12 @@ pub fn render(text: &str, namespace: &str, settings: &Settings) -> Result<String
         wsc.metadata.uid = Some("00000000-0000-0000-0000-000000000000".to_owned());
     }
     let placeholder = resources::api_keys_file("<generated-by-the-operator>", None);
-    let children = resources::children(&wsc, settings, &placeholder)?;
+    // A managed NATS gets fresh credentials, as on its first reconcile (so
+    // its preview differs between runs; the controller keeps the first).
+    let nats_credentials = resources::nats::managed_spec(&wsc)
+        .map(|_| resources::nats::NatsCredentials::generate())
+        .transpose()?;
+    let children = resources::children(&wsc, settings, &placeholder, nats_credentials.as_ref())?;
     let mut out = String::new();
     for value in children.to_values()? {
         out.push_str("---\n");

@@ -57,6 +57,8 @@ pub struct Stores {
     pub secrets: Store<Secret>,
     /// Deployments.
     pub deployments: Store<Deployment>,
+    /// StatefulSets (managed NATS).
+    pub statefulsets: Store<k8s_openapi::api::apps::v1::StatefulSet>,
     /// Services.
     pub services: Store<Service>,
     /// PodDisruptionBudgets.
@@ -87,6 +89,7 @@ impl Stores {
             self.config_maps.wait_until_ready().await?;
             self.secrets.wait_until_ready().await?;
             self.deployments.wait_until_ready().await?;
+            self.statefulsets.wait_until_ready().await?;
             self.services.wait_until_ready().await?;
             self.pod_disruption_budgets.wait_until_ready().await?;
             self.ingresses.wait_until_ready().await?;
@@ -159,6 +162,7 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
 
     let mut observed = status::Observed {
         desired_replicas: resources::desired_replicas(&wsc),
+        broker_replicas: resources::nats::managed_spec(&wsc).map(|managed| managed.replicas),
         endpoint: status::endpoint(&wsc),
         selector: resources::selector_string(&name),
         ..status::Observed::default()
@@ -187,11 +191,12 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
     }
 
     let api_keys = api_keys(&ctx, &wsc, &namespace, &name).await?;
-    let children = resources::children(&wsc, &ctx.settings, &api_keys)?;
+    let nats_credentials = nats_credentials(&ctx, &wsc, &namespace, &name)?;
+    let children = resources::children(&wsc, &ctx.settings, &api_keys, nats_credentials.as_ref())?;
     let mut applied = Vec::new();
-    let deployment =
+    let (deployment, statefulset) =
         match apply_children(&ctx, &wsc, &children, &namespace, &name, &mut applied).await {
-            Ok(deployment) => deployment,
+            Ok(applied) => applied,
             Err(error) => {
                 // Say why in the status (best effort) before the error policy retries.
                 observed.apply_error = Some(error.to_string());
@@ -227,6 +232,7 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
     }
 
     observed.deployment = Some(&deployment);
+    observed.statefulset = statefulset.as_ref();
     observed.missing_secrets = validate::referenced_secrets(&wsc)
         .into_iter()
         .filter(|secret| {
@@ -245,8 +251,9 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
 }
 
 /// Applies every child in dependency order (config before the pods that
-/// mount it) and deletes optional children the spec dropped; returns the
-/// Deployment as the server (or the cache) holds it.
+/// mount it, the managed NATS before the gateways that use it) and deletes
+/// optional children the spec dropped; returns the Deployment and the
+/// managed NATS StatefulSet as the server (or the cache) holds them.
 async fn apply_children(
     ctx: &Context,
     wsc: &WsCluster,
@@ -254,7 +261,7 @@ async fn apply_children(
     namespace: &str,
     name: &str,
     applied: &mut Vec<String>,
-) -> Result<Deployment> {
+) -> Result<(Deployment, Option<k8s_openapi::api::apps::v1::StatefulSet>)> {
     let stores = &ctx.stores;
     let ns = namespace;
     apply(
@@ -265,6 +272,10 @@ async fn apply_children(
         applied,
     )
     .await?;
+    let statefulset = match &children.nats {
+        Some(nats) => Some(apply_managed_nats(ctx, ns, nats, applied).await?),
+        None => None,
+    };
     apply(ctx, ns, &children.config_map, &stores.config_maps, applied).await?;
     apply(ctx, ns, &children.api_keys_secret, &stores.secrets, applied).await?;
     let deployment = apply(ctx, ns, &children.deployment, &stores.deployments, applied).await?;
@@ -310,7 +321,64 @@ async fn apply_children(
         .await?;
     }
 
-    Ok(deployment)
+    Ok((deployment, statefulset))
+}
+
+/// Applies the children of a managed NATS: credentials and config before
+/// the StatefulSet that mounts them.
+async fn apply_managed_nats(
+    ctx: &Context,
+    ns: &str,
+    nats: &resources::nats::ManagedNats,
+    applied: &mut Vec<String>,
+) -> Result<k8s_openapi::api::apps::v1::StatefulSet> {
+    let stores = &ctx.stores;
+    apply(ctx, ns, &nats.secret, &stores.secrets, applied).await?;
+    apply(ctx, ns, &nats.config_map, &stores.config_maps, applied).await?;
+    apply(ctx, ns, &nats.headless_service, &stores.services, applied).await?;
+    apply(ctx, ns, &nats.service, &stores.services, applied).await?;
+    let statefulset = apply(ctx, ns, &nats.statefulset, &stores.statefulsets, applied).await?;
+    apply(
+        ctx,
+        ns,
+        &nats.pod_disruption_budget,
+        &stores.pod_disruption_budgets,
+        applied,
+    )
+    .await?;
+    Ok(statefulset)
+}
+
+/// The credentials of the managed NATS of `wsc`: those its Secret holds in
+/// the cache, else new ones (the first reconcile); `None` without
+/// `nats.managed`. Kept, so a resync renders the same config.
+///
+/// # Errors
+///
+/// [`Error::NatsCredentials`] if new ones cannot be made.
+fn nats_credentials(
+    ctx: &Context,
+    wsc: &WsCluster,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<resources::nats::NatsCredentials>> {
+    if resources::nats::managed_spec(wsc).is_none() {
+        return Ok(None);
+    }
+    let own = ObjectRef::new(&resources::nats::nats_secret_name(name)).within(namespace);
+    let existing = ctx.stores.secrets.get(&own).and_then(|secret| {
+        let data = secret
+            .data
+            .as_ref()?
+            .iter()
+            .map(|(key, value)| (key.clone(), value.0.clone()))
+            .collect();
+        resources::nats::NatsCredentials::from_secret_data(&data)
+    });
+    match existing {
+        Some(credentials) => Ok(Some(credentials)),
+        None => Ok(Some(resources::nats::NatsCredentials::generate()?)),
+    }
 }
 
 /// Logs, counts and requeues a failed reconcile with an exponential

@@ -44,6 +44,8 @@ pub trait WsClusterExt: Sized {
     fn with_cpu_autoscaling(self) -> Self;
     /// `spec.replicas`.
     fn replicas(self, replicas: i32) -> Self;
+    /// `nats.managed` with `servers` servers and defaults otherwise.
+    fn with_managed_nats(self, servers: i32) -> Self;
 }
 
 impl WsClusterExt for WsCluster {
@@ -90,6 +92,18 @@ impl WsClusterExt for WsCluster {
         self.spec.replicas = Some(replicas);
         self
     }
+
+    fn with_managed_nats(mut self, servers: i32) -> Self {
+        self.spec.nats = Some(wsgate_crds::NatsSpec {
+            managed: Some(wsgate_crds::ManagedNatsSpec {
+                replicas: servers,
+                ..Default::default()
+            }),
+            ping_interval_ms: 5000,
+            ..Default::default()
+        });
+        self
+    }
 }
 
 use std::sync::Arc;
@@ -129,6 +143,8 @@ pub struct Caches {
     pub secrets: Writer<Secret>,
     /// Deployments.
     pub deployments: Writer<Deployment>,
+    /// StatefulSets.
+    pub statefulsets: Writer<k8s_openapi::api::apps::v1::StatefulSet>,
     /// Services.
     pub services: Writer<Service>,
     /// PDBs.
@@ -174,6 +190,8 @@ impl Caches {
             .apply_watcher_event(&watcher::Event::InitDone);
         self.secrets.apply_watcher_event(&watcher::Event::InitDone);
         self.deployments
+            .apply_watcher_event(&watcher::Event::InitDone);
+        self.statefulsets
             .apply_watcher_event(&watcher::Event::InitDone);
         self.services.apply_watcher_event(&watcher::Event::InitDone);
         self.pod_disruption_budgets
@@ -223,6 +241,29 @@ impl Caches {
         if let Some(route) = &children.http_route {
             put(&mut self.http_routes, route);
         }
+        if let Some(nats) = &children.nats {
+            put(&mut self.secrets, &nats.secret);
+            put(&mut self.config_maps, &nats.config_map);
+            put(&mut self.services, &nats.headless_service);
+            put(&mut self.services, &nats.service);
+            put(
+                &mut self.pod_disruption_budgets,
+                &nats.pod_disruption_budget,
+            );
+            let mut applied = as_applied(&nats.statefulset);
+            applied.status = Some(k8s_openapi::api::apps::v1::StatefulSetStatus {
+                replicas: nats
+                    .statefulset
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.replicas)
+                    .unwrap_or(0),
+                ready_replicas: nats.statefulset.spec.as_ref().and_then(|s| s.replicas),
+                ..Default::default()
+            });
+            self.statefulsets
+                .apply_watcher_event(&watcher::Event::Apply(applied));
+        }
     }
 }
 
@@ -261,6 +302,7 @@ impl Context {
                 config_maps: caches.config_maps.as_reader(),
                 secrets: caches.secrets.as_reader(),
                 deployments: caches.deployments.as_reader(),
+                statefulsets: caches.statefulsets.as_reader(),
                 services: caches.services.as_reader(),
                 pod_disruption_budgets: caches.pod_disruption_budgets.as_reader(),
                 ingresses: caches.ingresses.as_reader(),

@@ -99,6 +99,15 @@ pub enum Error {
     #[error("read stats: {0}")]
     Stats(String),
 
+    /// A WsCluster with `nats.managed` was built without the credentials of
+    /// its NATS (a bug in the caller).
+    #[error("managed nats needs its credentials")]
+    MissingNatsCredentials,
+
+    /// Generating managed NATS credentials failed.
+    #[error("nats credentials: {0}")]
+    NatsCredentials(#[from] resources::nats::CredentialsError),
+
     /// Reading or parsing an input file failed (`render -f`).
     #[error("{path}: {message}")]
     Input {
@@ -125,6 +134,8 @@ impl Error {
             Error::CacheNotReady(_) => "cache_not_ready",
             Error::Stats(_) => "stats",
             Error::Input { .. } => "input",
+            Error::MissingNatsCredentials => "missing_nats_credentials",
+            Error::NatsCredentials(_) => "nats_credentials",
         }
     }
 }

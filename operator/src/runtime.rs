@@ -9,7 +9,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -151,6 +151,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
     let (config_maps, cm_stream) = owned_watcher::<ConfigMap>(&client);
     let (secrets, secret_stream) = owned_watcher::<Secret>(&client);
     let (deployments, deploy_stream) = owned_watcher::<Deployment>(&client);
+    let (statefulsets, sts_stream) = owned_watcher::<StatefulSet>(&client);
     let (services, svc_stream) = owned_watcher::<Service>(&client);
     let (pdbs, pdb_stream) = owned_watcher::<PodDisruptionBudget>(&client);
     let (ingresses, ingress_stream) = owned_watcher::<Ingress>(&client);
@@ -200,6 +201,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
         .owns_stream(cm_stream)
         .owns_stream(secret_stream)
         .owns_stream(deploy_stream)
+        .owns_stream(sts_stream)
         .owns_stream(svc_stream)
         .owns_stream(pdb_stream)
         .owns_stream(ingress_stream)
@@ -226,6 +228,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
             config_maps,
             secrets: secrets.clone(),
             deployments,
+            statefulsets,
             services,
             pod_disruption_budgets: pdbs,
             ingresses,

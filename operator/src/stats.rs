@@ -300,7 +300,7 @@ mod tests {
         let (ctx, mut server, _caches) = Context::test();
         let mut wsc = fixtures::wsc("chat");
         wsc.spec.nats = Some(wsgate_crds::NatsSpec {
-            url: "nats://nats:4222".into(),
+            url: Some("nats://nats:4222".into()),
             ..Default::default()
         });
         wsc.spec.replicas = Some(2);

@@ -4,10 +4,10 @@
 //! when `status` changes, so an unchanged fleet yields an identical status
 //! and the controller skips the write.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use wsgate_crds::condition::{DEGRADED, PROGRESSING, READY, reason};
+use wsgate_crds::condition::{BROKER_READY, DEGRADED, PROGRESSING, READY, reason};
 use wsgate_crds::{WsCluster, WsClusterStatus};
 
 /// A condition with `status` `"True"` or `"False"`.
@@ -48,6 +48,10 @@ pub fn merge_conditions(old: &[Condition], new: Vec<Condition>) -> Vec<Condition
 pub struct Observed<'a> {
     /// The Deployment as the API server holds it (after the apply).
     pub deployment: Option<&'a Deployment>,
+    /// The managed NATS StatefulSet as the API server holds it.
+    pub statefulset: Option<&'a StatefulSet>,
+    /// Servers of the managed NATS wanted; `None` without one.
+    pub broker_replicas: Option<i32>,
     /// Replicas wanted.
     pub desired_replicas: i32,
     /// Problems making the spec unusable (see [`crate::validate`]).
@@ -82,7 +86,7 @@ pub fn status(wsc: &WsCluster, observed: &Observed<'_>) -> WsClusterStatus {
     let rolled_out = deployment_current && updated >= wanted && replicas == wanted;
     let all_ready = ready >= wanted;
 
-    let conditions = if !observed.invalid.is_empty() {
+    let mut conditions = if !observed.invalid.is_empty() {
         let message = observed.invalid.join("; ");
         vec![
             condition(
@@ -196,6 +200,8 @@ pub fn status(wsc: &WsCluster, observed: &Observed<'_>) -> WsClusterStatus {
         ]
     };
 
+    conditions.extend(broker_condition(observed, generation));
+
     WsClusterStatus {
         observed_generation: generation,
         conditions: merge_conditions(&old.conditions, conditions),
@@ -207,6 +213,29 @@ pub fn status(wsc: &WsCluster, observed: &Observed<'_>) -> WsClusterStatus {
         rooms: old.rooms,
         stats_time: old.stats_time,
     }
+}
+
+/// `BrokerReady` with a managed NATS: every wanted server is ready (its
+/// JetStream is up); `None` without one.
+pub fn broker_condition(observed: &Observed<'_>, generation: Option<i64>) -> Option<Condition> {
+    let wanted = observed.broker_replicas?;
+    let ready = observed
+        .statefulset
+        .and_then(|statefulset| statefulset.status.as_ref())
+        .and_then(|status| status.ready_replicas)
+        .unwrap_or(0);
+    let message = format!("{ready}/{wanted} NATS servers ready");
+    Some(if ready >= wanted {
+        condition(BROKER_READY, true, reason::AVAILABLE, message, generation)
+    } else {
+        condition(
+            BROKER_READY,
+            false,
+            reason::REPLICAS_NOT_READY,
+            message,
+            generation,
+        )
+    })
 }
 
 /// Where clients connect: `wss://host/ws` with an Ingress host and TLS,

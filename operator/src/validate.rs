@@ -15,6 +15,11 @@ use wsgate_crds::WsCluster;
 /// and `<name>-api-keys`, and Service names are DNS labels (63).
 pub const MAX_NAME_LEN: usize = 52;
 
+/// Most characters of a WsCluster name with a managed NATS: the
+/// StatefulSet `<name>-nats` labels its pods `<statefulset>-<10 character
+/// hash>`, a label value of at most 63 characters.
+pub const MAX_MANAGED_NATS_NAME_LEN: usize = 47;
+
 /// Every problem of `wsc`'s spec, as sentences naming the field; empty when
 /// the spec can work.
 pub fn problems(wsc: &WsCluster) -> Vec<String> {
@@ -25,6 +30,13 @@ pub fn problems(wsc: &WsCluster) -> Vec<String> {
     if name.len() > MAX_NAME_LEN || name.contains('.') {
         problems.push(format!(
             "metadata.name: use a DNS label of at most {MAX_NAME_LEN} characters (no dots): it names the Service and the pods"
+        ));
+    }
+
+    if crate::resources::nats::managed_spec(wsc).is_some() && name.len() > MAX_MANAGED_NATS_NAME_LEN
+    {
+        problems.push(format!(
+            "metadata.name: with nats.managed use at most {MAX_MANAGED_NATS_NAME_LEN} characters: it names the NATS StatefulSet `<name>-nats`, whose pods' revision label must stay a DNS label"
         ));
     }
 

@@ -91,6 +91,27 @@ def test_rbac_is_least_privilege():
     assert role["rules"][0]["resources"] == ["leases"]
 
 
+def verbs_on(cluster_role, group, resource):
+    return {verb for rule in cluster_role["rules"] if group in rule["apiGroups"] and resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def test_rbac_grants_what_managed_nats_needs_and_no_more():
+    """A managed NATS is a StatefulSet, Services, a ConfigMap, a Secret and a
+    PodDisruptionBudget: the operator may apply StatefulSets (never delete
+    them: spec.nats.managed cannot be removed in place, deleting the
+    WsCluster garbage-collects them). PersistentVolumeClaims are created by
+    the StatefulSet controller from volumeClaimTemplates, so the operator
+    gets no access to them at all."""
+    cluster_role = by_kind(render(), "ClusterRole")[0]
+    apply_verbs = {"get", "list", "watch", "create", "patch"}
+    assert verbs_on(cluster_role, "apps", "statefulsets") == apply_verbs
+    for resource in ("configmaps", "services", "secrets"):
+        assert verbs_on(cluster_role, "", resource) == apply_verbs, resource
+    assert verbs_on(cluster_role, "policy", "poddisruptionbudgets") == apply_verbs
+    assert verbs_on(cluster_role, "", "persistentvolumeclaims") == set()
+    assert verbs_on(cluster_role, "", "pods") == set()
+
+
 def test_leader_election_off_drops_the_lease_role():
     manifests = render({"leaderElection": {"enabled": False}, "applyCrd": False})
     assert not by_kind(manifests, "Role")

@@ -1,5 +1,6 @@
 """`wsgate-operator render` output and the examples, validated strictly."""
 
+import base64
 import subprocess
 
 import pytest
@@ -24,10 +25,32 @@ def render(operator_bin, text):
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_rendered_children_validate_strictly(operator_bin, example):
     manifests = render(operator_bin, example.read_text())
-    kinds = [m["kind"] for m in manifests]
+    gateway = [m for m in manifests if m["metadata"]["labels"]["app.kubernetes.io/name"] == "wsgate"]
+    kinds = [m["kind"] for m in gateway]
     assert kinds[:6] == ["ServiceAccount", "ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget"]
     for manifest in manifests:
         validate(manifest)
+
+
+def test_managed_nats_example_renders_every_broker_child_strictly_valid(operator_bin):
+    """The managed NATS example yields the credentials Secret, the config,
+    both Services, the StatefulSet and its PodDisruptionBudget, valid against
+    the Kubernetes 1.34 schemas; no secret value is in a ConfigMap."""
+    manifests = render(operator_bin, (ROOT / "examples" / "wscluster-managed-nats.yaml").read_text())
+    broker = [m for m in manifests if m["metadata"]["labels"]["app.kubernetes.io/name"] == "nats"]
+    kinds = sorted(m["kind"] for m in broker)
+    assert kinds == ["ConfigMap", "PodDisruptionBudget", "Secret", "Service", "Service", "StatefulSet"]
+    for manifest in broker:
+        validate(manifest)
+    secret = next(m for m in broker if m["kind"] == "Secret")
+    secrets = {key: base64.b64decode(secret["data"][key]).decode() for key in ("route-password", "wsgate.creds")}
+    seed = next(line for line in secrets["wsgate.creds"].splitlines() if line.startswith("SU"))
+    for config_map in (m for m in manifests if m["kind"] == "ConfigMap"):
+        for text in config_map["data"].values():
+            assert secrets["route-password"] not in text, config_map["metadata"]["name"]
+            assert seed not in text, config_map["metadata"]["name"]
+    statefulset = next(m for m in broker if m["kind"] == "StatefulSet")
+    assert statefulset["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "1Gi"
 
 
 def test_http_route_variant_validates_against_the_gateway_api_crd(operator_bin):

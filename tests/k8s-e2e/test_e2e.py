@@ -1,4 +1,6 @@
-"""wsgate on a real cluster: install, create, Ready, connect, scale, repair, delete.
+"""wsgate on a real cluster: install, create, Ready, connect, scale, repair, delete;
+then managed NATS: up, messages across pods, a rolling change with recovery,
+`kubectl scale wsc`, deletion cascading.
 
 Run through tests/k8s-e2e/run (which skips without KUBECONFIG)."""
 
@@ -8,6 +10,8 @@ import hmac
 import json
 import os
 import pathlib
+import subprocess
+import sys
 import time
 
 import pytest
@@ -155,3 +159,121 @@ def test_delete_removes_the_fleet(cluster):
             return error.status == 404
 
     wait_for("the Deployment to be garbage-collected", gone)
+
+
+# Managed NATS: examples/wscluster-managed-nats.yaml comes up (StatefulSet ready,
+# BrokerReady), a message crosses gateway pods, a spec change rolls the gateways
+# while a client recovers what it missed, `kubectl scale wsc` scales, and deleting
+# the WsCluster cascades. These run after the tests above, on the same install.
+
+NAME = "chat"
+
+
+def fleet(custom):
+    return custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, NAME)
+
+
+def gateway_pods(core):
+    pods = core.list_namespaced_pod(NS, label_selector=f"app.kubernetes.io/name=wsgate,app.kubernetes.io/instance={NAME}")
+    return [p for p in pods.items if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
+
+
+class PortForward:
+    """`kubectl port-forward pod/<pod> <port>:8080`, stopped on exit."""
+
+    def __init__(self, pod, port):
+        self.process = subprocess.Popen(["kubectl", "-n", NS, "port-forward", f"pod/{pod}", f"{port}:8080"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        line = self.process.stdout.readline()
+        assert "Forwarding" in line, line
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def quickstart(*args):
+    """The quickstart's client steps (tests/k8s-e2e/quickstart.py)."""
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "k8s-e2e" / "quickstart.py"), *args,
+                           "--secret", SECRET], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def managed(cluster):
+    """The managed NATS example in the suite's namespace, Ready."""
+    core, apps, custom = cluster
+    # The first WsCluster of the same name was deleted above: wait until its
+    # children are collected, so the new one does not meet its leftovers.
+    def collected():
+        try:
+            core.read_namespaced_service(NAME, NS)
+            return False
+        except ApiException as error:
+            return error.status == 404
+
+    wait_for("the first WsCluster's children to be collected", collected)
+    manifest = yaml.safe_load((ROOT / "examples" / "wscluster-managed-nats.yaml").read_text())
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, manifest)
+    wait_for("BrokerReady", lambda: condition(fleet(custom), "BrokerReady").get("status") == "True", timeout=600)
+    wait_for("Ready", lambda: condition(fleet(custom), "Ready").get("status") == "True", timeout=600)
+    return core, apps, custom
+
+
+def test_managed_nats_comes_up_owned_and_ready(managed):
+    core, apps, custom = managed
+    statefulset = apps.read_namespaced_stateful_set(f"{NAME}-nats", NS)
+    assert statefulset.metadata.owner_references[0].kind == "WsCluster"
+    assert statefulset.status.ready_replicas == 3
+    assert condition(fleet(custom), "BrokerReady")["message"] == "3/3 NATS servers ready"
+    claims = core.list_namespaced_persistent_volume_claim(NS, label_selector="app.kubernetes.io/name=nats")
+    assert len(claims.items) == 3
+
+
+def test_messages_cross_pods_and_a_client_recovers_through_a_rolling_change(managed, tmp_path):
+    core, apps, custom = managed
+    pods = gateway_pods(core)
+    assert len(pods) >= 2
+    state = str(tmp_path / "state.json")
+    with PortForward(pods[0].metadata.name, 28080), PortForward(pods[1].metadata.name, 28081):
+        out = quickstart("cross", "--a", "ws://127.0.0.1:28080/ws", "--b", "ws://127.0.0.1:28081/ws", "--state", state)
+        assert "across pods" in out
+    before = apps.read_namespaced_deployment(NAME, NS).spec.template.metadata.annotations["wsgate.io/config-checksum"]
+    custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, NAME, {"spec": {"limits": {"maxConnections": 20000}}})
+
+    def rolled():
+        deployment = apps.read_namespaced_deployment(NAME, NS)
+        changed = deployment.spec.template.metadata.annotations["wsgate.io/config-checksum"] != before
+        return changed and condition(fleet(custom), "Ready").get("status") == "True" and fleet(custom)["status"]["observedGeneration"] == fleet(custom)["metadata"]["generation"]
+
+    wait_for("the gateways rolled and Ready", rolled, timeout=600)
+    pods = gateway_pods(core)
+    with PortForward(pods[0].metadata.name, 28082):
+        out = quickstart("recover", "--b", "ws://127.0.0.1:28082/ws", "--state", state)
+        assert "recovered=True" in out
+
+
+def test_kubectl_scale_wsc_scales_the_gateways(managed):
+    _, apps, custom = managed
+    subprocess.run(["kubectl", "-n", NS, "scale", f"wsc/{NAME}", "--replicas=2"], check=True)
+    wait_for("2 replicas", lambda: apps.read_namespaced_deployment(NAME, NS).spec.replicas == 2)
+    wait_for("2 ready", lambda: fleet(custom).get("status", {}).get("readyReplicas") == 2)
+
+
+def test_deleting_the_wscluster_cascades_to_nats(managed):
+    _, apps, custom = managed
+    custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, NAME)
+
+    def gone(read, name):
+        try:
+            read(name, NS)
+            return False
+        except ApiException as error:
+            return error.status == 404
+
+    wait_for("the Deployment to go", lambda: gone(apps.read_namespaced_deployment, NAME))
+    wait_for("the StatefulSet to go", lambda: gone(apps.read_namespaced_stateful_set, f"{NAME}-nats"))

@@ -8,6 +8,8 @@
 //!   which room subjects the gateways are subscribed to.
 //! - `gateway`: [`GatewayOptions`] (builder) and [`Gateway`] (a running `wsgate`).
 //! - `deployment`: [`Deployment`] of a [`Topology`]: one gateway alone, or N on one NATS.
+//! - `managed_nats`: [`ManagedNatsCluster`], N nats-servers rendered by the operator's
+//!   managed NATS builder, with its generated credentials.
 //! - `client`: [`Client`], a WebSocket protocol client with deadlines everywhere.
 //! - `http`: HTTP requests (hyper-util's client) to admin endpoints and the backend API.
 //! - `token`: [`Token`], JWTs good and bad.
@@ -25,6 +27,7 @@ mod deployment;
 pub mod follower;
 mod gateway;
 pub mod http;
+mod managed_nats;
 mod nats;
 pub mod nginx;
 mod process;
@@ -35,6 +38,7 @@ mod wait;
 pub use client::{Client, ConnectError, ConnectOptions, REPLY_TIMEOUT, error_code};
 pub use deployment::{Deployment, Topology};
 pub use gateway::{Exited, Gateway, GatewayOptions, TEST_API_KEY, TEST_JWT_SECRET, wsgate_binary};
+pub use managed_nats::ManagedNatsCluster;
 pub use nats::{
     Connection, Connz, NatsObserver, NatsOptions, NatsServer, ObservedMessage, Subscription, Subsz,
     nats_server_binary, receives_room_traffic, subject_matches,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use http::Method;
-use wsgate_crds::condition::{DEGRADED, PROGRESSING, READY, reason};
+use wsgate_crds::condition::{BROKER_READY, DEGRADED, PROGRESSING, READY, reason};
 
 use super::*;
 use crate::fixtures::{self, WsClusterExt, assert_owned};
@@ -91,7 +91,7 @@ async fn unchanged_wscluster_makes_zero_requests() {
         .with_ingress()
         .with_cpu_autoscaling()
         .replicas(2);
-    let desired = children(&wsc, &Settings::default(), "cached-key\n").unwrap();
+    let desired = children(&wsc, &Settings::default(), "cached-key\n", None).unwrap();
     caches.hold(&desired, 2);
     let deployment = ctx.stores.deployments.state()[0].clone();
     wsc.status = Some(status::status(
@@ -130,7 +130,7 @@ async fn unchanged_wscluster_makes_zero_requests() {
 async fn changed_spec_reapplies_config_and_rolls_pods() {
     let (ctx, mut server, mut caches) = Context::test();
     let old = fixtures::wsc("chat");
-    let old_children = children(&old, &Settings::default(), "cached-key\n").unwrap();
+    let old_children = children(&old, &Settings::default(), "cached-key\n", None).unwrap();
     caches.hold(&old_children, 1);
     let mut new = old.clone();
     new.metadata.generation = Some(2);
@@ -229,7 +229,7 @@ async fn removed_ingress_is_deleted() {
     let (ctx, mut server, mut caches) = Context::test();
     let with = fixtures::wsc("chat").with_ingress();
     caches.hold(
-        &children(&with, &Settings::default(), "cached-key\n").unwrap(),
+        &children(&with, &Settings::default(), "cached-key\n", None).unwrap(),
         1,
     );
     let mut without = fixtures::wsc("chat");
@@ -263,7 +263,7 @@ async fn user_api_keys_follow_the_operator_key() {
     let (ctx, mut server, mut caches) = Context::test();
     let mut wsc = fixtures::wsc("chat");
     caches.hold(
-        &children(&wsc, &Settings::default(), "cached-key\n").unwrap(),
+        &children(&wsc, &Settings::default(), "cached-key\n", None).unwrap(),
         1,
     );
     wsc.spec.auth.api_keys_secret = Some(wsgate_crds::SecretKeyRef {
@@ -324,7 +324,7 @@ async fn config_the_gateway_would_refuse_is_degraded() {
 async fn refused_apply_is_degraded_and_backs_off() {
     let (ctx, mut server, mut caches) = Context::test();
     let wsc = fixtures::wsc("chat");
-    let mut held = children(&wsc, &Settings::default(), "cached-key\n").unwrap();
+    let mut held = children(&wsc, &Settings::default(), "cached-key\n", None).unwrap();
     held.deployment.metadata.labels = None; // the Deployment differs from the cache
     caches.hold(&held, 1);
     let wsc = Arc::new(wsc);
@@ -416,7 +416,7 @@ async fn missing_secret_is_reported_without_blocking_the_apply() {
     let (ctx, mut server, mut caches) = Context::test();
     let mut wsc = fixtures::wsc("chat");
     caches.hold(
-        &children(&wsc, &Settings::default(), "cached-key\n").unwrap(),
+        &children(&wsc, &Settings::default(), "cached-key\n", None).unwrap(),
         1,
     );
     wsc.spec.auth.jwt_secret = Some(wsgate_crds::SecretKeyRef {
@@ -469,4 +469,109 @@ async fn apply_crd_applies_the_generated_crd() {
     assert!(seen.uri.contains("fieldManager=wsgate-operator") && seen.uri.contains("force=true"));
     assert_eq!(seen.body, serde_json::to_value(wsgate_crds::crd()).unwrap());
     task.await.unwrap().unwrap();
+}
+
+/// A new WsCluster with managed NATS: the NATS children are applied (the
+/// credentials Secret and config before the StatefulSet) before the
+/// gateways that use them, all owned; the status says `BrokerReady: False`
+/// while no server is ready.
+#[tokio::test]
+async fn managed_nats_is_applied_before_the_gateways_and_reported_not_ready() {
+    let (ctx, mut server, _caches) = Context::test();
+    let wsc = Arc::new(fixtures::wsc("chat").with_managed_nats(3).replicas(3));
+    let reconcile = tokio::spawn(reconcile(wsc, ctx));
+
+    let expected = [
+        "/api/v1/namespaces/prod/serviceaccounts/chat?",
+        "/api/v1/namespaces/prod/secrets/chat-nats-credentials?",
+        "/api/v1/namespaces/prod/configmaps/chat-nats-config?",
+        "/api/v1/namespaces/prod/services/chat-nats-headless?",
+        "/api/v1/namespaces/prod/services/chat-nats?",
+        "/apis/apps/v1/namespaces/prod/statefulsets/chat-nats?",
+        "/apis/policy/v1/namespaces/prod/poddisruptionbudgets/chat-nats?",
+        "/api/v1/namespaces/prod/configmaps/chat-config?",
+        "/api/v1/namespaces/prod/secrets/chat-api-keys?",
+        "/apis/apps/v1/namespaces/prod/deployments/chat?",
+        "/api/v1/namespaces/prod/services/chat?",
+        "/apis/policy/v1/namespaces/prod/poddisruptionbudgets/chat?",
+    ];
+    let mut route_password = String::new();
+    for path in expected {
+        let seen = server.next().await;
+        assert_eq!(seen.method, Method::PATCH, "{path}");
+        assert!(seen.uri.starts_with(path), "{} is not {path}", seen.uri);
+        assert!(seen.uri.contains("fieldManager=wsgate-operator"));
+        assert_owned(&seen.body);
+        if path.contains("chat-nats-credentials") {
+            let encoded = seen.body["data"]["route-password"].as_str().unwrap();
+            route_password = String::from_utf8(
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded)
+                    .unwrap(),
+            )
+            .unwrap();
+        }
+        if path.contains("configmaps") {
+            let text = seen.body["data"].to_string();
+            assert!(!route_password.is_empty() && !text.contains(&route_password));
+        }
+    }
+    let event = server.next().await;
+    assert_eq!(event.method, Method::POST);
+    let status = server.next().await;
+    let broker = condition(&status.body["status"], BROKER_READY);
+    assert_eq!(broker["status"], "False");
+    assert_eq!(broker["message"], "0/3 NATS servers ready");
+    reconcile.await.unwrap().unwrap();
+}
+
+/// With the managed NATS in the cache as applied and its servers ready, a
+/// reconcile keeps the credentials it finds in the Secret, so every child
+/// (NATS ones included) matches and nothing is written; the status it
+/// would write says `BrokerReady: True`.
+#[tokio::test]
+async fn unchanged_managed_nats_keeps_its_credentials_and_makes_zero_requests() {
+    let (ctx, server, mut caches) = Context::test();
+    let mut wsc = fixtures::wsc("chat").with_managed_nats(3).replicas(3);
+    let credentials = resources::nats::NatsCredentials::generate().unwrap();
+    let desired = children(
+        &wsc,
+        &Settings::default(),
+        "cached-key\n",
+        Some(&credentials),
+    )
+    .unwrap();
+    caches.hold(&desired, 3);
+    let deployment = ctx.stores.deployments.state()[0].clone();
+    let statefulset = ctx.stores.statefulsets.state()[0].clone();
+    let observed = status::Observed {
+        deployment: Some(&deployment),
+        statefulset: Some(&statefulset),
+        broker_replicas: Some(3),
+        desired_replicas: 3,
+        endpoint: status::endpoint(&wsc),
+        selector: resources::selector_string("chat"),
+        ..Default::default()
+    };
+    let broker = status::broker_condition(&observed, Some(1)).unwrap();
+    assert_eq!(
+        (broker.status.as_str(), broker.message.as_str()),
+        ("True", "3/3 NATS servers ready")
+    );
+    wsc.status = Some(status::status(&wsc, &observed));
+
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(2),
+        reconcile(Arc::new(wsc), ctx.clone()),
+    )
+    .await;
+    outcome
+        .expect("reconcile made a request though nothing changed")
+        .unwrap();
+    assert_eq!(ctx.metrics.applies.get(), 0);
+    assert_eq!(
+        ctx.metrics.applies_skipped.get(),
+        12,
+        "six NATS children and six gateway children matched the cache"
+    );
+    drop(server);
 }

@@ -69,10 +69,9 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
         let tls = nats.tls.as_ref();
         let client_cert = tls.and_then(|tls| tls.client_cert_secret_name.as_ref());
         NatsSection {
-            credentials_file: nats
-                .credentials_secret
-                .as_ref()
-                .map(|_| secret_file(path::NATS_CREDENTIALS)),
+            // A managed NATS's `.creds` is mounted where a user's would be.
+            credentials_file: (nats.credentials_secret.is_some() || nats.managed.is_some())
+                .then(|| secret_file(path::NATS_CREDENTIALS)),
             tls_ca_file: tls
                 .and_then(|tls| tls.ca_secret.as_ref())
                 .map(|_| secret_file(path::NATS_CA)),
@@ -91,7 +90,10 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
         listen: Some(format!("0.0.0.0:{PUBLIC_PORT}")),
         admin_listen: Some(format!("0.0.0.0:{ADMIN_PORT}")),
         cluster: Some(cluster_token(&namespace, &name)),
-        nats_url: spec.nats.as_ref().map(|nats| nats.url.clone()),
+        nats_url: spec.nats.as_ref().and_then(|nats| match &nats.managed {
+            Some(managed) => Some(super::nats::gateway_nats_url(&namespace, &name, managed)),
+            None => nats.url.clone(),
+        }),
         allow_anonymous: Some(auth.allow_anonymous),
         allowed_origins: Some(spec.allowed_origins.clone()),
         require_origin: Some(spec.require_origin),
@@ -104,7 +106,7 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
                 HistoryStorage::File => Storage::File,
                 HistoryStorage::Memory => Storage::Memory,
             }),
-            replicas: Some(small(spec.history.replicas)),
+            replicas: Some(small(spec.history_replicas())),
         }),
         nats,
         auth: Some(AuthSection {

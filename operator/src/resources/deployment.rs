@@ -309,6 +309,12 @@ fn secret_projections(wsc: &WsCluster, name: &str) -> Vec<VolumeProjection> {
                 .as_ref()
                 .map(|r| key_ref(r, path::NATS_CREDENTIALS)),
         );
+        if nats.managed.is_some() {
+            sources.push(one(
+                &super::nats::nats_secret_name(name),
+                vec![(super::nats::CREDS_KEY, path::NATS_CREDENTIALS)],
+            ));
+        }
         if let Some(tls) = &nats.tls {
             sources.extend(tls.ca_secret.as_ref().map(|r| key_ref(r, path::NATS_CA)));
             sources.extend(tls.client_cert_secret_name.as_ref().map(|secret| {

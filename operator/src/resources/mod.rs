@@ -11,6 +11,7 @@ mod deployment;
 mod hpa;
 mod http_route;
 mod ingress;
+pub mod nats;
 mod pdb;
 mod secret;
 mod service;
@@ -88,20 +89,36 @@ pub struct Children {
     pub http_route: Option<HTTPRoute>,
     /// Present with `autoscaling.targetCpuUtilization`.
     pub horizontal_pod_autoscaler: Option<HorizontalPodAutoscaler>,
+    /// Present with `nats.managed`: the NATS cluster the gateways use.
+    pub nats: Option<nats::ManagedNats>,
 }
 
 /// Builds every child of `wsc`.
 ///
 /// `api_keys` is the content of the API keys file (see
 /// [`api_keys_secret`]); the controller reads it from the cache or makes a
-/// new key, `render` uses a placeholder.
+/// new key, `render` uses a placeholder. `nats_credentials` are those of a
+/// managed NATS (see [`nats::NatsCredentials`]), kept the same way; they
+/// are needed only with `nats.managed`.
 ///
 /// # Errors
 ///
-/// [`Error::MissingMetadata`] without a namespace or name.
-pub fn children(wsc: &WsCluster, settings: &Settings, api_keys: &str) -> Result<Children> {
+/// [`Error::MissingMetadata`] without a namespace or name;
+/// [`Error::MissingNatsCredentials`] with `nats.managed` but no credentials.
+pub fn children(
+    wsc: &WsCluster,
+    settings: &Settings,
+    api_keys: &str,
+    nats_credentials: Option<&nats::NatsCredentials>,
+) -> Result<Children> {
     let config_map = config_map(wsc)?;
+    let nats = match (nats::managed_spec(wsc), nats_credentials) {
+        (None, _) => None,
+        (Some(_), None) => return Err(Error::MissingNatsCredentials),
+        (Some(_), Some(credentials)) => nats::managed_nats(wsc, credentials)?,
+    };
     Ok(Children {
+        nats,
         service_account: service_account(wsc)?,
         api_keys_secret: api_keys_secret(wsc, api_keys)?,
         deployment: deployment(wsc, settings, &config_map)?,
@@ -121,14 +138,24 @@ impl Children {
     ///
     /// [`Error::Serialize`] if an object cannot be serialized.
     pub fn to_values(&self) -> Result<Vec<serde_json::Value>> {
-        let mut values = vec![
-            serde_json::to_value(&self.service_account)?,
+        let mut values = vec![serde_json::to_value(&self.service_account)?];
+        if let Some(nats) = &self.nats {
+            values.extend([
+                serde_json::to_value(&nats.secret)?,
+                serde_json::to_value(&nats.config_map)?,
+                serde_json::to_value(&nats.headless_service)?,
+                serde_json::to_value(&nats.service)?,
+                serde_json::to_value(&nats.statefulset)?,
+                serde_json::to_value(&nats.pod_disruption_budget)?,
+            ]);
+        }
+        values.extend([
             serde_json::to_value(&self.config_map)?,
             serde_json::to_value(&self.api_keys_secret)?,
             serde_json::to_value(&self.deployment)?,
             serde_json::to_value(&self.service)?,
             serde_json::to_value(&self.pod_disruption_budget)?,
-        ];
+        ]);
         if let Some(ingress) = &self.ingress {
             values.push(serde_json::to_value(ingress)?);
         }

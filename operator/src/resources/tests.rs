@@ -9,7 +9,7 @@ use super::*;
 use crate::fixtures::{self, WsClusterExt};
 
 fn build(wsc: &WsCluster) -> Children {
-    children(wsc, &Settings::default(), "operator-key\n").unwrap()
+    children(wsc, &Settings::default(), "operator-key\n", None).unwrap()
 }
 
 fn pod_spec(children: &Children) -> &k8s_openapi::api::core::v1::PodSpec {
@@ -175,13 +175,14 @@ fn config_changes_roll_the_pods() {
 fn secrets_are_mounted_where_the_config_points() {
     let mut wsc = fixtures::wsc("chat");
     wsc.spec.nats = Some(NatsSpec {
-        url: "nats://nats:4222".into(),
+        url: Some("nats://nats:4222".into()),
         credentials_secret: Some(SecretKeyRef {
             name: "creds".into(),
             key: "c".into(),
         }),
         ping_interval_ms: 5000,
         tls: None,
+        managed: None,
     });
     let children = build(&wsc);
     let config = &children.config_map.data.as_ref().unwrap()[CONFIG_KEY];
