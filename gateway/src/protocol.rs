@@ -124,12 +124,25 @@ pub struct Failure {
     pub message: String,
 }
 
+/// Longest error message, in bytes: messages may quote the client's input (an
+/// unknown op, a mistyped field), and an error reply must not echo a 64 KiB
+/// frame back.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 256;
+
 impl Failure {
+    /// A failure; a message over [`MAX_ERROR_MESSAGE_BYTES`] is cut, at a
+    /// character boundary, and ends with `…`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_MESSAGE_BYTES {
+            let mut end = MAX_ERROR_MESSAGE_BYTES - '…'.len_utf8();
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
         }
+        Self { code, message }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -662,6 +675,26 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(command(r#"{"op":"join","id":1,"room":"r","since":{"seq":"x"}}"#).is_err());
+    }
+
+    /// Error messages that quote the client's input are cut: a 60 KB op name is
+    /// not echoed back.
+    #[test]
+    fn error_messages_do_not_echo_large_input() {
+        let op = "é".repeat(30_000);
+        for text in [
+            format!(r#"{{"op":"{op}","id":1}}"#),
+            format!(r#"{{"op":[{}],"id":1}}"#, "1,".repeat(20_000) + "1"),
+        ] {
+            let failure = command(&text).unwrap_err();
+            assert!(
+                failure.message.len() <= MAX_ERROR_MESSAGE_BYTES,
+                "{} bytes",
+                failure.message.len()
+            );
+            assert!(failure.message.ends_with('…'));
+        }
+        assert_eq!(Failure::bad_request("short").message, "short");
     }
 
     #[test]

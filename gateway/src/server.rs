@@ -24,9 +24,10 @@ use crate::shutdown;
 const SECRET_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Installs the tracing subscriber: text or JSON lines on stderr, filtered by
-/// `RUST_LOG` (default `info`).
+/// `RUST_LOG` (default `info`; see [`log_filter`]).
 pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let directives = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -35,6 +36,61 @@ pub fn init_tracing(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// Settings that are valid but open the gateway wider than a production user
+/// likely means: anonymous access to every room from any web page.
+fn exposure_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if config.allow_anonymous
+        && config
+            .auth
+            .anonymous_rooms
+            .iter()
+            .any(|pattern| pattern == "**")
+        && config.allowed_origins.is_empty()
+    {
+        warnings.push(
+            "anonymous access is on for every room (auth.anonymous_rooms = [\"**\"]) and any \
+             web page may connect (allowed_origins is empty): fine for a demo, not for production"
+                .to_owned(),
+        );
+    }
+    warnings
+}
+
+/// Libraries that log every frame or request at debug and trace, tokens and
+/// API keys included: they stay at `info` unless `RUST_LOG` names them.
+const QUIET_CRATES: [&str; 4] = ["tungstenite", "tokio_tungstenite", "hyper", "hyper_util"];
+
+/// The filter directives for `RUST_LOG`: as given (default `info`), with
+/// [`QUIET_CRATES`] held at `info` when the default level is more verbose and
+/// the variable does not name them.
+fn log_filter(rust_log: Option<&str>) -> String {
+    let given = rust_log.map(str::trim).filter(|text| !text.is_empty());
+    let mut directives = given.unwrap_or("info").to_owned();
+    let default_level = directives
+        .split(',')
+        .map(str::trim)
+        .filter(|directive| !directive.contains('='))
+        .filter_map(|directive| directive.parse::<tracing::Level>().ok())
+        .next_back();
+    if default_level.is_some_and(|level| level > tracing::Level::INFO) {
+        let named = |name: &str| {
+            directives.split(',').any(|directive| {
+                let target = directive.split(['=', '[']).next().unwrap_or("").trim();
+                target == name || target.starts_with(&format!("{name}::"))
+            })
+        };
+        let quiet: Vec<&str> = QUIET_CRATES
+            .into_iter()
+            .filter(|name| !named(name))
+            .collect();
+        for name in quiet {
+            directives.push_str(&format!(",{name}=info"));
+        }
+    }
+    directives
 }
 
 /// The open-file limit, raised to its hard maximum first.
@@ -89,6 +145,9 @@ fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// Startup failures: unreadable keys, an address in use, an invalid option.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     for warning in &config.warnings {
+        warn!(%warning, "configuration");
+    }
+    for warning in exposure_warnings(&config) {
         warn!(%warning, "configuration");
     }
     let max_connections = connection_cap(config.limits.max_connections);
@@ -195,4 +254,65 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{exposure_warnings, log_filter};
+
+    fn config(args: &[&str], toml: &str) -> wsgate_config::Config {
+        let mut argv = vec!["wsgate"];
+        argv.extend_from_slice(args);
+        let args = <wsgate_config::Args as clap::Parser>::try_parse_from(argv).unwrap();
+        let text = format!("version = 1\n{toml}");
+        wsgate_config::Config::from_args_and_toml(args, &text, std::path::Path::new("t.toml"))
+            .unwrap()
+    }
+
+    /// Anonymous access to every room from any origin draws one warning; an
+    /// origin list, narrower anonymous rooms or no anonymous access draw none.
+    #[test]
+    fn anonymous_access_everywhere_from_anywhere_is_warned_about() {
+        assert_eq!(
+            exposure_warnings(&config(&["--allow-anonymous"], "")).len(),
+            1
+        );
+        assert!(exposure_warnings(&config(&[], "")).is_empty());
+        assert!(
+            exposure_warnings(&config(
+                &["--allow-anonymous"],
+                "allowed_origins = [\"https://app.example.com\"]\n"
+            ))
+            .is_empty()
+        );
+        assert!(
+            exposure_warnings(&config(
+                &["--allow-anonymous"],
+                "[auth]\nanonymous_rooms = [\"public:*\"]\n"
+            ))
+            .is_empty()
+        );
+    }
+
+    /// `RUST_LOG=trace` does not turn on the frame-by-frame logs of tungstenite and
+    /// hyper (which would print tokens); naming them does, and quieter levels are
+    /// left alone.
+    #[test]
+    fn verbose_levels_keep_the_transport_crates_at_info() {
+        assert_eq!(log_filter(None), "info");
+        assert_eq!(log_filter(Some("warn")), "warn");
+        assert_eq!(
+            log_filter(Some("trace")),
+            "trace,tungstenite=info,tokio_tungstenite=info,hyper=info,hyper_util=info"
+        );
+        assert_eq!(
+            log_filter(Some("debug,tungstenite=trace")),
+            "debug,tungstenite=trace,tokio_tungstenite=info,hyper=info,hyper_util=info"
+        );
+        assert_eq!(
+            log_filter(Some("wsgate=trace")),
+            "wsgate=trace",
+            "the default level stays info"
+        );
+    }
 }

@@ -307,6 +307,7 @@ proptest! {
             encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
                 .expect("sign")
         };
+        prop_assume!(!sub.starts_with("anon:"), "reserved for anonymous users");
         let claims = json!({"sub": sub, "exp": now + 600, "rooms": rooms, "send": send});
         let authenticator = authenticator();
         let token = sign(HS256_SECRET, &claims);
@@ -332,6 +333,38 @@ proptest! {
                 let is_last = at == token.len() - 1;
                 prop_assert!(authenticator.verify(&changed).is_err() || is_last, "{changed}");
             }
+        }
+    }
+
+    /// Any `exp` and `nbf`, integers from 0 to 2^64 - 1, negative ones, or floats up to
+    /// 1e300: a token is accepted or refused, never a panic, and an accepted one has a
+    /// deadline that can be compared with any clock.
+    #[test]
+    fn any_exp_and_nbf_is_accepted_or_refused_without_panic(
+        exp in prop_oneof![
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_filter("a JSON number", |f| f.is_finite()).prop_map(|f| json!(f)),
+            Just(json!(1e300)),
+            Just(json!(u64::MAX)),
+        ],
+        nbf in prop::option::of(prop_oneof![
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_filter("a JSON number", |f| f.is_finite()).prop_map(|f| json!(f)),
+        ]),
+        clock in any::<u64>(),
+    ) {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+        let mut claims = json!({"sub": "u", "exp": exp});
+        if let Some(nbf) = nbf {
+            claims["nbf"] = nbf;
+        }
+        let token = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(HS256_SECRET.as_bytes()))
+            .expect("sign");
+        let authenticator = authenticator();
+        if let Ok(identity) = authenticator.verify(&token) {
+            prop_assert!(authenticator.deadline(&identity).is_some());
+            let _ = authenticator.identity_expired(&identity, clock);
         }
     }
 

@@ -124,7 +124,7 @@ impl Authenticator {
     /// anonymous patterns for joining and publishing, no direct messages, no expiry.
     pub fn anonymous(&self, conn_id: &str) -> Identity {
         Identity {
-            user: format!("anon:{conn_id}"),
+            user: format!("{}{conn_id}", super::identity::ANONYMOUS_PREFIX),
             join: self.anonymous_rooms.clone(),
             publish: self.anonymous_rooms.clone(),
             send: false,

@@ -51,6 +51,11 @@ pub enum AuthError {
     #[error("token claim `{0}` is invalid")]
     InvalidClaim(&'static str),
 
+    /// The token's `sub` starts with `anon:`, the prefix of anonymous connections' user ids:
+    /// a token must not take an anonymous user's identity.
+    #[error("token claim `sub` may not start with `anon:`, the prefix of anonymous users")]
+    ReservedSubject,
+
     /// `auth.audience` is configured and the token's `aud` does not contain it.
     #[error("token audience not accepted")]
     BadAudience,
@@ -114,6 +119,7 @@ impl AuthError {
             Self::WrongAlgorithm => "wrong_algorithm",
             Self::MissingClaim(_) => "missing_claim",
             Self::InvalidClaim(_) => "invalid_claim",
+            Self::ReservedSubject => "reserved_subject",
             Self::BadAudience => "bad_audience",
             Self::BadIssuer => "bad_issuer",
             Self::InvalidPattern { .. } => "invalid_pattern",

@@ -2,6 +2,10 @@
 
 use super::pattern::Patterns;
 
+/// The prefix of anonymous connections' user ids (`anon:<connection id>`); no token
+/// may claim a `sub` that starts with it.
+pub const ANONYMOUS_PREFIX: &str = "anon:";
+
 /// The outcome of authentication: a user id and the permissions that come with it.
 ///
 /// A session keeps one `Identity` and replaces it on `auth` or `refresh`. Permissions are

@@ -167,6 +167,9 @@ fn check_claims(policy: &Policy, claims: Claims, now: u64) -> Result<Identity, A
 
     let user = match sub {
         None => return Err(AuthError::MissingClaim("sub")),
+        Some(Value::String(sub)) if sub.starts_with(super::identity::ANONYMOUS_PREFIX) => {
+            return Err(AuthError::ReservedSubject);
+        }
         Some(Value::String(sub)) if !sub.is_empty() => sub,
         Some(_) => return Err(AuthError::InvalidClaim("sub")),
     };

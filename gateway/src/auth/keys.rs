@@ -124,14 +124,20 @@ impl JwtKeys {
                 Err(AuthError::WrongAlgorithm)
             }
         };
-        if let Some(kid) = kid
-            && let Some(entry) = self
+        if let Some(kid) = kid {
+            if let Some(entry) = self
                 .jwks
                 .iter()
                 .find(|entry| entry.kid.as_deref() == Some(kid))
-        {
-            bound(&entry.key)?;
-            return Ok(&entry.key);
+            {
+                bound(&entry.key)?;
+                return Ok(&entry.key);
+            }
+            // When keys have ids, a token naming another id is not for these keys: it
+            // must not fall back to the secret or the public key.
+            if self.jwks.iter().any(|entry| entry.kid.is_some()) {
+                return Err(AuthError::UnknownKey);
+            }
         }
         let configured = match algorithm {
             KeyAlgorithm::Hs256 => self.secret.as_ref(),
@@ -520,6 +526,13 @@ fn parse_jwk(entry: &Value) -> Result<Option<VerificationKey>, String> {
                 .map_err(|_| "oct key value is not base64url".to_owned())?;
             if secret.is_empty() {
                 return Err("oct key is empty".to_owned());
+            }
+            if secret.len() < MIN_SECRET_BYTES {
+                tracing::warn!(
+                    bytes = secret.len(),
+                    minimum = MIN_SECRET_BYTES,
+                    "a jwks oct key is short; use at least 32 random bytes"
+                );
             }
             VerificationKey {
                 algorithm,

@@ -1215,3 +1215,37 @@ fn kind_labels_are_stable_snake_case() {
     assert_eq!(AuthError::Expired.kind_label(), "expired");
     assert_eq!(AuthError::BadSignature.kind_label(), "bad_signature");
 }
+
+/// When keys have ids, a token naming an unknown `kid` is refused, even when it
+/// would verify with the configured secret: an id that names no key is not a
+/// request for the default key.
+#[test]
+fn an_unknown_kid_does_not_fall_back_to_the_configured_secret() {
+    let dir = TempDir::new();
+    let mut settings = jwks_settings(&dir, vec![jwk(RSA_A_PUBLIC, false, "rsa-a")]);
+    settings.jwt_secret = hs_settings().jwt_secret;
+    let auth = authenticator(settings);
+    let secret = EncodingKey::from_secret(SECRET.as_bytes());
+    let named = sign(Algorithm::HS256, Some("nobody"), &claims(), &secret);
+    assert_eq!(auth.verify(&named), Err(AuthError::UnknownKey));
+    let unnamed = sign(Algorithm::HS256, None, &claims(), &secret);
+    assert_eq!(auth.verify(&unnamed).unwrap().user, "alice");
+    let rsa = sign(Algorithm::RS256, Some("rsa-a"), &claims(), &rsa_a());
+    assert_eq!(auth.verify(&rsa).unwrap().user, "alice");
+}
+
+/// A token may not claim an anonymous user's id: `sub` starting with `anon:`
+/// is refused, so no token can act as, or be counted as, an anonymous
+/// connection.
+#[test]
+fn a_sub_in_the_anonymous_namespace_is_refused() {
+    let auth = authenticator(hs_settings());
+    for sub in ["anon:gw-0:1f2e-1", "anon:"] {
+        let token = hs256(&claims_with(json!({ "sub": sub })));
+        let error = auth.verify(&token).unwrap_err();
+        assert_eq!(error, AuthError::ReservedSubject, "{sub}");
+        assert_eq!(error.kind_label(), "reserved_subject");
+    }
+    let token = hs256(&claims_with(json!({ "sub": "anonymous" })));
+    assert_eq!(auth.verify(&token).unwrap().user, "anonymous");
+}
