@@ -88,7 +88,11 @@ impl AppState {
     pub fn test(config: Config) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
         let hub = Hub::new(config.node.clone(), metrics.clone());
-        let broker = crate::broker::LocalBroker::new(hub.clone(), config.namespaces.clone());
+        let broker = crate::broker::LocalBroker::new(
+            hub.clone(),
+            config.namespaces.clone(),
+            metrics.clone(),
+        );
         let auth = Arc::new(
             Authenticator::new(config.auth.clone()).expect("test auth settings are valid"),
         );

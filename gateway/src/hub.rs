@@ -483,6 +483,7 @@ impl LocalNode for Hub {
             node: self.node.clone(),
             connections: self.conns.read().len() as u64,
             rooms: self.rooms.lock().len() as u64,
+            history: Default::default(),
         }
     }
 }
@@ -540,7 +541,7 @@ mod tests {
     async fn join_reply_precedes_messages_and_last_leave_drops_room() {
         let metrics = Arc::new(Metrics::new());
         let hub = Hub::new("n".into(), metrics);
-        let broker = LocalBroker::new(hub.clone(), Default::default());
+        let broker = LocalBroker::new(hub.clone(), Default::default(), hub.metrics.clone());
         let a = outbox(&hub, 8);
         assert!(hub.join(&*broker, "r", &a, "reply".into()).await.unwrap());
         broker.publish("r", "m1".into()).await.unwrap();
@@ -558,7 +559,7 @@ mod tests {
     #[tokio::test]
     async fn slow_consumer_is_closed_and_others_keep_receiving() {
         let hub = Hub::new("n".into(), Arc::new(Metrics::new()));
-        let broker = LocalBroker::new(hub.clone(), Default::default());
+        let broker = LocalBroker::new(hub.clone(), Default::default(), hub.metrics.clone());
         let slow = outbox(&hub, 1);
         let fast = outbox(&hub, 64);
         hub.join(&*broker, "r", &slow, "ok".into()).await.unwrap();
@@ -601,7 +602,7 @@ mod cost {
     #[ignore = "measurement, run by hand"]
     async fn presence_cost_at_100_000_members() {
         let hub = Hub::new("n".into(), Arc::new(Metrics::new()));
-        let broker = LocalBroker::new(hub.clone(), Default::default());
+        let broker = LocalBroker::new(hub.clone(), Default::default(), hub.metrics.clone());
         let members: usize = 100_000;
         let start = std::time::Instant::now();
         let mut outboxes = Vec::with_capacity(members);

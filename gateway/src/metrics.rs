@@ -18,6 +18,12 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// A room namespace label (namespaces are configured, so there are few).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabel {
+    pub namespace: String,
+}
+
 /// A WebSocket close code label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
@@ -53,6 +59,8 @@ pub struct Metrics {
     pub broker_connected: Gauge,
     /// Live nodes in the cluster registry, this one included.
     pub nodes: Gauge,
+    /// 1 while a history namespace can store messages, 0 while it cannot.
+    pub history_available: Family<NamespaceLabel, Gauge>,
 }
 
 impl Metrics {
@@ -73,6 +81,7 @@ impl Metrics {
             client_errors: Family::default(),
             broker_connected: Gauge::default(),
             nodes: Gauge::default(),
+            history_available: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -139,6 +148,11 @@ impl Metrics {
             "nodes",
             "Live nodes in the cluster registry",
             metrics.nodes.clone(),
+        );
+        registry.register(
+            "history_available",
+            "1 while a history namespace can store messages, 0 while it cannot (the reason is logged)",
+            metrics.history_available.clone(),
         );
         Self {
             registry,

@@ -169,7 +169,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => {
             metrics.broker_connected.set(1);
-            LocalBroker::new(hub.clone(), config.namespaces.clone())
+            LocalBroker::new(hub.clone(), config.namespaces.clone(), metrics.clone())
         }
     };
     let auth = Arc::new(Authenticator::new(config.auth.clone()).context("auth")?);

@@ -505,3 +505,73 @@ async fn presence_needs_the_namespace_and_the_api_publishes_with_seq() -> Result
     );
     Ok(())
 }
+
+/// The history of `namespace` as gateway `i`'s stats report it.
+async fn history_in_stats(deployment: &Deployment, i: usize, namespace: &str) -> Result<Value> {
+    let stats = deployment.gateway(i).stats().await?;
+    let node = deployment.gateway(i).node().to_owned();
+    let entry = stats["nodes"]
+        .as_array()
+        .context("no nodes")?
+        .iter()
+        .find(|entry| entry["node"] == node.as_str())
+        .with_context(|| format!("{node} not in {stats}"))?
+        .clone();
+    Ok(entry["history"][namespace].clone())
+}
+
+/// Waits until gateway 0 reports `namespace`'s history as `available`, in its
+/// stats and in `wsgate_history_available`.
+async fn history_becomes(deployment: &Deployment, namespace: &str, available: bool) -> Result<()> {
+    let gauge = format!(
+        "wsgate_history_available{{namespace=\"{namespace}\"}} {}",
+        u8::from(available)
+    );
+    let what = format!("history of {namespace} reported as available = {available}");
+    eventually(Duration::from_secs(20), &what, || async {
+        let reported = history_in_stats(deployment, 0, namespace).await?;
+        ensure!(reported == available, "stats say {reported}");
+        let metrics = deployment.gateway(0).metrics().await?;
+        ensure!(metrics.contains(&gauge), "no `{gauge}` in the metrics");
+        Ok(Some(()))
+    })
+    .await
+}
+
+/// With JetStream, a history namespace is reported available; rooms without
+/// history are not listed.
+#[tokio::test]
+async fn history_on_jetstream_is_reported_available() -> Result<()> {
+    let deployment = cluster(1, history_options()).await?;
+    history_becomes(&deployment, "hist", true).await?;
+    ensure!(history_in_stats(&deployment, 0, "plain").await?.is_null());
+    Ok(())
+}
+
+/// On a nats-server without JetStream, or one too small for
+/// `history.replicas`, the namespace is reported unavailable (the gateway
+/// itself stays ready: rooms without history still work), and a join of one
+/// of its rooms is `unavailable`, never a false success.
+#[tokio::test]
+async fn history_that_cannot_be_stored_is_reported_unavailable() -> Result<()> {
+    let without_jetstream =
+        Deployment::start(Topology::Nats { replicas: 1 }, history_options()).await?;
+    history_becomes(&without_jetstream, "hist", false).await?;
+    let too_small = cluster(1, history_options().set("history.replicas", 3)).await?;
+    history_becomes(&too_small, "hist", false).await?;
+    for deployment in [&without_jetstream, &too_small] {
+        let mut client = connect_user(deployment, 0, "alice").await?;
+        let code = client
+            .call_err(json!({"op": "join", "room": format!("hist:{}", unique_room("x"))}))
+            .await?;
+        ensure!(
+            code == "unavailable",
+            "join in an unavailable history namespace: {code}"
+        );
+        let plain = client.join(&unique_room("plain")).await?;
+        ensure!(plain["ok"] == true, "{plain}");
+        let ready = deployment.gateway(0).api_get("/readyz", None).await?;
+        ensure!(ready.status == 200, "readyz {}", ready.status);
+    }
+    Ok(())
+}

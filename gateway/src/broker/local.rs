@@ -13,9 +13,10 @@ use wsgate_config::Namespaces;
 
 use super::history::MemoryHistory;
 use super::{
-    Ack, Broker, BrokerError, ClusterStats, Delivery, Gathered, LocalNode, PresencePage, Recovery,
-    RoomSink, Subscription,
+    Ack, Availability, Broker, BrokerError, ClusterStats, Delivery, Gathered, LocalNode,
+    PresencePage, Recovery, RoomSink, Subscription,
 };
+use crate::metrics::Metrics;
 use crate::protocol::{Since, Target};
 
 /// Subscribed rooms by name.
@@ -26,6 +27,8 @@ pub struct LocalBroker {
     node: Arc<dyn LocalNode>,
     rooms: Rooms,
     history: MemoryHistory,
+    /// Always available: the history is in this process's memory.
+    availability: Availability,
     /// Stores and deliveries of history messages happen under this lock, so
     /// members see them in seq order.
     ordered: Mutex<()>,
@@ -34,10 +37,15 @@ pub struct LocalBroker {
 impl LocalBroker {
     /// A broker delivering to `node` only, keeping history in memory for the
     /// namespaces that have it.
-    pub fn new(node: Arc<dyn LocalNode>, namespaces: Namespaces) -> Arc<Self> {
+    pub fn new(
+        node: Arc<dyn LocalNode>,
+        namespaces: Namespaces,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             node,
             rooms: Arc::default(),
+            availability: Availability::new(metrics, &namespaces, true),
             history: MemoryHistory::new(namespaces),
             ordered: Mutex::new(()),
         })
@@ -164,7 +172,9 @@ impl Broker for LocalBroker {
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<ClusterStats, BrokerError>> {
-        let nodes = vec![self.node.stats()];
+        let mut stats = self.node.stats();
+        stats.history = self.availability.snapshot();
+        let nodes = vec![stats];
         async move {
             Ok(ClusterStats {
                 nodes,

@@ -24,12 +24,14 @@ use serde::{Deserialize, Serialize};
 use crate::protocol::{ErrorCode, Failure, Since, Target};
 
 mod ack;
+mod availability;
 mod delivery;
 pub mod history;
 mod local;
 mod nats;
 
 pub use ack::Ack;
+pub use availability::Availability;
 pub use delivery::{Delivery, LocalNode, RoomSink};
 pub use history::Recovery;
 pub use local::LocalBroker;
@@ -62,6 +64,10 @@ pub struct NodeStats {
     pub node: String,
     pub connections: u64,
     pub rooms: u64,
+    /// Each history namespace and whether this node can store its messages;
+    /// absent from nodes that keep no history (and from older nodes).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub history: std::collections::BTreeMap<String, bool>,
 }
 
 /// One member of a room, as presence reports it.

@@ -84,7 +84,8 @@ impl NatsBroker {
             return;
         }
         if subject == self.subjects.stats() {
-            let stats = self.local.stats();
+            let mut stats = self.local.stats();
+            stats.history = self.streams.availability.snapshot();
             self.reply(&message, serde_json::to_vec(&stats).unwrap_or_default())
                 .await;
             return;

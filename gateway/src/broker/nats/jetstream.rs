@@ -16,7 +16,7 @@ use wsgate_config::{History, Namespace, Namespaces, Storage};
 
 use super::unavailable;
 use crate::broker::history::{Entry, Recovery, namespace_name, recover, safety_horizon};
-use crate::broker::{Ack, BrokerError};
+use crate::broker::{Ack, Availability, BrokerError};
 use crate::protocol::Since;
 
 /// The JetStream streams that keep history: one per cluster and history
@@ -29,6 +29,8 @@ pub(super) struct Streams {
     replicas: usize,
     /// Shared with acknowledgements in flight, which forget a stream that failed.
     ensured: Arc<tokio::sync::Mutex<HashMap<String, Arc<HistoryStream>>>>,
+    /// Whether each history namespace can store messages.
+    pub(super) availability: Arc<Availability>,
     /// Stream name → epoch, for stamping republished messages.
     epochs: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -49,6 +51,7 @@ impl Streams {
         cluster: &str,
         namespaces: Namespaces,
         history: &History,
+        availability: Arc<Availability>,
     ) -> Self {
         Self {
             jetstream: async_nats::jetstream::new(client.clone()),
@@ -60,6 +63,7 @@ impl Streams {
             },
             replicas: history.replicas.max(1) as usize,
             ensured: Arc::default(),
+            availability,
             epochs: Arc::default(),
         }
     }
@@ -76,6 +80,7 @@ impl Streams {
         // acknowledgement's, is reported when the acknowledgement is awaited.
         let sent = self.jetstream.publish(subject, frame.into()).await;
         let ensured = self.ensured.clone();
+        let availability = self.availability.clone();
         let namespace = stream.namespace.clone();
         Ack::later(async move {
             let acknowledged = match sent {
@@ -88,9 +93,9 @@ impl Streams {
                     // The stream may be gone (a NATS restart with memory
                     // storage): look it up again next time.
                     ensured.lock().await.remove(&namespace);
-                    Err(BrokerError::Unavailable(format!(
-                        "history not stored: {error}"
-                    )))
+                    let error = BrokerError::Unavailable(format!("history not stored: {error}"));
+                    availability.down(&namespace, &error);
+                    Err(error)
                 }
             }
         })
@@ -130,12 +135,46 @@ impl Streams {
     /// The history stream of `room`'s namespace, created when missing and
     /// updated when its limits differ from the configuration.
     pub(super) async fn ensure(&self, room: &str) -> Result<Arc<HistoryStream>, BrokerError> {
-        let namespace = namespace_name(&self.namespaces, room).to_owned();
+        let namespace = namespace_name(&self.namespaces, room);
+        let result = self.ensure_namespace(namespace).await;
+        if let Err(error) = &result {
+            self.availability.down(namespace, error);
+        }
+        result
+    }
+
+    /// Checks that `namespace`'s stream can be reached (creating it when
+    /// missing), and records the outcome in the availability.
+    pub(super) async fn check(&self, namespace: &str) {
+        let checked = match self.ensure_namespace(namespace).await {
+            Ok(history) => match history.stream.clone().info().await {
+                Ok(_) => Ok(()),
+                Err(error) => {
+                    self.ensured.lock().await.remove(namespace);
+                    Err(unavailable(error))
+                }
+            },
+            Err(error) => Err(error),
+        };
+        match checked {
+            Ok(()) => self.availability.up(namespace),
+            Err(error) => self.availability.down(namespace, &error),
+        }
+    }
+
+    /// The history stream of `namespace`, created or updated as [`Streams::ensure`] says.
+    async fn ensure_namespace(&self, namespace: &str) -> Result<Arc<HistoryStream>, BrokerError> {
+        let namespace = namespace.to_owned();
         let mut ensured = self.ensured.lock().await;
         if let Some(stream) = ensured.get(&namespace) {
             return Ok(stream.clone());
         }
-        let settings = self.namespaces.for_room(room).clone();
+        let settings = self
+            .namespaces
+            .named
+            .get(&namespace)
+            .unwrap_or(&self.namespaces.default)
+            .clone();
         let wanted = self.config(&namespace, &settings);
         let name = wanted.name.clone();
         let mut stream = match self.jetstream.get_stream(&name).await {

@@ -31,12 +31,12 @@ use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, info_span, warn};
 use wsgate_config::{Config, NatsConfig};
 
 use super::{
-    Ack, Broker, BrokerError, ClusterStats, Gathered, LocalNode, PresencePage, Recovery, RoomSink,
-    Subscription,
+    Ack, Availability, Broker, BrokerError, ClusterStats, Gathered, LocalNode, PresencePage,
+    Recovery, RoomSink, Subscription,
 };
 use crate::metrics::Metrics;
 use crate::protocol::{Since, Target};
@@ -160,7 +160,13 @@ impl NatsBroker {
             .await
             .map_err(|error| BrokerError::Unavailable(format!("connecting to NATS: {error}")))?;
         let broker = Arc::new(Self {
-            streams: Streams::new(&client, cluster, namespaces.clone(), history),
+            streams: Streams::new(
+                &client,
+                cluster,
+                namespaces.clone(),
+                history,
+                Arc::new(Availability::new(metrics.clone(), namespaces, false)),
+            ),
             requests: Requests::new(client.new_inbox()),
             client,
             subjects: Subjects::new(cluster, node),
@@ -183,8 +189,44 @@ impl NatsBroker {
     ) -> Result<(), BrokerError> {
         self.start_replies(tracker, cancel.clone()).await?;
         self.start_control(tracker, cancel.clone()).await?;
-        self.start_heartbeat(tracker, cancel);
+        self.start_heartbeat(tracker, cancel.clone());
+        self.start_history_check(tracker, cancel);
         Ok(())
+    }
+
+    /// Checks every history namespace now and then every five heartbeats, so
+    /// that `wsgate_history_available` and the stats tell whether history can
+    /// be stored before a publish finds out.
+    fn start_history_check(self: &Arc<Self>, tracker: &TaskTracker, cancel: CancellationToken) {
+        let namespaces = self.streams.availability.namespaces();
+        if namespaces.is_empty() {
+            return;
+        }
+        let broker = self.clone();
+        let every = self.registry.interval().saturating_mul(5);
+        tracker.spawn(
+            async move {
+                let mut ticker = tokio::time::interval(every);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        _ = ticker.tick() => {}
+                    }
+                    for namespace in &namespaces {
+                        if broker.ensure_connected().is_ok() {
+                            broker.streams.check(namespace).await;
+                        } else {
+                            broker
+                                .streams
+                                .availability
+                                .down(namespace, &"the NATS connection is down");
+                        }
+                    }
+                }
+            }
+            .instrument(info_span!("history_check")),
+        );
     }
 
     /// Refuses a payload over the server's `max_payload`.

@@ -56,6 +56,11 @@ impl Registry {
         nodes.keys().cloned().collect()
     }
 
+    /// This node's heartbeat interval.
+    pub(super) fn interval(&self) -> Duration {
+        self.interval
+    }
+
     pub(super) fn is_live(&self, node: &str) -> bool {
         self.live().contains(node)
     }
