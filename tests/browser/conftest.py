@@ -1,4 +1,5 @@
-"""Fixtures of the browser test: one nats-server, wsgate replicas, Chromium.
+"""Fixtures of the browser test: one nats-server with wsgate replicas, a single
+wsgate as the README's first command starts it, Chromium.
 
 Every process started here is stopped by its fixture's finalizer, also when a
 test fails. The wsgate binary comes from WSGATE_BIN (tests/browser/run sets it
@@ -141,11 +142,9 @@ class Cluster:
     def start_gateway(self, node: str, timeout: float = 20.0) -> Gateway:
         config = self.workdir / "wsgate.toml"
         config.write_text(GATEWAY_CONFIG)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        log = ARTIFACTS / f"wsgate-{node}.log"
-        process = subprocess.Popen(
+        gateway = launch(
+            self.binary,
             [
-                str(self.binary),
                 "--config", str(config),
                 "--nats-url", self.nats_url,
                 "--node", node,
@@ -155,33 +154,50 @@ class Cluster:
                 "--demo",
                 "--api-keys", API_KEY,
             ],
-            stdout=subprocess.PIPE,
-            stderr=log.open("w"),
-            text=True,
+            node,
+            timeout,
         )
-        gateway = None
-        deadline = time.monotonic() + timeout
-        # The first stdout line says where it listens (docs/protocol.md, "Process contract").
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            match = re.search(r"wsgate listening: public=(\S+) admin=(\S+)", line)
-            if match:
-                gateway = Gateway(node, process, match.group(1), match.group(2), log)
-                break
-        if gateway is None:
-            stop(process)
-            raise RuntimeError(f"wsgate {node} did not start; see {log}:\n{log.read_text()[-2000:]}")
         self.gateways.append(gateway)
-        # Drain stdout in the background so the process never blocks on it.
-        threading.Thread(target=process.stdout.read, daemon=True).start()
-        wait_for(lambda: ready(gateway), timeout, f"{node} /readyz")
         return gateway
 
     def stop(self) -> None:
         for gateway in self.gateways:
             stop(gateway.process)
+
+
+def launch(binary: Path, args: list[str], name: str, timeout: float = 20.0) -> Gateway:
+    """Starts wsgate with `args`, its log in tests/artifacts/wsgate-NAME.log, and waits
+    until it says where it listens and answers /readyz. The caller stops it."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = ARTIFACTS / f"wsgate-{name}.log"
+    process = subprocess.Popen(
+        [str(binary), *args],
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
+    )
+    gateway = None
+    deadline = time.monotonic() + timeout
+    # The first stdout line says where it listens (docs/protocol.md, "Process contract").
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        match = re.search(r"wsgate listening: public=(\S+) admin=(\S+)", line)
+        if match:
+            gateway = Gateway(name, process, match.group(1), match.group(2), log)
+            break
+    if gateway is None:
+        stop(process)
+        raise RuntimeError(f"wsgate {name} did not start; see {log}:\n{log.read_text()[-2000:]}")
+    # Drain stdout in the background so the process never blocks on it.
+    threading.Thread(target=process.stdout.read, daemon=True).start()
+    try:
+        wait_for(lambda: ready(gateway), timeout, f"{name} /readyz")
+    except BaseException:
+        stop(process)
+        raise
+    return gateway
 
 
 def ready(gateway: Gateway) -> bool:
@@ -230,6 +246,25 @@ def cluster(tmp_path):
         cluster.stop()
         stop(server)
         nats_log.close()
+
+
+@pytest.fixture
+def laptop():
+    """The README's first command, `wsgate --allow-anonymous --demo`: one node, the
+    in-process broker, no configuration file. Only what a test needs is added: a free
+    port instead of 8080, and an API key so the test can publish as a backend."""
+    binary = wsgate_binary()
+    if not binary.exists():
+        pytest.fail(f"{binary} does not exist: run `cargo build -p wsgate` (tests/browser/run does)")
+    gateway = launch(
+        binary,
+        ["--allow-anonymous", "--demo", "--listen", "127.0.0.1:0", "--api-keys", API_KEY],
+        "laptop",
+    )
+    try:
+        yield gateway
+    finally:
+        stop(gateway.process)
 
 
 def port_open(port: int) -> bool:
@@ -288,7 +323,11 @@ def open_demo(browser):
     """Opens the demo page of a gateway in a fresh context; closes every context after the test."""
     pages: list[DemoPage] = []
 
-    def open_(name: str, gateway: Gateway, ws_urls: list[str], room: str) -> DemoPage:
+    def open_(
+        name: str, gateway: Gateway, ws_urls: list[str] | None = None, room: str | None = None
+    ) -> DemoPage:
+        """Opens `/` of `gateway`; without `ws_urls` and `room` the page uses its defaults
+        (its own host, demo:lobby), as a newcomer's browser does."""
         context = browser.new_context(viewport={"width": 1100, "height": 760})
         page = context.new_page()
         errors: list[str] = []
@@ -296,8 +335,13 @@ def open_demo(browser):
         page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
         demo = DemoPage(name, page, context, errors)
         pages.append(demo)
-        query = urllib.parse.urlencode({"ws": ",".join(ws_urls), "room": room})
-        page.goto(f"{gateway.http}/?{query}")
+        params = {}
+        if ws_urls:
+            params["ws"] = ",".join(ws_urls)
+        if room:
+            params["room"] = room
+        query = urllib.parse.urlencode(params)
+        page.goto(f"{gateway.http}/{'?' + query if query else ''}")
         page.wait_for_selector("#state[data-state=open]", timeout=15000)
         return demo
 

@@ -1,6 +1,16 @@
-// The wsgate demo page: rooms, messages, presence and the node this page is
-// connected to, using nothing but the reference client.
+// The wsgate demo page: rooms, messages, presence, join/leave events and the
+// node this page is connected to, using nothing but the reference client.
+//
+// A reload resumes where the page was: the rooms it was in and the position
+// ({epoch, seq}) of the last message it saw are kept in sessionStorage (this
+// tab only), and the page rejoins with `since`, so what was published while it
+// reloaded is recovered from the room's history.
 import { WsgateClient } from "/client/wsgate.js";
+
+/** The room a fresh page joins; its namespace has history and presence under `--demo`. */
+const DEFAULT_ROOM = "demo:lobby";
+/** The sessionStorage key of what survives a reload. */
+const SAVED = "wsgate-demo";
 
 const params = new URLSearchParams(location.search);
 const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -22,14 +32,42 @@ const ui = {
   text: $("text"),
   send: $("send"),
 };
-if (params.get("room")) ui.room.value = params.get("room");
+ui.room.value = params.get("room") || DEFAULT_ROOM;
 
 const client = new WsgateClient({ url: urls });
 const joined = new Map(); // room -> {history: bool}
 let selected = null;
+let presenceRequest = 0; // only the latest presence answer is shown
 
 // Exposed for curious users and for the browser test.
 window.wsgateDemo = { client, urls, joined };
+
+// ---- what survives a reload -------------------------------------------------
+
+/** The rooms and selection saved before the last reload, or null. */
+function loadSaved() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(SAVED) ?? "null");
+    return saved && Array.isArray(saved.rooms) ? saved : null;
+  } catch {
+    return null; // storage disabled or garbled: start afresh
+  }
+}
+
+/** Saves the joined rooms, each with the position of the last message seen. */
+function save() {
+  const rooms = [...joined.keys()].map((room) => {
+    const position = client.rooms.get(room);
+    return { room, epoch: position?.epoch ?? null, seq: position?.seq ?? null };
+  });
+  try {
+    sessionStorage.setItem(SAVED, JSON.stringify({ rooms, selected }));
+  } catch {
+    // storage disabled: a reload starts afresh
+  }
+}
+
+// ---- rendering --------------------------------------------------------------
 
 function line(kind, parts, attributes = {}) {
   const li = document.createElement("li");
@@ -52,6 +90,10 @@ function system(text, level = "") {
   return line(`system ${level}`.trim(), [["text", text]]);
 }
 
+function plural(count, word) {
+  return `${count} ${word}${count === 1 ? "" : "s"}`;
+}
+
 function render(data) {
   if (data && typeof data === "object" && typeof data.text === "string") return data.text;
   return typeof data === "string" ? data : JSON.stringify(data);
@@ -63,18 +105,19 @@ function renderRooms() {
     const li = document.createElement("li");
     li.dataset.room = room;
     li.setAttribute("aria-selected", String(room === selected));
-    const name = document.createElement("span");
+    const name = document.createElement("button");
+    name.type = "button";
+    name.className = "name";
     name.textContent = room;
+    name.addEventListener("click", () => select(room));
     const leave = document.createElement("button");
     leave.type = "button";
+    leave.className = "leave";
     leave.title = `leave ${room}`;
+    leave.setAttribute("aria-label", `leave ${room}`);
     leave.textContent = "×";
-    leave.addEventListener("click", (event) => {
-      event.stopPropagation();
-      leaveRoom(room);
-    });
+    leave.addEventListener("click", () => leaveRoom(room));
     li.append(name, leave);
-    li.addEventListener("click", () => select(room));
     ui.rooms.append(li);
   }
   const canPublish = selected !== null;
@@ -86,10 +129,20 @@ function select(room) {
   selected = room;
   renderRooms();
   refreshPresence();
+  save();
 }
 
+function item(text, cls = "") {
+  const li = document.createElement("li");
+  li.textContent = text;
+  if (cls) li.className = cls;
+  return li;
+}
+
+/** Asks for the selected room's members; called on every joined/left event, so the list is live. */
 async function refreshPresence() {
   const room = selected;
+  const request = ++presenceRequest;
   ui.presenceRoom.textContent = room ?? "";
   if (room === null) {
     ui.presence.replaceChildren(item("join a room", "muted"));
@@ -103,48 +156,81 @@ async function refreshPresence() {
       members.push(...page.members);
       cursor = page.next;
     } while (cursor !== undefined && cursor !== null && members.length < 500);
-    if (room !== selected) return;
+    if (request !== presenceRequest) return;
+    const me = client.welcome?.conn;
     ui.presence.replaceChildren(
       ...(members.length
-        ? members.map((m) => item(`${m.user} @ ${m.node}`))
+        ? members.map((m) => {
+            const li = item(`${m.user} @ ${m.node}${m.conn === me ? " (you)" : ""}`);
+            li.dataset.conn = m.conn;
+            li.dataset.user = m.user;
+            return li;
+          })
         : [item("nobody", "muted")]),
     );
     ui.presence.dataset.supported = "true";
   } catch (error) {
-    if (room !== selected) return;
+    if (request !== presenceRequest) return;
     const text =
       error.code === "not_supported"
-        ? "not supported in this room's namespace"
+        ? "not kept in this room's namespace"
         : `unavailable (${error.code})`;
     ui.presence.replaceChildren(item(text, "muted"));
     ui.presence.dataset.supported = String(error.code !== "not_supported");
   }
 }
 
-function item(text, cls = "") {
-  const li = document.createElement("li");
-  li.textContent = text;
-  if (cls) li.className = cls;
-  return li;
-}
+// ---- rooms ------------------------------------------------------------------
 
-async function joinRoom(room) {
+/** Joins `room`; with `since` (after a reload), recovers what was published meanwhile. */
+async function joinRoom(room, since) {
   try {
-    const reply = await client.join(room);
-    joined.set(room, { history: typeof reply.epoch === "string" });
-    system(
-      typeof reply.epoch === "string"
-        ? `joined ${room} (history on, at seq ${reply.seq})`
-        : `joined ${room} (no history: messages sent while disconnected are not recovered)`,
-    );
-    select(room);
+    const reply = await client.join(room, since ? { since } : {});
+    const history = typeof reply.epoch === "string";
+    joined.set(room, { history });
+    if (since) {
+      resumed(room, since, reply);
+    } else {
+      system(
+        history
+          ? `joined ${room} (history on, at seq ${reply.seq}: reload this page and it recovers what it missed)`
+          : `joined ${room} (no history in this namespace: messages sent while away are not recovered)`,
+      );
+    }
+    if (selected === null) selected = room;
+    renderRooms();
+    save();
+    return true;
   } catch (error) {
     const why =
       error.code === "not_supported"
-        ? "this gateway does not support that room's namespace settings yet"
+        ? "this gateway does not support that room's namespace settings"
         : error.message;
     system(`cannot join ${room}: ${why}`, "bad").dataset.error = error.code;
+    return false;
   }
+}
+
+/** Says how the rejoin after a reload went. */
+function resumed(room, since, reply) {
+  const missed = Array.isArray(reply.missed) ? reply.missed.length : 0;
+  let text;
+  let level = "";
+  if (reply.recovered === true) {
+    text = `back in ${room} after the reload: recovered ${plural(missed, "missed message")}`;
+  } else if (typeof reply.epoch !== "string") {
+    text = `back in ${room} after the reload (no history: what was sent meanwhile is not recovered)`;
+  } else if (reply.epoch !== since.epoch) {
+    text = `back in ${room} after the reload: its history was reset (the server restarted?), what was sent meanwhile is lost`;
+    level = "warn";
+  } else {
+    text = `back in ${room} after the reload: recovered ${plural(missed, "message")}, some may be lost`;
+    level = "warn";
+  }
+  const li = system(text, level);
+  li.dataset.rejoined = room;
+  li.dataset.recovered = String(reply.recovered === true);
+  li.dataset.reason = "reload";
 }
 
 async function leaveRoom(room) {
@@ -152,12 +238,26 @@ async function leaveRoom(room) {
   if (selected === room) selected = joined.keys().next().value ?? null;
   renderRooms();
   refreshPresence();
+  save();
   try {
     await client.leave(room);
     system(`left ${room}`);
   } catch (error) {
     system(`leave ${room}: ${error.message}`, "warn");
   }
+}
+
+/** A line for another connection's `joined` or `left` event. */
+function membership(event, verb) {
+  const reason = event.reason ? ` (${event.reason})` : "";
+  line(
+    `system member ${verb}`,
+    [
+      ["from", event.user],
+      ["text", `${verb} ${event.room}${reason}`],
+    ],
+    { event: verb, room: event.room, user: event.user, conn: event.conn },
+  );
 }
 
 // ---- client events ----------------------------------------------------------
@@ -190,11 +290,12 @@ client.on("rejoined", ({ room, recovered, missed }) => {
   const text = !history
     ? `rejoined ${room}`
     : recovered
-      ? `rejoined ${room}: recovered ${missed} missed message${missed === 1 ? "" : "s"}`
-      : `rejoined ${room}: ${missed} message${missed === 1 ? "" : "s"} recovered, some may be lost`;
+      ? `rejoined ${room}: recovered ${plural(missed, "missed message")}`
+      : `rejoined ${room}: ${plural(missed, "message")} recovered, some may be lost`;
   const li = system(text, history && !recovered ? "warn" : "");
   li.dataset.rejoined = room;
   li.dataset.recovered = String(recovered);
+  save();
 });
 client.on("gap", ({ room, expected, prev }) => {
   system(`gap in ${room}: expected after ${expected}, got after ${prev}; recovering`, "warn");
@@ -213,6 +314,7 @@ client.on("message", (message) => {
     attributes,
   );
   li.title = JSON.stringify(message);
+  if (typeof message.seq === "number" && joined.has(message.room)) save();
 });
 client.on("direct", (direct) => {
   line("message direct", [
@@ -222,6 +324,7 @@ client.on("direct", (direct) => {
   ]);
 });
 client.on("joined", (event) => {
+  if (event.conn !== client.welcome?.conn) membership(event, "joined");
   if (event.room === selected) refreshPresence();
 });
 client.on("left", (event) => {
@@ -229,7 +332,10 @@ client.on("left", (event) => {
     joined.delete(event.room);
     if (selected === event.room) selected = joined.keys().next().value ?? null;
     renderRooms();
+    save();
     system(`removed from ${event.room}${event.reason ? ` (${event.reason})` : ""}`, "warn");
+  } else {
+    membership(event, "left");
   }
   if (event.room === selected) refreshPresence();
 });
@@ -237,12 +343,12 @@ client.on("error", (error) => {
   system(`error: ${error.message}`, "bad");
 });
 
-// ---- forms ----------------------------------------------------------------
+// ---- forms ------------------------------------------------------------------
 
-$("join-form").addEventListener("submit", (event) => {
+$("join-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const room = ui.room.value.trim();
-  if (room) joinRoom(room);
+  if (room && (await joinRoom(room))) select(room);
 });
 
 $("publish-form").addEventListener("submit", async (event) => {
@@ -258,8 +364,27 @@ $("publish-form").addEventListener("submit", async (event) => {
   }
 });
 
+// ---- start ------------------------------------------------------------------
+
+/** The rooms to join: those of before the reload (with their positions), else the first room. */
+function roomsToJoin() {
+  const first = { room: ui.room.value.trim() };
+  const saved = loadSaved();
+  if (!saved) return { rooms: [first], selected: null };
+  const rooms = saved.rooms.filter((r) => typeof r?.room === "string");
+  // A room named in the address is joined even if it was left before the reload.
+  if (params.get("room") && !rooms.some((r) => r.room === first.room)) rooms.push(first);
+  return { rooms, selected: typeof saved.selected === "string" ? saved.selected : null };
+}
+
+async function start() {
+  const { rooms, selected: wasSelected } = roomsToJoin();
+  for (const { room, epoch, seq } of rooms) {
+    const since = typeof epoch === "string" && typeof seq === "number" ? { epoch, seq } : undefined;
+    await joinRoom(room, since);
+  }
+  select(joined.has(wasSelected) ? wasSelected : (joined.keys().next().value ?? null));
+}
+
 renderRooms();
-client.connect().then(
-  () => joinRoom(ui.room.value.trim()),
-  (error) => system(`cannot connect: ${error.message}`, "bad"),
-);
+client.connect().then(start, (error) => system(`cannot connect: ${error.message}`, "bad"));

@@ -20,7 +20,7 @@ use crate::file::{
     NatsSection, ParsedFile,
 };
 use crate::key::default_of;
-use crate::namespace::DEFAULT_NAMESPACE;
+use crate::namespace::{DEFAULT_NAMESPACE, DEMO_NAMESPACE, demo_section};
 use crate::{Args, Namespace, Namespaces, Result, Secret, key, validate};
 
 /// The gateway's whole configuration, resolved and validated.
@@ -43,7 +43,9 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Refuse upgrades without an `Origin` header.
     pub require_origin: bool,
-    /// Serve the demo page at `/`.
+    /// Serve the demo page at `/`. Without NATS it also gives the namespace `demo` history,
+    /// presence and join/leave events, unless the file configures it (see
+    /// [`demo_section`](crate::demo_section)).
     pub demo: bool,
     /// Testing only: serve a plain echo WebSocket at `/echo`.
     pub echo_endpoint: bool,
@@ -680,7 +682,14 @@ fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result<Config> {
     )?;
     let drain = resolve_drain(&layers, drain_seconds, file_drain.unwrap_or_default())?;
     let history = resolve_history(&layers, file_history.unwrap_or_default())?;
-    let namespaces = resolve_namespaces(&layers, file_namespaces.unwrap_or_default())?;
+    let mut namespace_sections = file_namespaces.unwrap_or_default();
+    if demo && nats_url.is_none() {
+        // Here, not in the gateway, so that `--check-config` and the gateway agree.
+        namespace_sections
+            .entry(DEMO_NAMESPACE.to_owned())
+            .or_insert_with(demo_section);
+    }
+    let namespaces = resolve_namespaces(&layers, namespace_sections)?;
 
     if !allow_anonymous && !auth.verifies_tokens() {
         warnings.push(

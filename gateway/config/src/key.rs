@@ -224,7 +224,7 @@ pub const KEYS: &[Key] = &[
         Some("WSGATE_DEMO"),
         "false",
         Kind::Bool,
-        "serve the demo page at /"
+        "serve the demo page at /; without nats_url also a demo namespace (history of 100 for 1 h, presence, join/leave) unless the file has [namespaces.demo]"
     ),
     key!(
         "echo_endpoint",

@@ -13,8 +13,8 @@
 //!   [`FileConfig::to_toml`] and the gateway parses, strictly, with [`FileConfig::parse`].
 //! - [`Config`] (`config.rs`): the resolved, validated, typed configuration, from
 //!   [`Config::load`] (flag > env > file > default).
-//! - [`Namespaces`] (`namespace.rs`): per-namespace room behaviour and the room → namespace
-//!   rule.
+//! - [`Namespaces`] (`namespace.rs`): per-namespace room behaviour, the room → namespace
+//!   rule, and the `demo` namespace a single node with `demo` on adds ([`demo_section`]).
 //! - [`Secret`] (`secret.rs`): a secret given as a file (production) or a value (development).
 //! - [`ConfigError`] (`error.rs`): one-line errors naming the key, its source and the problem.
 //! - `validate.rs`: checks of single values (origins, NATS URLs, subject tokens, room patterns).
@@ -61,7 +61,7 @@ pub use file::{
     NatsSection, ParsedFile,
 };
 pub use key::{KEYS, Key, Kind, NAMESPACE_SEGMENT, find as find_key, markdown_table};
-pub use namespace::{DEFAULT_NAMESPACE, Namespace, Namespaces};
+pub use namespace::{DEFAULT_NAMESPACE, DEMO_NAMESPACE, Namespace, Namespaces, demo_section};
 pub use secret::Secret;
 
 /// The file format version this crate reads strictly and writes.

@@ -4,10 +4,15 @@
 //! Rooms without `:`, and rooms whose namespace is not configured, use the default namespace.
 //! A configured namespace takes every key it leaves out from the default namespace (as
 //! configured, not the built-in values), so `[namespaces.default]` sets a baseline for all.
+//!
+//! With `demo` on and no NATS, the namespace `demo` exists even when the file leaves it out
+//! ([`demo_section`]): the demo page's room, `demo:lobby`, then shows history, presence and
+//! join/leave events on a laptop without any configuration.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::file::NamespaceSection;
 use crate::key::default_of;
 
 /// How the rooms of one namespace behave.
@@ -60,6 +65,27 @@ pub struct Namespaces {
 
 /// The name of the namespace that holds the values other namespaces leave out.
 pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The namespace of the demo page's room, `demo:lobby`.
+pub const DEMO_NAMESPACE: &str = "demo";
+
+/// The `[namespaces.demo]` a single node with `demo` on resolves as if its file held it, when
+/// the file configures no `demo` namespace: in-memory history of the last 100 messages for an
+/// hour, presence, and join/leave events. It is resolved like any configured namespace, so
+/// what it leaves out comes from the default namespace.
+///
+/// Only without NATS: on a fleet, history lives in JetStream, which the NATS server may not
+/// offer, and a stream is something its operators create on purpose, with
+/// `[namespaces.demo]` in the file.
+pub fn demo_section() -> NamespaceSection {
+    NamespaceSection {
+        history_size: Some(100),
+        history_ttl_seconds: Some(3600),
+        presence: Some(true),
+        join_leave: Some(true),
+        ..NamespaceSection::default()
+    }
+}
 
 impl Namespaces {
     /// The namespace of a room: its name before the first `:`, or the default namespace.

@@ -949,6 +949,76 @@ fn rooms_find_their_namespace_with_fallback_to_default() -> Result<()> {
     Ok(())
 }
 
+/// `--demo` on a single node adds the namespace `demo` (in-memory history, presence,
+/// join/leave) as if the file held [`demo_section`], over the configured default; and so does
+/// `demo = true` in a file checked with `--check-config`, so both agree.
+#[test]
+fn demo_on_a_single_node_adds_a_demo_namespace_with_history_and_presence() -> Result<()> {
+    let config = Config::from_args(parse(&["--demo", "--node", "n"]))?;
+    let demo = &config.namespaces.named[DEMO_NAMESPACE];
+    assert_eq!(demo.history_size, 100);
+    assert_eq!(demo.history_ttl, Duration::from_secs(3600));
+    assert!(demo.presence && demo.join_leave && demo.client_publish);
+    assert_eq!(config.namespaces.for_room("demo:lobby"), demo);
+    assert_eq!(
+        config.namespaces.for_room("chat:lobby"),
+        &Namespace::default(),
+        "other rooms keep the defaults"
+    );
+
+    let over_default = load(
+        parse(&["--demo", "--node", "n"]),
+        "version = 1\n[namespaces.default]\nrecovery_max = 20\nclient_publish = false\n",
+    )?;
+    let demo = &over_default.namespaces.named[DEMO_NAMESPACE];
+    assert_eq!(demo.recovery_max, 20, "from the configured default");
+    assert!(!demo.client_publish, "from the configured default");
+    assert_eq!(demo.history_size, 100);
+
+    let file = ScratchFile::new("demo.toml", "version = 1\ndemo = true\n");
+    assert_eq!(
+        Config::from_file(&file.0)?.namespaces,
+        Config::from_args(parse(&["--demo", "--node", "n"]))?.namespaces,
+        "--check-config sees what the gateway runs"
+    );
+    Ok(())
+}
+
+/// A `[namespaces.demo]` in the file is used as written, and a fleet (NATS) or `demo` off gets
+/// no demo namespace: history there would be a JetStream stream nobody asked for.
+#[test]
+fn the_demo_namespace_is_added_only_on_a_single_node_that_configures_none() -> Result<()> {
+    let configured = load(
+        parse(&["--demo", "--node", "n"]),
+        "version = 1\n[namespaces.demo]\npresence = true\n",
+    )?;
+    let demo = &configured.namespaces.named[DEMO_NAMESPACE];
+    assert_eq!(
+        demo.history_size, 0,
+        "not merged with the built-in demo namespace"
+    );
+    assert!(demo.presence && !demo.join_leave);
+
+    let fleet = Config::from_args(parse(&[
+        "--demo",
+        "--node",
+        "n",
+        "--nats-url",
+        "nats://127.0.0.1:4222",
+    ]))?;
+    assert!(!fleet.namespaces.named.contains_key(DEMO_NAMESPACE));
+    assert!(!fleet.namespaces.any_history());
+
+    let off = Config::from_args(parse(&["--demo=false", "--node", "n"]))?;
+    assert!(off.namespaces.named.is_empty());
+    let file_on_flag_off = load(
+        parse(&["--demo=false", "--node", "n"]),
+        "version = 1\ndemo = true\n",
+    )?;
+    assert!(file_on_flag_off.namespaces.named.is_empty());
+    Ok(())
+}
+
 // ---------------------------------------------------------------- the file model
 
 /// A rendered file starts with `version = 1` and parses back, strictly, to the same value.
