@@ -13,6 +13,8 @@
 //!   [`FileConfig::to_toml`] and the gateway parses, strictly, with [`FileConfig::parse`].
 //! - [`Config`] (`config.rs`): the resolved, validated, typed configuration, from
 //!   [`Config::load`] (flag > env > file > default).
+//! - `resolve.rs`: the layers and the top level of resolution; `resolve/section.rs` each
+//!   section's keys and rules.
 //! - [`Namespaces`] (`namespace.rs`): per-namespace room behaviour, the room → namespace
 //!   rule, and the `demo` namespace a single node with `demo` on adds ([`demo_section`]).
 //! - [`Secret`] (`secret.rs`): a secret given as a file (production) or a value (development).
@@ -47,6 +49,7 @@ mod error;
 mod file;
 mod key;
 mod namespace;
+mod resolve;
 mod secret;
 mod validate;
 
