@@ -150,7 +150,9 @@ pub struct WsClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_route: Option<HttpRouteSpec>,
 
-    /// Compute resources of the gateway container.
+    /// Compute resources of the gateway container. Absent: requests of
+    /// 100m CPU and 128Mi memory, no limits (the pods are not BestEffort);
+    /// `{}` runs them BestEffort.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
@@ -608,7 +610,8 @@ pub struct DrainSpec {
     #[serde(default = "default_reconnect_spread_ms")]
     pub reconnect_spread_ms: u64,
     /// Pause before SIGTERM so that endpoints and load balancers stop
-    /// sending new clients to a terminating pod.
+    /// sending new clients to a terminating pod; 0 leaves out the preStop
+    /// hook.
     #[serde(default = "default_pre_stop_seconds")]
     #[schemars(range(min = 0, max = 300))]
     pub pre_stop_seconds: u64,
@@ -645,23 +648,26 @@ pub enum LogFormat {
     Json,
 }
 
-/// The Service in front of the gateway pods. It carries the public port
-/// (`ws`) and the admin port (`admin`: backend API, health, metrics).
+/// The Services in front of the gateway pods: `<name>` carries the public
+/// port (`ws`) with this type; `<name>-admin` carries the admin port
+/// (`admin`: backend API, health, metrics) and is always ClusterIP, so the
+/// admin listener is never public.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceSpec {
-    /// Service type.
+    /// Type of the public Service `<name>`; the admin Service is always ClusterIP.
     #[serde(default, rename = "type")]
     pub type_: ServiceType,
-    /// Port of the public listener on the Service.
+    /// Port of the public listener on the Service `<name>`.
     #[serde(default = "default_service_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
-    /// Port of the admin listener on the Service.
+    /// Port of the admin listener on the ClusterIP Service `<name>-admin`.
     #[serde(default = "default_admin_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub admin_port: i32,
-    /// Annotations on the Service (for example for a cloud load balancer).
+    /// Annotations on the public Service `<name>` (for example for a cloud
+    /// load balancer); not on `<name>-admin`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }

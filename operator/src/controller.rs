@@ -199,7 +199,7 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
             Ok(applied) => applied,
             Err(error) => {
                 // Say why in the status (best effort) before the error policy retries.
-                observed.apply_error = Some(error.to_string());
+                observed.apply_error = Some(status::ApplyError::from(&error));
                 let cached = ctx
                     .stores
                     .deployments
@@ -210,7 +210,7 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
                         &ctx,
                         &wsc,
                         EventType::Warning,
-                        "ApplyFailed",
+                        error.condition_reason(),
                         error.to_string(),
                     )
                     .await;
@@ -280,6 +280,7 @@ async fn apply_children(
     apply(ctx, ns, &children.api_keys_secret, &stores.secrets, applied).await?;
     let deployment = apply(ctx, ns, &children.deployment, &stores.deployments, applied).await?;
     apply(ctx, ns, &children.service, &stores.services, applied).await?;
+    apply(ctx, ns, &children.admin_service, &stores.services, applied).await?;
     apply(
         ctx,
         ns,
@@ -449,11 +450,14 @@ where
         .get_or_insert_with(Default::default)
         .insert(DESIRED_HASH_ANNOTATION.to_owned(), hash);
 
-    if let Some(cached) = store.get(&ObjectRef::new(&name).within(namespace))
-        && is_applied(&desired, &cached)?
-    {
-        ctx.metrics.applies_skipped.inc();
-        return Ok((*cached).clone());
+    if let Some(cached) = store.get(&ObjectRef::new(&name).within(namespace)) {
+        if let Some(owner) = foreign_controller(&desired, cached.as_ref()) {
+            return Err(Error::NameConflict { kind, name, owner });
+        }
+        if is_applied(&desired, &cached)? {
+            ctx.metrics.applies_skipped.inc();
+            return Ok((*cached).clone());
+        }
     }
 
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
@@ -481,6 +485,30 @@ where
     ctx.metrics.applies.inc();
     applied.push(format!("{kind}/{name}"));
     Ok(result)
+}
+
+/// Who controls `existing` when it is not the controller `desired` names
+/// (its WsCluster): `Kind/name` of that controller, or `no controller`.
+/// `None` when `existing` is ours and may be applied over.
+///
+/// The caches hold only objects labelled as the operator's, so this catches
+/// clashes between WsClusters (`foo-admin`'s Service against `foo`'s admin
+/// Service) before any write; an unlabelled object of the user's is
+/// protected by the API server, which refuses a second controller reference.
+pub fn foreign_controller<K: Resource>(desired: &K, existing: &K) -> Option<String> {
+    let controller = |object: &K| {
+        object
+            .owner_references()
+            .iter()
+            .find(|owner| owner.controller == Some(true))
+            .cloned()
+    };
+    let ours = controller(desired).map(|owner| owner.uid);
+    match controller(existing) {
+        Some(owner) if Some(&owner.uid) == ours.as_ref() => None,
+        Some(owner) => Some(format!("{}/{}", owner.kind, owner.name)),
+        None => Some("no controller".to_owned()),
+    }
 }
 
 /// Applies `desired` when present; when absent, deletes the object of that

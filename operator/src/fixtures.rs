@@ -228,6 +228,7 @@ impl Caches {
         self.deployments
             .apply_watcher_event(&watcher::Event::Apply(applied));
         put(&mut self.services, &children.service);
+        put(&mut self.services, &children.admin_service);
         put(
             &mut self.pod_disruption_budgets,
             &children.pod_disruption_budget,

@@ -124,6 +124,15 @@ async fn shutdown_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
+/// Clears `metadata.managedFields` before an object reaches a cache: the
+/// operator never reads them, and on objects applied by several managers
+/// they are often the largest part of the object (kube-rs `.modify()`).
+pub fn drop_managed_fields<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+}
+
+/// A cached watch of the children of one kind (those labelled as the
+/// operator's), without their managed fields.
 fn owned_watcher<K>(
     client: &Client,
 ) -> (
@@ -137,7 +146,8 @@ where
     let api: Api<K> = Api::all(client.clone());
     let stream = reflector(
         writer,
-        watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR)),
+        watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR))
+            .modify(drop_managed_fields),
     )
     .default_backoff()
     .touched_objects();
@@ -168,7 +178,8 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
         watcher(
             Api::<WsCluster>::all(client.clone()),
             watcher::Config::default(),
-        ),
+        )
+        .modify(drop_managed_fields),
     )
     .default_backoff()
     .touched_objects()
@@ -184,7 +195,8 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
         watcher(
             Api::<PartialObjectMeta<Secret>>::all(client.clone()),
             watcher::Config::default(),
-        ),
+        )
+        .modify(drop_managed_fields),
     )
     .default_backoff()
     .touched_objects();

@@ -27,9 +27,33 @@ def test_rendered_children_validate_strictly(operator_bin, example):
     manifests = render(operator_bin, example.read_text())
     gateway = [m for m in manifests if m["metadata"]["labels"]["app.kubernetes.io/name"] == "wsgate"]
     kinds = [m["kind"] for m in gateway]
-    assert kinds[:6] == ["ServiceAccount", "ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget"]
+    assert kinds[:7] == ["ServiceAccount", "ConfigMap", "Secret", "Deployment", "Service", "Service",
+                         "PodDisruptionBudget"]
     for manifest in manifests:
         validate(manifest)
+
+
+def test_render_shows_a_public_service_and_a_cluster_ip_admin_service(operator_bin):
+    """With `service.type: LoadBalancer`, `render` yields `<name>` with only
+    the WebSocket port and that type, and `<name>-admin` with only the admin
+    port, ClusterIP; both strictly valid."""
+    wsc = yaml.safe_load((ROOT / "examples" / "wscluster-full.yaml").read_text())
+    wsc["spec"]["service"] = {"type": "LoadBalancer", "port": 443, "adminPort": 9191,
+                              "annotations": {"lb.example.com/scheme": "internet-facing"}}
+    validate(wsc)
+    name = wsc["metadata"]["name"]
+    services = {m["metadata"]["name"]: m for m in render(operator_bin, yaml.safe_dump(wsc))
+                if m["kind"] == "Service" and m["metadata"]["labels"]["app.kubernetes.io/name"] == "wsgate"}
+    assert sorted(services) == [name, f"{name}-admin"]
+    public, admin = services[name], services[f"{name}-admin"]
+    assert public["spec"]["type"] == "LoadBalancer"
+    assert [(p["name"], p["port"]) for p in public["spec"]["ports"]] == [("ws", 443)]
+    assert admin["spec"]["type"] == "ClusterIP"
+    assert [(p["name"], p["port"]) for p in admin["spec"]["ports"]] == [("admin", 9191)]
+    assert "annotations" not in admin["metadata"]
+    assert admin["spec"]["selector"] == public["spec"]["selector"]
+    for service in services.values():
+        validate(service)
 
 
 def test_managed_nats_example_renders_every_broker_child_strictly_valid(operator_bin):

@@ -18,13 +18,16 @@ mod service;
 mod service_account;
 
 pub use config::{CONFIG_FILE, CONFIG_KEY, config_map, gateway_config};
-pub use deployment::{CONFIG_CHECKSUM_ANNOTATION, deployment, desired_replicas};
+pub use deployment::{
+    CONFIG_CHECKSUM_ANNOTATION, DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST, deployment,
+    desired_replicas, gateway_resources,
+};
 pub use hpa::horizontal_pod_autoscaler;
 pub use http_route::{HTTPRoute, HTTPRouteSpec, http_route};
 pub use ingress::ingress;
 pub use pdb::pod_disruption_budget;
 pub use secret::{API_KEYS_KEY, api_keys_file, api_keys_secret, generate_api_key, operator_key};
-pub use service::service;
+pub use service::{admin_service, admin_service_name, service};
 pub use service_account::service_account;
 
 use std::collections::BTreeMap;
@@ -79,8 +82,10 @@ pub struct Children {
     pub api_keys_secret: Secret,
     /// The gateways.
     pub deployment: Deployment,
-    /// Public and admin ports.
+    /// `<name>`: the public (WebSocket) port, with the spec's type.
     pub service: Service,
+    /// `<name>-admin`: the admin port, always ClusterIP.
+    pub admin_service: Service,
     /// `maxUnavailable: 1`.
     pub pod_disruption_budget: PodDisruptionBudget,
     /// Present with `spec.ingress`.
@@ -123,6 +128,7 @@ pub fn children(
         api_keys_secret: api_keys_secret(wsc, api_keys)?,
         deployment: deployment(wsc, settings, &config_map)?,
         service: service(wsc)?,
+        admin_service: admin_service(wsc)?,
         pod_disruption_budget: pod_disruption_budget(wsc)?,
         ingress: ingress(wsc)?,
         http_route: http_route(wsc)?,
@@ -154,6 +160,7 @@ impl Children {
             serde_json::to_value(&self.api_keys_secret)?,
             serde_json::to_value(&self.deployment)?,
             serde_json::to_value(&self.service)?,
+            serde_json::to_value(&self.admin_service)?,
             serde_json::to_value(&self.pod_disruption_budget)?,
         ]);
         if let Some(ingress) = &self.ingress {
