@@ -63,7 +63,7 @@ pub async fn main(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
-    let _leader = if args.leader_election {
+    let leader = if args.leader_election {
         Some(crate::leader::acquire(client.clone(), &args, shutdown.clone()).await?)
     } else {
         None
@@ -71,6 +71,9 @@ pub async fn main(args: RunArgs) -> anyhow::Result<()> {
 
     run(client, args, metrics, shutdown.clone()).await;
     shutdown.cancel();
+    if let Some(leader) = leader {
+        leader.release().await;
+    }
     server.await??;
     Ok(())
 }
