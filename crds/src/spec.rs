@@ -140,6 +140,11 @@ pub struct WsClusterSpec {
     #[serde(default)]
     pub service: ServiceSpec,
 
+    /// An optional NetworkPolicy on the gateway pods: the public port from
+    /// anywhere, the admin port only from the operator and backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+
     /// An Ingress exposing the public port (`/ws`). Mutually exclusive with
     /// `httpRoute`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -688,6 +693,23 @@ fn default_service_port() -> i32 {
 }
 fn default_admin_port() -> i32 {
     9090
+}
+
+/// A NetworkPolicy `<name>` selecting the gateway pods. It admits the
+/// public port from anywhere and the admin port (backend API, metrics)
+/// only from the operator's namespace, from pods in the WsCluster's
+/// namespace labelled `wsgate.io/backend: "true"`, and from `adminFrom`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicy. It takes effect only where the cluster's
+    /// network plugin enforces NetworkPolicies.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Extra peers admitted to the admin port, for example Prometheus:
+    /// `[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_from: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
 }
 
 /// Kubernetes Service types.

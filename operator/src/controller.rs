@@ -17,7 +17,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -65,6 +65,8 @@ pub struct Stores {
     pub pod_disruption_budgets: Store<PodDisruptionBudget>,
     /// Ingresses.
     pub ingresses: Store<Ingress>,
+    /// NetworkPolicies.
+    pub network_policies: Store<NetworkPolicy>,
     /// HorizontalPodAutoscalers.
     pub horizontal_pod_autoscalers: Store<HorizontalPodAutoscaler>,
     /// HTTPRoutes; `None` when the Gateway API is not installed.
@@ -93,6 +95,7 @@ impl Stores {
             self.services.wait_until_ready().await?;
             self.pod_disruption_budgets.wait_until_ready().await?;
             self.ingresses.wait_until_ready().await?;
+            self.network_policies.wait_until_ready().await?;
             self.horizontal_pod_autoscalers.wait_until_ready().await?;
             if let Some(routes) = &self.http_routes {
                 routes.wait_until_ready().await?;
@@ -295,6 +298,16 @@ async fn apply_children(
         name,
         children.ingress.as_ref(),
         &stores.ingresses,
+        wsc,
+        applied,
+    )
+    .await?;
+    apply_optional(
+        ctx,
+        ns,
+        name,
+        children.network_policy.as_ref(),
+        &stores.network_policies,
         wsc,
         applied,
     )

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, PartialObjectMeta, Patch, PatchParams};
@@ -168,6 +168,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
     let (services, svc_stream) = owned_watcher::<Service>(&client);
     let (pdbs, pdb_stream) = owned_watcher::<PodDisruptionBudget>(&client);
     let (ingresses, ingress_stream) = owned_watcher::<Ingress>(&client);
+    let (network_policies, netpol_stream) = owned_watcher::<NetworkPolicy>(&client);
     let (hpas, hpa_stream) = owned_watcher::<HorizontalPodAutoscaler>(&client);
 
     let gateway_api = gateway_api_installed(&client).await;
@@ -220,6 +221,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
         .owns_stream(svc_stream)
         .owns_stream(pdb_stream)
         .owns_stream(ingress_stream)
+        .owns_stream(netpol_stream)
         .owns_stream(hpa_stream);
     let http_routes = if gateway_api {
         let (store, stream) = owned_watcher::<HTTPRoute>(&client);
@@ -247,6 +249,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
             services,
             pod_disruption_budgets: pdbs,
             ingresses,
+            network_policies,
             horizontal_pod_autoscalers: hpas,
             http_routes,
             secret_metadata,

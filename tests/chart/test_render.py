@@ -102,3 +102,23 @@ def test_cpu_autoscaling_variant_renders_a_valid_hpa(operator_bin):
     assert hpa and hpa[0]["spec"]["scaleTargetRef"]["kind"] == "WsCluster"
     for manifest in manifests:
         validate(manifest)
+
+
+def test_network_policy_variant_renders_a_strictly_valid_policy(operator_bin):
+    """`networkPolicy.enabled` with an `adminFrom` peer renders a NetworkPolicy
+    valid against the Kubernetes 1.34 schemas: ws from anyone, admin only
+    from the operator's namespace, labelled backends and the listed peer."""
+    wsc = yaml.safe_load((ROOT / "examples" / "wscluster-full.yaml").read_text())
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    wsc["spec"]["networkPolicy"] = {"enabled": True, "adminFrom": [monitoring]}
+    validate(wsc)
+    manifests = render(operator_bin, yaml.safe_dump(wsc))
+    policies = [m for m in manifests if m["kind"] == "NetworkPolicy"]
+    assert len(policies) == 1
+    validate(policies[0])
+    public, admin = policies[0]["spec"]["ingress"]
+    assert public == {"ports": [{"port": "ws", "protocol": "TCP"}]}
+    assert admin["ports"] == [{"port": "admin", "protocol": "TCP"}]
+    assert admin["from"][0] == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "wsgate-system"}}}
+    assert admin["from"][1] == {"podSelector": {"matchLabels": {"wsgate.io/backend": "true"}}}
+    assert admin["from"][2] == monitoring

@@ -257,6 +257,56 @@ async fn removed_ingress_is_deleted() {
     reconcile.await.unwrap().unwrap();
 }
 
+/// `networkPolicy.enabled` applies an owned NetworkPolicy after the other
+/// children; turning it off deletes it again.
+#[tokio::test]
+async fn network_policy_is_applied_when_enabled_and_deleted_when_disabled() {
+    let (ctx, mut server, mut caches) = Context::test();
+    let plain = fixtures::wsc("chat");
+    caches.hold(
+        &children(&plain, &Settings::default(), "cached-key\n", None).unwrap(),
+        1,
+    );
+    let mut enabled = plain.clone();
+    enabled.metadata.generation = Some(2);
+    enabled.spec.network_policy = Some(wsgate_crds::NetworkPolicySpec {
+        enabled: true,
+        admin_from: Vec::new(),
+    });
+    let reconcile_enabled = tokio::spawn(reconcile(Arc::new(enabled.clone()), ctx.clone()));
+    let applied = server.next().await;
+    assert_eq!(applied.method, Method::PATCH);
+    assert!(
+        applied
+            .uri
+            .starts_with("/apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/chat?"),
+        "{}",
+        applied.uri
+    );
+    assert_owned(&applied.body);
+    assert_eq!(applied.body["kind"], "NetworkPolicy");
+    server.take(2).await; // Event, status
+    reconcile_enabled.await.unwrap().unwrap();
+
+    let with_policy = children(&enabled, &Settings::default(), "cached-key\n", None).unwrap();
+    caches.hold(&with_policy, 1);
+    let mut disabled = enabled;
+    disabled.metadata.generation = Some(3);
+    disabled.spec.network_policy = None;
+    let reconcile_disabled = tokio::spawn(reconcile(Arc::new(disabled), ctx));
+    let delete = server.next().await;
+    assert_eq!(delete.method, Method::DELETE);
+    assert!(
+        delete
+            .uri
+            .starts_with("/apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/chat"),
+        "{}",
+        delete.uri
+    );
+    server.take(2).await; // Event, status
+    reconcile_disabled.await.unwrap().unwrap();
+}
+
 /// The user's API keys are read (a GET, not a write) and appended after the
 /// operator's own key, which survives from the cache.
 #[tokio::test]

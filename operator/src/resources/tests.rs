@@ -502,6 +502,7 @@ fn render_of_the_full_example_is_complete_and_stable() {
         "Service",
         "PodDisruptionBudget",
         "Ingress",
+        "NetworkPolicy",
     ] {
         assert!(
             first.contains(&format!("\nkind: {kind}\n")),
@@ -556,4 +557,81 @@ fn rendered_config_parses_with_the_gateway_strict_parser() {
                 .min(resolved.limits.max_connections as u64)
         );
     }
+}
+
+/// `networkPolicy.enabled` yields a NetworkPolicy on the gateway pods: the
+/// public port from anywhere; the admin port from the operator's namespace,
+/// labelled backends of the WsCluster's namespace and `adminFrom`. Absent or
+/// disabled: none.
+#[test]
+fn network_policy_admits_the_admin_port_only_from_operator_backends_and_listed_peers() {
+    use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    assert!(build(&fixtures::wsc("chat")).network_policy.is_none());
+    let mut wsc = fixtures::wsc("chat");
+    wsc.spec.network_policy = Some(wsgate_crds::NetworkPolicySpec {
+        enabled: false,
+        admin_from: Vec::new(),
+    });
+    assert!(build(&wsc).network_policy.is_none());
+
+    let prometheus = NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(
+                [(
+                    "kubernetes.io/metadata.name".to_owned(),
+                    "monitoring".to_owned(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    wsc.spec.network_policy = Some(wsgate_crds::NetworkPolicySpec {
+        enabled: true,
+        admin_from: vec![prometheus.clone()],
+    });
+    let settings = Settings {
+        operator_namespace: "ops".into(),
+        ..Settings::default()
+    };
+    let policy = children(&wsc, &settings, "k\n", None)
+        .unwrap()
+        .network_policy
+        .unwrap();
+    assert_eq!(policy.metadata.name.as_deref(), Some("chat"));
+    let spec = policy.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels,
+        Some(selector_labels("chat"))
+    );
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_owned()]));
+    let rules = spec.ingress.unwrap();
+    let port_of = |rule: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| {
+        rule.ports.as_ref().unwrap()[0].port.clone().unwrap()
+    };
+    assert_eq!(rules.len(), 2);
+    assert_eq!(port_of(&rules[0]), IntOrString::String("ws".into()));
+    assert_eq!(rules[0].from, None, "the public port is open to anyone");
+    assert_eq!(port_of(&rules[1]), IntOrString::String("admin".into()));
+    let from = rules[1].from.clone().unwrap();
+    let labels = |selector: &Option<LabelSelector>| {
+        selector
+            .as_ref()
+            .and_then(|s| s.match_labels.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(from.len(), 3);
+    assert_eq!(
+        labels(&from[0].namespace_selector)["kubernetes.io/metadata.name"],
+        "ops"
+    );
+    assert!(from[0].pod_selector.is_none());
+    assert_eq!(labels(&from[1].pod_selector)[BACKEND_LABEL], "true");
+    assert!(
+        from[1].namespace_selector.is_none(),
+        "backends only from the WsCluster's own namespace"
+    );
+    assert_eq!(from[2], prometheus);
 }
