@@ -36,6 +36,9 @@ pub mod reason {
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// The API server refused a child object.
     pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// A child's name is taken by an object this WsCluster does not
+    /// control; it is left alone (never adopted).
+    pub const NAME_CONFLICT: &str = "NameConflict";
     /// Nothing is wrong.
     pub const AS_EXPECTED: &str = "AsExpected";
 }

@@ -140,6 +140,11 @@ pub struct WsClusterSpec {
     #[serde(default)]
     pub service: ServiceSpec,
 
+    /// An optional NetworkPolicy on the gateway pods: the public port from
+    /// anywhere, the admin port only from the operator and backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+
     /// An Ingress exposing the public port (`/ws`). Mutually exclusive with
     /// `httpRoute`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,7 +155,9 @@ pub struct WsClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_route: Option<HttpRouteSpec>,
 
-    /// Compute resources of the gateway container.
+    /// Compute resources of the gateway container. Absent: requests of
+    /// 100m CPU and 128Mi memory, no limits (the pods are not BestEffort);
+    /// `{}` runs them BestEffort.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
@@ -608,7 +615,8 @@ pub struct DrainSpec {
     #[serde(default = "default_reconnect_spread_ms")]
     pub reconnect_spread_ms: u64,
     /// Pause before SIGTERM so that endpoints and load balancers stop
-    /// sending new clients to a terminating pod.
+    /// sending new clients to a terminating pod; 0 leaves out the preStop
+    /// hook.
     #[serde(default = "default_pre_stop_seconds")]
     #[schemars(range(min = 0, max = 300))]
     pub pre_stop_seconds: u64,
@@ -645,23 +653,26 @@ pub enum LogFormat {
     Json,
 }
 
-/// The Service in front of the gateway pods. It carries the public port
-/// (`ws`) and the admin port (`admin`: backend API, health, metrics).
+/// The Services in front of the gateway pods: `<name>` carries the public
+/// port (`ws`) with this type; `<name>-admin` carries the admin port
+/// (`admin`: backend API, health, metrics) and is always ClusterIP, so the
+/// admin listener is never public.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceSpec {
-    /// Service type.
+    /// Type of the public Service `<name>`; the admin Service is always ClusterIP.
     #[serde(default, rename = "type")]
     pub type_: ServiceType,
-    /// Port of the public listener on the Service.
+    /// Port of the public listener on the Service `<name>`.
     #[serde(default = "default_service_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
-    /// Port of the admin listener on the Service.
+    /// Port of the admin listener on the ClusterIP Service `<name>-admin`.
     #[serde(default = "default_admin_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub admin_port: i32,
-    /// Annotations on the Service (for example for a cloud load balancer).
+    /// Annotations on the public Service `<name>` (for example for a cloud
+    /// load balancer); not on `<name>-admin`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -682,6 +693,23 @@ fn default_service_port() -> i32 {
 }
 fn default_admin_port() -> i32 {
     9090
+}
+
+/// A NetworkPolicy `<name>` selecting the gateway pods. It admits the
+/// public port from anywhere and the admin port (backend API, metrics)
+/// only from the operator's namespace, from pods in the WsCluster's
+/// namespace labelled `wsgate.io/backend: "true"`, and from `adminFrom`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicy. It takes effect only where the cluster's
+    /// network plugin enforces NetworkPolicies.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Extra peers admitted to the admin port, for example Prometheus:
+    /// `[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_from: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
 }
 
 /// Kubernetes Service types.

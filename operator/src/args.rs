@@ -101,11 +101,10 @@ pub struct RunArgs {
 impl RunArgs {
     /// The builders' settings these options select.
     pub fn settings(&self) -> Settings {
-        match &self.gateway_image {
-            Some(image) => Settings {
-                default_image: image.clone(),
-            },
-            None => Settings::default(),
+        let defaults = Settings::default();
+        Settings {
+            default_image: self.gateway_image.clone().unwrap_or(defaults.default_image),
+            operator_namespace: self.lease_namespace.clone(),
         }
     }
 
@@ -127,9 +126,10 @@ impl Args {
                 namespace,
                 gateway_image,
             } => {
-                let settings = gateway_image
-                    .map(|default_image| Settings { default_image })
-                    .unwrap_or_default();
+                let mut settings = Settings::default();
+                if let Some(default_image) = gateway_image {
+                    settings.default_image = default_image;
+                }
                 print_render(&file, &namespace, &settings)
             }
         };
@@ -240,7 +240,14 @@ mod tests {
         let args = Args::try_parse_from(["wsgate-operator", "--apply-crd"]).unwrap();
         assert!(args.command.is_none());
         assert!(args.run.apply_crd);
-        assert_eq!(args.run.settings(), Settings::default());
+        assert_eq!(
+            args.run.settings(),
+            Settings {
+                operator_namespace: "default".into(),
+                ..Settings::default()
+            },
+            "the operator's namespace is the Lease's (WSGATE_OPERATOR_NAMESPACE)"
+        );
     }
 
     /// `render -f` takes a file and an optional gateway image.

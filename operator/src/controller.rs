@@ -17,7 +17,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -65,6 +65,8 @@ pub struct Stores {
     pub pod_disruption_budgets: Store<PodDisruptionBudget>,
     /// Ingresses.
     pub ingresses: Store<Ingress>,
+    /// NetworkPolicies.
+    pub network_policies: Store<NetworkPolicy>,
     /// HorizontalPodAutoscalers.
     pub horizontal_pod_autoscalers: Store<HorizontalPodAutoscaler>,
     /// HTTPRoutes; `None` when the Gateway API is not installed.
@@ -93,6 +95,7 @@ impl Stores {
             self.services.wait_until_ready().await?;
             self.pod_disruption_budgets.wait_until_ready().await?;
             self.ingresses.wait_until_ready().await?;
+            self.network_policies.wait_until_ready().await?;
             self.horizontal_pod_autoscalers.wait_until_ready().await?;
             if let Some(routes) = &self.http_routes {
                 routes.wait_until_ready().await?;
@@ -199,7 +202,7 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
             Ok(applied) => applied,
             Err(error) => {
                 // Say why in the status (best effort) before the error policy retries.
-                observed.apply_error = Some(error.to_string());
+                observed.apply_error = Some(status::ApplyError::from(&error));
                 let cached = ctx
                     .stores
                     .deployments
@@ -210,7 +213,7 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
                         &ctx,
                         &wsc,
                         EventType::Warning,
-                        "ApplyFailed",
+                        error.condition_reason(),
                         error.to_string(),
                     )
                     .await;
@@ -280,6 +283,7 @@ async fn apply_children(
     apply(ctx, ns, &children.api_keys_secret, &stores.secrets, applied).await?;
     let deployment = apply(ctx, ns, &children.deployment, &stores.deployments, applied).await?;
     apply(ctx, ns, &children.service, &stores.services, applied).await?;
+    apply(ctx, ns, &children.admin_service, &stores.services, applied).await?;
     apply(
         ctx,
         ns,
@@ -294,6 +298,16 @@ async fn apply_children(
         name,
         children.ingress.as_ref(),
         &stores.ingresses,
+        wsc,
+        applied,
+    )
+    .await?;
+    apply_optional(
+        ctx,
+        ns,
+        name,
+        children.network_policy.as_ref(),
+        &stores.network_policies,
         wsc,
         applied,
     )
@@ -449,11 +463,14 @@ where
         .get_or_insert_with(Default::default)
         .insert(DESIRED_HASH_ANNOTATION.to_owned(), hash);
 
-    if let Some(cached) = store.get(&ObjectRef::new(&name).within(namespace))
-        && is_applied(&desired, &cached)?
-    {
-        ctx.metrics.applies_skipped.inc();
-        return Ok((*cached).clone());
+    if let Some(cached) = store.get(&ObjectRef::new(&name).within(namespace)) {
+        if let Some(owner) = foreign_controller(&desired, cached.as_ref()) {
+            return Err(Error::NameConflict { kind, name, owner });
+        }
+        if is_applied(&desired, &cached)? {
+            ctx.metrics.applies_skipped.inc();
+            return Ok((*cached).clone());
+        }
     }
 
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
@@ -481,6 +498,30 @@ where
     ctx.metrics.applies.inc();
     applied.push(format!("{kind}/{name}"));
     Ok(result)
+}
+
+/// Who controls `existing` when it is not the controller `desired` names
+/// (its WsCluster): `Kind/name` of that controller, or `no controller`.
+/// `None` when `existing` is ours and may be applied over.
+///
+/// The caches hold only objects labelled as the operator's, so this catches
+/// clashes between WsClusters (`foo-admin`'s Service against `foo`'s admin
+/// Service) before any write; an unlabelled object of the user's is
+/// protected by the API server, which refuses a second controller reference.
+pub fn foreign_controller<K: Resource>(desired: &K, existing: &K) -> Option<String> {
+    let controller = |object: &K| {
+        object
+            .owner_references()
+            .iter()
+            .find(|owner| owner.controller == Some(true))
+            .cloned()
+    };
+    let ours = controller(desired).map(|owner| owner.uid);
+    match controller(existing) {
+        Some(owner) if Some(&owner.uid) == ours.as_ref() => None,
+        Some(owner) => Some(format!("{}/{}", owner.kind, owner.name)),
+        None => Some("no controller".to_owned()),
+    }
 }
 
 /// Applies `desired` when present; when absent, deletes the object of that

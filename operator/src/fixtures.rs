@@ -113,7 +113,7 @@ use http::{Method, Request, Response};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::PartialObjectMeta;
 use kube::client::Body;
@@ -151,6 +151,8 @@ pub struct Caches {
     pub pod_disruption_budgets: Writer<PodDisruptionBudget>,
     /// Ingresses.
     pub ingresses: Writer<Ingress>,
+    /// NetworkPolicies.
+    pub network_policies: Writer<NetworkPolicy>,
     /// HPAs.
     pub horizontal_pod_autoscalers: Writer<HorizontalPodAutoscaler>,
     /// HTTPRoutes.
@@ -198,6 +200,8 @@ impl Caches {
             .apply_watcher_event(&watcher::Event::InitDone);
         self.ingresses
             .apply_watcher_event(&watcher::Event::InitDone);
+        self.network_policies
+            .apply_watcher_event(&watcher::Event::InitDone);
         self.horizontal_pod_autoscalers
             .apply_watcher_event(&watcher::Event::InitDone);
         self.http_routes
@@ -228,12 +232,16 @@ impl Caches {
         self.deployments
             .apply_watcher_event(&watcher::Event::Apply(applied));
         put(&mut self.services, &children.service);
+        put(&mut self.services, &children.admin_service);
         put(
             &mut self.pod_disruption_budgets,
             &children.pod_disruption_budget,
         );
         if let Some(ingress) = &children.ingress {
             put(&mut self.ingresses, ingress);
+        }
+        if let Some(policy) = &children.network_policy {
+            put(&mut self.network_policies, policy);
         }
         if let Some(hpa) = &children.horizontal_pod_autoscaler {
             put(&mut self.horizontal_pod_autoscalers, hpa);
@@ -306,6 +314,7 @@ impl Context {
                 services: caches.services.as_reader(),
                 pod_disruption_budgets: caches.pod_disruption_budgets.as_reader(),
                 ingresses: caches.ingresses.as_reader(),
+                network_policies: caches.network_policies.as_reader(),
                 horizontal_pod_autoscalers: caches.horizontal_pod_autoscalers.as_reader(),
                 http_routes: Some(caches.http_routes.as_reader()),
                 secret_metadata: caches.secret_metadata.as_reader(),

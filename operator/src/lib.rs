@@ -65,6 +65,22 @@ pub enum Error {
         source: kube::Error,
     },
 
+    /// An object of a child's kind and name exists but is not controlled by
+    /// this WsCluster (another WsCluster's child, or the user's own): it is
+    /// never adopted or overwritten. Example: WsCluster `foo-admin`'s public
+    /// Service against WsCluster `foo`'s admin Service.
+    #[error(
+        "{kind} {name} exists and is not controlled by this WsCluster ({owner}); rename one of them"
+    )]
+    NameConflict {
+        /// Kind of the child.
+        kind: String,
+        /// Name of the child.
+        name: String,
+        /// Who controls the existing object, as `Kind/name`, or `no controller`.
+        owner: String,
+    },
+
     /// Deleting a child that the spec no longer wants failed.
     #[error("delete {kind} {name}: {source}")]
     Delete {
@@ -122,11 +138,21 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The reason of the conditions (and of the Warning Event) that report
+    /// this error when it stops an apply.
+    pub fn condition_reason(&self) -> &'static str {
+        match self {
+            Error::NameConflict { .. } => wsgate_crds::condition::reason::NAME_CONFLICT,
+            _ => wsgate_crds::condition::reason::APPLY_FAILED,
+        }
+    }
+
     /// A short, stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
             Error::Apply { .. } => "apply",
+            Error::NameConflict { .. } => "name_conflict",
             Error::Delete { .. } => "delete",
             Error::PatchStatus(_) => "patch_status",
             Error::MissingMetadata(_) => "missing_metadata",

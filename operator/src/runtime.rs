@@ -12,7 +12,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, PartialObjectMeta, Patch, PatchParams};
@@ -63,7 +63,7 @@ pub async fn main(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
-    let _leader = if args.leader_election {
+    let leader = if args.leader_election {
         Some(crate::leader::acquire(client.clone(), &args, shutdown.clone()).await?)
     } else {
         None
@@ -71,6 +71,9 @@ pub async fn main(args: RunArgs) -> anyhow::Result<()> {
 
     run(client, args, metrics, shutdown.clone()).await;
     shutdown.cancel();
+    if let Some(leader) = leader {
+        leader.release().await;
+    }
     server.await??;
     Ok(())
 }
@@ -124,6 +127,15 @@ async fn shutdown_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
+/// Clears `metadata.managedFields` before an object reaches a cache: the
+/// operator never reads them, and on objects applied by several managers
+/// they are often the largest part of the object (kube-rs `.modify()`).
+pub fn drop_managed_fields<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+}
+
+/// A cached watch of the children of one kind (those labelled as the
+/// operator's), without their managed fields.
 fn owned_watcher<K>(
     client: &Client,
 ) -> (
@@ -137,7 +149,8 @@ where
     let api: Api<K> = Api::all(client.clone());
     let stream = reflector(
         writer,
-        watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR)),
+        watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR))
+            .modify(drop_managed_fields),
     )
     .default_backoff()
     .touched_objects();
@@ -155,6 +168,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
     let (services, svc_stream) = owned_watcher::<Service>(&client);
     let (pdbs, pdb_stream) = owned_watcher::<PodDisruptionBudget>(&client);
     let (ingresses, ingress_stream) = owned_watcher::<Ingress>(&client);
+    let (network_policies, netpol_stream) = owned_watcher::<NetworkPolicy>(&client);
     let (hpas, hpa_stream) = owned_watcher::<HorizontalPodAutoscaler>(&client);
 
     let gateway_api = gateway_api_installed(&client).await;
@@ -168,7 +182,8 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
         watcher(
             Api::<WsCluster>::all(client.clone()),
             watcher::Config::default(),
-        ),
+        )
+        .modify(drop_managed_fields),
     )
     .default_backoff()
     .touched_objects()
@@ -184,7 +199,8 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
         watcher(
             Api::<PartialObjectMeta<Secret>>::all(client.clone()),
             watcher::Config::default(),
-        ),
+        )
+        .modify(drop_managed_fields),
     )
     .default_backoff()
     .touched_objects();
@@ -205,6 +221,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
         .owns_stream(svc_stream)
         .owns_stream(pdb_stream)
         .owns_stream(ingress_stream)
+        .owns_stream(netpol_stream)
         .owns_stream(hpa_stream);
     let http_routes = if gateway_api {
         let (store, stream) = owned_watcher::<HTTPRoute>(&client);
@@ -232,6 +249,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
             services,
             pod_disruption_budgets: pdbs,
             ingresses,
+            network_policies,
             horizontal_pod_autoscalers: hpas,
             http_routes,
             secret_metadata,

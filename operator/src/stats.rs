@@ -53,7 +53,7 @@ impl Default for StatsClient {
 }
 
 impl StatsClient {
-    /// Reads `url` (`http://<service>.<namespace>.svc:<adminPort>/api/v1/stats`)
+    /// Reads `url` (`http://<name>-admin.<namespace>.svc:<adminPort>/api/v1/stats`)
     /// with `api_key`.
     ///
     /// # Errors
@@ -161,7 +161,8 @@ async fn poll_one(
         .and_then(|text| resources::operator_key(&text).map(str::to_owned))
         .ok_or_else(|| Error::Stats("the API keys Secret has no operator key".to_owned()))?;
     let url = format!(
-        "http://{name}.{namespace}.svc:{}/api/v1/stats",
+        "http://{}.{namespace}.svc:{}/api/v1/stats",
+        resources::admin_service_name(&name),
         wsc.spec.service.admin_port
     );
     let stats = http.fetch(&url, &key).await?;

@@ -43,6 +43,25 @@ pub fn merge_conditions(old: &[Condition], new: Vec<Condition>) -> Vec<Condition
         .collect()
 }
 
+/// Why the children could not all be applied: the conditions' reason
+/// ([`reason::APPLY_FAILED`], [`reason::NAME_CONFLICT`]) and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyError {
+    /// The conditions' reason.
+    pub reason: &'static str,
+    /// The API server's (or the operator's) message.
+    pub message: String,
+}
+
+impl From<&crate::Error> for ApplyError {
+    fn from(error: &crate::Error) -> Self {
+        Self {
+            reason: error.condition_reason(),
+            message: error.to_string(),
+        }
+    }
+}
+
 /// What the reconcile learned, for [`status`].
 #[derive(Clone, Debug, Default)]
 pub struct Observed<'a> {
@@ -56,8 +75,8 @@ pub struct Observed<'a> {
     pub desired_replicas: i32,
     /// Problems making the spec unusable (see [`crate::validate`]).
     pub invalid: Vec<String>,
-    /// An apply that failed, with the API server's message.
-    pub apply_error: Option<String>,
+    /// An apply that failed (or was refused by the operator itself).
+    pub apply_error: Option<ApplyError>,
     /// Where clients connect.
     pub endpoint: Option<String>,
     /// The pods' selector.
@@ -105,29 +124,17 @@ pub fn status(wsc: &WsCluster, observed: &Observed<'_>) -> WsClusterStatus {
             ),
             condition(DEGRADED, true, reason::INVALID_SPEC, message, generation),
         ]
-    } else if let Some(error) = &observed.apply_error {
+    } else if let Some(ApplyError { reason, message }) = &observed.apply_error {
         vec![
             condition(
                 READY,
                 all_ready && wanted > 0,
-                reason::APPLY_FAILED,
-                error.clone(),
+                reason,
+                message.clone(),
                 generation,
             ),
-            condition(
-                PROGRESSING,
-                false,
-                reason::APPLY_FAILED,
-                error.clone(),
-                generation,
-            ),
-            condition(
-                DEGRADED,
-                true,
-                reason::APPLY_FAILED,
-                error.clone(),
-                generation,
-            ),
+            condition(PROGRESSING, false, reason, message.clone(), generation),
+            condition(DEGRADED, true, reason, message.clone(), generation),
         ]
     } else if !observed.missing_secrets.is_empty() {
         let message = format!(

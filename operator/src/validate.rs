@@ -77,10 +77,9 @@ pub fn problems(wsc: &WsCluster) -> Vec<String> {
     if let Some(autoscaling) = &spec.autoscaling
         && autoscaling.target_cpu_utilization.is_some()
     {
-        let has_cpu_request = spec
-            .resources
-            .as_ref()
-            .and_then(|resources| resources.requests.as_ref())
+        // Without `resources` the default requests include CPU.
+        let has_cpu_request = crate::resources::gateway_resources(wsc)
+            .requests
             .is_some_and(|requests| requests.contains_key("cpu"));
         if !has_cpu_request {
             problems.push(

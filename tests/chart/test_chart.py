@@ -112,6 +112,17 @@ def test_rbac_grants_what_managed_nats_needs_and_no_more():
     assert verbs_on(cluster_role, "", "pods") == set()
 
 
+def test_rbac_lets_the_operator_apply_and_remove_network_policies():
+    """`spec.networkPolicy.enabled` makes the operator apply a NetworkPolicy
+    and delete it when disabled: it may do that, and nothing else in
+    networking.k8s.io beside Ingresses."""
+    cluster_role = by_kind(render(), "ClusterRole")[0]
+    optional_verbs = {"get", "list", "watch", "create", "patch", "delete"}
+    assert verbs_on(cluster_role, "networking.k8s.io", "networkpolicies") == optional_verbs
+    assert verbs_on(cluster_role, "networking.k8s.io", "ingresses") == optional_verbs
+    assert verbs_on(cluster_role, "networking.k8s.io", "ingressclasses") == set()
+
+
 def test_leader_election_off_drops_the_lease_role():
     manifests = render({"leaderElection": {"enabled": False}, "applyCrd": False})
     assert not by_kind(manifests, "Role")

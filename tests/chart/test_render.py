@@ -27,9 +27,33 @@ def test_rendered_children_validate_strictly(operator_bin, example):
     manifests = render(operator_bin, example.read_text())
     gateway = [m for m in manifests if m["metadata"]["labels"]["app.kubernetes.io/name"] == "wsgate"]
     kinds = [m["kind"] for m in gateway]
-    assert kinds[:6] == ["ServiceAccount", "ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget"]
+    assert kinds[:7] == ["ServiceAccount", "ConfigMap", "Secret", "Deployment", "Service", "Service",
+                         "PodDisruptionBudget"]
     for manifest in manifests:
         validate(manifest)
+
+
+def test_render_shows_a_public_service_and_a_cluster_ip_admin_service(operator_bin):
+    """With `service.type: LoadBalancer`, `render` yields `<name>` with only
+    the WebSocket port and that type, and `<name>-admin` with only the admin
+    port, ClusterIP; both strictly valid."""
+    wsc = yaml.safe_load((ROOT / "examples" / "wscluster-full.yaml").read_text())
+    wsc["spec"]["service"] = {"type": "LoadBalancer", "port": 443, "adminPort": 9191,
+                              "annotations": {"lb.example.com/scheme": "internet-facing"}}
+    validate(wsc)
+    name = wsc["metadata"]["name"]
+    services = {m["metadata"]["name"]: m for m in render(operator_bin, yaml.safe_dump(wsc))
+                if m["kind"] == "Service" and m["metadata"]["labels"]["app.kubernetes.io/name"] == "wsgate"}
+    assert sorted(services) == [name, f"{name}-admin"]
+    public, admin = services[name], services[f"{name}-admin"]
+    assert public["spec"]["type"] == "LoadBalancer"
+    assert [(p["name"], p["port"]) for p in public["spec"]["ports"]] == [("ws", 443)]
+    assert admin["spec"]["type"] == "ClusterIP"
+    assert [(p["name"], p["port"]) for p in admin["spec"]["ports"]] == [("admin", 9191)]
+    assert "annotations" not in admin["metadata"]
+    assert admin["spec"]["selector"] == public["spec"]["selector"]
+    for service in services.values():
+        validate(service)
 
 
 def test_managed_nats_example_renders_every_broker_child_strictly_valid(operator_bin):
@@ -78,3 +102,23 @@ def test_cpu_autoscaling_variant_renders_a_valid_hpa(operator_bin):
     assert hpa and hpa[0]["spec"]["scaleTargetRef"]["kind"] == "WsCluster"
     for manifest in manifests:
         validate(manifest)
+
+
+def test_network_policy_variant_renders_a_strictly_valid_policy(operator_bin):
+    """`networkPolicy.enabled` with an `adminFrom` peer renders a NetworkPolicy
+    valid against the Kubernetes 1.34 schemas: ws from anyone, admin only
+    from the operator's namespace, labelled backends and the listed peer."""
+    wsc = yaml.safe_load((ROOT / "examples" / "wscluster-full.yaml").read_text())
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    wsc["spec"]["networkPolicy"] = {"enabled": True, "adminFrom": [monitoring]}
+    validate(wsc)
+    manifests = render(operator_bin, yaml.safe_dump(wsc))
+    policies = [m for m in manifests if m["kind"] == "NetworkPolicy"]
+    assert len(policies) == 1
+    validate(policies[0])
+    public, admin = policies[0]["spec"]["ingress"]
+    assert public == {"ports": [{"port": "ws", "protocol": "TCP"}]}
+    assert admin["ports"] == [{"port": "admin", "protocol": "TCP"}]
+    assert admin["from"][0] == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "wsgate-system"}}}
+    assert admin["from"][1] == {"podSelector": {"matchLabels": {"wsgate.io/backend": "true"}}}
+    assert admin["from"][2] == monitoring

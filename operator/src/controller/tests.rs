@@ -34,6 +34,7 @@ async fn new_wscluster_applies_owned_children_and_writes_status() {
         "/api/v1/namespaces/prod/secrets/chat-api-keys?",
         "/apis/apps/v1/namespaces/prod/deployments/chat?",
         "/api/v1/namespaces/prod/services/chat?",
+        "/api/v1/namespaces/prod/services/chat-admin?",
         "/apis/policy/v1/namespaces/prod/poddisruptionbudgets/chat?",
         "/apis/networking.k8s.io/v1/namespaces/prod/ingresses/chat?",
     ];
@@ -117,8 +118,8 @@ async fn unchanged_wscluster_makes_zero_requests() {
     assert_eq!(ctx.metrics.applies.get(), 0);
     assert_eq!(
         ctx.metrics.applies_skipped.get(),
-        8,
-        "all eight children matched the cache"
+        9,
+        "all nine children matched the cache"
     );
     drop(server);
 }
@@ -256,6 +257,56 @@ async fn removed_ingress_is_deleted() {
     reconcile.await.unwrap().unwrap();
 }
 
+/// `networkPolicy.enabled` applies an owned NetworkPolicy after the other
+/// children; turning it off deletes it again.
+#[tokio::test]
+async fn network_policy_is_applied_when_enabled_and_deleted_when_disabled() {
+    let (ctx, mut server, mut caches) = Context::test();
+    let plain = fixtures::wsc("chat");
+    caches.hold(
+        &children(&plain, &Settings::default(), "cached-key\n", None).unwrap(),
+        1,
+    );
+    let mut enabled = plain.clone();
+    enabled.metadata.generation = Some(2);
+    enabled.spec.network_policy = Some(wsgate_crds::NetworkPolicySpec {
+        enabled: true,
+        admin_from: Vec::new(),
+    });
+    let reconcile_enabled = tokio::spawn(reconcile(Arc::new(enabled.clone()), ctx.clone()));
+    let applied = server.next().await;
+    assert_eq!(applied.method, Method::PATCH);
+    assert!(
+        applied
+            .uri
+            .starts_with("/apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/chat?"),
+        "{}",
+        applied.uri
+    );
+    assert_owned(&applied.body);
+    assert_eq!(applied.body["kind"], "NetworkPolicy");
+    server.take(2).await; // Event, status
+    reconcile_enabled.await.unwrap().unwrap();
+
+    let with_policy = children(&enabled, &Settings::default(), "cached-key\n", None).unwrap();
+    caches.hold(&with_policy, 1);
+    let mut disabled = enabled;
+    disabled.metadata.generation = Some(3);
+    disabled.spec.network_policy = None;
+    let reconcile_disabled = tokio::spawn(reconcile(Arc::new(disabled), ctx));
+    let delete = server.next().await;
+    assert_eq!(delete.method, Method::DELETE);
+    assert!(
+        delete
+            .uri
+            .starts_with("/apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/chat"),
+        "{}",
+        delete.uri
+    );
+    server.take(2).await; // Event, status
+    reconcile_disabled.await.unwrap().unwrap();
+}
+
 /// The user's API keys are read (a GET, not a write) and appended after the
 /// operator's own key, which survives from the cache.
 #[tokio::test]
@@ -373,6 +424,101 @@ async fn refused_apply_is_degraded_and_backs_off() {
         [5, 10, 20, 40].map(|s| Action::requeue(Duration::from_secs(s)))
     );
     assert_eq!(backoff(30), RESYNC);
+}
+
+/// WsCluster `foo-admin`'s public Service would be named like WsCluster
+/// `foo`'s admin Service: the operator never writes it (no request), says
+/// `NameConflict` on the conditions with both names and an Event, and the
+/// error policy retries; `foo`'s Service is left as it was.
+#[tokio::test]
+async fn service_name_clash_is_reported_and_never_adopted() {
+    let (ctx, mut server, mut caches) = Context::test();
+    let foo = fixtures::wsc("foo");
+    let foo_children = children(&foo, &Settings::default(), "cached-key\n", None).unwrap();
+    caches.hold(&foo_children, 1);
+    let mut clashing = fixtures::wsc("foo-admin");
+    clashing.metadata.uid = Some("0b7f7a8e-0000-4000-8000-000000000001".into());
+    let clashing = Arc::new(clashing);
+    let reconcile = tokio::spawn(reconcile(clashing.clone(), ctx.clone()));
+
+    for path in [
+        "/api/v1/namespaces/prod/serviceaccounts/foo-admin?",
+        "/api/v1/namespaces/prod/configmaps/foo-admin-config?",
+        "/api/v1/namespaces/prod/secrets/foo-admin-api-keys?",
+        "/apis/apps/v1/namespaces/prod/deployments/foo-admin?",
+    ] {
+        let seen = server.next().await;
+        assert!(seen.uri.starts_with(path), "{} is not {path}", seen.uri);
+    }
+    // No PATCH of services/foo-admin: the next request is the status.
+    let status = server.next().await;
+    assert!(
+        status
+            .uri
+            .starts_with("/apis/wsgate.io/v1alpha1/namespaces/prod/wsclusters/foo-admin/status?"),
+        "{}",
+        status.uri
+    );
+    for type_ in [READY, DEGRADED] {
+        let reported = condition(&status.body["status"], type_);
+        assert_eq!(reported["reason"], reason::NAME_CONFLICT, "{type_}");
+        let message = reported["message"].as_str().unwrap();
+        assert!(
+            message.contains("Service foo-admin") && message.contains("WsCluster/foo"),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        condition(&status.body["status"], DEGRADED)["status"],
+        "True"
+    );
+    let event = server.next().await;
+    assert_eq!(event.body["reason"], reason::NAME_CONFLICT);
+    assert_eq!(event.body["type"], "Warning");
+
+    let error = reconcile.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&error, Error::NameConflict { kind, name, .. } if kind == "Service" && name == "foo-admin"),
+        "{error}"
+    );
+    assert_eq!(
+        error_policy(clashing, &error, ctx.clone()),
+        Action::requeue(BACKOFF_BASE)
+    );
+    let held = ctx
+        .stores
+        .services
+        .get(&ObjectRef::new("foo-admin").within("prod"))
+        .unwrap();
+    assert_eq!(held.spec, foo_children.admin_service.spec);
+}
+
+/// Ownership decides whether an existing object may be applied over: the
+/// same controller uid is ours, another WsCluster or no controller is not.
+#[test]
+fn only_objects_controlled_by_the_same_wscluster_are_applied_over() {
+    let foo = children(&fixtures::wsc("foo"), &Settings::default(), "k\n", None).unwrap();
+    let mut bar_wsc = fixtures::wsc("foo-admin");
+    bar_wsc.metadata.uid = Some("other".into());
+    let bar = children(&bar_wsc, &Settings::default(), "k\n", None).unwrap();
+    assert_eq!(
+        foreign_controller(&foo.admin_service, &foo.admin_service),
+        None
+    );
+    assert_eq!(
+        foreign_controller(&bar.service, &foo.admin_service).as_deref(),
+        Some("WsCluster/foo")
+    );
+    assert_eq!(
+        foreign_controller(&foo.admin_service, &bar.service).as_deref(),
+        Some("WsCluster/foo-admin")
+    );
+    let mut unowned = foo.admin_service.clone();
+    unowned.metadata.owner_references = None;
+    assert_eq!(
+        foreign_controller(&foo.admin_service, &unowned).as_deref(),
+        Some("no controller")
+    );
 }
 
 /// A change of a Secret maps to exactly the WsClusters in its namespace
@@ -493,6 +639,7 @@ async fn managed_nats_is_applied_before_the_gateways_and_reported_not_ready() {
         "/api/v1/namespaces/prod/secrets/chat-api-keys?",
         "/apis/apps/v1/namespaces/prod/deployments/chat?",
         "/api/v1/namespaces/prod/services/chat?",
+        "/api/v1/namespaces/prod/services/chat-admin?",
         "/apis/policy/v1/namespaces/prod/poddisruptionbudgets/chat?",
     ];
     let mut route_password = String::new();
@@ -570,8 +717,8 @@ async fn unchanged_managed_nats_keeps_its_credentials_and_makes_zero_requests() 
     assert_eq!(ctx.metrics.applies.get(), 0);
     assert_eq!(
         ctx.metrics.applies_skipped.get(),
-        12,
-        "six NATS children and six gateway children matched the cache"
+        13,
+        "six NATS children and seven gateway children matched the cache"
     );
     drop(server);
 }

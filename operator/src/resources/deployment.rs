@@ -6,9 +6,10 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, SeccompProfile, SecretProjection,
-    SecurityContext, SleepAction, Volume, VolumeMount, VolumeProjection,
+    PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretProjection, SecurityContext, SleepAction, Volume, VolumeMount, VolumeProjection,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
@@ -44,12 +45,42 @@ pub fn desired_replicas(wsc: &WsCluster) -> i32 {
     }
 }
 
+/// CPU request of a gateway container when the spec names no resources.
+pub const DEFAULT_CPU_REQUEST: &str = "100m";
+/// Memory request of a gateway container when the spec names no resources.
+pub const DEFAULT_MEMORY_REQUEST: &str = "128Mi";
+
+/// The gateway container's resources: `spec.resources` when given (an empty
+/// `resources: {}` is the explicit way to run BestEffort), else requests of
+/// [`DEFAULT_CPU_REQUEST`] and [`DEFAULT_MEMORY_REQUEST`] and no limits, so
+/// the pods are Burstable rather than BestEffort: evicted last under node
+/// pressure, scheduled where they fit, and a CPU autoscaler has a request
+/// to measure against.
+pub fn gateway_resources(wsc: &WsCluster) -> ResourceRequirements {
+    wsc.spec
+        .resources
+        .clone()
+        .unwrap_or_else(|| ResourceRequirements {
+            requests: Some(
+                [
+                    ("cpu".to_owned(), Quantity(DEFAULT_CPU_REQUEST.to_owned())),
+                    (
+                        "memory".to_owned(),
+                        Quantity(DEFAULT_MEMORY_REQUEST.to_owned()),
+                    ),
+                ]
+                .into(),
+            ),
+            ..ResourceRequirements::default()
+        })
+}
+
 /// The Deployment running the gateways.
 ///
 /// Production details: a config checksum on the pod template; readiness on
 /// `/readyz` and liveness on `/healthz` (admin port); `WSGATE_NODE` from the
-/// pod name; a preStop sleep so endpoints are removed before the drain
-/// starts, and a grace period covering preStop, drain and a margin; rolling
+/// pod name; a preStop sleep (none with `drain.preStopSeconds: 0`) so
+/// endpoints are removed before the drain starts, and a grace period covering preStop, drain and a margin; rolling
 /// updates with `maxUnavailable: 0`; a restricted security context.
 ///
 /// # Errors
@@ -135,14 +166,16 @@ pub fn deployment(
         ]),
         readiness_probe: Some(probe("/readyz", 5, 2)),
         liveness_probe: Some(probe("/healthz", 10, 3)),
-        lifecycle: Some(Lifecycle {
+        // API servers before 1.33 refuse a sleep of 0 seconds: no pause
+        // means no hook at all.
+        lifecycle: (pre_stop > 0).then(|| Lifecycle {
             pre_stop: Some(LifecycleHandler {
                 sleep: Some(SleepAction { seconds: pre_stop }),
                 ..LifecycleHandler::default()
             }),
             ..Lifecycle::default()
         }),
-        resources: spec.resources.clone(),
+        resources: Some(gateway_resources(wsc)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),

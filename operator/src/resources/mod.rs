@@ -12,19 +12,24 @@ mod hpa;
 mod http_route;
 mod ingress;
 pub mod nats;
+mod network_policy;
 mod pdb;
 mod secret;
 mod service;
 mod service_account;
 
 pub use config::{CONFIG_FILE, CONFIG_KEY, config_map, gateway_config};
-pub use deployment::{CONFIG_CHECKSUM_ANNOTATION, deployment, desired_replicas};
+pub use deployment::{
+    CONFIG_CHECKSUM_ANNOTATION, DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST, deployment,
+    desired_replicas, gateway_resources,
+};
 pub use hpa::horizontal_pod_autoscaler;
 pub use http_route::{HTTPRoute, HTTPRouteSpec, http_route};
 pub use ingress::ingress;
+pub use network_policy::{BACKEND_LABEL, network_policy};
 pub use pdb::pod_disruption_budget;
 pub use secret::{API_KEYS_KEY, api_keys_file, api_keys_secret, generate_api_key, operator_key};
-pub use service::service;
+pub use service::{admin_service, admin_service_name, service};
 pub use service_account::service_account;
 
 use std::collections::BTreeMap;
@@ -32,7 +37,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::{Resource, ResourceExt, api::ObjectMeta};
 use sha2::{Digest, Sha256};
@@ -52,18 +57,25 @@ pub const ADMIN_PORT_NAME: &str = "admin";
 /// The default gateway image repository; the tag is the operator's version.
 pub const DEFAULT_IMAGE_REPOSITORY: &str = "ghcr.io/wsgate/wsgate";
 
+/// The namespace the chart installs the operator in by default.
+pub const DEFAULT_OPERATOR_NAMESPACE: &str = "wsgate-system";
+
 /// What the builders need beside the WsCluster: decisions made by the
 /// operator at reconcile time rather than in the schema.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// The gateway image used when the spec names none.
     pub default_image: String,
+    /// The operator's own namespace: a NetworkPolicy admits it to the admin
+    /// port, where the operator reads the gateways' stats.
+    pub operator_namespace: String,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             default_image: format!("{DEFAULT_IMAGE_REPOSITORY}:{}", crate::VERSION),
+            operator_namespace: DEFAULT_OPERATOR_NAMESPACE.to_owned(),
         }
     }
 }
@@ -79,12 +91,16 @@ pub struct Children {
     pub api_keys_secret: Secret,
     /// The gateways.
     pub deployment: Deployment,
-    /// Public and admin ports.
+    /// `<name>`: the public (WebSocket) port, with the spec's type.
     pub service: Service,
+    /// `<name>-admin`: the admin port, always ClusterIP.
+    pub admin_service: Service,
     /// `maxUnavailable: 1`.
     pub pod_disruption_budget: PodDisruptionBudget,
     /// Present with `spec.ingress`.
     pub ingress: Option<Ingress>,
+    /// Present with `networkPolicy.enabled`.
+    pub network_policy: Option<NetworkPolicy>,
     /// Present with `spec.httpRoute`.
     pub http_route: Option<HTTPRoute>,
     /// Present with `autoscaling.targetCpuUtilization`.
@@ -123,8 +139,10 @@ pub fn children(
         api_keys_secret: api_keys_secret(wsc, api_keys)?,
         deployment: deployment(wsc, settings, &config_map)?,
         service: service(wsc)?,
+        admin_service: admin_service(wsc)?,
         pod_disruption_budget: pod_disruption_budget(wsc)?,
         ingress: ingress(wsc)?,
+        network_policy: network_policy(wsc, settings)?,
         http_route: http_route(wsc)?,
         horizontal_pod_autoscaler: horizontal_pod_autoscaler(wsc)?,
         config_map,
@@ -154,10 +172,14 @@ impl Children {
             serde_json::to_value(&self.api_keys_secret)?,
             serde_json::to_value(&self.deployment)?,
             serde_json::to_value(&self.service)?,
+            serde_json::to_value(&self.admin_service)?,
             serde_json::to_value(&self.pod_disruption_budget)?,
         ]);
         if let Some(ingress) = &self.ingress {
             values.push(serde_json::to_value(ingress)?);
+        }
+        if let Some(policy) = &self.network_policy {
+            values.push(serde_json::to_value(policy)?);
         }
         if let Some(route) = &self.http_route {
             values.push(serde_json::to_value(route)?);

@@ -140,6 +140,49 @@ fn termination_grace_covers_pre_stop_and_drain() {
     assert_eq!(pre_stop.sleep.as_ref().unwrap().seconds, 7);
 }
 
+/// `drain.preStopSeconds: 0` leaves out the preStop hook (API servers
+/// before 1.33 refuse a sleep of 0) and the grace period is drain plus
+/// margin.
+#[test]
+fn zero_pre_stop_seconds_leaves_out_the_hook() {
+    let mut wsc = fixtures::wsc("chat");
+    wsc.spec.drain.pre_stop_seconds = 0;
+    wsc.spec.drain.seconds = 30;
+    let children = build(&wsc);
+    let pod = pod_spec(&children);
+    assert_eq!(pod.containers[0].lifecycle, None);
+    assert_eq!(pod.termination_grace_period_seconds, Some(30 + 5));
+}
+
+/// Without `resources` the gateway container requests CPU and memory (the
+/// pod is Burstable, not BestEffort); resources the spec names are used as
+/// they are, `{}` included.
+#[test]
+fn gateway_pods_request_resources_by_default() {
+    let default = build(&fixtures::wsc("chat"));
+    let resources = pod_spec(&default).containers[0].resources.clone().unwrap();
+    let requests = resources.requests.unwrap();
+    assert_eq!(requests["cpu"], Quantity("100m".into()));
+    assert_eq!(requests["memory"], Quantity("128Mi".into()));
+    assert_eq!(resources.limits, None);
+
+    let mut explicit = fixtures::wsc("chat");
+    let named = ResourceRequirements {
+        limits: Some([("memory".to_owned(), Quantity("1Gi".into()))].into()),
+        ..Default::default()
+    };
+    explicit.spec.resources = Some(named.clone());
+    assert_eq!(
+        pod_spec(&build(&explicit)).containers[0].resources,
+        Some(named)
+    );
+    explicit.spec.resources = Some(ResourceRequirements::default());
+    assert_eq!(
+        pod_spec(&build(&explicit)).containers[0].resources,
+        Some(ResourceRequirements::default())
+    );
+}
+
 /// A config change changes the pod template's checksum (so the pods roll);
 /// a change outside the config does not.
 #[test]
@@ -260,26 +303,75 @@ fn cluster_tokens_are_single_bounded_distinct_subject_tokens() {
     assert_ne!(dotted, dashed);
 }
 
-/// The Service carries the public and admin ports; the Ingress routes only
-/// the public one.
-#[test]
-fn ingress_exposes_only_the_public_port() {
-    let children = build(&fixtures::wsc("chat").with_ingress());
-    let ports: Vec<_> = children
-        .service
-        .spec
-        .as_ref()
-        .unwrap()
+/// The ports (name, port) and type of a Service.
+fn ports_and_type(service: &k8s_openapi::api::core::v1::Service) -> (Vec<(String, i32)>, String) {
+    let spec = service.spec.as_ref().unwrap();
+    let ports = spec
         .ports
         .as_ref()
         .unwrap()
         .iter()
         .map(|p| (p.name.clone().unwrap(), p.port))
         .collect();
+    (ports, spec.type_.clone().unwrap())
+}
+
+/// With `service.type: LoadBalancer`, the public Service `<name>` carries
+/// only the WebSocket port (and the spec's annotations): the backend API and
+/// `/metrics` are never on the load balancer.
+#[test]
+fn public_service_carries_only_the_websocket_port_with_the_spec_type() {
+    let mut wsc = fixtures::wsc("chat");
+    wsc.spec.service.type_ = wsgate_crds::ServiceType::LoadBalancer;
+    wsc.spec
+        .service
+        .annotations
+        .insert("lb.example.com/internal".into(), "false".into());
+    let children = build(&wsc);
+    assert_eq!(children.service.metadata.name.as_deref(), Some("chat"));
     assert_eq!(
-        ports,
-        vec![("ws".to_owned(), 80), ("admin".to_owned(), 9090)]
+        ports_and_type(&children.service),
+        (vec![("ws".to_owned(), 80)], "LoadBalancer".to_owned())
     );
+    assert_eq!(
+        children.service.metadata.annotations.as_ref().unwrap()["lb.example.com/internal"],
+        "false"
+    );
+    assert_eq!(
+        children.service.spec.unwrap().selector,
+        Some(selector_labels("chat"))
+    );
+}
+
+/// The admin Service `<name>-admin` carries only the admin port, is
+/// ClusterIP whatever `service.type` says, selects the same pods and does
+/// not take the public Service's (load balancer) annotations.
+#[test]
+fn admin_service_is_always_cluster_ip_with_only_the_admin_port() {
+    for type_ in [
+        wsgate_crds::ServiceType::ClusterIP,
+        wsgate_crds::ServiceType::NodePort,
+        wsgate_crds::ServiceType::LoadBalancer,
+    ] {
+        let mut wsc = fixtures::wsc("chat");
+        wsc.spec.service.type_ = type_;
+        wsc.spec.service.admin_port = 9191;
+        wsc.spec.service.annotations.insert("a".into(), "b".into());
+        let admin = build(&wsc).admin_service;
+        assert_eq!(admin.metadata.name.as_deref(), Some("chat-admin"));
+        assert_eq!(
+            ports_and_type(&admin),
+            (vec![("admin".to_owned(), 9191)], "ClusterIP".to_owned())
+        );
+        assert!(admin.metadata.annotations.is_none());
+        assert_eq!(admin.spec.unwrap().selector, Some(selector_labels("chat")));
+    }
+}
+
+/// The Ingress routes only the public port of the public Service.
+#[test]
+fn ingress_exposes_only_the_public_port() {
+    let children = build(&fixtures::wsc("chat").with_ingress());
     let ingress = children.ingress.unwrap();
     let spec = ingress.spec.unwrap();
     let rules = spec.rules.unwrap();
@@ -410,6 +502,7 @@ fn render_of_the_full_example_is_complete_and_stable() {
         "Service",
         "PodDisruptionBudget",
         "Ingress",
+        "NetworkPolicy",
     ] {
         assert!(
             first.contains(&format!("\nkind: {kind}\n")),
@@ -464,4 +557,81 @@ fn rendered_config_parses_with_the_gateway_strict_parser() {
                 .min(resolved.limits.max_connections as u64)
         );
     }
+}
+
+/// `networkPolicy.enabled` yields a NetworkPolicy on the gateway pods: the
+/// public port from anywhere; the admin port from the operator's namespace,
+/// labelled backends of the WsCluster's namespace and `adminFrom`. Absent or
+/// disabled: none.
+#[test]
+fn network_policy_admits_the_admin_port_only_from_operator_backends_and_listed_peers() {
+    use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    assert!(build(&fixtures::wsc("chat")).network_policy.is_none());
+    let mut wsc = fixtures::wsc("chat");
+    wsc.spec.network_policy = Some(wsgate_crds::NetworkPolicySpec {
+        enabled: false,
+        admin_from: Vec::new(),
+    });
+    assert!(build(&wsc).network_policy.is_none());
+
+    let prometheus = NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(
+                [(
+                    "kubernetes.io/metadata.name".to_owned(),
+                    "monitoring".to_owned(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    wsc.spec.network_policy = Some(wsgate_crds::NetworkPolicySpec {
+        enabled: true,
+        admin_from: vec![prometheus.clone()],
+    });
+    let settings = Settings {
+        operator_namespace: "ops".into(),
+        ..Settings::default()
+    };
+    let policy = children(&wsc, &settings, "k\n", None)
+        .unwrap()
+        .network_policy
+        .unwrap();
+    assert_eq!(policy.metadata.name.as_deref(), Some("chat"));
+    let spec = policy.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels,
+        Some(selector_labels("chat"))
+    );
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_owned()]));
+    let rules = spec.ingress.unwrap();
+    let port_of = |rule: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| {
+        rule.ports.as_ref().unwrap()[0].port.clone().unwrap()
+    };
+    assert_eq!(rules.len(), 2);
+    assert_eq!(port_of(&rules[0]), IntOrString::String("ws".into()));
+    assert_eq!(rules[0].from, None, "the public port is open to anyone");
+    assert_eq!(port_of(&rules[1]), IntOrString::String("admin".into()));
+    let from = rules[1].from.clone().unwrap();
+    let labels = |selector: &Option<LabelSelector>| {
+        selector
+            .as_ref()
+            .and_then(|s| s.match_labels.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(from.len(), 3);
+    assert_eq!(
+        labels(&from[0].namespace_selector)["kubernetes.io/metadata.name"],
+        "ops"
+    );
+    assert!(from[0].pod_selector.is_none());
+    assert_eq!(labels(&from[1].pod_selector)[BACKEND_LABEL], "true");
+    assert!(
+        from[1].namespace_selector.is_none(),
+        "backends only from the WsCluster's own namespace"
+    );
+    assert_eq!(from[2], prometheus);
 }
