@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //!
-//! - [`KEYS`] (`key.rs`): the table of keys, flags, environment variables, defaults and
+//! - [`KEYS`] (`key.rs`, the table in `key/table.rs`): the table of keys, flags, environment variables, defaults and
 //!   meanings. It is the one place a default is written (the typed `Default` impls and
 //!   `--help` read it); everything else is checked against it by tests.
 //! - [`Args`] (`args.rs`): the clap flags, each also read from its `WSGATE_*` variable.
