@@ -4,10 +4,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
-    SecretProjection, SecurityContext, SleepAction, Volume, VolumeMount, VolumeProjection,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec,
+    PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SecretProjection,
+    SleepAction, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -16,6 +16,7 @@ use kube::api::ObjectMeta;
 use wsgate_crds::{PullPolicy, SecretKeyRef, WsCluster};
 
 use super::config::{CONFIG_DIR, CONFIG_KEY, SECRETS_DIR, path};
+use super::security;
 use super::{
     ADMIN_PORT, ADMIN_PORT_NAME, API_KEYS_KEY, PUBLIC_PORT, PUBLIC_PORT_NAME, Settings,
     api_keys_secret_name, child_meta, config_map_name, labels, namespace_and_name, selector_labels,
@@ -176,16 +177,7 @@ pub fn deployment(
             ..Lifecycle::default()
         }),
         resources: Some(gateway_resources(wsc)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(security::restricted_container()),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "config".to_owned(),
@@ -227,17 +219,7 @@ pub fn deployment(
         automount_service_account_token: Some(false),
         termination_grace_period_seconds: Some(grace),
         containers: vec![container],
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(65532),
-            run_as_group: Some(65532),
-            fs_group: Some(65532),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..SeccompProfile::default()
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(security::restricted_pod(65532)),
         volumes: Some(vec![
             Volume {
                 name: "config".to_owned(),

@@ -15,6 +15,7 @@ pub mod nats;
 mod network_policy;
 mod pdb;
 mod secret;
+mod security;
 mod service;
 mod service_account;
 
