@@ -5,8 +5,11 @@
 //! store's acknowledgement while the reader goes on (up to [`MAX_IN_FLIGHT`]
 //! at a time), so one connection is not held to one round trip per message.
 //!
-//! The reader owns the session's state (identity, joined rooms, rate limit,
-//! error budget) and is the only one to change it, so no lock guards it. Frames
+//! Every command first pays its cost (see [`ratelimit::cost`]) from the
+//! connection's command budget; a `publish` also takes a token of the tighter
+//! publish budget.
+//!
+//! The reader owns the session's state (identity, joined rooms, budgets) and is the only one to change it, so no lock guards it. Frames
 //! reach the writer only through the [`Outbox`]; when either side ends, it asks
 //! the outbox to close, which stops the other.
 
@@ -27,7 +30,7 @@ use crate::command::{self, Issuer, Published};
 use crate::hub::UserSlot;
 use crate::outbox::Outbox;
 use crate::protocol::{self, Command, ErrorCode, Failure, Id, Target, close, frame};
-use crate::ratelimit::{ErrorBudget, RateLimit};
+use crate::ratelimit::{self, ErrorBudget, RateLimit};
 
 mod membership;
 mod replies;
@@ -61,6 +64,11 @@ struct Session {
     identity: Option<Identity>,
     slot: Option<UserSlot>,
     rooms: HashSet<String>,
+    /// The command budget (`limits.command_rate`, `limits.command_burst`):
+    /// every command pays its cost from it.
+    commands: RateLimit,
+    /// The publish budget (`limits.publish_rate`, `limits.publish_burst`): a
+    /// second, tighter one for `publish`.
     rate: RateLimit,
     errors: ErrorBudget,
     /// When the connection must authenticate or re-authenticate by.
@@ -109,6 +117,7 @@ where
         last_heard.clone(),
     ));
     let mut session = Session {
+        commands: RateLimit::new(config.limits.command_rate, config.limits.command_burst),
         rate: RateLimit::new(config.limits.publish_rate, config.limits.publish_burst),
         errors: ErrorBudget::new(config.limits.max_errors_per_minute as usize),
         state: state.clone(),
@@ -279,7 +288,10 @@ impl Session {
         )
     }
 
-    /// Sends an error reply and counts it against the error budget.
+    /// Sends an error reply and counts it against the error budget when the
+    /// client caused it: the codes [`ErrorCode::is_client_fault`] names, and
+    /// `unauthorized` in reply to `auth` or `refresh`, whose token the client
+    /// chose (each costs a signature verification).
     fn fail(
         &mut self,
         id: Option<&Id>,
@@ -289,7 +301,9 @@ impl Session {
     ) -> Flow {
         self.state.metrics.client_error(failure.code.as_str());
         self.push(frame::error(id, op, room, &failure));
-        if failure.code.is_client_fault() && self.errors.exceeded() {
+        let fault = failure.code.is_client_fault()
+            || (failure.code == ErrorCode::Unauthorized && matches!(op, Some("auth" | "refresh")));
+        if fault && self.errors.exceeded() {
             return Flow::Close(close::POLICY, "too many errors");
         }
         Flow::Continue
@@ -311,6 +325,17 @@ impl Session {
             return Flow::Close(close::AUTH_FAILED, "authenticate first");
         }
         let op = command.op();
+        if !self
+            .commands
+            .take(ratelimit::cost(&command, &self.state.config.namespaces))
+        {
+            return self.fail(
+                id,
+                Some(op),
+                parsed.room,
+                Failure::new(ErrorCode::RateLimited, "command rate over the limit"),
+            );
+        }
         let result = match command {
             Command::Auth { token } => return self.auth(id, &token).await,
             Command::Join { room, since } => self.join(id, room, since).await,
@@ -366,12 +391,13 @@ impl Session {
             Err(error) => {
                 self.state.metrics.auth_failure(error.kind_label());
                 let failure = Failure::new(ErrorCode::Unauthorized, error.to_string());
+                if anonymous {
+                    // The connection stays anonymous, and the failure counts
+                    // against its error budget.
+                    return self.fail(id, Some("auth"), None, failure);
+                }
                 self.push(frame::error(id, Some("auth"), None, &failure));
-                return if anonymous {
-                    Flow::Continue
-                } else {
-                    Flow::Close(close::AUTH_FAILED, "authentication failed")
-                };
+                return Flow::Close(close::AUTH_FAILED, "authentication failed");
             }
         };
         let max = self.state.config.limits.max_connections_per_user;

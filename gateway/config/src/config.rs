@@ -228,6 +228,13 @@ pub struct Limits {
     pub publish_rate: f64,
     /// Publishes allowed at once above the rate.
     pub publish_burst: u32,
+    /// Command cost units per second per connection, every command weighed by
+    /// its cost; over it: `rate_limited`. Bounds what one connection makes the
+    /// cluster do (fan-out, scatter-gather, storage reads, signature checks),
+    /// where `publish_rate` bounds only publishing.
+    pub command_rate: f64,
+    /// Command cost units allowed at once above the rate.
+    pub command_burst: u32,
     /// Client-fault error replies tolerated within 60 s; more: 1008.
     pub max_errors_per_minute: u32,
     /// Server ping interval.
@@ -248,6 +255,8 @@ impl Default for Limits {
             send_queue: default_of("limits.send_queue"),
             publish_rate: default_of("limits.publish_rate"),
             publish_burst: default_of("limits.publish_burst"),
+            command_rate: default_of("limits.command_rate"),
+            command_burst: default_of("limits.command_burst"),
             max_errors_per_minute: default_of("limits.max_errors_per_minute"),
             heartbeat: Duration::from_millis(default_of("limits.heartbeat_ms")),
             heartbeat_timeout: Duration::from_millis(default_of("limits.heartbeat_timeout_ms")),

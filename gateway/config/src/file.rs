@@ -205,6 +205,12 @@ pub struct LimitsSection {
     /// Publishes allowed at once above the rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_burst: Option<u32>,
+    /// Command cost units per second per connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_rate: Option<f64>,
+    /// Command cost units allowed at once above the rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_burst: Option<u32>,
     /// Client-fault errors tolerated per 60 s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_errors_per_minute: Option<u32>,

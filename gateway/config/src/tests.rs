@@ -111,6 +111,8 @@ fn full_file() -> FileConfig {
             send_queue: Some(16),
             publish_rate: Some(2.5),
             publish_burst: Some(4),
+            command_rate: Some(12.5),
+            command_burst: Some(30),
             max_errors_per_minute: Some(9),
             heartbeat_ms: Some(1000),
             heartbeat_timeout_ms: Some(3000),
@@ -226,6 +228,8 @@ fn an_empty_file_gives_every_documented_default() -> Result<()> {
     assert_eq!(limits.send_queue, 256);
     assert_eq!(limits.publish_rate, 50.0);
     assert_eq!(limits.publish_burst, 100);
+    assert_eq!(limits.command_rate, 100.0);
+    assert_eq!(limits.command_burst, 200);
     assert_eq!(limits.max_errors_per_minute, 60);
     assert_eq!(limits.heartbeat, Duration::from_millis(25_000));
     assert_eq!(limits.heartbeat_timeout, Duration::from_millis(60_000));
@@ -612,6 +616,21 @@ fn invalid_values_give_one_line_naming_key_and_file() {
             "[limits]\npublish_burst = 4294967296",
             "limits.publish_burst",
             "from 0 to 4294967295",
+        ),
+        (
+            "[limits]\ncommand_rate = 0",
+            "limits.command_rate",
+            "greater than 0",
+        ),
+        (
+            "[limits]\ncommand_rate = inf",
+            "limits.command_rate",
+            "greater than 0",
+        ),
+        (
+            "[limits]\ncommand_burst = 0",
+            "limits.command_burst",
+            "at least 1",
         ),
         (
             "[limits]\nmax_page_size = 0",

@@ -272,6 +272,106 @@ async fn publishing_beyond_the_burst_is_rate_limited() {
     assert_eq!(error["room"], "r");
 }
 
+/// Every command draws on the command budget, not only `publish`: join/leave
+/// churn past the burst gets `rate_limited`, with its op and room.
+#[tokio::test]
+async fn join_and_leave_churn_beyond_the_command_burst_is_rate_limited() {
+    let state = state(
+        "[limits]\ncommand_rate = 0.001\ncommand_burst = 4\n",
+        &["--allow-anonymous"],
+    );
+    let mut client = connect(&state, None);
+    client.next().await;
+    for id in 0..2 {
+        client.send(json!({"op":"join","id":id,"room":"r"}));
+        client.send(json!({"op":"leave","room":"r"}));
+    }
+    assert_eq!(client.next().await["id"], 0);
+    assert_eq!(client.next().await["id"], 1);
+    client.send(json!({"op":"leave","room":"r"}));
+    let error = client.next().await;
+    assert_eq!(error["error"]["code"], "rate_limited");
+    assert_eq!(error["op"], "leave");
+    assert_eq!(error["room"], "r");
+}
+
+/// Commands cost their weight: a `send` costs five pings, so after one `send`
+/// a budget of 9 refuses a second but still pays for four pings.
+#[tokio::test]
+async fn a_send_costs_five_pings_of_the_command_budget() {
+    let state = state(
+        "[limits]\ncommand_rate = 0.001\ncommand_burst = 9\n",
+        &["--allow-anonymous"],
+    );
+    let mut client = connect(&state, None);
+    client.next().await;
+    client.send(json!({"op":"send","id":1,"user":"nobody","data":1}));
+    client.send(json!({"op":"send","id":2,"user":"nobody","data":1}));
+    let mut replies = vec![client.next().await, client.next().await];
+    replies.sort_by_key(|reply| reply["id"].as_u64());
+    assert_eq!(replies[0]["error"]["code"], "forbidden", "{replies:?}");
+    assert_eq!(replies[1]["error"]["code"], "rate_limited", "{replies:?}");
+    for id in 3..7 {
+        client.send(json!({"op":"ping","id":id}));
+        assert_eq!(client.next().await["ok"], true);
+    }
+    client.send(json!({"op":"ping","id":7}));
+    assert_eq!(client.next().await["error"]["code"], "rate_limited");
+}
+
+/// `publish` keeps its own, tighter budget beside the command budget: with a
+/// generous command budget, the publish burst still decides.
+#[tokio::test]
+async fn publish_keeps_its_tighter_budget_within_the_command_budget() {
+    let state = state(
+        "[limits]\npublish_rate = 0.001\npublish_burst = 1\ncommand_rate = 0.001\ncommand_burst = 1000\n",
+        &["--allow-anonymous"],
+    );
+    let mut client = connect(&state, None);
+    client.next().await;
+    client.send(json!({"op":"publish","id":1,"room":"r","data":1}));
+    assert_eq!(client.next().await["ok"], true);
+    client.send(json!({"op":"publish","id":2,"room":"r","data":1}));
+    let error = client.next().await;
+    assert_eq!(error["error"]["code"], "rate_limited");
+    assert_eq!(error["error"]["message"], "publish rate over the limit");
+    client.send(json!({"op":"ping","id":3}));
+    assert_eq!(client.next().await["ok"], true);
+}
+
+/// A failed `auth` on an anonymous connection is the client's fault: repeated,
+/// it closes the connection with 1008 instead of costing a signature check
+/// each, for ever.
+#[tokio::test]
+async fn failed_auth_on_an_anonymous_connection_counts_towards_1008() {
+    let state = state(
+        "[limits]\nmax_errors_per_minute = 2\n",
+        &["--allow-anonymous"],
+    );
+    let mut client = connect(&state, None);
+    client.next().await;
+    for id in 0..3 {
+        client.send(json!({"op":"auth","id":id,"token":"not-a-token"}));
+    }
+    for _ in 0..2 {
+        assert_eq!(client.next().await["error"]["code"], "unauthorized");
+    }
+    assert_eq!(client.close_code().await, close::POLICY);
+}
+
+/// A failed `refresh` counts as a client fault too.
+#[tokio::test]
+async fn failed_refresh_counts_towards_1008() {
+    let state = state("[limits]\nmax_errors_per_minute = 1\n", &[]);
+    let mut client = connect(&state, Some(&token(json!({"sub":"dave","exp":now()+600}))));
+    client.next().await;
+    for id in 0..2 {
+        client.send(json!({"op":"refresh","id":id,"token":"not-a-token"}));
+    }
+    assert_eq!(client.next().await["error"]["code"], "unauthorized");
+    assert_eq!(client.close_code().await, close::POLICY);
+}
+
 /// The rooms-per-connection cap refuses a further join, not a repeated one.
 #[tokio::test]
 async fn joins_past_the_room_cap_are_refused() {

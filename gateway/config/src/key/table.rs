@@ -308,6 +308,22 @@ pub const KEYS: &[Key] = &[
         "per connection, messages allowed at once above the rate"
     ),
     key!(
+        "limits.command_rate",
+        None,
+        None,
+        "100",
+        Kind::Number,
+        "per connection, command cost units per second, every command weighed by its cost (docs/protocol.md); over it: rate_limited"
+    ),
+    key!(
+        "limits.command_burst",
+        None,
+        None,
+        "200",
+        Kind::COUNT32,
+        "per connection, command cost units allowed at once above the rate"
+    ),
+    key!(
         "limits.max_errors_per_minute",
         None,
         None,

@@ -180,6 +180,16 @@ pub(super) struct FlagLimits {
     pub(super) send_queue: Option<usize>,
 }
 
+/// A rate, in units per second: finite and above 0 (a token bucket that never
+/// refills would refuse everything after its burst).
+fn positive_rate(rate: &f64) -> std::result::Result<(), String> {
+    if rate.is_finite() && *rate > 0.0 {
+        Ok(())
+    } else {
+        Err("must be a number greater than 0".to_owned())
+    }
+}
+
 /// `[limits]`.
 pub(super) fn resolve_limits(
     layers: &Layers,
@@ -201,6 +211,8 @@ pub(super) fn resolve_limits(
         send_queue,
         publish_rate,
         publish_burst,
+        command_rate,
+        command_burst,
         max_errors_per_minute,
         heartbeat_ms,
         heartbeat_timeout_ms,
@@ -272,16 +284,18 @@ pub(super) fn resolve_limits(
             .check(at_least(1))?,
         publish_rate: layers
             .file_only("limits.publish_rate", publish_rate, || defaults.publish_rate)
-            .check(|rate| {
-                if rate.is_finite() && *rate > 0.0 {
-                    Ok(())
-                } else {
-                    Err("must be a number greater than 0".to_owned())
-                }
-            })?,
+            .check(positive_rate)?,
         publish_burst: layers
             .file_only("limits.publish_burst", publish_burst, || {
                 defaults.publish_burst
+            })
+            .check(at_least(1))?,
+        command_rate: layers
+            .file_only("limits.command_rate", command_rate, || defaults.command_rate)
+            .check(positive_rate)?,
+        command_burst: layers
+            .file_only("limits.command_burst", command_burst, || {
+                defaults.command_burst
             })
             .check(at_least(1))?,
         max_errors_per_minute: max_errors_per_minute.unwrap_or(defaults.max_errors_per_minute),
