@@ -447,6 +447,16 @@ pub struct LimitsSpec {
     #[serde(default = "default_publish_burst")]
     #[schemars(range(min = 1))]
     pub publish_burst: u64,
+    /// Command cost units per second one connection may spend: every command
+    /// pays its cost (1 for a ping, up to 10 for auth and refresh; see
+    /// docs/protocol.md); over it: `rate_limited`.
+    #[serde(default = "default_command_rate")]
+    #[schemars(range(min = 1))]
+    pub command_rate: u64,
+    /// Command cost units allowed at once above `commandRate`.
+    #[serde(default = "default_command_burst")]
+    #[schemars(range(min = 1))]
+    pub command_burst: u64,
     /// Client-fault errors per minute before a connection is closed (1008).
     #[serde(default = "default_max_errors_per_minute")]
     #[schemars(range(min = 1))]
@@ -473,6 +483,8 @@ impl Default for LimitsSpec {
             send_queue: default_send_queue(),
             publish_rate: default_publish_rate(),
             publish_burst: default_publish_burst(),
+            command_rate: default_command_rate(),
+            command_burst: default_command_burst(),
             max_errors_per_minute: default_max_errors_per_minute(),
             heartbeat_ms: default_heartbeat_ms(),
             heartbeat_timeout_ms: default_heartbeat_timeout_ms(),
@@ -506,6 +518,12 @@ fn default_publish_rate() -> u64 {
 }
 fn default_publish_burst() -> u64 {
     100
+}
+fn default_command_rate() -> u64 {
+    100
+}
+fn default_command_burst() -> u64 {
+    200
 }
 fn default_max_errors_per_minute() -> u64 {
     60

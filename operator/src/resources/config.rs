@@ -139,6 +139,8 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
             send_queue: Some(size(limits.send_queue)),
             publish_rate: Some(limits.publish_rate as f64),
             publish_burst: Some(small(limits.publish_burst)),
+            command_rate: Some(limits.command_rate as f64),
+            command_burst: Some(small(limits.command_burst)),
             max_errors_per_minute: Some(small(limits.max_errors_per_minute)),
             heartbeat_ms: Some(limits.heartbeat_ms),
             heartbeat_timeout_ms: Some(limits.heartbeat_timeout_ms),

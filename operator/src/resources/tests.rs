@@ -282,6 +282,26 @@ fn config_listens_on_pod_ports_with_a_per_wscluster_cluster() {
     assert!(parsed.get("node").is_none(), "node comes from WSGATE_NODE");
 }
 
+/// The command budget of the spec (`limits.commandRate`, `commandBurst`)
+/// reaches the gateway's `limits.command_rate` and `limits.command_burst`,
+/// as the gateway reads them.
+#[test]
+fn config_carries_the_command_budget() {
+    let mut wsc = fixtures::wsc("chat");
+    wsc.spec.limits.command_rate = 40;
+    wsc.spec.limits.command_burst = 80;
+    let config = gateway_config(&wsc).unwrap();
+    let resolved = wsgate_config::Config::from_toml(&config, std::path::Path::new("wsgate.toml"))
+        .unwrap_or_else(|error| panic!("{error}\n{config}"));
+    assert_eq!(resolved.limits.command_rate, 40.0);
+    assert_eq!(resolved.limits.command_burst, 80);
+    let defaults = gateway_config(&fixtures::wsc("chat")).unwrap();
+    let resolved = wsgate_config::Config::from_toml(&defaults, std::path::Path::new("wsgate.toml"))
+        .unwrap_or_else(|error| panic!("{error}\n{defaults}"));
+    assert_eq!(resolved.limits.command_rate, 100.0);
+    assert_eq!(resolved.limits.command_burst, 200);
+}
+
 /// Cluster tokens are one subject token, at most 64 characters, distinct
 /// for distinct WsClusters even when cut.
 #[test]
