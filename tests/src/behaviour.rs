@@ -211,7 +211,9 @@ pub async fn publish_right_after_a_join_reply_is_delivered(topology: Topology) -
 pub async fn join_reply_comes_before_any_message_of_the_room(topology: Topology) -> Result<()> {
     let options = options()
         .set("limits.publish_rate", 100_000)
-        .set("limits.publish_burst", 100_000);
+        .set("limits.publish_burst", 100_000)
+        .set("limits.command_rate", 100_000)
+        .set("limits.command_burst", 100_000);
     let deployment = Deployment::start(topology, options).await?;
     let n = deployment.replicas();
     let room = unique_room("busy");

@@ -17,6 +17,8 @@ fn history_options() -> GatewayOptions {
         .set("namespaces.hist.presence", true)
         .set("limits.publish_rate", 100_000.0)
         .set("limits.publish_burst", 100_000)
+        .set("limits.command_rate", 100_000.0)
+        .set("limits.command_burst", 100_000)
 }
 
 /// A string of `bytes` characters: one message near the 64 KiB message limit.

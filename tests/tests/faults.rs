@@ -29,6 +29,8 @@ fn history_options() -> GatewayOptions {
         .set("namespaces.hist.recovery_max", 100_000)
         .set("limits.publish_rate", 100_000.0)
         .set("limits.publish_burst", 100_000)
+        .set("limits.command_rate", 100_000.0)
+        .set("limits.command_burst", 100_000)
 }
 
 /// One `nats-server -js` (file storage) and `replicas` gateways on it.

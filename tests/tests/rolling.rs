@@ -34,6 +34,8 @@ async fn a_rolling_restart_behind_nginx_loses_no_acknowledged_message() -> Resul
         .set("namespaces.hist.recovery_max", 100_000)
         .set("limits.publish_rate", 100_000.0)
         .set("limits.publish_burst", 100_000)
+        .set("limits.command_rate", 100_000.0)
+        .set("limits.command_burst", 100_000)
         .set("limits.max_connections_per_user", 100_000)
         .set("drain.reconnect_spread_ms", spread_ms)
         .set("drain.seconds", spread_ms / 1000 + 10);

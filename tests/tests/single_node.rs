@@ -1075,7 +1075,9 @@ async fn a_slow_consumer_is_closed_with_1013_and_others_keep_receiving() -> Resu
         options()
             .arg("--send-queue", 32)
             .set("limits.publish_rate", 100_000)
-            .set("limits.publish_burst", 100_000),
+            .set("limits.publish_burst", 100_000)
+            .set("limits.command_rate", 100_000.0)
+            .set("limits.command_burst", 100_000),
     )
     .await?;
     let url = deployment.ws_url(0);

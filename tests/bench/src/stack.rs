@@ -230,6 +230,7 @@ impl Stack {
                 let mut text = String::from(
                     "version = 1\n\n[limits]\nmax_connections = 19500\n\
                      publish_rate = 1000000\npublish_burst = 1000000\n\
+                     command_rate = 1000000\ncommand_burst = 1000000\n\
                      max_connections_per_user = 100000\n",
                 );
                 if let Some(queue) = common.send_queue {

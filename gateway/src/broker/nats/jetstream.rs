@@ -1,15 +1,17 @@
 //! History on JetStream: one stream per cluster and history namespace, created
 //! or updated on first use, which republishes every stored message on its
 //! room's subject (stamped there with `seq`, `prev` and the epoch); publishing
-//! to it, and recovery by direct gets.
+//! to it, and recovery by direct gets, newest first, reading at most
+//! `recovery_max` + 1 messages whatever `history_size` is.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_nats::Client;
+use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{
     Config as StreamConfig, DirectGetErrorKind, Republish, StorageType,
 };
+use async_nats::{Client, StatusCode};
 use parking_lot::Mutex;
 use tracing::{info, warn};
 use wsgate_config::{History, Namespace, Namespaces, Storage};
@@ -38,6 +40,9 @@ pub(super) struct Streams {
 /// One namespace's history stream.
 pub(super) struct HistoryStream {
     stream: async_nats::jetstream::stream::Stream,
+    /// For the direct gets async-nats has no call for (see
+    /// [`HistoryStream::last_up_to`]).
+    client: Client,
     namespace: String,
     settings: Namespace,
     /// `wsgate.<cluster>.hist.<ns>.`: a room's subject is this plus its name.
@@ -221,6 +226,7 @@ impl Streams {
         let prefix = format!("wsgate.{}.hist.{namespace}.", self.cluster);
         let history = Arc::new(HistoryStream {
             stream,
+            client: self.jetstream.client(),
             namespace: namespace.clone(),
             settings,
             prefix,
@@ -257,86 +263,121 @@ fn unix_nanos_now() -> i128 {
 }
 
 impl HistoryStream {
-    /// The room's position and, with `since`, the messages after it. Reads with
-    /// direct gets: one request per stored message after `since`.
+    /// The room's position and, with `since`, the messages after it.
+    ///
+    /// Reads by direct gets, newest first: the room's last message, then each
+    /// one's predecessor, until `since` is reached or `recovery_max` + 1
+    /// messages are read (one more than a reply holds tells that more were
+    /// missed). The cost of a join with `since` is so bounded by
+    /// `recovery_max`, however long the room's history (`history_size`).
     pub(super) async fn recover(
         &self,
         room: &str,
         since: Option<&Since>,
     ) -> Result<Recovery, BrokerError> {
         let subject = format!("{}{room}", self.prefix);
-        let current = match self
+        let last = match self
             .stream
             .direct_get_last_for_subject(subject.clone())
             .await
         {
-            Ok(message) => message.sequence,
-            Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => 0,
+            Ok(message) => Some(message),
+            Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => None,
             Err(error) => return Err(unavailable(error)),
         };
+        let current = last.as_ref().map_or(0, |message| message.sequence);
         let since_pair = since.map(|since| (since.epoch.as_str(), since.seq));
+        let max = self.settings.recovery_max;
         let Some(since) = since.filter(|since| since.epoch == self.epoch && since.seq < current)
         else {
-            return Ok(recover(
-                &self.epoch,
-                since_pair,
-                current,
-                Vec::new(),
-                self.settings.recovery_max,
-            ));
+            return Ok(recover(&self.epoch, since_pair, current, Vec::new(), max));
+        };
+        // Newest first, each message's predecessor read after it.
+        let mut newest_first: Vec<StreamMessage> = Vec::new();
+        let mut older = last;
+        // The seq of the room's message before the oldest one read, when stored.
+        let anchor = loop {
+            let Some(message) = older else {
+                // Nothing older is stored: with `since` 0 the oldest message
+                // read is the room's first, unless history_size pushed older
+                // ones out.
+                let first =
+                    since.seq == 0 && (newest_first.len() as u64) < self.settings.history_size;
+                break first.then_some(0);
+            };
+            if message.sequence <= since.seq {
+                break Some(message.sequence);
+            }
+            let before = message.sequence - 1;
+            newest_first.push(message);
+            if newest_first.len() > max {
+                // More than `recovery_max` were missed: `recover` keeps the
+                // newest and says `recovered: false` whatever comes before.
+                break None;
+            }
+            // Stream sequences start at 1 (and `up_to_seq` 0 would mean none).
+            older = match before {
+                0 => None,
+                before => self.last_up_to(&subject, before).await?,
+            };
         };
         let ttl = self.settings.history_ttl;
         let now = unix_nanos_now();
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut next = since.seq + 1;
-        // Bounded: a subject holds at most history_size messages.
-        let bound = self.settings.history_size.saturating_add(1);
-        while next <= current && (entries.len() as u64) < bound {
-            let message = match self
-                .stream
-                .direct_get_next_for_subject(subject.clone(), Some(next))
-                .await
-            {
-                Ok(message) => message,
-                Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => break,
-                Err(error) => return Err(unavailable(error)),
-            };
-            let Ok(frame) = String::from_utf8(message.payload.to_vec()) else {
-                next = message.sequence + 1;
-                continue;
-            };
-            let age = now - message.time.unix_timestamp_nanos();
-            let fresh = ttl.is_zero() || age <= ttl.as_nanos() as i128;
-            let prev = entries.last().map(|entry| entry.seq);
-            entries.push(Entry {
-                seq: message.sequence,
-                prev,
-                fresh,
-                frame,
-            });
-            next = message.sequence + 1;
+        let prevs: Vec<Option<u64>> = newest_first
+            .iter()
+            .skip(1)
+            .map(|message| Some(message.sequence))
+            .chain([anchor])
+            .collect();
+        let entries = newest_first
+            .into_iter()
+            .zip(prevs)
+            .rev()
+            .filter_map(|(message, prev)| {
+                let frame = String::from_utf8(message.payload.to_vec()).ok()?;
+                let age = now - message.time.unix_timestamp_nanos();
+                Some(Entry {
+                    seq: message.sequence,
+                    prev,
+                    fresh: ttl.is_zero() || age <= ttl.as_nanos() as i128,
+                    frame,
+                })
+            })
+            .collect();
+        Ok(recover(&self.epoch, since_pair, current, entries, max))
+    }
+
+    /// The room's last message at or before stream sequence `seq` (at least
+    /// 1), or `None` when none is stored.
+    ///
+    /// A direct get with `multi_last` and `up_to_seq` (nats-server 2.11 and
+    /// later), which async-nats 0.51 cannot send: the server answers the
+    /// message, then an end-of-batch status that the request no longer waits
+    /// for; or 404 when there is none.
+    async fn last_up_to(
+        &self,
+        subject: &str,
+        seq: u64,
+    ) -> Result<Option<StreamMessage>, BrokerError> {
+        let request = serde_json::json!({ "multi_last": [subject], "up_to_seq": seq });
+        let api = format!(
+            "$JS.API.DIRECT.GET.{}",
+            self.stream.cached_info().config.name
+        );
+        let reply = self
+            .client
+            .request(api, request.to_string().into())
+            .await
+            .map_err(unavailable)?;
+        match reply.status {
+            None => StreamMessage::try_from(reply)
+                .map(Some)
+                .map_err(unavailable),
+            Some(StatusCode::NOT_FOUND) => Ok(None),
+            Some(status) => Err(BrokerError::Unavailable(format!(
+                "history read failed: {status} {}",
+                reply.description.as_deref().unwrap_or_default()
+            ))),
         }
-        // The first entry's prev: `since` itself when that message is still
-        // stored; 0 when `since` is 0 and nothing was ever evicted.
-        let anchor = if since.seq == 0 {
-            ((entries.len() as u64) < self.settings.history_size).then_some(0)
-        } else {
-            match self.stream.direct_get(since.seq).await {
-                Ok(message) if message.subject.as_str() == subject => Some(since.seq),
-                Ok(_) => None,
-                Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => None,
-                Err(error) => return Err(unavailable(error)),
-            }
-        };
-        if let Some(first) = entries.first_mut() {
-            first.prev = anchor;
-        }
-        Ok(recover(
-            &self.epoch,
-            since_pair,
-            current,
-            entries,
-            self.settings.recovery_max,
-        ))
     }
 }
