@@ -318,7 +318,11 @@ pub async fn pipelined_sends_are_answered_once_each_and_arrive_in_order(
 ) -> Result<()> {
     // Under `limits.send_queue` (256): the replies and directs queue while nobody reads.
     const SENDS: u64 = 200;
-    let deployment = Deployment::start(topology, options()).await?;
+    // 200 sends cost 1000, over the default command burst.
+    let options = options()
+        .set("limits.command_rate", 100_000)
+        .set("limits.command_burst", 100_000);
+    let deployment = Deployment::start(topology, options).await?;
     let n = deployment.replicas();
     let mut alice = connect_user(&deployment, 0, "alice").await?;
     let mut bobs = Vec::new();
