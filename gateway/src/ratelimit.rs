@@ -60,9 +60,10 @@ impl RateLimit {
 /// - `ping`, `leave`, `publish` and a `join` that reads no history: 1. A
 ///   `publish` also takes a token of the tighter publish budget.
 /// - a `join` with `since` in a room with history: 2, as it reads up to the
-///   namespace's `recovery_max` messages from storage. A client rejoining its
-///   rooms after a reconnect (at most `limits.max_rooms_per_connection`, 100 by
-///   default) still fits the default burst of 200.
+///   namespace's `recovery_max` messages from storage. A client that
+///   reconnects with its token in the handshake and rejoins its rooms at once
+///   (at most `limits.max_rooms_per_connection`, 100 by default) still fits
+///   the default burst of 200.
 /// - `send` and `presence`: 5, as every node receives and answers them.
 /// - `auth` and `refresh`: 10, as each verifies a signature (an RSA
 ///   verification costs more than everything else a command does).
@@ -157,6 +158,19 @@ mod tests {
         assert_eq!(command(r#"{"op":"presence","id":1,"room":"chat:a"}"#), 5);
         assert_eq!(command(r#"{"op":"auth","id":1,"token":"t"}"#), 10);
         assert_eq!(command(r#"{"op":"refresh","id":1,"token":"t"}"#), 10);
+    }
+
+    /// At the defaults, a client that rejoins with `since` the most rooms a
+    /// connection may hold, as it does after a reconnect, fits the burst.
+    #[test]
+    fn rejoining_every_room_with_since_fits_the_default_burst() {
+        let limits = wsgate_config::Limits::default();
+        let since = r#""since":{"epoch":"e","seq":3}"#;
+        let rejoin = command(&format!(
+            r#"{{"op":"join","id":1,"room":"chat:a",{since}}}"#
+        ));
+        let total = u64::from(rejoin) * limits.max_rooms_per_connection as u64;
+        assert!(total <= u64::from(limits.command_burst), "{total}");
     }
 
     /// A bucket spends its burst by cost, refuses a command it cannot pay for

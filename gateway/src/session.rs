@@ -9,9 +9,10 @@
 //! connection's command budget; a `publish` also takes a token of the tighter
 //! publish budget.
 //!
-//! The reader owns the session's state (identity, joined rooms, budgets) and is the only one to change it, so no lock guards it. Frames
-//! reach the writer only through the [`Outbox`]; when either side ends, it asks
-//! the outbox to close, which stops the other.
+//! The reader owns the session's state (identity, joined rooms, budgets) and
+//! is the only one to change it, so no lock guards it. Frames reach the writer
+//! only through the [`Outbox`]; when either side ends, it asks the outbox to
+//! close, which stops the other.
 
 use std::collections::HashSet;
 use std::sync::Arc;
