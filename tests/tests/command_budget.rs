@@ -131,10 +131,15 @@ async fn send_and_presence_floods_are_rate_limited() -> Result<()> {
 /// with 1008 once over `limits.max_errors_per_minute`.
 #[tokio::test]
 async fn repeated_failed_auth_closes_the_connection_with_1008() -> Result<()> {
-    let options = options().anonymous().set("limits.max_errors_per_minute", 5);
+    const MAX_ERRORS: u64 = 5;
+    let options = options()
+        .anonymous()
+        .set("limits.max_errors_per_minute", MAX_ERRORS);
     let deployment = Deployment::start(Topology::Single, options).await?;
     let mut client = Client::connect_anonymous(&deployment.ws_url(0)).await?;
-    for id in 0..10 {
+    // One over the budget: the last is the one that closes, so every send
+    // reaches an open connection.
+    for id in 0..=MAX_ERRORS {
         client
             .send_json(&json!({"op": "auth", "id": id, "token": "not.a.token"}))
             .await?;
