@@ -20,6 +20,13 @@ pub const DEGRADED: &str = "Degraded";
 /// ready (its JetStream is up). `kubectl get wsc` shows it as `Broker`.
 pub const BROKER_READY: &str = "BrokerReady";
 
+/// Present when a namespace of `spec.namespaces` keeps history
+/// (`historySize > 0`): every gateway that reports can store every history
+/// namespace's messages. Read from the gateways' stats by the operator's
+/// stats poller; `Unknown` while the stats cannot be read or no gateway
+/// reports history. Absent without a history namespace.
+pub const HISTORY_AVAILABLE: &str = "HistoryAvailable";
+
 /// Reasons set on the conditions above.
 pub mod reason {
     /// Every wanted replica is ready and up to date.
@@ -41,4 +48,22 @@ pub mod reason {
     pub const NAME_CONFLICT: &str = "NameConflict";
     /// Nothing is wrong.
     pub const AS_EXPECTED: &str = "AsExpected";
+    /// The Deployment made no progress within its
+    /// `progressDeadlineSeconds` (the Deployment controller's own reason,
+    /// carried over to `Degraded`).
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+    /// The Deployment reports `ReplicaFailure` without a reason of its own
+    /// (it usually gives one, such as `FailedCreate`, which is used instead).
+    pub const REPLICA_FAILURE: &str = "ReplicaFailure";
+    /// `httpRoute` is set but the Gateway API (`HTTPRoute` of
+    /// `gateway.networking.k8s.io`) is not installed: no route is applied.
+    pub const ROUTE_NOT_APPLIED: &str = "RouteNotApplied";
+    /// A gateway reports that it cannot store a history namespace's
+    /// messages: publishes to those rooms fail.
+    pub const HISTORY_UNAVAILABLE: &str = "HistoryUnavailable";
+    /// The gateways' stats could not be read.
+    pub const STATS_UNAVAILABLE: &str = "StatsUnavailable";
+    /// The gateways answered but none reports a history namespace (older
+    /// gateways, or a config that has not rolled out yet).
+    pub const NOT_REPORTED: &str = "NotReported";
 }

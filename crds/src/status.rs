@@ -12,8 +12,12 @@ pub struct WsClusterStatus {
     /// current generation means the operator has not caught up yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Progressing` and `Degraded` (see `wsgate_crds::condition`).
+    /// `Ready`, `Progressing` and `Degraded`, with `BrokerReady` and
+    /// `HistoryAvailable` where they apply (see `wsgate_crds::condition`).
+    /// A map keyed by `type`, so server-side apply and `kubectl` treat each
+    /// condition as its own entry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Pods of the fleet, as the Deployment counts them (the scale
     /// subresource reads this).

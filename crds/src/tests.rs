@@ -321,10 +321,42 @@ fn crd_has_scale_status_columns_and_short_name() {
         [
             "Replicas",
             "Ready",
+            "Status",
             "Connections",
             "Endpoint",
             "Broker",
             "Age"
         ]
     );
+}
+
+/// `status.conditions` is a list map keyed by `type`, so server-side apply
+/// and strategic tools treat each condition as its own entry.
+#[test]
+fn conditions_are_a_list_map_keyed_by_type() {
+    let conditions = &schema()["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(
+        conditions["x-kubernetes-list-map-keys"],
+        serde_json::json!(["type"])
+    );
+    let required = conditions["items"]["required"].as_array().unwrap();
+    assert!(required.iter().any(|key| key == "type"), "{required:?}");
+}
+
+/// `kubectl get wsc` shows the Ready condition's reason as `Status`, beside
+/// the ready replicas.
+#[test]
+fn status_column_shows_the_ready_reason() {
+    let crd = crd();
+    let columns = crd.spec.versions[0]
+        .additional_printer_columns
+        .as_ref()
+        .unwrap();
+    let status = columns.iter().find(|c| c.name == "Status").unwrap();
+    assert_eq!(
+        status.json_path,
+        ".status.conditions[?(@.type==\"Ready\")].reason"
+    );
+    assert!(columns.iter().any(|c| c.name == "Ready"));
 }

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -46,6 +47,72 @@ pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=wsgate-operator
 /// Periodic resync of a healthy WsCluster.
 pub const RESYNC: Duration = Duration::from_secs(300);
 
+/// How often the operator looks for the Gateway API while it is not
+/// installed (see [`GatewayApi`]).
+pub const GATEWAY_API_DISCOVERY: Duration = Duration::from_secs(60);
+
+/// The HTTPRoute cache, and whether the Gateway API is installed. Found at
+/// startup, or later by a discovery every [`GATEWAY_API_DISCOVERY`] (see
+/// [`crate::runtime`]), which starts the HTTPRoute watch and reconciles
+/// every WsCluster: installing the Gateway API needs no operator restart.
+/// Until then a WsCluster with `httpRoute` reports `RouteNotApplied`.
+#[derive(Clone)]
+pub struct GatewayApi {
+    /// HTTPRoutes; filled once the Gateway API is installed.
+    pub routes: Store<HTTPRoute>,
+    installed: Arc<AtomicBool>,
+}
+
+impl GatewayApi {
+    /// An HTTPRoute cache with the Gateway API not (yet) found.
+    pub fn new(routes: Store<HTTPRoute>) -> Self {
+        Self {
+            routes,
+            installed: Arc::default(),
+        }
+    }
+
+    /// Whether the Gateway API has been found.
+    pub fn installed(&self) -> bool {
+        self.installed.load(Ordering::Acquire)
+    }
+
+    /// Records that the Gateway API is installed (it stays so).
+    pub fn mark_installed(&self) {
+        self.installed.store(true, Ordering::Release);
+    }
+}
+
+/// Whether the API server serves HTTPRoutes in `gateway.networking.k8s.io/v1`
+/// (discovery needs no RBAC). Any error, 404 included, counts as not
+/// installed: the next discovery tries again.
+pub async fn gateway_api_installed(client: &Client) -> bool {
+    match client
+        .list_api_group_resources("gateway.networking.k8s.io/v1")
+        .await
+    {
+        Ok(list) => list
+            .resources
+            .iter()
+            .any(|resource| resource.name == "httproutes"),
+        Err(error) => {
+            tracing::debug!(%error, "gateway api discovery");
+            false
+        }
+    }
+}
+
+/// Returns once the Gateway API is installed, looking every `interval`.
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only reads.
+pub async fn wait_for_gateway_api(client: &Client, interval: Duration) {
+    while !gateway_api_installed(client).await {
+        tokio::time::sleep(interval).await;
+    }
+}
+
 /// Reflector caches of the children, read to skip unchanged applies.
 #[derive(Clone)]
 pub struct Stores {
@@ -69,8 +136,8 @@ pub struct Stores {
     pub network_policies: Store<NetworkPolicy>,
     /// HorizontalPodAutoscalers.
     pub horizontal_pod_autoscalers: Store<HorizontalPodAutoscaler>,
-    /// HTTPRoutes; `None` when the Gateway API is not installed.
-    pub http_routes: Option<Store<HTTPRoute>>,
+    /// HTTPRoutes, and whether the Gateway API is installed.
+    pub http_routes: GatewayApi,
     /// Metadata of every Secret (never their values): which referenced
     /// Secrets exist.
     pub secret_metadata: Store<PartialObjectMeta<Secret>>,
@@ -97,8 +164,8 @@ impl Stores {
             self.ingresses.wait_until_ready().await?;
             self.network_policies.wait_until_ready().await?;
             self.horizontal_pod_autoscalers.wait_until_ready().await?;
-            if let Some(routes) = &self.http_routes {
-                routes.wait_until_ready().await?;
+            if self.http_routes.installed() {
+                self.http_routes.routes.wait_until_ready().await?;
             }
             self.secret_metadata.wait_until_ready().await
         };
@@ -151,7 +218,9 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 /// Reconciles one WsCluster: validate, build, apply what differs, delete
-/// what the spec no longer wants, write the status if it changed.
+/// what the spec no longer wants, write the status if it changed. A
+/// WsCluster being deleted is left alone: re-applying its children would
+/// race the garbage collector that removes them.
 ///
 /// # Errors
 ///
@@ -159,15 +228,21 @@ pub fn backoff(failures: u32) -> Duration {
 #[instrument(skip(wsc, ctx), fields(wscluster = %wsc.name_any()))]
 pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.count_and_measure();
+    if wsc.metadata.deletion_timestamp.is_some() {
+        info!("being deleted: nothing applied");
+        return Ok(Action::await_change());
+    }
     ctx.stores.wait_until_ready().await?;
     let (namespace, name) = resources::namespace_and_name(&wsc)?;
     let wscs: Api<WsCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let routes_installed = ctx.stores.http_routes.installed();
 
     let mut observed = status::Observed {
         desired_replicas: resources::desired_replicas(&wsc),
         broker_replicas: resources::nats::managed_spec(&wsc).map(|managed| managed.replicas),
-        endpoint: status::endpoint(&wsc),
+        endpoint: status::endpoint(&wsc, routes_installed),
         selector: resources::selector_string(&name),
+        route_not_applied: wsc.spec.http_route.is_some() && !routes_installed,
         ..status::Observed::default()
     };
 
@@ -245,9 +320,17 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
                 .is_none()
         })
         .collect();
-    if write_status(&wscs, &wsc, &observed).await? && !observed.missing_secrets.is_empty() {
-        let note = format!("Secret {} not found", observed.missing_secrets.join(", "));
-        publish(&ctx, &wsc, EventType::Warning, "SecretNotFound", note).await;
+    if write_status(&wscs, &wsc, &observed).await? {
+        if !observed.missing_secrets.is_empty() {
+            let note = format!("Secret {} not found", observed.missing_secrets.join(", "));
+            publish(&ctx, &wsc, EventType::Warning, "SecretNotFound", note).await;
+        } else if let Some((reason, message)) = status::deployment_failure(&deployment) {
+            publish(&ctx, &wsc, EventType::Warning, &reason, message).await;
+        } else if observed.route_not_applied {
+            let note = status::ROUTE_NOT_APPLIED_MESSAGE.to_owned();
+            let reason = wsgate_crds::condition::reason::ROUTE_NOT_APPLIED;
+            publish(&ctx, &wsc, EventType::Warning, reason, note).await;
+        }
     }
     ctx.failures.lock().remove(&Context::key(&wsc));
     Ok(Action::requeue(RESYNC))
@@ -322,13 +405,13 @@ async fn apply_children(
         applied,
     )
     .await?;
-    if let Some(routes) = &stores.http_routes {
+    if stores.http_routes.installed() {
         apply_optional(
             ctx,
             ns,
             name,
             children.http_route.as_ref(),
-            routes,
+            &stores.http_routes.routes,
             wsc,
             applied,
         )

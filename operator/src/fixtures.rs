@@ -46,6 +46,8 @@ pub trait WsClusterExt: Sized {
     fn replicas(self, replicas: i32) -> Self;
     /// `nats.managed` with `servers` servers and defaults otherwise.
     fn with_managed_nats(self, servers: i32) -> Self;
+    /// A room namespace `name` keeping 100 messages of history.
+    fn with_history_namespace(self, name: &str) -> Self;
 }
 
 impl WsClusterExt for WsCluster {
@@ -104,6 +106,17 @@ impl WsClusterExt for WsCluster {
         });
         self
     }
+
+    fn with_history_namespace(mut self, name: &str) -> Self {
+        self.spec.namespaces.insert(
+            name.to_owned(),
+            wsgate_crds::NamespaceSpec {
+                history_size: 100,
+                ..Default::default()
+            },
+        );
+        self
+    }
 }
 
 use std::sync::Arc;
@@ -125,7 +138,7 @@ use serde::Serialize;
 
 use serde_json::Value;
 
-use crate::controller::{Context, DESIRED_HASH_ANNOTATION, Stores, desired_hash};
+use crate::controller::{Context, DESIRED_HASH_ANNOTATION, GatewayApi, Stores, desired_hash};
 use crate::metrics::Metrics;
 use crate::resources::{Children, HTTPRoute, Settings};
 
@@ -316,7 +329,11 @@ impl Context {
                 ingresses: caches.ingresses.as_reader(),
                 network_policies: caches.network_policies.as_reader(),
                 horizontal_pod_autoscalers: caches.horizontal_pod_autoscalers.as_reader(),
-                http_routes: Some(caches.http_routes.as_reader()),
+                http_routes: {
+                    let routes = GatewayApi::new(caches.http_routes.as_reader());
+                    routes.mark_installed();
+                    routes
+                },
                 secret_metadata: caches.secret_metadata.as_reader(),
             },
             failures: Arc::default(),
@@ -400,6 +417,25 @@ impl ApiServerVerifier {
             Response::builder()
                 .status(code)
                 .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                .unwrap(),
+        );
+        seen
+    }
+
+    /// Answers the next request with `reply` (status 200).
+    pub async fn answer(&mut self, reply: Value) -> Seen {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
+            .await
+            .expect("timed out waiting for a request")
+            .expect("service not called");
+        let seen = Seen {
+            method: request.method().clone(),
+            uri: request.uri().to_string(),
+            body: Value::Null,
+        };
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&reply).unwrap()))
                 .unwrap(),
         );
         seen

@@ -17,6 +17,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -27,7 +28,8 @@ use wsgate_crds::WsCluster;
 
 use crate::args::RunArgs;
 use crate::controller::{
-    Context, MANAGED_SELECTOR, Stores, error_policy, reconcile, referencing_secret,
+    Context, GATEWAY_API_DISCOVERY, GatewayApi, MANAGED_SELECTOR, Stores, error_policy,
+    gateway_api_installed, reconcile, referencing_secret, wait_for_gateway_api,
 };
 use crate::metrics::Metrics;
 use crate::resources::HTTPRoute;
@@ -146,15 +148,25 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
+    (reader, owned_stream(client, writer))
+}
+
+/// The watch behind [`owned_watcher`], filling `writer`.
+fn owned_stream<K>(
+    client: &Client,
+    writer: Writer<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + use<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
     let api: Api<K> = Api::all(client.clone());
-    let stream = reflector(
+    reflector(
         writer,
         watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR))
             .modify(drop_managed_fields),
     )
     .default_backoff()
-    .touched_objects();
-    (reader, stream)
+    .touched_objects()
 }
 
 /// Wires the controller: the WsCluster watch (generation changes only) and
@@ -171,10 +183,34 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
     let (network_policies, netpol_stream) = owned_watcher::<NetworkPolicy>(&client);
     let (hpas, hpa_stream) = owned_watcher::<HorizontalPodAutoscaler>(&client);
 
-    let gateway_api = gateway_api_installed(&client).await;
-    if !gateway_api {
-        info!("gateway api not installed: httpRoute specs are not applied");
+    // The HTTPRoute watch starts once the Gateway API is found: now, or by
+    // a later discovery, which then reconciles every WsCluster.
+    let (route_store, route_writer) = reflector::store::<HTTPRoute>();
+    let gateway_api = GatewayApi::new(route_store);
+    if gateway_api_installed(&client).await {
+        gateway_api.mark_installed();
+    } else {
+        info!(
+            every = ?GATEWAY_API_DISCOVERY,
+            "gateway api not installed: httpRoute specs are not applied until it is"
+        );
     }
+    let (found_tx, found_rx) = tokio::sync::oneshot::channel::<()>();
+    let route_stream = {
+        let client = client.clone();
+        let gateway_api = gateway_api.clone();
+        futures::stream::once(async move {
+            if !gateway_api.installed() {
+                wait_for_gateway_api(&client, GATEWAY_API_DISCOVERY).await;
+                info!("gateway api installed: applying httpRoute specs");
+                gateway_api.mark_installed();
+                let _ = found_tx.send(());
+            }
+            owned_stream(&client, route_writer)
+        })
+        .flatten()
+    };
+    let found = futures::stream::once(found_rx).filter_map(|sent| async move { sent.ok() });
 
     let (wsc_store, wsc_writer) = reflector::store();
     let wsc_stream = reflector(
@@ -205,7 +241,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
     .default_backoff()
     .touched_objects();
 
-    let mut controller = Controller::for_stream(wsc_stream, wsc_store.clone())
+    let controller = Controller::for_stream(wsc_stream, wsc_store.clone())
         .watches_stream(user_secrets, move |secret| {
             referencing_secret(
                 &referenced.state(),
@@ -222,14 +258,9 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
         .owns_stream(pdb_stream)
         .owns_stream(ingress_stream)
         .owns_stream(netpol_stream)
-        .owns_stream(hpa_stream);
-    let http_routes = if gateway_api {
-        let (store, stream) = owned_watcher::<HTTPRoute>(&client);
-        controller = controller.owns_stream(stream);
-        Some(store)
-    } else {
-        None
-    };
+        .owns_stream(hpa_stream)
+        .owns_stream(route_stream)
+        .reconcile_all_on(found);
 
     let reporter = Reporter {
         controller: FIELD_MANAGER.to_owned(),
@@ -251,7 +282,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
             ingresses,
             network_policies,
             horizontal_pod_autoscalers: hpas,
-            http_routes,
+            http_routes: gateway_api,
             secret_metadata,
         },
         failures: Arc::default(),
@@ -278,11 +309,4 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
         .await;
     shutdown.cancel();
     let _ = poller.await;
-}
-
-/// Whether the API server serves HTTPRoutes (discovery needs no RBAC).
-async fn gateway_api_installed(client: &Client) -> bool {
-    kube::discovery::group(client, "gateway.networking.k8s.io")
-        .await
-        .is_ok_and(|group| group.recommended_kind("HTTPRoute").is_some())
 }

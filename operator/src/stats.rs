@@ -3,8 +3,16 @@
 //! The operator authenticates with its own API key: the first line of the
 //! API keys Secret it owns per WsCluster (see
 //! [`resources::api_keys_secret`]). It needs no access to pods.
+//!
+//! Each reading also sets the `HistoryAvailable` condition (see
+//! [`status::history_condition`]) from the nodes' `history` maps, or
+//! `Unknown` when the stats cannot be read. The poller owns that condition;
+//! the reconciler carries it over. The poller writes the conditions with the
+//! WsCluster's `resourceVersion` as a precondition, so it never overwrites a
+//! status the reconciler wrote since: a conflict is retried at the next
+//! reading.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
@@ -16,13 +24,15 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde::Deserialize;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wsgate_crds::WsCluster;
+use wsgate_crds::condition::HISTORY_AVAILABLE;
 
 use crate::autoscale::{Autoscaler, Target};
 use crate::metrics::Metrics;
-use crate::resources;
-use crate::{Error, Result};
+use crate::status::{self, HistoryReport};
+use crate::{Error, Result, resources};
 
 /// The part of the stats answer the operator uses.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -34,6 +44,31 @@ pub struct Stats {
     /// A replica did not answer in time: the numbers are a lower bound.
     #[serde(default)]
     pub partial: bool,
+    /// Each node that answered.
+    #[serde(default)]
+    pub nodes: Vec<NodeStats>,
+}
+
+impl Stats {
+    /// What the nodes say about history, for [`status::history_condition`].
+    pub fn history_report(&self) -> HistoryReport<'_> {
+        HistoryReport::Nodes {
+            nodes: self.nodes.iter().map(|node| &node.history).collect(),
+            partial: self.partial,
+        }
+    }
+}
+
+/// The part of one node's entry the operator uses.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct NodeStats {
+    /// The node's name.
+    #[serde(default)]
+    pub node: String,
+    /// Each history namespace and whether this node can store its messages;
+    /// absent (empty) on nodes that keep no history and on older gateways.
+    #[serde(default)]
+    pub history: BTreeMap<String, bool>,
 }
 
 /// An HTTP client for the gateways' admin listeners.
@@ -165,12 +200,72 @@ async fn poll_one(
         resources::admin_service_name(&name),
         wsc.spec.service.admin_port
     );
-    let stats = http.fetch(&url, &key).await?;
+    let stats = match http.fetch(&url, &key).await {
+        Ok(stats) => stats,
+        Err(error) => {
+            let message = error.to_string();
+            let report = HistoryReport::Unreadable(&message);
+            if let Err(write) = write_status(client, wsc, None, &report).await {
+                tracing::debug!(error = %write, wscluster = %name, "history condition");
+            }
+            return Err(error);
+        }
+    };
     apply_stats(client, wsc, &stats, metrics, autoscaler, Instant::now()).await
 }
 
+/// Writes what a reading changed in the status: `connections`, `rooms` and
+/// `statsTime` when `counts` moved enough (see [`changed_enough`]), and the
+/// `HistoryAvailable` condition from `report` when it changed. One merge
+/// patch, or none when nothing changed; a conditions write carries the
+/// WsCluster's `resourceVersion`, so it fails with a conflict rather than
+/// undo a status written since `wsc` was read.
+///
+/// # Errors
+///
+/// [`Error::PatchStatus`] when the write fails (a conflict included).
+pub(crate) async fn write_status(
+    client: &Client,
+    wsc: &WsCluster,
+    counts: Option<&Stats>,
+    report: &HistoryReport<'_>,
+) -> Result<()> {
+    let (namespace, name) = resources::namespace_and_name(wsc)?;
+    let current = wsc.status.as_ref();
+    let mut status = serde_json::Map::new();
+    let old = current.and_then(|s| s.connections.zip(s.rooms));
+    if let Some(stats) = counts
+        && changed_enough(old, stats)
+    {
+        let time = Time(k8s_openapi::jiff::Timestamp::now());
+        status.insert("connections".into(), json!(stats.connections));
+        status.insert("rooms".into(), json!(stats.rooms));
+        status.insert("statsTime".into(), json!(time));
+    }
+    let old_conditions = current.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let history = status::history_condition(wsc, report);
+    let conditions = status::replace_condition(old_conditions, HISTORY_AVAILABLE, history);
+    let mut patch = json!({});
+    if let Some(conditions) = conditions {
+        status.insert("conditions".into(), serde_json::to_value(conditions)?);
+        if let Some(version) = &wsc.metadata.resource_version {
+            patch["metadata"] = json!({ "resourceVersion": version });
+        }
+    }
+    if status.is_empty() {
+        return Ok(());
+    }
+    patch["status"] = Value::Object(status);
+    let api: Api<WsCluster> = Api::namespaced(client.clone(), &namespace);
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::PatchStatus)?;
+    Ok(())
+}
+
 /// Acts on one reading: writes `connections`/`rooms` to the status when
-/// they moved enough, and with a connections target scales the WsCluster
+/// they moved enough and `HistoryAvailable` when it changed (see
+/// [`write_status`]), and with a connections target scales the WsCluster
 /// through its `/scale` subresource.
 ///
 /// # Errors
@@ -186,14 +281,7 @@ pub(crate) async fn apply_stats(
 ) -> Result<()> {
     let (namespace, name) = resources::namespace_and_name(wsc)?;
     let api: Api<WsCluster> = Api::namespaced(client.clone(), &namespace);
-    let old = wsc.status.as_ref().and_then(|s| s.connections.zip(s.rooms));
-    if changed_enough(old, stats) {
-        let time = Time(k8s_openapi::jiff::Timestamp::now());
-        let patch = serde_json::json!({"status": {"connections": stats.connections, "rooms": stats.rooms, "statsTime": time}});
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(Error::PatchStatus)?;
-    }
+    write_status(client, wsc, Some(stats), &stats.history_report()).await?;
 
     if let Some(autoscaling) = &wsc.spec.autoscaling
         && let Some(per_pod) = autoscaling.target_connections_per_pod
@@ -227,7 +315,7 @@ mod tests {
         Stats {
             connections,
             rooms,
-            partial: false,
+            ..Stats::default()
         }
     }
 
@@ -243,11 +331,18 @@ mod tests {
         assert!(!changed_enough(Some((0, 0)), &stats(3, 1)));
     }
 
-    /// The gateway's stats answer parses, per-node entries ignored.
+    /// The gateway's stats answer parses, with each node's history map
+    /// (absent on nodes without history).
     #[test]
     fn stats_answer_parses() {
-        let body = r#"{"nodes":[{"node":"a","connections":3,"rooms":2}],"connections":3,"rooms":2,"partial":false}"#;
-        assert_eq!(serde_json::from_str::<Stats>(body).unwrap(), stats(3, 2));
+        let body = r#"{"nodes":[{"node":"a","connections":3,"rooms":2},{"node":"b","connections":0,"rooms":0,"history":{"chat":true,"events":false}}],"connections":3,"rooms":2,"partial":false}"#;
+        let parsed = serde_json::from_str::<Stats>(body).unwrap();
+        assert_eq!((parsed.connections, parsed.rooms), (3, 2));
+        assert!(parsed.nodes[0].history.is_empty());
+        assert_eq!(
+            parsed.nodes[1].history,
+            [("chat".to_owned(), true), ("events".to_owned(), false)].into()
+        );
     }
 
     /// The client sends the operator's key as a bearer token and reads the
@@ -283,7 +378,8 @@ mod tests {
             Stats {
                 connections: 42,
                 rooms: 7,
-                partial: true
+                partial: true,
+                nodes: Vec::new(),
             }
         );
         let error = client.fetch(&url, "wrong").await.unwrap_err();
@@ -315,7 +411,7 @@ mod tests {
         let reading = Stats {
             connections: 4600,
             rooms: 80,
-            partial: false,
+            ..Stats::default()
         };
         let client = ctx.client.clone();
         let metrics = ctx.metrics.clone();
@@ -368,7 +464,7 @@ mod tests {
         let steady = Stats {
             connections: 4620,
             rooms: 81,
-            partial: false,
+            ..Stats::default()
         };
         let outcome = tokio::time::timeout(
             Duration::from_secs(2),
@@ -383,6 +479,112 @@ mod tests {
         )
         .await;
         outcome.expect("a steady reading made a request").unwrap();
+        drop(server);
+    }
+
+    /// A reading where a node cannot store `chat` writes `HistoryAvailable:
+    /// False` naming it, the other conditions kept and the resourceVersion
+    /// as a precondition, and no counts that did not move; the same reading
+    /// again writes nothing; stats that cannot be read write `Unknown`.
+    #[tokio::test]
+    async fn gateways_history_reports_set_history_available() {
+        use crate::controller::Context;
+        use crate::fixtures::{self, WsClusterExt};
+        use wsgate_crds::condition::{READY, reason};
+
+        let (ctx, mut server, _caches) = Context::test();
+        let mut wsc = fixtures::wsc("chat")
+            .with_history_namespace("chat")
+            .with_history_namespace("events");
+        let mut ready = status::condition(
+            READY,
+            true,
+            reason::AVAILABLE,
+            "3/3 replicas ready",
+            Some(1),
+        );
+        // As read from the API server: whole seconds.
+        ready.last_transition_time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        wsc.status = Some(wsgate_crds::WsClusterStatus {
+            connections: Some(0),
+            rooms: Some(0),
+            conditions: vec![ready.clone()],
+            ..Default::default()
+        });
+        let node = |name: &str, chat: bool| NodeStats {
+            node: name.into(),
+            history: [("chat".to_owned(), chat), ("events".to_owned(), true)].into(),
+        };
+        let reading = Stats {
+            nodes: vec![node("a", true), node("b", false), node("c", true)],
+            ..Stats::default()
+        };
+
+        let task = {
+            let (client, wsc, reading) = (ctx.client.clone(), wsc.clone(), reading.clone());
+            tokio::spawn(async move {
+                write_status(&client, &wsc, Some(&reading), &reading.history_report()).await
+            })
+        };
+        let seen = server.next().await;
+        assert!(
+            seen.uri
+                .starts_with("/apis/wsgate.io/v1alpha1/namespaces/prod/wsclusters/chat/status?"),
+            "{}",
+            seen.uri
+        );
+        assert_eq!(seen.body["metadata"]["resourceVersion"], "1");
+        assert!(seen.body["status"].get("connections").is_none());
+        let conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> =
+            serde_json::from_value(seen.body["status"]["conditions"].clone()).unwrap();
+        assert!(conditions.contains(&ready), "{conditions:?}");
+        let history = conditions
+            .iter()
+            .find(|c| c.type_ == HISTORY_AVAILABLE)
+            .unwrap();
+        assert_eq!(
+            (history.status.as_str(), history.reason.as_str()),
+            ("False", reason::HISTORY_UNAVAILABLE)
+        );
+        assert!(
+            history.message.contains("namespace chat on 1/3 nodes")
+                && !history.message.contains("events"),
+            "{}",
+            history.message
+        );
+        task.await.unwrap().unwrap();
+
+        // The status now holds it: the same reading writes nothing.
+        if let Some(status) = wsc.status.as_mut() {
+            status.conditions = conditions;
+        }
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            write_status(&ctx.client, &wsc, Some(&reading), &reading.history_report()),
+        )
+        .await
+        .expect("an unchanged reading made a request")
+        .unwrap();
+
+        let task = {
+            let (client, wsc) = (ctx.client.clone(), wsc.clone());
+            tokio::spawn(async move {
+                let report = HistoryReport::Unreadable(
+                    "http://chat-admin.prod.svc:9090/api/v1/stats: timed out",
+                );
+                write_status(&client, &wsc, None, &report).await
+            })
+        };
+        let seen = server.next().await;
+        let conditions = seen.body["status"]["conditions"].as_array().unwrap();
+        let history = conditions
+            .iter()
+            .find(|c| c["type"] == HISTORY_AVAILABLE)
+            .unwrap();
+        assert_eq!(history["status"], "Unknown");
+        assert_eq!(history["reason"], reason::STATS_UNAVAILABLE);
+        assert!(history["message"].as_str().unwrap().contains("timed out"));
+        task.await.unwrap().unwrap();
         drop(server);
     }
 }

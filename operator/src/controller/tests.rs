@@ -100,7 +100,7 @@ async fn unchanged_wscluster_makes_zero_requests() {
         &status::Observed {
             deployment: Some(&deployment),
             desired_replicas: 2,
-            endpoint: status::endpoint(&wsc),
+            endpoint: status::endpoint(&wsc, true),
             selector: resources::selector_string("chat"),
             ..Default::default()
         },
@@ -695,7 +695,7 @@ async fn unchanged_managed_nats_keeps_its_credentials_and_makes_zero_requests() 
         statefulset: Some(&statefulset),
         broker_replicas: Some(3),
         desired_replicas: 3,
-        endpoint: status::endpoint(&wsc),
+        endpoint: status::endpoint(&wsc, true),
         selector: resources::selector_string("chat"),
         ..Default::default()
     };
@@ -721,4 +721,192 @@ async fn unchanged_managed_nats_keeps_its_credentials_and_makes_zero_requests() 
         "six NATS children and seven gateway children matched the cache"
     );
     drop(server);
+}
+
+/// A WsCluster with a deletion timestamp is not re-applied (that would
+/// race the garbage collector removing its children): no request at all,
+/// and no requeue until it changes.
+#[tokio::test]
+async fn wscluster_being_deleted_is_not_reapplied() {
+    let (ctx, server, _caches) = Context::test();
+    let mut wsc = fixtures::wsc("chat");
+    wsc.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(2),
+        reconcile(Arc::new(wsc), ctx.clone()),
+    )
+    .await;
+    let action = outcome
+        .expect("reconcile made a request for a WsCluster being deleted")
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(ctx.metrics.applies.get(), 0);
+    drop(server);
+}
+
+/// A Deployment the Deployment controller gave up on (`ReplicaFailure`,
+/// here a quota) makes the WsCluster Degraded and not Ready with the
+/// Deployment's reason and message, with a Warning Event; once the
+/// Deployment recovers, Degraded goes back to False.
+#[tokio::test]
+async fn failing_deployment_is_degraded_with_its_reason_until_it_recovers() {
+    use k8s_openapi::api::apps::v1::DeploymentCondition;
+    use kube::runtime::watcher;
+
+    let (ctx, mut server, mut caches) = Context::test();
+    let wsc = fixtures::wsc("chat").replicas(1);
+    let desired = children(&wsc, &Settings::default(), "cached-key\n", None).unwrap();
+    caches.hold(&desired, 0);
+    let mut failing = (*ctx.stores.deployments.state()[0]).clone();
+    if let Some(status) = failing.status.as_mut() {
+        status.conditions = Some(vec![DeploymentCondition {
+            type_: "ReplicaFailure".into(),
+            status: "True".into(),
+            reason: Some("FailedCreate".into()),
+            message: Some("pods \"chat-7d9\" is forbidden: exceeded quota: compute".into()),
+            ..Default::default()
+        }]);
+    }
+    caches
+        .deployments
+        .apply_watcher_event(&watcher::Event::Apply(failing));
+
+    let task = tokio::spawn(reconcile(Arc::new(wsc.clone()), ctx.clone()));
+    let written = server.next().await;
+    assert!(
+        written.uri.contains("/wsclusters/chat/status"),
+        "{}",
+        written.uri
+    );
+    let status = &written.body["status"];
+    for type_ in [DEGRADED, READY] {
+        let reported = condition(status, type_);
+        assert_eq!(reported["reason"], "FailedCreate", "{type_}");
+        let message = reported["message"].as_str().unwrap();
+        assert!(
+            message.contains("Deployment chat: pods \"chat-7d9\" is forbidden: exceeded quota"),
+            "{message}"
+        );
+    }
+    assert_eq!(condition(status, DEGRADED)["status"], "True");
+    assert_eq!(condition(status, READY)["status"], "False");
+    let event = server.next().await;
+    assert_eq!(event.body["type"], "Warning");
+    assert_eq!(event.body["reason"], "FailedCreate");
+    task.await.unwrap().unwrap();
+
+    // The quota is raised: the Deployment's pods are ready, no failure left.
+    caches.hold(&desired, 1);
+    let mut recovered = wsc;
+    recovered.status = Some(serde_json::from_value(status.clone()).unwrap());
+    let task = tokio::spawn(reconcile(Arc::new(recovered), ctx));
+    let written = server.next().await;
+    let status = &written.body["status"];
+    assert_eq!(condition(status, DEGRADED)["status"], "False");
+    assert_eq!(condition(status, DEGRADED)["reason"], reason::AS_EXPECTED);
+    assert_eq!(condition(status, READY)["status"], "True");
+    task.await.unwrap().unwrap();
+}
+
+/// `httpRoute` without the Gateway API: nothing is sent to an API that
+/// does not exist, the status says `RouteNotApplied` (with a Warning Event)
+/// and names the Service as the endpoint. Once discovery finds the Gateway
+/// API, the next reconcile applies the route and clears it, without a
+/// restart.
+#[tokio::test]
+async fn http_route_without_gateway_api_is_reported_then_applied_once_installed() {
+    let (ctx, mut server, mut caches) = Context::test();
+    let mut without_api = (*ctx).clone();
+    without_api.stores.http_routes = GatewayApi::new(caches.http_routes.as_reader());
+    let ctx = Arc::new(without_api);
+    let wsc = fixtures::wsc("chat").with_http_route();
+    let mut desired = children(&wsc, &Settings::default(), "cached-key\n", None).unwrap();
+    desired.http_route = None; // the cluster holds no route
+    caches.hold(&desired, 1);
+
+    let task = tokio::spawn(reconcile(Arc::new(wsc.clone()), ctx.clone()));
+    let written = server.next().await;
+    assert!(
+        written.uri.contains("/wsclusters/chat/status"),
+        "{}",
+        written.uri
+    );
+    let status = written.body["status"].clone();
+    let degraded = condition(&status, DEGRADED);
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], reason::ROUTE_NOT_APPLIED);
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("Gateway API is not installed")
+    );
+    assert_eq!(status["endpoint"], "ws://chat.prod.svc:80/ws");
+    let event = server.next().await;
+    assert_eq!(event.body["type"], "Warning");
+    assert_eq!(event.body["reason"], reason::ROUTE_NOT_APPLIED);
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
+
+    ctx.stores.http_routes.mark_installed();
+    let mut later = wsc;
+    later.status = Some(serde_json::from_value(status).unwrap());
+    let task = tokio::spawn(reconcile(Arc::new(later), ctx));
+    let route = server.next().await;
+    assert_eq!(route.method, Method::PATCH);
+    assert!(
+        route
+            .uri
+            .starts_with("/apis/gateway.networking.k8s.io/v1/namespaces/prod/httproutes/chat?"),
+        "{}",
+        route.uri
+    );
+    assert_owned(&route.body);
+    let applied = server.next().await;
+    assert_eq!(applied.body["reason"], "Applied");
+    let written = server.next().await;
+    let status = &written.body["status"];
+    assert_eq!(condition(status, DEGRADED)["status"], "False");
+    assert_eq!(status["endpoint"], "wss://chat.example.com/ws");
+    task.await.unwrap().unwrap();
+}
+
+/// Discovery looks again after a 404 and after a group without HTTPRoute,
+/// and returns once the API server serves `httproutes`.
+#[tokio::test]
+async fn gateway_api_installed_later_is_found_by_a_later_discovery() {
+    let (ctx, mut server, _caches) = Context::test();
+    let client = ctx.client.clone();
+    let task =
+        tokio::spawn(async move { wait_for_gateway_api(&client, Duration::from_millis(10)).await });
+    let resource = |name: &str, kind: &str| json!({"name": name, "singularName": "", "namespaced": true, "kind": kind, "verbs": ["get", "list", "watch"]});
+    let list = |resources: Vec<Value>| json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "gateway.networking.k8s.io/v1", "resources": resources});
+
+    let absent = server
+        .fail(404, "the server could not find the requested resource")
+        .await;
+    assert_eq!(absent.method, Method::GET);
+    assert!(
+        absent.uri.starts_with("/apis/gateway.networking.k8s.io/v1"),
+        "{}",
+        absent.uri
+    );
+    server
+        .answer(list(vec![resource("gateways", "Gateway")]))
+        .await;
+    assert!(
+        !task.is_finished(),
+        "a group without HTTPRoute is not enough"
+    );
+    server
+        .answer(list(vec![
+            resource("gateways", "Gateway"),
+            resource("httproutes", "HTTPRoute"),
+        ]))
+        .await;
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("discovery did not return once HTTPRoute was served")
+        .unwrap();
 }
