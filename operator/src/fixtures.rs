@@ -127,6 +127,7 @@ use serde_json::Value;
 
 use crate::controller::{Context, DESIRED_HASH_ANNOTATION, Stores, desired_hash};
 use crate::metrics::Metrics;
+use crate::owned_secret::{OwnedSecrets, SecretContents};
 use crate::resources::{Children, HTTPRoute, Settings};
 
 type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -139,8 +140,8 @@ pub struct Caches {
     pub service_accounts: Writer<ServiceAccount>,
     /// ConfigMaps.
     pub config_maps: Writer<ConfigMap>,
-    /// Secrets.
-    pub secrets: Writer<Secret>,
+    /// Values of the operator's own Secrets, as read or applied.
+    pub secrets: SecretContents,
     /// Deployments.
     pub deployments: Writer<Deployment>,
     /// StatefulSets.
@@ -190,7 +191,6 @@ impl Caches {
             .apply_watcher_event(&watcher::Event::InitDone);
         self.config_maps
             .apply_watcher_event(&watcher::Event::InitDone);
-        self.secrets.apply_watcher_event(&watcher::Event::InitDone);
         self.deployments
             .apply_watcher_event(&watcher::Event::InitDone);
         self.statefulsets
@@ -210,12 +210,25 @@ impl Caches {
             .apply_watcher_event(&watcher::Event::InitDone);
     }
 
+    /// Holds one of the operator's Secrets as applied: its metadata in the
+    /// metadata cache, its value as last read.
+    pub fn put_secret(&mut self, secret: &Secret) {
+        let applied = as_applied(secret);
+        self.secrets.remember(&applied);
+        self.secret_metadata
+            .apply_watcher_event(&watcher::Event::Apply(PartialObjectMeta {
+                types: None,
+                metadata: applied.metadata,
+                _phantom: std::marker::PhantomData,
+            }));
+    }
+
     /// Fills the caches with `children` as applied, the Deployment with a
     /// rolled-out, ready status for `ready` replicas.
     pub fn hold(&mut self, children: &Children, ready: i32) {
         put(&mut self.service_accounts, &children.service_account);
         put(&mut self.config_maps, &children.config_map);
-        put(&mut self.secrets, &children.api_keys_secret);
+        self.put_secret(&children.api_keys_secret);
         let mut deployment = children.deployment.clone();
         deployment.metadata.generation = Some(1);
         deployment.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
@@ -250,7 +263,7 @@ impl Caches {
             put(&mut self.http_routes, route);
         }
         if let Some(nats) = &children.nats {
-            put(&mut self.secrets, &nats.secret);
+            self.put_secret(&nats.secret);
             put(&mut self.config_maps, &nats.config_map);
             put(&mut self.services, &nats.headless_service);
             put(&mut self.services, &nats.service);
@@ -294,6 +307,11 @@ impl Context {
                 .secret_metadata
                 .apply_watcher_event(&watcher::Event::Apply(meta));
         }
+        let secrets = OwnedSecrets::new(
+            client.clone(),
+            caches.secret_metadata.as_reader(),
+            caches.secrets.clone(),
+        );
         let ctx = Context {
             recorder: Recorder::new(
                 client.clone(),
@@ -308,7 +326,7 @@ impl Context {
             stores: Stores {
                 service_accounts: caches.service_accounts.as_reader(),
                 config_maps: caches.config_maps.as_reader(),
-                secrets: caches.secrets.as_reader(),
+                secrets,
                 deployments: caches.deployments.as_reader(),
                 statefulsets: caches.statefulsets.as_reader(),
                 services: caches.services.as_reader(),
@@ -323,6 +341,17 @@ impl Context {
         };
         (Arc::new(ctx), ApiServerVerifier(handle), caches)
     }
+}
+
+/// Every request the operator makes must be one [`crate::rbac::RULES`]
+/// grant, so the chart (tested against that table) lets it through.
+fn assert_permitted(method: &Method, uri: &str) {
+    let access = crate::rbac::access(method, uri)
+        .unwrap_or_else(|| panic!("{method} {uri} is not a resource request"));
+    assert!(
+        crate::rbac::permits(&access),
+        "{method} {uri} needs {access:?}, which rbac::RULES do not grant"
+    );
 }
 
 /// One request the verifier saw.
@@ -344,6 +373,7 @@ impl ApiServerVerifier {
             .await
             .expect("timed out waiting for a request")
             .expect("service not called");
+        assert_permitted(request.method(), &request.uri().to_string());
         let method = request.method().clone();
         let uri = request.uri().to_string();
         let bytes = request.into_body().collect_bytes().await.unwrap();
@@ -387,6 +417,7 @@ impl ApiServerVerifier {
             .await
             .expect("timed out waiting for a request")
             .expect("service not called");
+        assert_permitted(request.method(), &request.uri().to_string());
         let seen = Seen {
             method: request.method().clone(),
             uri: request.uri().to_string(),
@@ -414,12 +445,33 @@ impl ApiServerVerifier {
         seen
     }
 
+    /// Answers the next request with `object` and returns what was seen.
+    pub async fn answer<T: Serialize>(&mut self, object: &T) -> Seen {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
+            .await
+            .expect("timed out waiting for a request")
+            .expect("service not called");
+        assert_permitted(request.method(), &request.uri().to_string());
+        let seen = Seen {
+            method: request.method().clone(),
+            uri: request.uri().to_string(),
+            body: Value::Null,
+        };
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(object).unwrap()))
+                .unwrap(),
+        );
+        seen
+    }
+
     /// Answers a GET of a Secret with `data` (base64 done here).
     pub async fn secret(&mut self, name: &str, key: &str, value: &str) -> Seen {
         let (request, send) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
             .await
             .expect("timed out waiting for a request")
             .expect("service not called");
+        assert_permitted(request.method(), &request.uri().to_string());
         let seen = Seen {
             method: request.method().clone(),
             uri: request.uri().to_string(),

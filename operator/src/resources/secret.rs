@@ -1,9 +1,10 @@
 //! The API keys Secret: the gateway's `auth.api_keys_file`.
 //!
-//! The gateway reads one API keys file. The operator owns a Secret that
-//! holds a key of its own (to read `/api/v1/stats`, least privilege: no
-//! access to the pods or their exec) followed by the user's keys copied from
-//! `auth.apiKeysSecret`, if any. The operator's key is the first line.
+//! The operator owns a Secret that holds a key of its own, to read
+//! `/api/v1/stats` (least privilege: no access to the pods or their exec).
+//! The user's keys, `auth.apiKeysSecret`, are never read or copied: the pod
+//! mounts that Secret as a second file, `auth.api_keys_files` (see the
+//! Deployment), and the gateway reads both.
 
 use std::collections::BTreeMap;
 
@@ -32,20 +33,9 @@ pub fn operator_key(api_keys: &str) -> Option<&str> {
         .filter(|key| !key.is_empty())
 }
 
-/// The API keys file: the operator's key, then each non-empty line of the
-/// user's keys.
-pub fn api_keys_file(operator_key: &str, user_keys: Option<&str>) -> String {
-    let mut file = format!("{operator_key}\n");
-    for line in user_keys
-        .unwrap_or_default()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-    {
-        file.push_str(line);
-        file.push('\n');
-    }
-    file
+/// The operator's API keys file: its one key on a line.
+pub fn api_keys_file(operator_key: &str) -> String {
+    format!("{operator_key}\n")
 }
 
 /// The Secret holding `api_keys` (see [`api_keys_file`]).
