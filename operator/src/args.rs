@@ -180,7 +180,9 @@ fn print_crd() -> anyhow::Result<()> {
 }
 
 fn print_rbac() -> anyhow::Result<()> {
-    println!("{}", crate::rbac::rules_json()?);
+    use std::io::Write;
+    // A closed pipe (`| head`) is an error to report, not a panic.
+    writeln!(std::io::stdout().lock(), "{}", crate::rbac::rules_json()?)?;
     Ok(())
 }
 
