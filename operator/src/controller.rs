@@ -421,7 +421,9 @@ pub fn error_policy(wsc: Arc<WsCluster>, error: &Error, ctx: Arc<Context>) -> Ac
 
 /// The operator's API keys file: its key as its own Secret holds it, else a
 /// new one. The user's keys (`auth.apiKeysSecret`) are not read: the pods
-/// mount them as a second file.
+/// mount them as a second file. Keys an older operator copied into its own
+/// Secret stay until the pods mount that file (see
+/// [`resources::keeps_copied_user_keys`]).
 ///
 /// # Errors
 ///
@@ -433,13 +435,25 @@ async fn api_keys(ctx: &Context, wsc: &WsCluster, namespace: &str, name: &str) -
         .secrets
         .get(namespace, &own, wsc.metadata.uid.as_deref())
         .await?;
-    let existing = secret.and_then(|secret| {
-        let data = secret.data.as_ref()?.get(resources::API_KEYS_KEY)?;
-        let text = String::from_utf8(data.0.clone()).ok()?;
-        resources::operator_key(&text).map(str::to_owned)
-    });
-    let operator_key = existing.unwrap_or_else(resources::generate_api_key);
-    Ok(resources::api_keys_file(&operator_key))
+    let previous = secret
+        .and_then(|secret| {
+            let data = secret.data?.remove(resources::API_KEYS_KEY)?;
+            String::from_utf8(data.0).ok()
+        })
+        .unwrap_or_default();
+    let Some(operator_key) = resources::operator_key(&previous) else {
+        return Ok(resources::api_keys_file(&resources::generate_api_key()));
+    };
+    let deployment = ctx
+        .stores
+        .deployments
+        .get(&ObjectRef::new(name).within(namespace));
+    let keep_copied = resources::keeps_copied_user_keys(wsc, deployment.as_deref());
+    Ok(resources::api_keys_file_keeping(
+        operator_key,
+        &previous,
+        keep_copied,
+    ))
 }
 
 /// Applies one of the operator's own Secrets, comparing it with the value

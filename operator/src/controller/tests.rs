@@ -911,3 +911,59 @@ fn secret_changes_map_to_their_controller_and_referencing_wsclusters() {
     assert!(names(meta("x", Some(("Deployment", "chat")))).is_empty());
     assert!(names(meta("unrelated", None)).is_empty());
 }
+
+/// Upgrading from an operator that copied the user's API keys after its
+/// own: the copied keys stay in `<name>-api-keys` (no Secret write) while
+/// the pods roll to the template that mounts `auth.apiKeysSecret`, so pods
+/// of the old template keep accepting them; once every pod runs the new
+/// template, the operator's file is cut to its own key.
+#[tokio::test]
+async fn copied_user_keys_stay_until_every_pod_mounts_the_secret() {
+    let (ctx, mut server, mut caches) = Context::test();
+    let old = fixtures::wsc("chat");
+    let copied = "cached-key\nold-user-key\n";
+    caches.hold(
+        &children(&old, &Settings::default(), copied, None).unwrap(),
+        1,
+    );
+    let mut wsc = old;
+    wsc.spec.auth.api_keys_secret = Some(wsgate_crds::SecretKeyRef {
+        name: "backend".into(),
+        key: "keys".into(),
+    });
+    let wsc = Arc::new(wsc);
+
+    let rolling = tokio::spawn(reconcile(wsc.clone(), ctx.clone()));
+    let written: Vec<String> = server
+        .take(4)
+        .await
+        .into_iter()
+        .map(|seen| seen.uri)
+        .collect();
+    assert!(
+        written[0].contains("/configmaps/chat-config?"),
+        "{written:?}"
+    );
+    assert!(written[1].contains("/deployments/chat?"), "{written:?}");
+    assert!(written[2].contains("/events"), "{written:?}");
+    assert!(written[3].contains("/status"), "{written:?}");
+    rolling.await.unwrap().unwrap();
+
+    // Every pod now runs the template that mounts `backend`.
+    caches.hold(
+        &children(&wsc, &Settings::default(), copied, None).unwrap(),
+        1,
+    );
+    let rolled = tokio::spawn(reconcile(wsc, ctx));
+    let secret = server.next().await;
+    assert!(
+        secret.uri.contains("/secrets/chat-api-keys?"),
+        "{}",
+        secret.uri
+    );
+    let data = secret.body["data"]["api-keys"].as_str().unwrap().to_owned();
+    let decoded: k8s_openapi::ByteString = serde_json::from_value(Value::String(data)).unwrap();
+    assert_eq!(decoded.0, b"cached-key\n");
+    server.take(2).await; // Event, status
+    rolled.await.unwrap().unwrap();
+}
