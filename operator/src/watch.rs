@@ -279,4 +279,67 @@ mod tests {
         events.next().await.unwrap().unwrap();
         assert_eq!(names(&store), ["team-b/three"]);
     }
+
+    /// With listed namespaces, Secrets are listed once per namespace
+    /// (never cluster-wide) and as metadata only: the request asks for
+    /// `PartialObjectMetadataList`, so no value crosses the wire; each
+    /// request is one the RBAC table grants.
+    #[tokio::test]
+    async fn secrets_are_listed_per_namespace_as_metadata_only() {
+        use http::{Request, Response};
+        use k8s_openapi::api::core::v1::Secret;
+        use kube::api::PartialObjectMeta;
+        use kube::client::Body;
+
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let namespaces = Namespaces::Listed(vec!["team-a".into(), "team-b".into()]);
+        let mut events = watch::<PartialObjectMeta<Secret>>(
+            &client,
+            &namespaces,
+            &watcher::Config::default(),
+            |_| {},
+        );
+        let polling = tokio::spawn(async move { events.next().await.map(|event| event.is_ok()) });
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let (request, send) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), handle.next_request())
+                    .await
+                    .expect("a list request")
+                    .expect("the service is called");
+            let accept = request
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let uri = request.uri().to_string();
+            let access = crate::rbac::access(request.method(), &uri).unwrap();
+            assert!(crate::rbac::permits(&access), "{uri}");
+            seen.push((uri, accept));
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(
+                        serde_json::to_vec(&serde_json::json!({
+                            "apiVersion": "meta.k8s.io/v1",
+                            "kind": "PartialObjectMetadataList",
+                            "metadata": {"resourceVersion": "1"},
+                            "items": [],
+                        }))
+                        .unwrap(),
+                    ))
+                    .unwrap(),
+            );
+        }
+        seen.sort();
+        for ((uri, accept), namespace) in seen.iter().zip(["team-a", "team-b"]) {
+            assert!(
+                uri.starts_with(&format!("/api/v1/namespaces/{namespace}/secrets?")),
+                "{uri}"
+            );
+            assert!(accept.contains("as=PartialObjectMetadataList"), "{accept}");
+        }
+        polling.abort();
+    }
 }
