@@ -49,6 +49,10 @@ pub enum Command {
         #[arg(long, env = "WSGATE_OPERATOR_GATEWAY_IMAGE")]
         gateway_image: Option<String>,
     },
+    /// Print, as JSON, the API permissions the operator uses (the table the
+    /// chart's RBAC is tested against).
+    #[command(hide = true)]
+    Rbac,
 }
 
 /// Options of the controller.
@@ -96,6 +100,18 @@ pub struct RunArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "WSGATE_OPERATOR_LOG_FORMAT", default_value = "text")]
     pub log_format: telemetry::LogFormat,
+
+    /// Namespaces to watch, comma-separated; empty: every namespace. With a
+    /// list, the operator watches and writes only there, so it needs a Role
+    /// in each of them instead of a ClusterRole (the chart's
+    /// `watchNamespaces`).
+    #[arg(
+        long,
+        env = "WSGATE_OPERATOR_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        num_args = 0..
+    )]
+    pub watch_namespaces: Vec<String>,
 }
 
 impl RunArgs {
@@ -106,6 +122,20 @@ impl RunArgs {
             default_image: self.gateway_image.clone().unwrap_or(defaults.default_image),
             operator_namespace: self.lease_namespace.clone(),
         }
+    }
+
+    /// The namespaces to watch: `None` for every namespace, else the listed
+    /// ones, each once, blanks dropped.
+    pub fn watched_namespaces(&self) -> Option<Vec<String>> {
+        let mut namespaces: Vec<String> = self
+            .watch_namespaces
+            .iter()
+            .map(|namespace| namespace.trim().to_owned())
+            .filter(|namespace| !namespace.is_empty())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        (!namespaces.is_empty()).then_some(namespaces)
     }
 
     /// The stats interval as a duration (at least one second).
@@ -121,6 +151,7 @@ impl Args {
         let outcome = match command.unwrap_or(Command::Run(run)) {
             Command::Run(run) => crate::runtime::main(run).await,
             Command::Crd => print_crd(),
+            Command::Rbac => print_rbac(),
             Command::Render {
                 file,
                 namespace,
@@ -145,6 +176,13 @@ impl Args {
 
 fn print_crd() -> anyhow::Result<()> {
     print!("{}", wsgate_crds::crd_yaml()?);
+    Ok(())
+}
+
+fn print_rbac() -> anyhow::Result<()> {
+    use std::io::Write;
+    // A closed pipe (`| head`) is an error to report, not a panic.
+    writeln!(std::io::stdout().lock(), "{}", crate::rbac::rules_json()?)?;
     Ok(())
 }
 
@@ -195,7 +233,7 @@ pub fn render(text: &str, namespace: &str, settings: &Settings) -> Result<String
         // Owner references need a uid; the API server assigns the real one.
         wsc.metadata.uid = Some("00000000-0000-0000-0000-000000000000".to_owned());
     }
-    let placeholder = resources::api_keys_file("<generated-by-the-operator>", None);
+    let placeholder = resources::api_keys_file("<generated-by-the-operator>");
     // A managed NATS gets fresh credentials, as on its first reconcile (so
     // its preview differs between runs; the controller keeps the first).
     let nats_credentials = resources::nats::managed_spec(&wsc)
@@ -273,6 +311,26 @@ mod tests {
         assert_eq!(file, PathBuf::from("x.yaml"));
         assert_eq!(gateway_image.as_deref(), Some("r/g:1"));
         assert_eq!(namespace, "default");
+    }
+
+    /// `--watch-namespaces` (or its env) takes a comma-separated list;
+    /// without it, or with only blanks, every namespace is watched.
+    #[test]
+    fn watch_namespaces_are_a_list_and_empty_means_every_namespace() {
+        let args = Args::try_parse_from([
+            "wsgate-operator",
+            "--watch-namespaces",
+            "team-b,team-a, ,team-a",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.run.watched_namespaces(),
+            Some(vec!["team-a".to_owned(), "team-b".to_owned()])
+        );
+        let args = Args::try_parse_from(["wsgate-operator"]).unwrap();
+        assert_eq!(args.run.watched_namespaces(), None);
+        let args = Args::try_parse_from(["wsgate-operator", "--watch-namespaces", ""]).unwrap();
+        assert_eq!(args.run.watched_namespaces(), None);
     }
 
     /// A manifest that is not a WsCluster is a clear input error.

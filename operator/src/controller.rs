@@ -33,6 +33,7 @@ use tracing::{info, instrument, warn};
 use wsgate_crds::WsCluster;
 
 use crate::metrics::Metrics;
+use crate::owned_secret::OwnedSecrets;
 use crate::resources::{self, HTTPRoute, Settings};
 use crate::{Error, FIELD_MANAGER, Result, status, validate};
 
@@ -120,8 +121,9 @@ pub struct Stores {
     pub service_accounts: Store<ServiceAccount>,
     /// ConfigMaps.
     pub config_maps: Store<ConfigMap>,
-    /// Secrets (the operator's own, by label).
-    pub secrets: Store<Secret>,
+    /// The values of the Secrets the operator owns, read on demand (every
+    /// other Secret is known by [`Stores::secret_metadata`] only).
+    pub secrets: OwnedSecrets,
     /// Deployments.
     pub deployments: Store<Deployment>,
     /// StatefulSets (managed NATS).
@@ -156,7 +158,6 @@ impl Stores {
         let all = async {
             self.service_accounts.wait_until_ready().await?;
             self.config_maps.wait_until_ready().await?;
-            self.secrets.wait_until_ready().await?;
             self.deployments.wait_until_ready().await?;
             self.statefulsets.wait_until_ready().await?;
             self.services.wait_until_ready().await?;
@@ -269,7 +270,7 @@ pub async fn reconcile(wsc: Arc<WsCluster>, ctx: Arc<Context>) -> Result<Action>
     }
 
     let api_keys = api_keys(&ctx, &wsc, &namespace, &name).await?;
-    let nats_credentials = nats_credentials(&ctx, &wsc, &namespace, &name)?;
+    let nats_credentials = nats_credentials(&ctx, &wsc, &namespace, &name).await?;
     let children = resources::children(&wsc, &ctx.settings, &api_keys, nats_credentials.as_ref())?;
     let mut applied = Vec::new();
     let (deployment, statefulset) =
@@ -359,11 +360,11 @@ async fn apply_children(
     )
     .await?;
     let statefulset = match &children.nats {
-        Some(nats) => Some(apply_managed_nats(ctx, ns, nats, applied).await?),
+        Some(nats) => Some(apply_managed_nats(ctx, ns, wsc, nats, applied).await?),
         None => None,
     };
     apply(ctx, ns, &children.config_map, &stores.config_maps, applied).await?;
-    apply(ctx, ns, &children.api_keys_secret, &stores.secrets, applied).await?;
+    apply_secret(ctx, ns, wsc, &children.api_keys_secret, applied).await?;
     let deployment = apply(ctx, ns, &children.deployment, &stores.deployments, applied).await?;
     apply(ctx, ns, &children.service, &stores.services, applied).await?;
     apply(ctx, ns, &children.admin_service, &stores.services, applied).await?;
@@ -426,11 +427,12 @@ async fn apply_children(
 async fn apply_managed_nats(
     ctx: &Context,
     ns: &str,
+    wsc: &WsCluster,
     nats: &resources::nats::ManagedNats,
     applied: &mut Vec<String>,
 ) -> Result<k8s_openapi::api::apps::v1::StatefulSet> {
     let stores = &ctx.stores;
-    apply(ctx, ns, &nats.secret, &stores.secrets, applied).await?;
+    apply_secret(ctx, ns, wsc, &nats.secret, applied).await?;
     apply(ctx, ns, &nats.config_map, &stores.config_maps, applied).await?;
     apply(ctx, ns, &nats.headless_service, &stores.services, applied).await?;
     apply(ctx, ns, &nats.service, &stores.services, applied).await?;
@@ -446,14 +448,16 @@ async fn apply_managed_nats(
     Ok(statefulset)
 }
 
-/// The credentials of the managed NATS of `wsc`: those its Secret holds in
-/// the cache, else new ones (the first reconcile); `None` without
-/// `nats.managed`. Kept, so a resync renders the same config.
+/// The credentials of the managed NATS of `wsc`: those its Secret holds
+/// (read only when that Secret is this WsCluster's own), else new ones (the
+/// first reconcile); `None` without `nats.managed`. Kept, so a resync
+/// renders the same config.
 ///
 /// # Errors
 ///
-/// [`Error::NatsCredentials`] if new ones cannot be made.
-fn nats_credentials(
+/// [`Error::NatsCredentials`] if new ones cannot be made;
+/// [`Error::ReadSecret`] if the Secret cannot be read.
+async fn nats_credentials(
     ctx: &Context,
     wsc: &WsCluster,
     namespace: &str,
@@ -462,8 +466,13 @@ fn nats_credentials(
     if resources::nats::managed_spec(wsc).is_none() {
         return Ok(None);
     }
-    let own = ObjectRef::new(&resources::nats::nats_secret_name(name)).within(namespace);
-    let existing = ctx.stores.secrets.get(&own).and_then(|secret| {
+    let own = resources::nats::nats_secret_name(name);
+    let secret = ctx
+        .stores
+        .secrets
+        .get(namespace, &own, wsc.metadata.uid.as_deref())
+        .await?;
+    let existing = secret.and_then(|secret| {
         let data = secret
             .data
             .as_ref()?
@@ -493,31 +502,61 @@ pub fn error_policy(wsc: Arc<WsCluster>, error: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(delay)
 }
 
-/// The API keys file: the operator's key (kept from the cached Secret, else
-/// new) followed by the user's keys, read from `auth.apiKeysSecret`.
+/// The operator's API keys file: its key as its own Secret holds it, else a
+/// new one. The user's keys (`auth.apiKeysSecret`) are not read: the pods
+/// mount them as a second file. Keys an older operator copied into its own
+/// Secret stay until the pods mount that file (see
+/// [`resources::keeps_copied_user_keys`]).
+///
+/// # Errors
+///
+/// [`Error::ReadSecret`] if the operator's Secret cannot be read.
 async fn api_keys(ctx: &Context, wsc: &WsCluster, namespace: &str, name: &str) -> Result<String> {
-    let own = ObjectRef::new(&resources::api_keys_secret_name(name)).within(namespace);
-    let existing = ctx.stores.secrets.get(&own).and_then(|secret| {
-        let data = secret.data.as_ref()?.get(resources::API_KEYS_KEY)?;
-        let text = String::from_utf8(data.0.clone()).ok()?;
-        resources::operator_key(&text).map(str::to_owned)
-    });
-    let operator_key = existing.unwrap_or_else(resources::generate_api_key);
-    let user_keys = match &wsc.spec.auth.api_keys_secret {
-        None => None,
-        Some(reference) => {
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-            let secret = secrets.get(&reference.name).await.map_err(Error::Kube)?;
-            secret
-                .data
-                .and_then(|mut data| data.remove(&reference.key))
-                .and_then(|value| String::from_utf8(value.0).ok())
-        }
+    let own = resources::api_keys_secret_name(name);
+    let secret = ctx
+        .stores
+        .secrets
+        .get(namespace, &own, wsc.metadata.uid.as_deref())
+        .await?;
+    let previous = secret
+        .and_then(|secret| {
+            let data = secret.data?.remove(resources::API_KEYS_KEY)?;
+            String::from_utf8(data.0).ok()
+        })
+        .unwrap_or_default();
+    let Some(operator_key) = resources::operator_key(&previous) else {
+        return Ok(resources::api_keys_file(&resources::generate_api_key()));
     };
-    Ok(resources::api_keys_file(
-        &operator_key,
-        user_keys.as_deref(),
+    let deployment = ctx
+        .stores
+        .deployments
+        .get(&ObjectRef::new(name).within(namespace));
+    let keep_copied = resources::keeps_copied_user_keys(wsc, deployment.as_deref());
+    Ok(resources::api_keys_file_keeping(
+        operator_key,
+        &previous,
+        keep_copied,
     ))
+}
+
+/// Applies one of the operator's own Secrets, comparing it with the value
+/// [`OwnedSecrets`] holds (there is no cache of Secret values), and
+/// remembers what the server returned.
+async fn apply_secret(
+    ctx: &Context,
+    namespace: &str,
+    wsc: &WsCluster,
+    desired: &Secret,
+    applied: &mut Vec<String>,
+) -> Result<Secret> {
+    let cached = ctx
+        .stores
+        .secrets
+        .get(namespace, &desired.name_any(), wsc.metadata.uid.as_deref())
+        .await?;
+    let secret = apply_over(ctx, namespace, desired, cached, applied).await?;
+    ctx.stores.secrets.remember(&secret);
+    Ok(secret)
 }
 
 /// Applies `desired` unless the cache already holds it; returns the object
@@ -527,6 +566,27 @@ async fn apply<K>(
     namespace: &str,
     desired: &K,
     store: &Store<K>,
+    applied: &mut Vec<String>,
+) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let cached = store
+        .get(&ObjectRef::new(&desired.name_any()).within(namespace))
+        .map(|cached| (*cached).clone());
+    apply_over(ctx, namespace, desired, cached, applied).await
+}
+
+/// Applies `desired` unless `cached` (what the server holds) already is it.
+async fn apply_over<K>(
+    ctx: &Context,
+    namespace: &str,
+    desired: &K,
+    cached: Option<K>,
     applied: &mut Vec<String>,
 ) -> Result<K>
 where
@@ -546,13 +606,13 @@ where
         .get_or_insert_with(Default::default)
         .insert(DESIRED_HASH_ANNOTATION.to_owned(), hash);
 
-    if let Some(cached) = store.get(&ObjectRef::new(&name).within(namespace)) {
-        if let Some(owner) = foreign_controller(&desired, cached.as_ref()) {
+    if let Some(cached) = cached {
+        if let Some(owner) = foreign_controller(&desired, &cached) {
             return Err(Error::NameConflict { kind, name, owner });
         }
         if is_applied(&desired, &cached)? {
             ctx.metrics.applies_skipped.inc();
-            return Ok((*cached).clone());
+            return Ok(cached);
         }
     }
 
@@ -725,6 +785,34 @@ async fn publish(ctx: &Context, wsc: &WsCluster, type_: EventType, reason: &str,
     if let Err(error) = ctx.recorder.publish(&event, &wsc.object_ref(&())).await {
         warn!(%error, "publish event failed");
     }
+}
+
+/// The WsClusters a change of `secret` (its metadata) concerns: the one that
+/// controls it (the operator's own Secrets: drift is re-applied) and those
+/// that reference it (a referenced Secret that appears clears
+/// `SecretNotFound`).
+pub fn secret_triggers(
+    wscs: &[Arc<WsCluster>],
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<WsCluster>> {
+    let namespace = secret.namespace();
+    let mut triggers = referencing_secret(wscs, namespace.as_deref(), &secret.name_any());
+    let group = WsCluster::api_version(&());
+    triggers.extend(
+        secret
+            .owner_references()
+            .iter()
+            .filter(|owner| {
+                owner.controller == Some(true)
+                    && owner.kind == WsCluster::kind(&())
+                    && owner.api_version == group
+            })
+            .filter_map(|owner| {
+                let namespace = namespace.as_deref()?;
+                Some(ObjectRef::new(&owner.name).within(namespace))
+            }),
+    );
+    triggers
 }
 
 /// The WsClusters that reference the Secret `namespace/name`.

@@ -140,6 +140,7 @@ use serde_json::Value;
 
 use crate::controller::{Context, DESIRED_HASH_ANNOTATION, GatewayApi, Stores, desired_hash};
 use crate::metrics::Metrics;
+use crate::owned_secret::{OwnedSecrets, SecretContents};
 use crate::resources::{Children, HTTPRoute, Settings};
 
 type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -152,8 +153,8 @@ pub struct Caches {
     pub service_accounts: Writer<ServiceAccount>,
     /// ConfigMaps.
     pub config_maps: Writer<ConfigMap>,
-    /// Secrets.
-    pub secrets: Writer<Secret>,
+    /// Values of the operator's own Secrets, as read or applied.
+    pub secrets: SecretContents,
     /// Deployments.
     pub deployments: Writer<Deployment>,
     /// StatefulSets.
@@ -203,7 +204,6 @@ impl Caches {
             .apply_watcher_event(&watcher::Event::InitDone);
         self.config_maps
             .apply_watcher_event(&watcher::Event::InitDone);
-        self.secrets.apply_watcher_event(&watcher::Event::InitDone);
         self.deployments
             .apply_watcher_event(&watcher::Event::InitDone);
         self.statefulsets
@@ -223,12 +223,25 @@ impl Caches {
             .apply_watcher_event(&watcher::Event::InitDone);
     }
 
+    /// Holds one of the operator's Secrets as applied: its metadata in the
+    /// metadata cache, its value as last read.
+    pub fn put_secret(&mut self, secret: &Secret) {
+        let applied = as_applied(secret);
+        self.secrets.remember(&applied);
+        self.secret_metadata
+            .apply_watcher_event(&watcher::Event::Apply(PartialObjectMeta {
+                types: None,
+                metadata: applied.metadata,
+                _phantom: std::marker::PhantomData,
+            }));
+    }
+
     /// Fills the caches with `children` as applied, the Deployment with a
     /// rolled-out, ready status for `ready` replicas.
     pub fn hold(&mut self, children: &Children, ready: i32) {
         put(&mut self.service_accounts, &children.service_account);
         put(&mut self.config_maps, &children.config_map);
-        put(&mut self.secrets, &children.api_keys_secret);
+        self.put_secret(&children.api_keys_secret);
         let mut deployment = children.deployment.clone();
         deployment.metadata.generation = Some(1);
         deployment.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
@@ -263,7 +276,7 @@ impl Caches {
             put(&mut self.http_routes, route);
         }
         if let Some(nats) = &children.nats {
-            put(&mut self.secrets, &nats.secret);
+            self.put_secret(&nats.secret);
             put(&mut self.config_maps, &nats.config_map);
             put(&mut self.services, &nats.headless_service);
             put(&mut self.services, &nats.service);
@@ -307,6 +320,11 @@ impl Context {
                 .secret_metadata
                 .apply_watcher_event(&watcher::Event::Apply(meta));
         }
+        let secrets = OwnedSecrets::new(
+            client.clone(),
+            caches.secret_metadata.as_reader(),
+            caches.secrets.clone(),
+        );
         let ctx = Context {
             recorder: Recorder::new(
                 client.clone(),
@@ -321,7 +339,7 @@ impl Context {
             stores: Stores {
                 service_accounts: caches.service_accounts.as_reader(),
                 config_maps: caches.config_maps.as_reader(),
-                secrets: caches.secrets.as_reader(),
+                secrets,
                 deployments: caches.deployments.as_reader(),
                 statefulsets: caches.statefulsets.as_reader(),
                 services: caches.services.as_reader(),
@@ -340,6 +358,33 @@ impl Context {
         };
         (Arc::new(ctx), ApiServerVerifier(handle), caches)
     }
+}
+
+/// A discovery request (`/api`, `/apis`, `/apis/<group>/<version>`), which
+/// every authenticated user may make (`system:discovery`), so no rule grants it.
+fn is_discovery(uri: &str) -> bool {
+    let path = uri.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    matches!(
+        segments.as_slice(),
+        ["api"] | ["apis"] | ["api", _] | ["apis", _, _]
+    )
+}
+
+/// Every request the operator makes must be one [`crate::rbac::RULES`]
+/// grant, so the chart (tested against that table) lets it through.
+fn assert_permitted(method: &Method, uri: &str) {
+    let Some(access) = crate::rbac::access(method, uri) else {
+        assert!(
+            is_discovery(uri),
+            "{method} {uri} is neither a resource request nor discovery"
+        );
+        return;
+    };
+    assert!(
+        crate::rbac::permits(&access),
+        "{method} {uri} needs {access:?}, which rbac::RULES do not grant"
+    );
 }
 
 /// One request the verifier saw.
@@ -361,6 +406,7 @@ impl ApiServerVerifier {
             .await
             .expect("timed out waiting for a request")
             .expect("service not called");
+        assert_permitted(request.method(), &request.uri().to_string());
         let method = request.method().clone();
         let uri = request.uri().to_string();
         let bytes = request.into_body().collect_bytes().await.unwrap();
@@ -404,6 +450,7 @@ impl ApiServerVerifier {
             .await
             .expect("timed out waiting for a request")
             .expect("service not called");
+        assert_permitted(request.method(), &request.uri().to_string());
         let seen = Seen {
             method: request.method().clone(),
             uri: request.uri().to_string(),
@@ -422,25 +469,6 @@ impl ApiServerVerifier {
         seen
     }
 
-    /// Answers the next request with `reply` (status 200).
-    pub async fn answer(&mut self, reply: Value) -> Seen {
-        let (request, send) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
-            .await
-            .expect("timed out waiting for a request")
-            .expect("service not called");
-        let seen = Seen {
-            method: request.method().clone(),
-            uri: request.uri().to_string(),
-            body: Value::Null,
-        };
-        send.send_response(
-            Response::builder()
-                .body(Body::from(serde_json::to_vec(&reply).unwrap()))
-                .unwrap(),
-        );
-        seen
-    }
-
     /// Answers `n` requests, returning them in order.
     pub async fn take(&mut self, n: usize) -> Vec<Seen> {
         let mut seen = Vec::new();
@@ -450,12 +478,33 @@ impl ApiServerVerifier {
         seen
     }
 
+    /// Answers the next request with `object` and returns what was seen.
+    pub async fn answer<T: Serialize>(&mut self, object: T) -> Seen {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
+            .await
+            .expect("timed out waiting for a request")
+            .expect("service not called");
+        assert_permitted(request.method(), &request.uri().to_string());
+        let seen = Seen {
+            method: request.method().clone(),
+            uri: request.uri().to_string(),
+            body: Value::Null,
+        };
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&object).unwrap()))
+                .unwrap(),
+        );
+        seen
+    }
+
     /// Answers a GET of a Secret with `data` (base64 done here).
     pub async fn secret(&mut self, name: &str, key: &str, value: &str) -> Seen {
         let (request, send) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
             .await
             .expect("timed out waiting for a request")
             .expect("service not called");
+        assert_permitted(request.method(), &request.uri().to_string());
         let seen = Seen {
             method: request.method().clone(),
             uri: request.uri().to_string(),

@@ -13,8 +13,14 @@
 //! - [`autoscale`]: the connection-aware autoscaling algorithm (pure).
 //! - [`stats`]: reads the gateways' `/api/v1/stats` for status and autoscaling.
 //! - [`leader`]: leader election on a Lease.
+//! - [`owned_secret`]: the values of the Secrets the operator owns, read on
+//!   demand; every other Secret is known by its metadata only.
+//! - [`rbac`]: the API permissions the operator uses, one table that the
+//!   chart's RBAC is tested against (`wsgate-operator rbac`).
 //! - [`runtime`]: the process around the reconciler: caches, watches,
 //!   controller, stats poller, shutdown.
+//! - [`watch`]: watches over every namespace or the `--watch-namespaces`
+//!   list, as one stream per kind.
 //! - [`metrics`], [`telemetry`], [`server`]: observability and the
 //!   operator's own HTTP endpoints.
 //!
@@ -27,6 +33,8 @@ pub mod autoscale;
 pub mod controller;
 pub mod leader;
 pub mod metrics;
+pub mod owned_secret;
+pub mod rbac;
 pub mod resources;
 pub mod runtime;
 pub mod server;
@@ -34,6 +42,7 @@ pub mod stats;
 pub mod status;
 pub mod telemetry;
 pub mod validate;
+pub mod watch;
 
 #[cfg(test)]
 mod fixtures;
@@ -87,6 +96,17 @@ pub enum Error {
         /// Kind of the child.
         kind: String,
         /// Name of the child.
+        name: String,
+        /// What the API server said.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Reading a Secret the operator owns (its API key, generated NATS
+    /// credentials) failed.
+    #[error("read secret {name}: {source}")]
+    ReadSecret {
+        /// Name of the Secret.
         name: String,
         /// What the API server said.
         #[source]
@@ -154,6 +174,7 @@ impl Error {
             Error::Apply { .. } => "apply",
             Error::NameConflict { .. } => "name_conflict",
             Error::Delete { .. } => "delete",
+            Error::ReadSecret { .. } => "read_secret",
             Error::PatchStatus(_) => "patch_status",
             Error::MissingMetadata(_) => "missing_metadata",
             Error::Serialize(_) => "serialize",

@@ -29,10 +29,12 @@ use wsgate_crds::WsCluster;
 use crate::args::RunArgs;
 use crate::controller::{
     Context, GATEWAY_API_DISCOVERY, GatewayApi, MANAGED_SELECTOR, Stores, error_policy,
-    gateway_api_installed, reconcile, referencing_secret, wait_for_gateway_api,
+    gateway_api_installed, reconcile, secret_triggers, wait_for_gateway_api,
 };
 use crate::metrics::Metrics;
+use crate::owned_secret::{OwnedSecrets, SecretContents};
 use crate::resources::HTTPRoute;
+use crate::watch::{self, Namespaces};
 use crate::{Error, FIELD_MANAGER, Result};
 
 /// Runs the operator: telemetry, HTTP server, optional CRD apply, leader
@@ -57,12 +59,15 @@ pub async fn main(args: RunArgs) -> anyhow::Result<()> {
     if args.apply_crd {
         apply_crd(&client).await?;
     }
-    let wscs = Api::<WsCluster>::all(client.clone());
-    if let Err(error) = wscs.list(&ListParams::default().limit(1)).await {
-        anyhow::bail!(
-            "cannot list WsClusters ({error}); is the CRD installed? \
-             `wsgate-operator crd | kubectl apply -f -`, or run with --apply-crd"
-        );
+    let namespaces = Namespaces::from_list(args.watched_namespaces());
+    for wscs in namespaces.apis::<WsCluster>(&client) {
+        if let Err(error) = wscs.list(&ListParams::default().limit(1)).await {
+            anyhow::bail!(
+                "cannot list WsClusters ({error}); is the CRD installed? \
+                 `wsgate-operator crd | kubectl apply -f -`, or run with --apply-crd; \
+                 with --watch-namespaces, does each listed namespace grant the operator its Role?"
+            );
+        }
     }
 
     let leader = if args.leader_election {
@@ -137,51 +142,89 @@ pub fn drop_managed_fields<K: Resource>(object: &mut K) {
 }
 
 /// A cached watch of the children of one kind (those labelled as the
-/// operator's), without their managed fields.
+/// operator's) in the watched namespaces, without their managed fields.
 fn owned_watcher<K>(
     client: &Client,
+    namespaces: &Namespaces,
 ) -> (
     Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + use<K>,
 )
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
+    debug_assert_rbac::<K>();
     let (reader, writer) = reflector::store();
-    (reader, owned_stream(client, writer))
+    (reader, owned_stream(client, namespaces, writer))
 }
 
 /// The watch behind [`owned_watcher`], filling `writer`.
 fn owned_stream<K>(
     client: &Client,
+    namespaces: &Namespaces,
     writer: Writer<K>,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + use<K>
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
-    let api: Api<K> = Api::all(client.clone());
-    reflector(
-        writer,
-        watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR))
-            .modify(drop_managed_fields),
-    )
-    .default_backoff()
-    .touched_objects()
+    let events = watch::watch(
+        client,
+        namespaces,
+        &watcher::Config::default().labels(MANAGED_SELECTOR),
+        drop_managed_fields,
+    );
+    reflector(writer, events)
+        .default_backoff()
+        .touched_objects()
+}
+
+/// A watched kind the RBAC table does not let the operator list and watch
+/// is a bug, caught in debug builds and tests before a chart ships.
+fn debug_assert_rbac<K: Resource<DynamicType = ()>>() {
+    for verb in ["list", "watch"] {
+        debug_assert!(
+            crate::rbac::permits(&crate::rbac::Access {
+                verb,
+                api_group: K::group(&()).into_owned(),
+                resource: K::plural(&()).into_owned(),
+                namespace: None,
+                name: None,
+            }),
+            "rbac::RULES lack {verb} on {}",
+            K::plural(&())
+        );
+    }
 }
 
 /// Wires the controller: the WsCluster watch (generation changes only) and
 /// a cached watch per child kind, then runs until `shutdown`.
 pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: CancellationToken) {
-    let (service_accounts, sa_stream) = owned_watcher::<ServiceAccount>(&client);
-    let (config_maps, cm_stream) = owned_watcher::<ConfigMap>(&client);
-    let (secrets, secret_stream) = owned_watcher::<Secret>(&client);
-    let (deployments, deploy_stream) = owned_watcher::<Deployment>(&client);
-    let (statefulsets, sts_stream) = owned_watcher::<StatefulSet>(&client);
-    let (services, svc_stream) = owned_watcher::<Service>(&client);
-    let (pdbs, pdb_stream) = owned_watcher::<PodDisruptionBudget>(&client);
-    let (ingresses, ingress_stream) = owned_watcher::<Ingress>(&client);
-    let (network_policies, netpol_stream) = owned_watcher::<NetworkPolicy>(&client);
-    let (hpas, hpa_stream) = owned_watcher::<HorizontalPodAutoscaler>(&client);
+    let namespaces = Namespaces::from_list(args.watched_namespaces());
+    if let Namespaces::Listed(listed) = &namespaces {
+        info!(namespaces = ?listed, "watching only the listed namespaces");
+    }
+    let ns = &namespaces;
+    let (service_accounts, sa_stream) = owned_watcher::<ServiceAccount>(&client, ns);
+    let (config_maps, cm_stream) = owned_watcher::<ConfigMap>(&client, ns);
+    let (deployments, deploy_stream) = owned_watcher::<Deployment>(&client, ns);
+    let (statefulsets, sts_stream) = owned_watcher::<StatefulSet>(&client, ns);
+    let (services, svc_stream) = owned_watcher::<Service>(&client, ns);
+    let (pdbs, pdb_stream) = owned_watcher::<PodDisruptionBudget>(&client, ns);
+    let (ingresses, ingress_stream) = owned_watcher::<Ingress>(&client, ns);
+    let (network_policies, netpol_stream) = owned_watcher::<NetworkPolicy>(&client, ns);
+    let (hpas, hpa_stream) = owned_watcher::<HorizontalPodAutoscaler>(&client, ns);
 
     // The HTTPRoute watch starts once the Gateway API is found: now, or by
     // a later discovery, which then reconciles every WsCluster.
@@ -199,6 +242,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
     let route_stream = {
         let client = client.clone();
         let gateway_api = gateway_api.clone();
+        let namespaces = namespaces.clone();
         futures::stream::once(async move {
             if !gateway_api.installed() {
                 wait_for_gateway_api(&client, GATEWAY_API_DISCOVERY).await;
@@ -206,7 +250,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
                 gateway_api.mark_installed();
                 let _ = found_tx.send(());
             }
-            owned_stream(&client, route_writer)
+            owned_stream(&client, &namespaces, route_writer)
         })
         .flatten()
     };
@@ -215,43 +259,42 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
     let (wsc_store, wsc_writer) = reflector::store();
     let wsc_stream = reflector(
         wsc_writer,
-        watcher(
-            Api::<WsCluster>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .modify(drop_managed_fields),
+        watch::watch::<WsCluster>(
+            &client,
+            ns,
+            &watcher::Config::default(),
+            drop_managed_fields,
+        ),
     )
     .default_backoff()
     .touched_objects()
     .predicate_filter(predicates::generation, Default::default());
 
-    // Secrets' metadata only (no values cached): a referenced Secret that
-    // appears clears `SecretNotFound`, and a rotated `auth.apiKeysSecret` is
-    // copied into the API keys Secret at once.
+    // Secrets' metadata only, on the wire and in the cache (an
+    // `Api<PartialObjectMeta<_>>` asks for `PartialObjectMetadata`): a
+    // referenced Secret that appears clears `SecretNotFound`, and drift of
+    // the operator's own Secrets is re-applied. Values are read only of the
+    // Secrets the operator owns (`OwnedSecrets`).
     let referenced = wsc_store.clone();
     let (secret_metadata, secret_metadata_writer) = reflector::store();
-    let user_secrets = reflector(
+    let secret_changes = reflector(
         secret_metadata_writer,
-        watcher(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .modify(drop_managed_fields),
+        watch::watch::<PartialObjectMeta<Secret>>(
+            &client,
+            ns,
+            &watcher::Config::default(),
+            drop_managed_fields,
+        ),
     )
     .default_backoff()
     .touched_objects();
 
     let controller = Controller::for_stream(wsc_stream, wsc_store.clone())
-        .watches_stream(user_secrets, move |secret| {
-            referencing_secret(
-                &referenced.state(),
-                secret.namespace().as_deref(),
-                &secret.name_any(),
-            )
+        .watches_stream(secret_changes, move |secret| {
+            secret_triggers(&referenced.state(), &secret)
         })
         .owns_stream(sa_stream)
         .owns_stream(cm_stream)
-        .owns_stream(secret_stream)
         .owns_stream(deploy_stream)
         .owns_stream(sts_stream)
         .owns_stream(svc_stream)
@@ -266,6 +309,11 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
         controller: FIELD_MANAGER.to_owned(),
         instance: args.identity.clone(),
     };
+    let secrets = OwnedSecrets::new(
+        client.clone(),
+        secret_metadata.clone(),
+        SecretContents::default(),
+    );
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{Client as HttpClient, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
@@ -31,6 +30,7 @@ use wsgate_crds::condition::HISTORY_AVAILABLE;
 
 use crate::autoscale::{Autoscaler, Target};
 use crate::metrics::Metrics;
+use crate::owned_secret::OwnedSecrets;
 use crate::status::{self, HistoryReport};
 use crate::{Error, Result, resources};
 
@@ -136,7 +136,7 @@ pub fn changed_enough(old: Option<(u64, u64)>, new: &Stats) -> bool {
 pub async fn poll(
     client: Client,
     wscs: Store<WsCluster>,
-    secrets: Store<Secret>,
+    secrets: OwnedSecrets,
     metrics: Metrics,
     interval: Duration,
     shutdown: CancellationToken,
@@ -179,13 +179,16 @@ async fn poll_one(
     client: &Client,
     http: &StatsClient,
     wsc: &WsCluster,
-    secrets: &Store<Secret>,
+    secrets: &OwnedSecrets,
     metrics: &Metrics,
     autoscaler: &mut Autoscaler,
 ) -> Result<()> {
     let (namespace, name) = resources::namespace_and_name(wsc)?;
-    let secret_ref = ObjectRef::new(&resources::api_keys_secret_name(&name)).within(&namespace);
-    let Some(secret) = secrets.get(&secret_ref) else {
+    let own = resources::api_keys_secret_name(&name);
+    let Some(secret) = secrets
+        .get(&namespace, &own, wsc.metadata.uid.as_deref())
+        .await?
+    else {
         return Ok(()); // not reconciled yet
     };
     let key = secret

@@ -103,10 +103,11 @@ def test_rbac_grants_what_managed_nats_needs_and_no_more():
     the StatefulSet controller from volumeClaimTemplates, so the operator
     gets no access to them at all."""
     cluster_role = by_kind(render(), "ClusterRole")[0]
-    apply_verbs = {"get", "list", "watch", "create", "patch"}
+    apply_verbs = {"list", "watch", "create", "patch"}
     assert verbs_on(cluster_role, "apps", "statefulsets") == apply_verbs
-    for resource in ("configmaps", "services", "secrets"):
+    for resource in ("configmaps", "services"):
         assert verbs_on(cluster_role, "", resource) == apply_verbs, resource
+    assert verbs_on(cluster_role, "", "secrets") == apply_verbs | {"get"}
     assert verbs_on(cluster_role, "policy", "poddisruptionbudgets") == apply_verbs
     assert verbs_on(cluster_role, "", "persistentvolumeclaims") == set()
     assert verbs_on(cluster_role, "", "pods") == set()
@@ -117,7 +118,7 @@ def test_rbac_lets_the_operator_apply_and_remove_network_policies():
     and delete it when disabled: it may do that, and nothing else in
     networking.k8s.io beside Ingresses."""
     cluster_role = by_kind(render(), "ClusterRole")[0]
-    optional_verbs = {"get", "list", "watch", "create", "patch", "delete"}
+    optional_verbs = {"list", "watch", "create", "patch", "delete"}
     assert verbs_on(cluster_role, "networking.k8s.io", "networkpolicies") == optional_verbs
     assert verbs_on(cluster_role, "networking.k8s.io", "ingresses") == optional_verbs
     assert verbs_on(cluster_role, "networking.k8s.io", "ingressclasses") == set()

@@ -307,10 +307,11 @@ async fn network_policy_is_applied_when_enabled_and_deleted_when_disabled() {
     reconcile_disabled.await.unwrap().unwrap();
 }
 
-/// The user's API keys are read (a GET, not a write) and appended after the
-/// operator's own key, which survives from the cache.
+/// The user's API keys are never read: naming `auth.apiKeysSecret`
+/// re-applies only the config (a second key file) and the Deployment (which
+/// mounts that Secret); the operator's own Secret and key stay as they are.
 #[tokio::test]
-async fn user_api_keys_follow_the_operator_key() {
+async fn user_api_keys_are_mounted_not_read() {
     let (ctx, mut server, mut caches) = Context::test();
     let mut wsc = fixtures::wsc("chat");
     caches.hold(
@@ -323,27 +324,26 @@ async fn user_api_keys_follow_the_operator_key() {
     });
     let reconcile = tokio::spawn(reconcile(Arc::new(wsc), ctx));
 
-    let get = server.secret("backend", "keys", "k1\nk2\n").await;
-    assert_eq!(get.method, Method::GET);
+    let config = server.next().await;
+    assert_eq!(config.method, Method::PATCH);
     assert!(
-        get.uri
-            .starts_with("/api/v1/namespaces/prod/secrets/backend")
-    );
-    let secret = server.next().await;
-    assert!(
-        secret
-            .uri
-            .starts_with("/api/v1/namespaces/prod/secrets/chat-api-keys?"),
+        config.uri.contains("/configmaps/chat-config?"),
         "{}",
-        secret.uri
+        config.uri
     );
-    let data = secret.body["data"]["api-keys"].as_str().unwrap().to_owned();
-    let decoded: k8s_openapi::ByteString = serde_json::from_value(Value::String(data)).unwrap();
-    assert_eq!(
-        String::from_utf8(decoded.0).unwrap(),
-        "cached-key\nk1\nk2\n"
+    assert!(
+        config.body["data"]["wsgate.toml"]
+            .as_str()
+            .unwrap()
+            .contains("api_keys_files = [\"/etc/wsgate/secrets/auth/user-api-keys\"]")
     );
-    // The secret change does not touch the Deployment: the gateway re-reads the file.
+    let deployment = server.next().await;
+    assert!(
+        deployment.uri.contains("/deployments/chat?"),
+        "{}",
+        deployment.uri
+    );
+    assert!(deployment.body.to_string().contains("\"backend\""));
     let event = server.next().await;
     assert_eq!(event.method, Method::POST);
     let status = server.next().await;
@@ -909,4 +909,249 @@ async fn gateway_api_installed_later_is_found_by_a_later_discovery() {
         .await
         .expect("discovery did not return once HTTPRoute was served")
         .unwrap();
+}
+
+/// A WsCluster whose `auth.apiKeysSecret` does not exist: nothing is read
+/// and the reconcile is not aborted. Every child is applied, the status
+/// says `SecretNotFound` naming the Secret, a Warning Event says it too,
+/// and the reconcile requeues (the Secret's appearance, seen by the
+/// metadata watch, reconciles again at once).
+#[tokio::test]
+async fn missing_api_keys_secret_is_reported_and_everything_else_applied() {
+    let (ctx, mut server, _caches) = Context::test();
+    let mut wsc = fixtures::wsc("chat");
+    wsc.spec.auth.api_keys_secret = Some(wsgate_crds::SecretKeyRef {
+        name: "absent-keys".into(),
+        key: "keys".into(),
+    });
+    let reconcile = tokio::spawn(reconcile(Arc::new(wsc), ctx));
+
+    let expected = [
+        "/api/v1/namespaces/prod/serviceaccounts/chat?",
+        "/api/v1/namespaces/prod/configmaps/chat-config?",
+        "/api/v1/namespaces/prod/secrets/chat-api-keys?",
+        "/apis/apps/v1/namespaces/prod/deployments/chat?",
+        "/api/v1/namespaces/prod/services/chat?",
+        "/api/v1/namespaces/prod/services/chat-admin?",
+        "/apis/policy/v1/namespaces/prod/poddisruptionbudgets/chat?",
+    ];
+    for path in expected {
+        let seen = server.next().await;
+        assert_eq!(seen.method, Method::PATCH, "{path}: nothing is read");
+        assert!(seen.uri.starts_with(path), "{} is not {path}", seen.uri);
+    }
+    let applied = server.next().await;
+    assert_eq!(applied.body["reason"], "Applied");
+    let status = server.next().await;
+    let degraded = condition(&status.body["status"], DEGRADED);
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], reason::SECRET_NOT_FOUND);
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("absent-keys"),
+        "{degraded}"
+    );
+    let warning = server.next().await;
+    assert_eq!(warning.method, Method::POST);
+    assert_eq!(warning.body["reason"], "SecretNotFound");
+    assert!(
+        warning.body["note"]
+            .as_str()
+            .unwrap()
+            .contains("absent-keys")
+    );
+    assert_eq!(reconcile.await.unwrap().unwrap(), Action::requeue(RESYNC));
+}
+
+/// The status a reconcile of `wsc` with the cached Deployment would write,
+/// so that a reconcile which changes nothing writes nothing.
+fn current_status(wsc: &mut WsCluster, ctx: &Context) {
+    let deployment = ctx.stores.deployments.state()[0].clone();
+    wsc.status = Some(status::status(
+        wsc,
+        &status::Observed {
+            deployment: Some(&deployment),
+            desired_replicas: resources::desired_replicas(wsc),
+            endpoint: status::endpoint(wsc, ctx.stores.http_routes.installed()),
+            selector: resources::selector_string("chat"),
+            ..Default::default()
+        },
+    ));
+}
+
+/// The operator's own Secret, known by its metadata only (as after a
+/// restart), is read with one GET and its key kept: nothing is re-applied,
+/// and the next reconcile reads nothing (the value is remembered for that
+/// resourceVersion).
+#[tokio::test]
+async fn owned_secret_is_read_once_and_its_key_kept() {
+    let (ctx, mut server, mut caches) = Context::test();
+    let mut wsc = fixtures::wsc("chat");
+    let desired = children(&wsc, &Settings::default(), "cached-key\n", None).unwrap();
+    caches.hold(&desired, 1);
+    caches.secrets.clear();
+    current_status(&mut wsc, &ctx);
+    let wsc = Arc::new(wsc);
+
+    let first = tokio::spawn(reconcile(wsc.clone(), ctx.clone()));
+    let get = server
+        .answer(&fixtures::as_applied(&desired.api_keys_secret))
+        .await;
+    assert_eq!(get.method, Method::GET);
+    assert!(
+        get.uri
+            .starts_with("/api/v1/namespaces/prod/secrets/chat-api-keys"),
+        "{}",
+        get.uri
+    );
+    first.await.unwrap().unwrap();
+    assert_eq!(ctx.metrics.applies.get(), 0, "the key was kept");
+
+    tokio::time::timeout(Duration::from_secs(2), reconcile(wsc, ctx.clone()))
+        .await
+        .expect("the second reconcile made a request")
+        .unwrap();
+    assert_eq!(ctx.metrics.applies.get(), 0);
+}
+
+/// A Secret named like an operator's child but controlled by something
+/// else is never read (no GET) and never overwritten: the reconcile stops
+/// with `NameConflict` on the status and a Warning Event.
+#[tokio::test]
+async fn foreign_secret_of_a_child_name_is_never_read() {
+    let (ctx, mut server, mut caches) = Context::test();
+    let wsc = fixtures::wsc("chat");
+    let mut desired = children(&wsc, &Settings::default(), "cached-key\n", None).unwrap();
+    caches.hold(&desired, 1);
+    caches.secrets.clear();
+    if let Some(owner) = desired
+        .api_keys_secret
+        .metadata
+        .owner_references
+        .as_mut()
+        .and_then(|owners| owners.first_mut())
+    {
+        owner.uid = "someone-else".into();
+        owner.name = "other".into();
+    }
+    caches.put_secret(&desired.api_keys_secret);
+    caches.secrets.clear();
+
+    let reconcile = tokio::spawn(reconcile(Arc::new(wsc), ctx));
+    let status = server.next().await;
+    assert_eq!(status.method, Method::PATCH, "{}", status.uri);
+    assert!(
+        status.uri.contains("/wsclusters/chat/status"),
+        "{}",
+        status.uri
+    );
+    assert_eq!(
+        condition(&status.body["status"], DEGRADED)["reason"],
+        reason::NAME_CONFLICT
+    );
+    let warning = server.next().await;
+    assert_eq!(warning.body["reason"], reason::NAME_CONFLICT);
+    let error = reconcile.await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::NameConflict { .. }), "{error}");
+}
+
+/// A change of a Secret's metadata reconciles the WsCluster that controls
+/// it (drift of the operator's own Secrets) and those that reference it;
+/// a Secret controlled by anything else reconciles nothing.
+#[test]
+fn secret_changes_map_to_their_controller_and_referencing_wsclusters() {
+    let wscs = vec![Arc::new(fixtures::wsc("chat"))];
+    let meta = |name: &str, owner: Option<(&str, &str)>| {
+        let mut secret = PartialObjectMeta::<Secret>::default();
+        secret.metadata.name = Some(name.into());
+        secret.metadata.namespace = Some("prod".into());
+        secret.metadata.owner_references = owner.map(|(kind, name)| {
+            vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: if kind == "WsCluster" {
+                        "wsgate.io/v1alpha1".into()
+                    } else {
+                        "apps/v1".into()
+                    },
+                    kind: kind.into(),
+                    name: name.into(),
+                    uid: "u".into(),
+                    controller: Some(true),
+                    ..Default::default()
+                },
+            ]
+        });
+        secret
+    };
+    let names = |secret| {
+        secret_triggers(&wscs, &secret)
+            .into_iter()
+            .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(meta("games-api-keys", Some(("WsCluster", "games")))),
+        ["prod/games"]
+    );
+    assert_eq!(names(meta("chat-jwt", None)), ["prod/chat"]);
+    assert!(names(meta("x", Some(("Deployment", "chat")))).is_empty());
+    assert!(names(meta("unrelated", None)).is_empty());
+}
+
+/// Upgrading from an operator that copied the user's API keys after its
+/// own: the copied keys stay in `<name>-api-keys` (no Secret write) while
+/// the pods roll to the template that mounts `auth.apiKeysSecret`, so pods
+/// of the old template keep accepting them; once every pod runs the new
+/// template, the operator's file is cut to its own key.
+#[tokio::test]
+async fn copied_user_keys_stay_until_every_pod_mounts_the_secret() {
+    let (ctx, mut server, mut caches) = Context::test();
+    let old = fixtures::wsc("chat");
+    let copied = "cached-key\nold-user-key\n";
+    caches.hold(
+        &children(&old, &Settings::default(), copied, None).unwrap(),
+        1,
+    );
+    let mut wsc = old;
+    wsc.spec.auth.api_keys_secret = Some(wsgate_crds::SecretKeyRef {
+        name: "backend".into(),
+        key: "keys".into(),
+    });
+    let wsc = Arc::new(wsc);
+
+    let rolling = tokio::spawn(reconcile(wsc.clone(), ctx.clone()));
+    let written: Vec<String> = server
+        .take(4)
+        .await
+        .into_iter()
+        .map(|seen| seen.uri)
+        .collect();
+    assert!(
+        written[0].contains("/configmaps/chat-config?"),
+        "{written:?}"
+    );
+    assert!(written[1].contains("/deployments/chat?"), "{written:?}");
+    assert!(written[2].contains("/events"), "{written:?}");
+    assert!(written[3].contains("/status"), "{written:?}");
+    rolling.await.unwrap().unwrap();
+
+    // Every pod now runs the template that mounts `backend`.
+    caches.hold(
+        &children(&wsc, &Settings::default(), copied, None).unwrap(),
+        1,
+    );
+    let rolled = tokio::spawn(reconcile(wsc, ctx));
+    let secret = server.next().await;
+    assert!(
+        secret.uri.contains("/secrets/chat-api-keys?"),
+        "{}",
+        secret.uri
+    );
+    let data = secret.body["data"]["api-keys"].as_str().unwrap().to_owned();
+    let decoded: k8s_openapi::ByteString = serde_json::from_value(Value::String(data)).unwrap();
+    assert_eq!(decoded.0, b"cached-key\n");
+    server.take(2).await; // Event, status
+    rolled.await.unwrap().unwrap();
 }

@@ -37,6 +37,9 @@ pub(crate) mod path {
     pub const JWKS: &str = "auth/jwks.json";
     /// The operator-owned API keys Secret.
     pub const API_KEYS: &str = "auth/api-keys";
+    /// `auth.apiKeysSecret`: the user's keys, mounted and never read by the
+    /// operator.
+    pub const USER_API_KEYS: &str = "auth/user-api-keys";
     /// `nats.credentialsSecret`.
     pub const NATS_CREDENTIALS: &str = "nats/credentials.creds";
     /// `nats.tls.caSecret`.
@@ -126,8 +129,11 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
             user_rooms: Some(auth.user_rooms.clone()),
             anonymous_rooms: auth.anonymous_rooms.clone(),
             api_keys_file: Some(secret_file(path::API_KEYS)),
+            api_keys_files: auth
+                .api_keys_secret
+                .as_ref()
+                .map(|_| vec![secret_file(path::USER_API_KEYS)]),
             auth_timeout_ms: Some(auth.auth_timeout_ms),
-            ..AuthSection::default()
         }),
         limits: Some(LimitsSection {
             max_connections: Some(size(limits.max_connections)),

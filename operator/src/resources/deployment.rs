@@ -318,6 +318,11 @@ fn secret_projections(wsc: &WsCluster, name: &str) -> Vec<VolumeProjection> {
             .map(|r| key_ref(r, path::JWT_PUBLIC_KEY)),
     );
     sources.extend(auth.jwks.as_ref().map(|r| key_ref(r, path::JWKS)));
+    sources.extend(
+        auth.api_keys_secret
+            .as_ref()
+            .map(|r| key_ref(r, path::USER_API_KEYS)),
+    );
     if let Some(nats) = &spec.nats {
         sources.extend(
             nats.credentials_secret

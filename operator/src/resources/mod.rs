@@ -29,7 +29,10 @@ pub use http_route::{HTTPRoute, HTTPRouteSpec, http_route};
 pub use ingress::ingress;
 pub use network_policy::{BACKEND_LABEL, network_policy};
 pub use pdb::pod_disruption_budget;
-pub use secret::{API_KEYS_KEY, api_keys_file, api_keys_secret, generate_api_key, operator_key};
+pub use secret::{
+    API_KEYS_KEY, api_keys_file, api_keys_file_keeping, api_keys_secret, generate_api_key,
+    keeps_copied_user_keys, operator_key,
+};
 pub use service::{admin_service, admin_service_name, service};
 pub use service_account::service_account;
 

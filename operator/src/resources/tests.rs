@@ -655,3 +655,59 @@ fn network_policy_admits_the_admin_port_only_from_operator_backends_and_listed_p
     );
     assert_eq!(from[2], prometheus);
 }
+
+/// `auth.apiKeysSecret` is mounted into the pod beside the operator's own
+/// key file and named in `auth.api_keys_files`, so the operator never reads
+/// it; the operator's Secret holds its own key only. The rendered config
+/// passes the gateway's strict parser, which resolves both files.
+#[test]
+fn user_api_keys_are_mounted_as_a_second_key_file_never_copied() {
+    let mut wsc = fixtures::wsc("chat");
+    wsc.spec.auth.api_keys_secret = Some(SecretKeyRef {
+        name: "backend".into(),
+        key: "keys".into(),
+    });
+    let children = children(&wsc, &Settings::default(), &api_keys_file("op"), None).unwrap();
+    let own = &children.api_keys_secret.data.as_ref().unwrap()[API_KEYS_KEY];
+    assert_eq!(own.0, b"op\n", "the operator's Secret holds its key only");
+
+    let sources = pod_spec(&children)
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "secrets")
+        .and_then(|v| v.projected.as_ref())
+        .and_then(|p| p.sources.clone())
+        .unwrap();
+    let backend = sources
+        .iter()
+        .filter_map(|source| source.secret.as_ref())
+        .find(|secret| secret.name == "backend")
+        .expect("the user's Secret is projected");
+    let items = backend.items.as_ref().unwrap();
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str()),
+        ("keys", "auth/user-api-keys")
+    );
+    assert_eq!(backend.optional, Some(false));
+
+    let text = &children.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+    let config = wsgate_config::Config::from_toml(text, std::path::Path::new(CONFIG_FILE)).unwrap();
+    assert_eq!(
+        config.auth.api_keys_files,
+        [std::path::PathBuf::from(
+            "/etc/wsgate/secrets/auth/user-api-keys"
+        )]
+    );
+    assert_eq!(
+        config.auth.api_keys,
+        Some(wsgate_config::Secret::File(
+            "/etc/wsgate/secrets/auth/api-keys".into()
+        ))
+    );
+
+    let without = build(&fixtures::wsc("chat"));
+    let text = &without.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+    assert!(!text.contains("api_keys_files"), "{text}");
+}
