@@ -66,7 +66,7 @@ fn replace_file(path: &std::path::Path, contents: &str) -> Result<()> {
 
 /// With an open-file limit of 256, 300 idle sockets on the public listener: the sockets over
 /// the budget are closed at once and the rest after `limits.handshake_timeout_ms`; meanwhile
-/// `/healthz`, `/metrics` and an API key reload keep working, one warning is logged, and once
+/// `/healthz`, `/readyz`, `/metrics` and an API key reload keep working, one warning is logged, and once
 /// the idle sockets are gone an upgrade succeeds.
 #[tokio::test]
 async fn idle_sockets_are_shed_or_timed_out_while_admin_and_key_reloads_keep_working() -> Result<()>
@@ -111,6 +111,11 @@ async fn idle_sockets_are_shed_or_timed_out_while_admin_and_key_reloads_keep_wor
     })
     .await?;
     ensure!(status == 200, "/healthz answered {status}");
+    let status = within(Duration::from_secs(5), "/readyz under the flood", async {
+        gateway.readyz().await
+    })
+    .await?;
+    ensure!(status == 200, "/readyz answered {status}");
     let metrics = within(Duration::from_secs(5), "/metrics under the flood", async {
         gateway.metrics().await
     })
