@@ -28,6 +28,13 @@ const IDLE_SOCKETS: usize = 300;
 /// `limits.handshake_timeout_ms` in these tests.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(2000);
 
+/// `limits.handshake_timeout_ms` under the flood: long enough for a key reload (every 2 s)
+/// to happen while the idle sockets are held.
+const FLOOD_HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(6000);
+
+/// How long after the flood the rotated key must work: within the flood's timeout.
+const RELOAD_WITHIN: Duration = Duration::from_millis(4000);
+
 /// The warning logged once when the public sockets near the budget.
 const NEAR_LIMIT_WARNING: &str = "public sockets near the open-file limit";
 
@@ -56,6 +63,19 @@ async fn closed_at(mut socket: TcpStream, limit: Duration) -> Option<Instant> {
     closed.ok().map(|()| Instant::now())
 }
 
+/// The sum of the samples of the metric `name` (all its label sets) in a Prometheus text
+/// exposition.
+fn metric_sum(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Replaces `path` the way a Secret update does: written beside it, renamed over it.
 fn replace_file(path: &std::path::Path, contents: &str) -> Result<()> {
     let staged = path.with_extension("new");
@@ -80,30 +100,31 @@ async fn idle_sockets_are_shed_or_timed_out_while_admin_and_key_reloads_keep_wor
             .open_file_limit(OPEN_FILE_LIMIT)
             .set(
                 "limits.handshake_timeout_ms",
-                HANDSHAKE_TIMEOUT.as_millis() as u64,
+                FLOOD_HANDSHAKE_TIMEOUT.as_millis() as u64,
             )
             .set("auth.api_keys_file", keys.display().to_string()),
     )
     .await?;
     let public = gateway.public();
 
-    let opened_at = Instant::now();
-    let mut sockets = Vec::new();
+    // Each socket is watched from its connection on, so the time until the gateway closes it
+    // does not depend on how long opening the others takes.
+    let mut watchers = Vec::new();
     for _ in 0..IDLE_SOCKETS {
         if let Some(socket) = idle_socket(public).await {
-            sockets.push(socket);
+            let connected = Instant::now();
+            watchers.push(tokio::spawn(async move {
+                let closed = closed_at(socket, FLOOD_HANDSHAKE_TIMEOUT * 5).await?;
+                Some(closed.duration_since(connected))
+            }));
         }
     }
     ensure!(
-        sockets.len() > SOCKET_BUDGET,
+        watchers.len() > SOCKET_BUDGET,
         "only {} idle sockets connected",
-        sockets.len()
+        watchers.len()
     );
-    let opened = sockets.len();
-    let watchers: Vec<_> = sockets
-        .into_iter()
-        .map(|socket| tokio::spawn(closed_at(socket, HANDSHAKE_TIMEOUT * 5)))
-        .collect();
+    let opened = watchers.len();
 
     // The admin listener answers while the idle sockets are held.
     let status = within(Duration::from_secs(5), "/healthz under the flood", async {
@@ -127,7 +148,7 @@ async fn idle_sockets_are_shed_or_timed_out_while_admin_and_key_reloads_keep_wor
     // A key reload needs a descriptor for the file.
     replace_file(&keys, "key-two\n")?;
     eventually(
-        Duration::from_secs(10),
+        RELOAD_WITHIN,
         "the rotated API key works under the flood",
         || async {
             let status = gateway
@@ -142,14 +163,17 @@ async fn idle_sockets_are_shed_or_timed_out_while_admin_and_key_reloads_keep_wor
     let mut at_once = 0;
     let mut after_timeout = 0;
     for watcher in watchers {
-        let closed = watcher
+        let open_for = watcher
             .await
             .context("watcher task")?
             .context("an idle socket was still open long after the handshake timeout")?;
-        let open_for = closed.duration_since(opened_at);
-        if open_for < HANDSHAKE_TIMEOUT / 2 {
+        if open_for < FLOOD_HANDSHAKE_TIMEOUT / 2 {
             at_once += 1;
         } else {
+            ensure!(
+                open_for >= FLOOD_HANDSHAKE_TIMEOUT.mul_f32(0.9),
+                "an idle socket was closed after {open_for:?}, before the timeout"
+            );
             after_timeout += 1;
         }
     }
@@ -160,6 +184,18 @@ async fn idle_sockets_are_shed_or_timed_out_while_admin_and_key_reloads_keep_wor
     ensure!(
         after_timeout > 0 && after_timeout <= SOCKET_BUDGET,
         "{after_timeout} idle sockets were held until the timeout"
+    );
+
+    let metrics = gateway.metrics().await?;
+    let timed_out = metric_sum(&metrics, "wsgate_handshake_timeouts_total");
+    ensure!(
+        timed_out >= after_timeout as f64,
+        "{timed_out} handshake timeouts counted for {after_timeout} idle sockets:\n{metrics}"
+    );
+    let shed = metric_sum(&metrics, "wsgate_sockets_shed_total");
+    ensure!(
+        shed >= at_once as f64,
+        "{shed} shed sockets counted for {at_once} closed at once:\n{metrics}"
     );
 
     let mut client = Client::connect_anonymous(&gateway.ws_url())
