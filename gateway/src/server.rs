@@ -290,7 +290,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{exposure_warnings, log_filter};
+    use super::{connection_cap, exposure_warnings, log_filter, socket_budget};
+
+    /// The public sockets and the connections both stay 64 descriptors below the open-file
+    /// limit; without a known limit nothing is capped.
+    #[test]
+    fn sockets_and_connections_keep_a_reserve_below_the_open_file_limit() {
+        assert_eq!(socket_budget(Some(256)), 192);
+        assert_eq!(socket_budget(Some(10)), 1, "never zero");
+        assert_eq!(socket_budget(None), usize::MAX);
+        assert_eq!(connection_cap(10_000, Some(256)), 192);
+        assert_eq!(connection_cap(100, Some(256)), 100);
+        assert_eq!(connection_cap(10_000, None), 10_000);
+    }
 
     fn config(args: &[&str], toml: &str) -> wsgate_config::Config {
         let mut argv = vec!["wsgate"];
