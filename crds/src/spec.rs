@@ -474,6 +474,22 @@ pub struct LimitsSpec {
     #[serde(default = "default_heartbeat_timeout_ms")]
     #[schemars(range(min = 1000))]
     pub heartbeat_timeout_ms: u64,
+    /// Milliseconds a socket on the public port has to send a request's
+    /// headers (the first, and each next one on a kept-alive connection);
+    /// then it is closed, so idle sockets cannot pile up.
+    #[serde(default = "default_handshake_timeout_ms")]
+    #[schemars(range(min = 1))]
+    pub handshake_timeout_ms: u64,
+    /// WebSocket connections one client address may hold on one pod; over
+    /// it, upgrades get 429. 0: no cap. Behind a proxy, set
+    /// `trustedProxies` so that clients are told apart.
+    #[serde(default)]
+    pub max_connections_per_ip: u64,
+    /// Proxies (CIDRs such as `10.0.0.0/8`, or single addresses) whose
+    /// `X-Forwarded-For` header names the client address. From any other
+    /// peer the header is ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for LimitsSpec {
@@ -493,6 +509,9 @@ impl Default for LimitsSpec {
             max_errors_per_minute: default_max_errors_per_minute(),
             heartbeat_ms: default_heartbeat_ms(),
             heartbeat_timeout_ms: default_heartbeat_timeout_ms(),
+            handshake_timeout_ms: default_handshake_timeout_ms(),
+            max_connections_per_ip: 0,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -538,6 +557,9 @@ fn default_heartbeat_ms() -> u64 {
 }
 fn default_heartbeat_timeout_ms() -> u64 {
     60_000
+}
+fn default_handshake_timeout_ms() -> u64 {
+    10_000
 }
 
 /// Behaviour of one room namespace (`namespaces.<ns>.*` in docs/config.md).

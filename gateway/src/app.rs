@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,6 +19,7 @@ use crate::broker::Broker;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::origin::AllowedOrigins;
+use crate::peer::{self, ConnectionsPerAddress};
 use crate::protocol::{self, ErrorCode, Failure, close, frame};
 use crate::session;
 use wsgate_config::Config;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub origins: AllowedOrigins,
     /// Places under `limits.max_connections` (already capped below the open-file limit).
     pub connections: Arc<Semaphore>,
+    /// Connections per client address, under `limits.max_connections_per_ip`.
+    pub per_address: Arc<ConnectionsPerAddress>,
     /// Set when the drain starts: readiness fails and upgrades are refused.
     pub draining: AtomicBool,
     /// Tracks every session so shutdown can wait for them.
@@ -67,6 +70,7 @@ impl AppState {
         origins: AllowedOrigins,
         max_connections: usize,
     ) -> Arc<Self> {
+        let per_address = ConnectionsPerAddress::new(config.limits.max_connections_per_ip);
         Arc::new(Self {
             config,
             hub,
@@ -75,6 +79,7 @@ impl AppState {
             metrics,
             origins,
             connections: Arc::new(Semaphore::new(max_connections)),
+            per_address,
             draining: AtomicBool::new(false),
             sessions: TaskTracker::new(),
             boot: format!("{:x}", rand::random::<u32>()),
@@ -201,6 +206,7 @@ fn request_token(
 /// `GET /ws`: the handshake decisions in docs/protocol.md's order, then the upgrade.
 async fn upgrade(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
     ws: WebSocketUpgrade,
@@ -243,7 +249,17 @@ async fn upgrade(
         }
         None => {}
     }
-    // 3. Token.
+    // 3. Per-address cap.
+    let client = peer::client_address(remote.ip(), &headers, &state.config.limits.trusted_proxies);
+    let Some(address_slot) = state.per_address.reserve(client) else {
+        return refuse(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::LimitExceeded,
+            "too many connections from this address",
+        );
+    };
+    // 4. Token.
     let token = match request_token(&headers, query.token) {
         Ok(token) => token,
         Err(message) => {
@@ -273,7 +289,7 @@ async fn upgrade(
         None if state.config.allow_anonymous => Some(state.auth.anonymous(&conn_id)),
         None => None,
     };
-    // 4. Per-user cap.
+    // 5. Per-user cap.
     let slot = match &identity {
         Some(identity) => {
             match state
@@ -293,7 +309,7 @@ async fn upgrade(
         }
         None => None,
     };
-    // 5. Upgrade.
+    // 6. Upgrade.
     let limits = &state.config.limits;
     let max_message = limits.max_message_bytes;
     let tracker = state.sessions.token();
@@ -312,6 +328,7 @@ async fn upgrade(
                 permit,
             };
             session::run(socket, session_state, start).await;
+            drop(address_slot);
             drop(tracker);
         })
 }

@@ -12,6 +12,8 @@
 //! - [`auth`]: JWT verification, room patterns, API keys, key reloading.
 //! - [`app`]: shared state, routers and the WebSocket handshake; [`api`]: the backend HTTP API.
 //! - [`assets`]: the browser client and the demo page. [`origin`]: the Origin allow-list. [`metrics`]: Prometheus metrics.
+//! - [`listener`]: the public listener's accept loop, bounding sockets before their handshake;
+//!   [`peer`]: the client address of an upgrade and the connections per address.
 //! - [`shutdown`]: the signal and the drain; `server`: wiring it all from a [`Config`].
 //!
 //! Data flows client frame → `protocol` → `session` (→ `command`) → `hub`/`broker` → every node's
@@ -24,9 +26,11 @@ pub mod auth;
 pub mod broker;
 pub mod command;
 pub mod hub;
+pub mod listener;
 pub mod metrics;
 pub mod origin;
 pub mod outbox;
+pub mod peer;
 pub mod protocol;
 pub mod ratelimit;
 mod server;

@@ -61,6 +61,11 @@ pub struct Metrics {
     pub nodes: Gauge,
     /// 1 while a history namespace can store messages, 0 while it cannot.
     pub history_available: Family<NamespaceLabel, Gauge>,
+    /// Public sockets closed as soon as they were accepted, by the bound they were over
+    /// (`handshakes`, `descriptors`).
+    pub sockets_shed: Family<ReasonLabel, Counter>,
+    /// Public sockets closed for sending no request head within `limits.handshake_timeout_ms`.
+    pub handshake_timeouts: Counter,
 }
 
 impl Metrics {
@@ -82,6 +87,8 @@ impl Metrics {
             broker_connected: Gauge::default(),
             nodes: Gauge::default(),
             history_available: Family::default(),
+            sockets_shed: Family::default(),
+            handshake_timeouts: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -154,6 +161,16 @@ impl Metrics {
             "1 while a history namespace can store messages, 0 while it cannot (the reason is logged)",
             metrics.history_available.clone(),
         );
+        registry.register(
+            "sockets_shed",
+            "Public sockets closed as soon as accepted, by the bound they were over (handshakes, descriptors)",
+            metrics.sockets_shed.clone(),
+        );
+        registry.register(
+            "handshake_timeouts",
+            "Public sockets closed for sending no request head within limits.handshake_timeout_ms",
+            metrics.handshake_timeouts.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -185,6 +202,13 @@ impl Metrics {
     /// Counts a server-initiated close.
     pub fn close(&self, code: u16) {
         self.closes.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    /// Counts a public socket closed at once for being over the bound named by `reason`.
+    pub fn socket_shed(&self, reason: &'static str) {
+        self.sockets_shed
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// Counts an upgrade refused with `status`.

@@ -16,6 +16,7 @@ use crate::app::{self, AppState};
 use crate::auth::Authenticator;
 use crate::broker::{Broker, LocalBroker, NatsBroker};
 use crate::hub::Hub;
+use crate::listener::{self, SocketLimits};
 use crate::metrics::Metrics;
 use crate::origin::AllowedOrigins;
 use crate::shutdown;
@@ -103,13 +104,27 @@ fn open_file_limit() -> Option<u64> {
     Some(soft)
 }
 
-/// `limits.max_connections`, capped below the open-file limit (keeping room for
-/// listeners, NATS and files).
-fn connection_cap(configured: usize) -> usize {
-    const RESERVED: u64 = 64;
-    match open_file_limit() {
-        Some(limit) if (configured as u64).saturating_add(RESERVED) > limit => {
-            let capped = limit.saturating_sub(RESERVED).max(1) as usize;
+/// File descriptors kept out of the public listener's reach: the admin listener and its
+/// sockets, NATS, key and config files, the runtime's own.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// Public sockets the gateway may hold at once: the open-file limit less
+/// [`RESERVED_DESCRIPTORS`]; no bound when the limit is unknown.
+fn socket_budget(open_file_limit: Option<u64>) -> usize {
+    match open_file_limit {
+        Some(limit) => {
+            usize::try_from(limit.saturating_sub(RESERVED_DESCRIPTORS).max(1)).unwrap_or(usize::MAX)
+        }
+        None => usize::MAX,
+    }
+}
+
+/// `limits.max_connections`, capped below the open-file limit (keeping
+/// [`RESERVED_DESCRIPTORS`] for listeners, NATS and files).
+fn connection_cap(configured: usize, open_file_limit: Option<u64>) -> usize {
+    match open_file_limit {
+        Some(limit) if (configured as u64).saturating_add(RESERVED_DESCRIPTORS) > limit => {
+            let capped = limit.saturating_sub(RESERVED_DESCRIPTORS).max(1) as usize;
             warn!(
                 configured,
                 capped,
@@ -150,7 +165,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for warning in exposure_warnings(&config) {
         warn!(%warning, "configuration");
     }
-    let max_connections = connection_cap(config.limits.max_connections);
+    let open_file_limit = open_file_limit();
+    let max_connections = connection_cap(config.limits.max_connections, open_file_limit);
+    let socket_limits = SocketLimits {
+        handshake_timeout: config.limits.handshake_timeout,
+        // As many sockets may wait for their handshake as may be connected.
+        handshakes: max_connections,
+        sockets: socket_budget(open_file_limit),
+    };
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new(config.node.clone(), metrics.clone());
     let background = CancellationToken::new();
@@ -210,11 +232,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let nodelay = |tcp: &mut tokio::net::TcpStream| {
         let _ = tcp.set_nodelay(true);
     };
-    let public_server = tokio::spawn(
-        axum::serve(public_listener.tap_io(nodelay), public_router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future(),
-    );
+    let public_server = tokio::spawn(listener::serve(
+        public_listener,
+        public_router,
+        socket_limits,
+        state.metrics.clone(),
+        stop.clone(),
+    ));
     let admin_server = admin_listener.map(|listener| {
         tokio::spawn(
             axum::serve(listener.tap_io(nodelay), app::admin(state.clone()))
@@ -223,7 +247,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
     });
 
-    info!(%public_address, %admin_address, node, single_node, max_connections, "wsgate started");
+    info!(
+        %public_address,
+        %admin_address,
+        node,
+        single_node,
+        max_connections,
+        socket_budget = socket_limits.sockets,
+        "wsgate started"
+    );
     {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(
@@ -258,7 +290,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{exposure_warnings, log_filter};
+    use super::{connection_cap, exposure_warnings, log_filter, socket_budget};
+
+    /// The public sockets and the connections both stay 64 descriptors below the open-file
+    /// limit; without a known limit nothing is capped.
+    #[test]
+    fn sockets_and_connections_keep_a_reserve_below_the_open_file_limit() {
+        assert_eq!(socket_budget(Some(256)), 192);
+        assert_eq!(socket_budget(Some(10)), 1, "never zero");
+        assert_eq!(socket_budget(None), usize::MAX);
+        assert_eq!(connection_cap(10_000, Some(256)), 192);
+        assert_eq!(connection_cap(100, Some(256)), 100);
+        assert_eq!(connection_cap(10_000, None), 10_000);
+    }
 
     fn config(args: &[&str], toml: &str) -> wsgate_config::Config {
         let mut argv = vec!["wsgate"];

@@ -84,6 +84,8 @@ pub struct GatewayOptions {
     version: u32,
     flags: Vec<String>,
     env: Vec<(String, String)>,
+    /// `RLIMIT_NOFILE` (soft and hard) of the process, when set.
+    open_file_limit: Option<u64>,
 }
 
 impl Default for GatewayOptions {
@@ -112,6 +114,7 @@ impl GatewayOptions {
             version: 1,
             flags: Vec::new(),
             env: Vec::new(),
+            open_file_limit: None,
         }
         .set("limits.heartbeat_ms", 2000)
         .set("limits.heartbeat_timeout_ms", 30_000)
@@ -238,6 +241,13 @@ impl GatewayOptions {
         self
     }
 
+    /// Starts the process with an open-file limit of `limit` descriptors, soft and hard, so
+    /// the gateway cannot raise it: for tests of what happens when descriptors run short.
+    pub fn open_file_limit(mut self, limit: u64) -> Self {
+        self.open_file_limit = Some(limit);
+        self
+    }
+
     /// The node name.
     pub fn node_name(&self) -> &str {
         &self.node
@@ -302,6 +312,25 @@ impl GatewayOptions {
             command.args(["--api-keys", &self.api_keys.join(",")]);
         }
         command.args(&self.flags);
+        if let Some(limit) = self.open_file_limit {
+            use std::os::unix::process::CommandExt as _;
+            let limit = limit as libc::rlim_t;
+            // SAFETY: runs in the forked child before exec; `setrlimit` is async-signal-safe
+            // and the closure neither allocates nor takes locks.
+            unsafe {
+                command.pre_exec(move || {
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         command
     }
 

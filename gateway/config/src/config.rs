@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::file::FileConfig;
@@ -241,6 +242,15 @@ pub struct Limits {
     pub heartbeat: Duration,
     /// Time without a pong before closing with 1011; longer than `heartbeat`.
     pub heartbeat_timeout: Duration,
+    /// Time a socket on the public listener has to send a request's headers (the first, and
+    /// each next one on a kept-alive connection); then it is closed. Idle sockets otherwise
+    /// hold file descriptors forever.
+    pub handshake_timeout: Duration,
+    /// WebSocket connections per client address on one gateway; over it: 429. `0`: no cap.
+    pub max_connections_per_ip: usize,
+    /// Proxies whose `X-Forwarded-For` names the client address; from any other peer the
+    /// header is ignored, since anyone can write it.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for Limits {
@@ -260,6 +270,12 @@ impl Default for Limits {
             max_errors_per_minute: default_of("limits.max_errors_per_minute"),
             heartbeat: Duration::from_millis(default_of("limits.heartbeat_ms")),
             heartbeat_timeout: Duration::from_millis(default_of("limits.heartbeat_timeout_ms")),
+            handshake_timeout: Duration::from_millis(default_of("limits.handshake_timeout_ms")),
+            max_connections_per_ip: default_of("limits.max_connections_per_ip"),
+            trusted_proxies: default_of::<Vec<String>>("limits.trusted_proxies")
+                .iter()
+                .filter_map(|text| crate::validate::ip_network(text).ok())
+                .collect(),
         }
     }
 }

@@ -220,6 +220,15 @@ pub struct LimitsSection {
     /// Time without a pong before closing, milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_timeout_ms: Option<u64>,
+    /// Time a socket has to send a request's headers, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake_timeout_ms: Option<u64>,
+    /// WebSocket connections per client address, per gateway; 0: no cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Proxies whose `X-Forwarded-For` is believed: CIDRs or single addresses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `[drain]`: the shutdown hand-over.

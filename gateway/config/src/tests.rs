@@ -116,6 +116,9 @@ fn full_file() -> FileConfig {
             max_errors_per_minute: Some(9),
             heartbeat_ms: Some(1000),
             heartbeat_timeout_ms: Some(3000),
+            handshake_timeout_ms: Some(2500),
+            max_connections_per_ip: Some(8),
+            trusted_proxies: Some(vec!["10.0.0.0/8".into(), "::1".into()]),
         }),
         drain: Some(DrainSection {
             seconds: Some(12),
@@ -233,6 +236,9 @@ fn an_empty_file_gives_every_documented_default() -> Result<()> {
     assert_eq!(limits.max_errors_per_minute, 60);
     assert_eq!(limits.heartbeat, Duration::from_millis(25_000));
     assert_eq!(limits.heartbeat_timeout, Duration::from_millis(60_000));
+    assert_eq!(limits.handshake_timeout, Duration::from_millis(10_000));
+    assert_eq!(limits.max_connections_per_ip, 0);
+    assert!(limits.trusted_proxies.is_empty());
 
     assert_eq!(config.drain.deadline, Duration::from_secs(30));
     assert_eq!(config.drain.reconnect_spread, Duration::from_millis(10_000));
@@ -673,6 +679,21 @@ fn invalid_values_give_one_line_naming_key_and_file() {
             "greater than limits.heartbeat_ms (1000)",
         ),
         (
+            "[limits]\nhandshake_timeout_ms = 0",
+            "limits.handshake_timeout_ms",
+            "at least 1",
+        ),
+        (
+            "[limits]\ntrusted_proxies = [\"10.0.0.0/8\", \"lb.internal\"]",
+            "limits.trusted_proxies",
+            "\"lb.internal\" is not an IP network like 10.0.0.0/8",
+        ),
+        (
+            "[limits]\ntrusted_proxies = [\"10.0.0.0/33\"]",
+            "limits.trusted_proxies",
+            "not an IP network",
+        ),
+        (
             "[nats]\nping_interval_ms = 0",
             "nats.ping_interval_ms",
             "at least 1",
@@ -902,6 +923,17 @@ fn values_are_normalised() -> Result<()> {
         config.nats_url, None,
         "an empty value asks for the in-process broker"
     );
+
+    let text =
+        "version = 1\n[limits]\ntrusted_proxies = [\" 10.1.2.3/8\", \"127.0.0.2\", \"fd00::/8\"]\n";
+    let config = load(args(), text)?;
+    let proxies: Vec<String> = config
+        .limits
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(proxies, ["10.0.0.0/8", "127.0.0.2/32", "fd00::/8"]);
     Ok(())
 }
 

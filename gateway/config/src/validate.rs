@@ -202,6 +202,21 @@ pub(crate) fn room_pattern(pattern: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A trusted proxy: a CIDR such as `10.0.0.0/8` or `2001:db8::/32`, or a single address (a
+/// network of one). Host bits below the prefix are cleared, so `10.1.2.3/8` is `10.0.0.0/8`.
+pub(crate) fn ip_network(entry: &str) -> Result<ipnet::IpNet, String> {
+    let text = entry.trim();
+    if let Ok(network) = text.parse::<ipnet::IpNet>() {
+        return Ok(network.trunc());
+    }
+    match text.parse::<std::net::IpAddr>() {
+        Ok(address) => Ok(ipnet::IpNet::from(address)),
+        Err(_) => Err(format!(
+            "{entry:?} is not an IP network like 10.0.0.0/8 or 2001:db8::/32, nor an IP address"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +292,21 @@ mod tests {
         }
         for bad in ["", "chat:", "**:x", "a::b", "chat.lobby", "ch*t", "a b"] {
             assert!(room_pattern(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Networks and single addresses of both families are trusted-proxy entries; anything
+    /// else is refused.
+    #[test]
+    fn trusted_proxies_are_networks_or_addresses() {
+        let parsed = |text: &str| ip_network(text).map(|network| network.to_string());
+        assert_eq!(parsed("10.0.0.0/8"), Ok("10.0.0.0/8".to_owned()));
+        assert_eq!(parsed(" 10.1.2.3/8 "), Ok("10.0.0.0/8".to_owned()));
+        assert_eq!(parsed("127.0.0.2"), Ok("127.0.0.2/32".to_owned()));
+        assert_eq!(parsed("2001:db8::/32"), Ok("2001:db8::/32".to_owned()));
+        assert_eq!(parsed("::1"), Ok("::1/128".to_owned()));
+        for bad in ["", "10.0.0.0/33", "proxy.internal", "10.0.0/8", "*"] {
+            assert!(ip_network(bad).is_err(), "{bad}");
         }
     }
 }

@@ -150,6 +150,10 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
             max_errors_per_minute: Some(small(limits.max_errors_per_minute)),
             heartbeat_ms: Some(limits.heartbeat_ms),
             heartbeat_timeout_ms: Some(limits.heartbeat_timeout_ms),
+            handshake_timeout_ms: Some(limits.handshake_timeout_ms),
+            max_connections_per_ip: Some(size(limits.max_connections_per_ip)),
+            trusted_proxies: (!limits.trusted_proxies.is_empty())
+                .then(|| limits.trusted_proxies.clone()),
         }),
         drain: Some(DrainSection {
             seconds: Some(spec.drain.seconds),
@@ -268,5 +272,59 @@ mod tests {
             }
         }
         assert!(compared >= 25, "only {compared} defaults compared");
+    }
+
+    /// The connection limits of the spec reach the gateway: its own parser reads the
+    /// rendered handshake timeout, per-IP cap and trusted proxies; an empty proxy list is
+    /// left out of the file.
+    #[test]
+    fn connection_limits_reach_the_gateway() {
+        let mut wsc = crate::fixtures::wsc("chat");
+        let rendered = super::gateway_config(&wsc).unwrap();
+        assert!(!rendered.contains("trusted_proxies"), "{rendered}");
+        let config =
+            wsgate_config::Config::from_toml(&rendered, std::path::Path::new("wsgate.toml"))
+                .unwrap();
+        assert_eq!(
+            config.limits.handshake_timeout,
+            std::time::Duration::from_secs(10)
+        );
+        assert_eq!(config.limits.max_connections_per_ip, 0);
+
+        wsc.spec.limits.handshake_timeout_ms = 2500;
+        wsc.spec.limits.max_connections_per_ip = 20;
+        wsc.spec.limits.trusted_proxies = vec!["10.0.0.0/8".into(), "fd00::1".into()];
+        let rendered = super::gateway_config(&wsc).unwrap();
+        let config =
+            wsgate_config::Config::from_toml(&rendered, std::path::Path::new("wsgate.toml"))
+                .unwrap_or_else(|error| panic!("{error}\n{rendered}"));
+        assert_eq!(
+            config.limits.handshake_timeout,
+            std::time::Duration::from_millis(2500)
+        );
+        assert_eq!(config.limits.max_connections_per_ip, 20);
+        let proxies: Vec<String> = config
+            .limits
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(proxies, ["10.0.0.0/8", "fd00::1/128"]);
+    }
+
+    /// A trusted proxy that is not an address or a network is reported on the WsCluster
+    /// (the gateway would refuse its config), naming the key.
+    #[test]
+    fn a_trusted_proxy_that_is_no_network_is_a_problem_of_the_spec() {
+        let mut wsc = crate::fixtures::wsc("chat");
+        wsc.spec.limits.trusted_proxies = vec!["lb.internal".into()];
+        let problems = crate::validate::problems(&wsc);
+        assert!(
+            problems
+                .iter()
+                .any(|problem| problem.contains("limits.trusted_proxies")
+                    && problem.contains("lb.internal")),
+            "{problems:?}"
+        );
     }
 }

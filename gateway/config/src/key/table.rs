@@ -347,6 +347,12 @@ pub const KEYS: &[Key] = &[
         Kind::COUNT,
         "no pong within the timeout: 1011; must exceed limits.heartbeat_ms"
     ),
+    key!(extension "limits.handshake_timeout_ms", None, None, "10000", Kind::COUNT,
+        "time a socket on the public listener has to send a request's headers, the first and each next one; then it is closed; at least 1"),
+    key!(extension "limits.max_connections_per_ip", None, None, "0", Kind::COUNT,
+        "WebSocket connections per client address on one gateway; over it: 429 limit_exceeded; 0: no cap"),
+    key!(extension "limits.trusted_proxies", None, None, "[]", Kind::TextList,
+        "proxies (CIDRs like 10.0.0.0/8, or addresses) whose X-Forwarded-For names the client address; empty: the peer address is the client's"),
     key!(
         "drain.seconds",
         Some("--drain-seconds"),

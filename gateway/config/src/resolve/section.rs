@@ -216,6 +216,9 @@ pub(super) fn resolve_limits(
         max_errors_per_minute,
         heartbeat_ms,
         heartbeat_timeout_ms,
+        handshake_timeout_ms,
+        max_connections_per_ip,
+        trusted_proxies,
     } = file;
     let defaults = Limits::default();
     let heartbeat = layers.file_only(
@@ -301,6 +304,23 @@ pub(super) fn resolve_limits(
         max_errors_per_minute: max_errors_per_minute.unwrap_or(defaults.max_errors_per_minute),
         heartbeat: heartbeat.value,
         heartbeat_timeout: heartbeat_timeout.value,
+        handshake_timeout: layers.millis(
+            "limits.handshake_timeout_ms",
+            handshake_timeout_ms,
+            defaults.handshake_timeout,
+        )?,
+        max_connections_per_ip: max_connections_per_ip.unwrap_or(defaults.max_connections_per_ip),
+        trusted_proxies: match trusted_proxies {
+            Some(entries) => layers
+                .file_only("limits.trusted_proxies", Some(entries), Vec::new)
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .map(|entry| validate::ip_network(entry))
+                        .collect()
+                })?,
+            None => defaults.trusted_proxies,
+        },
     };
     // Check the pair together, blaming the key the user set (the timeout when both are set).
     if limits.heartbeat.is_zero() {
