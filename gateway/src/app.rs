@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::hub::Hub;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Refusal};
 use crate::origin::AllowedOrigins;
 use crate::peer::{self, ConnectionsPerAddress};
 use crate::protocol::{self, ErrorCode, Failure, close, frame};
@@ -161,8 +161,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// A refused upgrade: status and JSON error body.
-fn refuse(state: &AppState, status: StatusCode, code: ErrorCode, message: &str) -> Response {
-    state.metrics.refused(status.as_u16());
+fn refuse(state: &AppState, reason: Refusal, code: ErrorCode, message: &str) -> Response {
+    state.metrics.refused(reason);
+    let status = StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = frame::http_error(&Failure::new(code, message));
     let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -215,7 +216,7 @@ async fn upgrade(
     if state.draining.load(Ordering::Acquire) {
         return refuse(
             &state,
-            StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Draining,
             ErrorCode::Unavailable,
             "draining",
         );
@@ -223,7 +224,7 @@ async fn upgrade(
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         return refuse(
             &state,
-            StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Capacity,
             ErrorCode::Unavailable,
             "at the connection limit",
         );
@@ -234,7 +235,7 @@ async fn upgrade(
         Some(_) => {
             return refuse(
                 &state,
-                StatusCode::FORBIDDEN,
+                Refusal::Origin,
                 ErrorCode::Forbidden,
                 "origin not allowed",
             );
@@ -242,7 +243,7 @@ async fn upgrade(
         None if state.config.require_origin => {
             return refuse(
                 &state,
-                StatusCode::FORBIDDEN,
+                Refusal::Origin,
                 ErrorCode::Forbidden,
                 "an Origin header is required",
             );
@@ -254,7 +255,7 @@ async fn upgrade(
     let Some(address_slot) = state.per_address.reserve(client) else {
         return refuse(
             &state,
-            StatusCode::TOO_MANY_REQUESTS,
+            Refusal::PerIp,
             ErrorCode::LimitExceeded,
             "too many connections from this address",
         );
@@ -264,12 +265,7 @@ async fn upgrade(
         Ok(token) => token,
         Err(message) => {
             state.metrics.auth_failure("malformed");
-            return refuse(
-                &state,
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::Unauthorized,
-                message,
-            );
+            return refuse(&state, Refusal::Auth, ErrorCode::Unauthorized, message);
         }
     };
     let conn_id = state.conn_id();
@@ -280,7 +276,7 @@ async fn upgrade(
                 state.metrics.auth_failure(error.kind_label());
                 return refuse(
                     &state,
-                    StatusCode::UNAUTHORIZED,
+                    Refusal::Auth,
                     ErrorCode::Unauthorized,
                     &error.to_string(),
                 );
@@ -300,7 +296,7 @@ async fn upgrade(
                 None => {
                     return refuse(
                         &state,
-                        StatusCode::TOO_MANY_REQUESTS,
+                        Refusal::PerUser,
                         ErrorCode::LimitExceeded,
                         "too many connections for this user",
                     );

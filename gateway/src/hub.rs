@@ -484,6 +484,7 @@ impl LocalNode for Hub {
             connections: self.conns.read().len() as u64,
             rooms: self.rooms.lock().len() as u64,
             history: Default::default(),
+            upgrades_refused_capacity: self.metrics.capacity_refusals(),
         }
     }
 }

@@ -30,6 +30,72 @@ pub struct CodeLabel {
     pub code: u16,
 }
 
+/// Why an upgrade was refused, in the handshake order of docs/protocol.md.
+/// Only [`Refusal::Capacity`] means the fleet is too small: the operator's
+/// autoscaler reads that count (`upgrades_refused_capacity` in
+/// `/api/v1/stats`), so refusals while draining (or rebalancing) never make
+/// it scale up.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Refusal {
+    /// At `limits.max_connections` (503).
+    Capacity,
+    /// The node is draining (503).
+    Draining,
+    /// The node sheds connections to rebalance the fleet (503).
+    Rebalancing,
+    /// Over `limits.max_connections_per_ip` (429).
+    PerIp,
+    /// The Origin rule (403).
+    Origin,
+    /// A missing, malformed or refused token (401).
+    Auth,
+    /// Over `limits.max_connections_per_user` (429).
+    PerUser,
+}
+
+impl Refusal {
+    /// Every reason, to show each series at zero from the start.
+    pub const ALL: [Refusal; 7] = [
+        Refusal::Capacity,
+        Refusal::Draining,
+        Refusal::Rebalancing,
+        Refusal::PerIp,
+        Refusal::Origin,
+        Refusal::Auth,
+        Refusal::PerUser,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Capacity => "capacity",
+            Refusal::Draining => "draining",
+            Refusal::Rebalancing => "rebalancing",
+            Refusal::PerIp => "per_ip",
+            Refusal::Origin => "origin",
+            Refusal::Auth => "auth",
+            Refusal::PerUser => "per_user",
+        }
+    }
+
+    /// The HTTP status the refusal is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::Capacity | Refusal::Draining | Refusal::Rebalancing => 503,
+            Refusal::PerIp | Refusal::PerUser => 429,
+            Refusal::Origin => 403,
+            Refusal::Auth => 401,
+        }
+    }
+}
+
+/// An upgrade refusal's labels: the HTTP status (as before) and the reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
 /// The gateway's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -37,8 +103,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Accepted WebSocket connections since start.
     pub connections_accepted: Counter,
-    /// Upgrades refused before the handshake, by HTTP status.
-    pub upgrades_refused: Family<CodeLabel, Counter>,
+    /// Upgrades refused before the handshake, by HTTP status and reason.
+    pub upgrades_refused: Family<RefusalLabels, Counter>,
     /// Connections closed by the server, by close code.
     pub closes: Family<CodeLabel, Counter>,
     /// Rooms with at least one member on this node.
@@ -103,7 +169,7 @@ impl Metrics {
         );
         registry.register(
             "upgrades_refused",
-            "Upgrade requests refused, by HTTP status",
+            "Upgrade requests refused, by HTTP status and reason",
             metrics.upgrades_refused.clone(),
         );
         registry.register(
@@ -171,10 +237,15 @@ impl Metrics {
             "Public sockets closed for sending no request head within limits.handshake_timeout_ms",
             metrics.handshake_timeouts.clone(),
         );
-        Self {
+        let metrics = Self {
             registry,
             ..metrics
+        };
+        // Every refusal reason is scraped from the start, at zero.
+        for reason in Refusal::ALL {
+            metrics.refusal(reason);
         }
+        metrics
     }
 
     /// The Prometheus text exposition of every metric.
@@ -211,11 +282,23 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts an upgrade refused with `status`.
-    pub fn refused(&self, status: u16) {
+    /// Counts an upgrade refused for `reason`.
+    pub fn refused(&self, reason: Refusal) {
+        self.refusal(reason).inc();
+    }
+
+    /// Upgrades refused at the connection limit since start.
+    pub fn capacity_refusals(&self) -> u64 {
+        self.refusal(Refusal::Capacity).get()
+    }
+
+    fn refusal(&self, reason: Refusal) -> Counter {
         self.upgrades_refused
-            .get_or_create(&CodeLabel { code: status })
-            .inc();
+            .get_or_create(&RefusalLabels {
+                code: reason.status(),
+                reason: reason.as_str(),
+            })
+            .clone()
     }
 
     /// Starts timing one fan-out; the time is recorded when the guard drops.

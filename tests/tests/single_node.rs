@@ -195,6 +195,35 @@ async fn at_max_connections_upgrades_get_503_with_retry_after() -> Result<()> {
         status == 503,
         "at the limit, forbidden origin and bad token: {status}"
     );
+    // All 22 refusals were for capacity: counted under that reason, and
+    // reported to the autoscaler in the stats; no other reason moved.
+    let gateway = deployment.gateway(0);
+    let stats = gateway.stats().await?;
+    ensure!(
+        stats["nodes"][0]["upgrades_refused_capacity"] == 22,
+        "stats: {stats}"
+    );
+    let metrics = gateway.metrics().await?;
+    for (line, want) in [
+        (
+            r#"wsgate_upgrades_refused_total{code="503",reason="capacity"}"#,
+            "22",
+        ),
+        (
+            r#"wsgate_upgrades_refused_total{code="503",reason="draining"}"#,
+            "0",
+        ),
+        (
+            r#"wsgate_upgrades_refused_total{code="403",reason="origin"}"#,
+            "0",
+        ),
+    ] {
+        let value = metrics
+            .lines()
+            .find_map(|sample| sample.strip_prefix(line))
+            .with_context(|| format!("{line} missing from /metrics:\n{metrics}"))?;
+        ensure!(value.trim() == want, "{line} {value}, not {want}");
+    }
     first.close().await;
     eventually(SOON, "a slot frees up after a close", || {
         let url = url.clone();

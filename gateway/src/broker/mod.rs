@@ -68,6 +68,11 @@ pub struct NodeStats {
     /// absent from nodes that keep no history (and from older nodes).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub history: std::collections::BTreeMap<String, bool>,
+    /// Upgrades this node refused at `limits.max_connections` since it
+    /// started (other refusals are not counted here): the operator's
+    /// autoscaler grows the fleet while this rises. 0 from older nodes.
+    #[serde(default)]
+    pub upgrades_refused_capacity: u64,
 }
 
 /// One member of a room, as presence reports it.
