@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_nats::Client;
 use async_nats::jetstream::stream::{
-    Config as StreamConfig, DirectGetErrorKind, Republish, StorageType,
+    Config as StreamConfig, DirectGetErrorKind, DiscardPolicy, Republish, StorageType,
 };
 use parking_lot::Mutex;
 use tracing::{info, warn};
@@ -119,6 +119,14 @@ impl Streams {
             )),
             subjects: vec![format!("{prefix}*")],
             max_messages_per_subject: i64::try_from(settings.history_size).unwrap_or(i64::MAX),
+            // The namespace's budgets: any number of rooms fits within them,
+            // the oldest messages making way for new ones.
+            max_bytes: i64::try_from(settings.history_max_bytes).unwrap_or(i64::MAX),
+            max_messages: i64::try_from(settings.history_max_msgs).unwrap_or(i64::MAX),
+            discard: DiscardPolicy::Old,
+            // With a time to live, a room's last message is kept up to the
+            // safety horizon; without one, messages are kept until pushed out
+            // by the size and the budgets, as docs/config.md says.
             max_age: safety_horizon(settings.history_ttl),
             storage: self.storage,
             num_replicas: self.replicas,
@@ -188,6 +196,9 @@ impl Streams {
                         .map_err(unavailable)?;
                     self.create(wanted).await?
                 } else if current.max_messages_per_subject != wanted.max_messages_per_subject
+                    || current.max_bytes != wanted.max_bytes
+                    || current.max_messages != wanted.max_messages
+                    || current.discard != wanted.discard
                     || current.max_age != wanted.max_age
                     || current.num_replicas != wanted.num_replicas
                     || current
@@ -257,6 +268,15 @@ fn unix_nanos_now() -> i128 {
 }
 
 impl HistoryStream {
+    /// Whether the stream ever lost a message from its front: the budgets
+    /// (`max_bytes`, `max_msgs`) and `max_age` discard the oldest messages, so
+    /// any of them leaves the first stored seq above 1. Eviction by a room's
+    /// own `history_size` may too, which only makes the answer cautious.
+    async fn discarded_any(&self) -> Result<bool, BrokerError> {
+        let info = self.stream.get_info().await.map_err(unavailable)?;
+        Ok(info.state.first_sequence > 1)
+    }
+
     /// The room's position and, with `since`, the messages after it. Reads with
     /// direct gets: one request per stored message after `since`.
     pub(super) async fn recover(
@@ -277,13 +297,19 @@ impl HistoryStream {
         let since_pair = since.map(|since| (since.epoch.as_str(), since.seq));
         let Some(since) = since.filter(|since| since.epoch == self.epoch && since.seq < current)
         else {
-            return Ok(recover(
+            let mut recovery = recover(
                 &self.epoch,
                 since_pair,
                 current,
                 Vec::new(),
                 self.settings.recovery_max,
-            ));
+            );
+            // An empty room may be one whose every message the budgets or
+            // max_age discarded after the client's seq 0.
+            if recovery.recovered && current == 0 && self.discarded_any().await? {
+                recovery.recovered = false;
+            }
+            return Ok(recovery);
         };
         let ttl = self.settings.history_ttl;
         let now = unix_nanos_now();
@@ -317,9 +343,11 @@ impl HistoryStream {
             next = message.sequence + 1;
         }
         // The first entry's prev: `since` itself when that message is still
-        // stored; 0 when `since` is 0 and nothing was ever evicted.
+        // stored; 0 when `since` is 0 and nothing was ever evicted, from the
+        // room (it holds fewer than history_size) or from the stream's front.
         let anchor = if since.seq == 0 {
-            ((entries.len() as u64) < self.settings.history_size).then_some(0)
+            ((entries.len() as u64) < self.settings.history_size && !self.discarded_any().await?)
+                .then_some(0)
         } else {
             match self.stream.direct_get(since.seq).await {
                 Ok(message) if message.subject.as_str() == subject => Some(since.seq),
