@@ -12,8 +12,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Endpoint, Frame};
 
-/// Publishes in flight at once on the prefilling connection.
-const IN_FLIGHT: u64 = 512;
+/// Publishes in flight at once on the prefilling connection: below the 256
+/// deferred replies a connection may have outstanding (docs/protocol.md).
+const IN_FLIGHT: u64 = 128;
 
 /// The name of prefilled room `index`: apart from the scenario's rooms.
 pub fn room_name(index: u64) -> String {
