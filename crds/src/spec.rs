@@ -129,7 +129,8 @@ pub struct WsClusterSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespaces: BTreeMap<String, NamespaceSpec>,
 
-    /// JetStream history storage (with NATS only).
+    /// History storage: JetStream's with NATS (`storage`, `replicas`), the
+    /// gateway's memory without (`memoryMaxBytes`).
     #[serde(default)]
     pub history: HistorySpec,
 
@@ -572,6 +573,16 @@ pub struct NamespaceSpec {
     /// Seconds a message is kept; 0: until pushed out by size.
     #[serde(default)]
     pub history_ttl_seconds: u64,
+    /// Bytes of history over all the namespace's rooms (the JetStream
+    /// stream's `max_bytes`); beyond it the oldest messages are discarded.
+    #[serde(default = "default_history_max_bytes")]
+    #[schemars(range(min = 1))]
+    pub history_max_bytes: u64,
+    /// Messages of history over all the namespace's rooms (the stream's
+    /// `max_msgs`); beyond it the oldest are discarded.
+    #[serde(default = "default_history_max_msgs")]
+    #[schemars(range(min = 1))]
+    pub history_max_msgs: u64,
     /// Most messages one recovery returns.
     #[serde(default = "default_recovery_max")]
     #[schemars(range(min = 1))]
@@ -592,6 +603,8 @@ impl Default for NamespaceSpec {
         Self {
             history_size: 0,
             history_ttl_seconds: 0,
+            history_max_bytes: default_history_max_bytes(),
+            history_max_msgs: default_history_max_msgs(),
             recovery_max: default_recovery_max(),
             presence: false,
             join_leave: false,
@@ -603,9 +616,15 @@ impl Default for NamespaceSpec {
 fn default_recovery_max() -> u64 {
     1000
 }
+fn default_history_max_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+fn default_history_max_msgs() -> u64 {
+    1_000_000
+}
 
-/// JetStream history storage.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+/// History storage: JetStream's with NATS, the gateway's memory without.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistorySpec {
     /// `file` survives NATS restarts; `memory` is faster.
@@ -616,6 +635,25 @@ pub struct HistorySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 5))]
     pub replicas: Option<u64>,
+    /// Without NATS (one gateway), bytes of in-memory history over all
+    /// rooms; beyond it the least recently used rooms are dropped whole.
+    #[serde(default = "default_memory_max_bytes")]
+    #[schemars(range(min = 1))]
+    pub memory_max_bytes: u64,
+}
+
+impl Default for HistorySpec {
+    fn default() -> Self {
+        Self {
+            storage: HistoryStorage::default(),
+            replicas: None,
+            memory_max_bytes: default_memory_max_bytes(),
+        }
+    }
+}
+
+fn default_memory_max_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 
 impl WsClusterSpec {

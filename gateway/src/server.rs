@@ -191,7 +191,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => {
             metrics.broker_connected.set(1);
-            LocalBroker::new(hub.clone(), config.namespaces.clone(), metrics.clone())
+            LocalBroker::with_memory_budget(
+                hub.clone(),
+                config.namespaces.clone(),
+                config.history.memory_max_bytes,
+                metrics.clone(),
+            )
         }
     };
     let auth = Arc::new(Authenticator::new(config.auth.clone()).context("auth")?);

@@ -314,6 +314,10 @@ pub struct History {
     pub storage: Storage,
     /// Stream replicas, 1 to 5.
     pub replicas: u32,
+    /// Bytes the single node's in-memory history may hold over all rooms: without NATS the
+    /// history lives in the gateway's memory, and any number of rooms can be created, so the
+    /// least recently used rooms are dropped whole beyond it. At least 1.
+    pub memory_max_bytes: u64,
 }
 
 impl Default for History {
@@ -321,6 +325,7 @@ impl Default for History {
         History {
             storage: default_of("history.storage"),
             replicas: default_of("history.replicas"),
+            memory_max_bytes: default_of("history.memory_max_bytes"),
         }
     }
 }

@@ -253,6 +253,9 @@ pub struct HistorySection {
     /// Stream replicas.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u32>,
+    /// Bytes of the single node's in-memory history over all rooms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_max_bytes: Option<u64>,
 }
 
 /// `[namespaces.<ns>]`: behaviour of the rooms in one namespace.
@@ -265,6 +268,12 @@ pub struct NamespaceSection {
     /// Age after which messages leave history, seconds; 0: never.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history_ttl_seconds: Option<u64>,
+    /// Bytes of history over all the namespace's rooms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_max_bytes: Option<u64>,
+    /// Messages of history over all the namespace's rooms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_max_msgs: Option<u64>,
     /// Most messages one recovery returns.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery_max: Option<usize>,

@@ -22,6 +22,12 @@ pub struct Namespace {
     pub history_size: u64,
     /// How long a message stays in history; zero: until pushed out by `history_size`.
     pub history_ttl: Duration,
+    /// Bytes of history the namespace's rooms hold together; beyond it the namespace's oldest
+    /// messages are discarded, so no number of rooms can fill the store. At least 1.
+    pub history_max_bytes: u64,
+    /// Messages of history the namespace's rooms hold together; beyond it the oldest are
+    /// discarded. At least 1.
+    pub history_max_msgs: u64,
     /// Most messages one `join` with `since`, or one history request, returns.
     pub recovery_max: usize,
     /// Keep cluster-wide presence (otherwise `presence` gets `not_supported`).
@@ -38,6 +44,8 @@ impl Default for Namespace {
         Namespace {
             history_size: default_of("namespaces.<ns>.history_size"),
             history_ttl: Duration::from_secs(default_of("namespaces.<ns>.history_ttl_seconds")),
+            history_max_bytes: default_of("namespaces.<ns>.history_max_bytes"),
+            history_max_msgs: default_of("namespaces.<ns>.history_max_msgs"),
             recovery_max: default_of("namespaces.<ns>.recovery_max"),
             presence: default_of("namespaces.<ns>.presence"),
             join_leave: default_of("namespaces.<ns>.join_leave"),

@@ -127,6 +127,7 @@ fn full_file() -> FileConfig {
         history: Some(HistorySection {
             storage: Some(Storage::Memory),
             replicas: Some(3),
+            memory_max_bytes: Some(1 << 20),
         }),
         namespaces: Some(
             [
@@ -135,6 +136,8 @@ fn full_file() -> FileConfig {
                     NamespaceSection {
                         history_size: Some(10),
                         history_ttl_seconds: Some(60),
+                        history_max_bytes: Some(1 << 20),
+                        history_max_msgs: Some(5000),
                         recovery_max: Some(50),
                         presence: Some(true),
                         join_leave: Some(true),
@@ -244,10 +247,13 @@ fn an_empty_file_gives_every_documented_default() -> Result<()> {
     assert_eq!(config.drain.reconnect_spread, Duration::from_millis(10_000));
     assert_eq!(config.history.storage, Storage::File);
     assert_eq!(config.history.replicas, 1);
+    assert_eq!(config.history.memory_max_bytes, 268_435_456);
 
     let namespace = &config.namespaces.default;
     assert_eq!(namespace.history_size, 0);
     assert_eq!(namespace.history_ttl, Duration::ZERO);
+    assert_eq!(namespace.history_max_bytes, 268_435_456);
+    assert_eq!(namespace.history_max_msgs, 1_000_000);
     assert_eq!(namespace.recovery_max, 1000);
     assert!(!namespace.presence);
     assert!(!namespace.join_leave);
@@ -807,6 +813,21 @@ fn invalid_values_give_one_line_naming_key_and_file() {
         ),
         ("[history]\nreplicas = 0", "history.replicas", "from 1 to 5"),
         ("[history]\nreplicas = 7", "history.replicas", "from 1 to 5"),
+        (
+            "[history]\nmemory_max_bytes = 0",
+            "history.memory_max_bytes",
+            "at least 1",
+        ),
+        (
+            "[namespaces.chat]\nhistory_max_bytes = 0",
+            "namespaces.chat.history_max_bytes",
+            "at least 1",
+        ),
+        (
+            "[namespaces.chat]\nhistory_max_msgs = 0",
+            "namespaces.chat.history_max_msgs",
+            "at least 1",
+        ),
         (
             "[namespaces.chat]\nrecovery_max = 0",
             "namespaces.chat.recovery_max",

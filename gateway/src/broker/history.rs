@@ -2,14 +2,19 @@
 //! docs/protocol.md ("Joining"), stamping `seq`/`prev`/`epoch` onto message frames,
 //! and the in-memory history of the single-node broker.
 //!
-//! Time to live is applied when history is *read*: the last message of a room is
-//! kept (up to a much larger safety horizon) even after it expired, so the
-//! room's current `seq` and the next message's `prev` stay right across expiry,
-//! and a client that saw that last message still recovers exactly.
+//! Time to live is applied when history is *read*: a room's position (its last
+//! seq) is kept up to a much larger safety horizon even after its messages
+//! expired, so the room's current `seq` and the next message's `prev` stay
+//! right across expiry, and a client that saw that last message still recovers
+//! exactly. Freeing expired messages is a periodic sweep's work, never a
+//! publisher's.
 
-use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use lru::LruCache;
+use parking_lot::Mutex;
 
 use serde_json::value::RawValue;
 use wsgate_config::{Namespace, Namespaces};
@@ -145,35 +150,106 @@ pub fn recover(
     }
 }
 
+/// What one stored message costs the in-memory budgets beyond its frame: its
+/// slot in the room's queue and in its namespace's index. An estimate, so that
+/// a flood of tiny messages is still bounded.
+const MESSAGE_OVERHEAD: u64 = 64;
+
+/// What one room costs the memory budget beyond its name: its entry in the
+/// rooms' index and its namespace's.
+const ROOM_OVERHEAD: u64 = 160;
+
+/// Most removals one sweep makes under the lock before letting publishes in.
+const SWEEP_BATCH: usize = 4096;
+
 /// The single-node broker's history: per room, its last `history_size`
 /// messages and its last seq. Seqs count per namespace, like a JetStream
 /// stream's, so gaps within a room are normal.
+///
+/// Bounded as the JetStream streams are, and more: each namespace holds at
+/// most `history_max_bytes` and `history_max_msgs` (its oldest messages are
+/// discarded beyond them), and all rooms together at most
+/// `history.memory_max_bytes`, beyond which the least recently used rooms are
+/// dropped whole. Expiry is not the publisher's work: [`MemoryHistory::sweep`],
+/// run periodically, frees expired messages and forgets rooms past the safety
+/// horizon, so a publish costs the same with ten rooms or a hundred thousand.
+///
+/// A room that a budget emptied, or that went past the horizon, is forgotten:
+/// its position is 0 again and a client returning with `since` is told
+/// `recovered: false`, never a false `true`.
 pub struct MemoryHistory {
     /// Random per process: a restart loses the history, so the epoch changes.
     epoch: String,
     namespaces: Namespaces,
+    /// `history.memory_max_bytes`.
+    max_bytes: u64,
     state: Mutex<MemoryState>,
 }
 
-#[derive(Default)]
 struct MemoryState {
-    next: HashMap<String, u64>,
-    rooms: HashMap<String, RoomHistory>,
+    /// Every room with history, least recently used (published to or read) first.
+    rooms: LruCache<Arc<str>, RoomHistory>,
+    /// Per namespace name.
+    spaces: HashMap<String, Space>,
+    /// What every room and message costs together, as the budget counts.
+    bytes: u64,
 }
 
+/// The history of one namespace, over all its rooms.
 #[derive(Default)]
+struct Space {
+    /// The last seq given out.
+    next: u64,
+    /// Every stored message, by seq → its room. Seqs rise with time, so the
+    /// first is both the oldest and the first to expire.
+    messages: BTreeMap<u64, Arc<str>>,
+    /// Every room, by its last message's seq: the first went silent first.
+    silent: BTreeMap<u64, Arc<str>>,
+    /// What the stored messages cost, as `history_max_bytes` counts.
+    bytes: u64,
+    /// The highest last seq of a room that was forgotten (emptied by a
+    /// budget, or silent past the horizon): a client whose `since` is below
+    /// it may have missed messages of a room now unknown.
+    forgotten: u64,
+}
+
 struct RoomHistory {
     last: u64,
-    last_at: Option<SystemTime>,
-    messages: VecDeque<(u64, u64, SystemTime, String)>,
+    last_at: SystemTime,
+    messages: VecDeque<Stored>,
+    /// What this room's stored messages cost.
+    bytes: u64,
+}
+
+struct Stored {
+    seq: u64,
+    prev: u64,
+    at: SystemTime,
+    frame: String,
+}
+
+impl Stored {
+    fn cost(&self) -> u64 {
+        self.frame.len() as u64 + MESSAGE_OVERHEAD
+    }
+}
+
+fn room_cost(room: &str) -> u64 {
+    room.len() as u64 + ROOM_OVERHEAD
 }
 
 impl MemoryHistory {
-    pub fn new(namespaces: Namespaces) -> Self {
+    /// History for `namespaces`, all rooms together within `max_bytes`.
+    pub fn new(namespaces: Namespaces, max_bytes: u64) -> Self {
         Self {
             epoch: format!("mem-{:016x}", rand::random::<u64>()),
             namespaces,
-            state: Mutex::default(),
+            max_bytes,
+            state: Mutex::new(MemoryState {
+                rooms: LruCache::unbounded(),
+                spaces: HashMap::new(),
+                bytes: 0,
+            }),
         }
     }
 
@@ -183,42 +259,183 @@ impl MemoryHistory {
         (namespace.history_size > 0).then_some(namespace)
     }
 
+    /// Whether any namespace's messages expire, so [`MemoryHistory::sweep`] has work.
+    pub fn expires(&self) -> bool {
+        std::iter::once(&self.namespaces.default)
+            .chain(self.namespaces.named.values())
+            .any(|namespace| namespace.has_history() && !namespace.history_ttl.is_zero())
+    }
+
     /// Stores a message; returns the stamped frame and its seq.
     pub fn store(&self, room: &str, frame: &str) -> Option<(u64, String)> {
+        self.store_at(room, frame, SystemTime::now())
+    }
+
+    fn store_at(&self, room: &str, frame: &str, now: SystemTime) -> Option<(u64, String)> {
         let namespace = self.namespace(room)?;
-        let ns = namespace_name(&self.namespaces, room).to_owned();
-        let mut state = self.state.lock();
-        let now = SystemTime::now();
-        let next = state.next.entry(ns).or_insert(0);
-        *next += 1;
-        let seq = *next;
-        let history = state.rooms.entry(room.to_owned()).or_default();
+        let name = namespace_name(&self.namespaces, room);
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let space = state.spaces.entry(name.to_owned()).or_default();
+        space.next += 1;
+        let seq = space.next;
+        let key: Arc<str> = match state.rooms.get_key_value(room) {
+            Some((key, _)) => key.clone(),
+            None => {
+                let key: Arc<str> = Arc::from(room);
+                state.rooms.push(
+                    key.clone(),
+                    RoomHistory {
+                        last: 0,
+                        last_at: now,
+                        messages: VecDeque::new(),
+                        bytes: 0,
+                    },
+                );
+                state.bytes += room_cost(room);
+                key
+            }
+        };
+        let Some(history) = state.rooms.get_mut(room) else {
+            // Just looked up or inserted under the same lock.
+            return None;
+        };
         let prev = history.last;
+        space.silent.remove(&prev);
+        space.silent.insert(seq, key.clone());
         history.last = seq;
-        history.last_at = Some(now);
-        history
-            .messages
-            .push_back((seq, prev, now, frame.to_owned()));
+        history.last_at = now;
+        let stored = Stored {
+            seq,
+            prev,
+            at: now,
+            frame: frame.to_owned(),
+        };
+        let cost = stored.cost();
+        history.messages.push_back(stored);
+        history.bytes += cost;
+        space.messages.insert(seq, key);
+        space.bytes += cost;
+        state.bytes += cost;
         while history.messages.len() as u64 > namespace.history_size {
-            history.messages.pop_front();
+            let Some(old) = history.messages.pop_front() else {
+                break;
+            };
+            history.bytes -= old.cost();
+            space.messages.remove(&old.seq);
+            space.bytes -= old.cost();
+            state.bytes -= old.cost();
         }
-        let horizon = safety_horizon(namespace.history_ttl);
-        if !horizon.is_zero() {
-            // Forget rooms silent for longer than the horizon, as the stream's MaxAge would.
-            state.rooms.retain(|_, room| {
-                room.last_at
-                    .and_then(|at| now.duration_since(at).ok())
-                    .is_none_or(|age| age <= horizon)
-            });
+        // The namespace's budgets: its oldest messages go first.
+        while space.bytes > namespace.history_max_bytes
+            || space.messages.len() as u64 > namespace.history_max_msgs
+        {
+            if !discard_oldest(&mut state.rooms, space, &mut state.bytes) {
+                break;
+            }
         }
+        // The node's budget: whole rooms, least recently used first.
+        while state.bytes > self.max_bytes {
+            let Some((evicted, history)) = state.rooms.pop_lru() else {
+                break;
+            };
+            let space = state
+                .spaces
+                .entry(namespace_name(&self.namespaces, &evicted).to_owned())
+                .or_default();
+            forget(space, &evicted, &history, &mut state.bytes);
+        }
+        drop(guard);
         let stamped = frame::stamp(frame, seq, prev, &self.epoch)?;
         Some((seq, frame::into_text(stamped)))
+    }
+
+    /// Frees the messages whose time to live has passed and forgets the rooms
+    /// silent past the safety horizon, as a JetStream stream's `max_age`
+    /// would. Run periodically, never on the publish path: it takes the lock
+    /// for at most [`SWEEP_BATCH`] removals at a time.
+    pub fn sweep(&self) {
+        self.sweep_at(SystemTime::now());
+    }
+
+    fn sweep_at(&self, now: SystemTime) {
+        let names: Vec<String> = self.state.lock().spaces.keys().cloned().collect();
+        for name in names {
+            let settings = self
+                .namespaces
+                .named
+                .get(&name)
+                .unwrap_or(&self.namespaces.default);
+            let ttl = settings.history_ttl;
+            if ttl.is_zero() {
+                continue;
+            }
+            let horizon = safety_horizon(ttl);
+            let older = |at: SystemTime, age: Duration| {
+                now.duration_since(at).is_ok_and(|since| since > age)
+            };
+            loop {
+                let mut guard = self.state.lock();
+                let state = &mut *guard;
+                let Some(space) = state.spaces.get_mut(&name) else {
+                    break;
+                };
+                let mut removed = 0;
+                while removed < SWEEP_BATCH {
+                    let Some((&seq, room)) = space.messages.first_key_value() else {
+                        break;
+                    };
+                    let Some(history) = state.rooms.peek_mut(room) else {
+                        space.messages.remove(&seq);
+                        continue;
+                    };
+                    match history.messages.front() {
+                        Some(front) if front.seq == seq => {
+                            if !older(front.at, ttl) {
+                                break;
+                            }
+                            let cost = front.cost();
+                            history.messages.pop_front();
+                            history.bytes -= cost;
+                            space.bytes -= cost;
+                            state.bytes -= cost;
+                        }
+                        // Not the room's oldest: an index entry left behind.
+                        _ => {}
+                    }
+                    space.messages.remove(&seq);
+                    removed += 1;
+                }
+                while removed < SWEEP_BATCH {
+                    let Some((_, room)) = space.silent.first_key_value() else {
+                        break;
+                    };
+                    let room = room.clone();
+                    match state.rooms.peek(&room) {
+                        Some(history) if !older(history.last_at, horizon) => break,
+                        Some(_) => {
+                            if let Some(history) = state.rooms.pop(&room) {
+                                forget(space, &room, &history, &mut state.bytes);
+                            }
+                        }
+                        None => {
+                            space.silent.pop_first();
+                        }
+                    }
+                    removed += 1;
+                }
+                if removed < SWEEP_BATCH {
+                    break;
+                }
+            }
+        }
     }
 
     /// The room's position and, with `since`, what came after it.
     pub fn recover(&self, room: &str, since: Option<(&str, u64)>) -> Option<Recovery> {
         let namespace = self.namespace(room)?;
-        let state = self.state.lock();
+        let name = namespace_name(&self.namespaces, room);
+        let mut state = self.state.lock();
         let now = SystemTime::now();
         let ttl = namespace.history_ttl;
         let (current, entries) = match state.rooms.get(room) {
@@ -228,24 +445,75 @@ impl MemoryHistory {
                 history
                     .messages
                     .iter()
-                    .map(|(seq, prev, at, frame)| Entry {
-                        seq: *seq,
-                        prev: Some(*prev),
+                    .map(|stored| Entry {
+                        seq: stored.seq,
+                        prev: Some(stored.prev),
                         fresh: ttl.is_zero()
-                            || now.duration_since(*at).map_or(true, |age| age <= ttl),
-                        frame: frame.clone(),
+                            || now.duration_since(stored.at).map_or(true, |age| age <= ttl),
+                        frame: stored.frame.clone(),
                     })
                     .collect(),
             ),
         };
-        Some(recover(
-            &self.epoch,
-            since,
-            current,
-            entries,
-            namespace.recovery_max,
-        ))
+        let forgotten = state.spaces.get(name).map_or(0, |space| space.forgotten);
+        drop(state);
+        let mut recovery = recover(&self.epoch, since, current, entries, namespace.recovery_max);
+        // An unknown room may be one that was forgotten after `since`.
+        if current == 0 && since.is_some_and(|(_, seq)| seq < forgotten) {
+            recovery.recovered = false;
+        }
+        Some(recovery)
     }
+
+    /// What the stored history costs, as `history.memory_max_bytes` counts.
+    #[cfg(test)]
+    fn bytes(&self) -> u64 {
+        self.state.lock().bytes
+    }
+}
+
+/// Discards the namespace's oldest message; a room it empties is forgotten.
+/// Returns `false` when the namespace holds nothing.
+fn discard_oldest(
+    rooms: &mut LruCache<Arc<str>, RoomHistory>,
+    space: &mut Space,
+    bytes: &mut u64,
+) -> bool {
+    let Some((seq, room)) = space.messages.pop_first() else {
+        return false;
+    };
+    let Some(history) = rooms.peek_mut(&room) else {
+        return true;
+    };
+    if history
+        .messages
+        .front()
+        .is_some_and(|front| front.seq == seq)
+    {
+        if let Some(old) = history.messages.pop_front() {
+            history.bytes -= old.cost();
+            space.bytes -= old.cost();
+            *bytes -= old.cost();
+        }
+    }
+    if history.messages.is_empty() {
+        if let Some(history) = rooms.pop(&room) {
+            forget(space, &room, &history, bytes);
+        }
+    }
+    true
+}
+
+/// Takes a room removed from the rooms' index out of its namespace's indexes
+/// and the budgets, and remembers that it was forgotten.
+fn forget(space: &mut Space, room: &str, history: &RoomHistory, bytes: &mut u64) {
+    for stored in &history.messages {
+        space.messages.remove(&stored.seq);
+    }
+    space.bytes -= history.bytes;
+    space.silent.remove(&history.last);
+    space.forgotten = space.forgotten.max(history.last);
+    *bytes -= history.bytes + room_cost(room);
 }
 
 #[cfg(test)]
@@ -345,7 +613,7 @@ mod tests {
         let file = "version = 1\n[namespaces.chat]\nhistory_size = 2\n";
         let config =
             wsgate_config::Config::from_toml(file, std::path::Path::new("t.toml")).unwrap();
-        let history = MemoryHistory::new(config.namespaces.clone());
+        let history = MemoryHistory::new(config.namespaces.clone(), u64::MAX);
         let message = r#"{"type":"message","room":"chat:a","data":1,"from":null}"#;
         assert!(history.store("plain", message).is_none());
         let seqs: Vec<u64> = (0..4)
@@ -360,5 +628,187 @@ mod tests {
         let (_, frame) = history.store("chat:a", message).unwrap();
         let value: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(value["prev"], seqs[3]);
+    }
+    /// In-memory history for the namespaces of `file` (a config file body),
+    /// all rooms within `max_bytes`.
+    fn memory(file: &str, max_bytes: u64) -> MemoryHistory {
+        let file = format!("version = 1\n{file}");
+        let config = wsgate_config::Config::from_toml(&file, std::path::Path::new("t.toml"))
+            .expect("test config is valid");
+        MemoryHistory::new(config.namespaces.clone(), max_bytes)
+    }
+
+    fn message(room: &str) -> String {
+        format!(r#"{{"type":"message","room":"{room}","data":1,"from":null}}"#)
+    }
+
+    /// Stores one message in `room` at `at`, returning its seq.
+    fn store(history: &MemoryHistory, room: &str, at: SystemTime) -> u64 {
+        history
+            .store_at(room, &message(room), at)
+            .expect("the room keeps history")
+            .0
+    }
+
+    /// Joins `room` with `since` as a client of this process would.
+    fn rejoin(history: &MemoryHistory, room: &str, since: u64) -> Recovery {
+        let epoch = history.epoch.clone();
+        history
+            .recover(room, Some((&epoch, since)))
+            .expect("the room keeps history")
+    }
+
+    /// The namespace's message budget discards its oldest messages, over all
+    /// its rooms; a room left with a gap is not recovered across it.
+    #[test]
+    fn the_message_budget_discards_the_namespaces_oldest_messages() {
+        let history = memory(
+            "[namespaces.chat]\nhistory_size = 10\nhistory_max_msgs = 3\n",
+            u64::MAX,
+        );
+        let now = SystemTime::now();
+        let a1 = store(&history, "chat:a", now);
+        let _b1 = store(&history, "chat:b", now);
+        let a2 = store(&history, "chat:a", now);
+        let _b2 = store(&history, "chat:b", now);
+        // a1 went to keep three: a rejoin from 0 misses it.
+        let recovery = rejoin(&history, "chat:a", 0);
+        assert!(!recovery.recovered, "{recovery:?}");
+        assert_eq!(
+            recovery.missed.iter().map(|m| m.0).collect::<Vec<_>>(),
+            [a2]
+        );
+        assert_eq!(recovery.seq, a2);
+        let recovery = rejoin(&history, "chat:a", a1);
+        assert!(recovery.recovered, "nothing after a1 is missing");
+        // Other namespaces are not touched by chat's budget.
+        let plain = memory("[namespaces.default]\nhistory_size = 10\n", u64::MAX);
+        for _ in 0..5 {
+            store(&plain, "r", now);
+        }
+        assert_eq!(plain.recover("r", None).map(|r| r.seq), Some(5));
+    }
+
+    /// The namespace's byte budget discards its oldest messages too.
+    #[test]
+    fn the_byte_budget_discards_the_namespaces_oldest_messages() {
+        let cost = message("chat:a").len() as u64 + MESSAGE_OVERHEAD;
+        let history = memory(
+            &format!(
+                "[namespaces.chat]\nhistory_size = 10\nhistory_max_bytes = {}\n",
+                cost * 2
+            ),
+            u64::MAX,
+        );
+        let now = SystemTime::now();
+        let seqs: Vec<u64> = (0..4).map(|_| store(&history, "chat:a", now)).collect();
+        let recovery = rejoin(&history, "chat:a", seqs[0]);
+        assert!(!recovery.recovered, "seq {} was discarded", seqs[1]);
+        assert_eq!(
+            recovery.missed.iter().map(|m| m.0).collect::<Vec<_>>(),
+            seqs[2..]
+        );
+        assert!(rejoin(&history, "chat:a", seqs[1]).recovered);
+    }
+
+    /// A room whose last message a budget discarded is forgotten, as past the
+    /// safety horizon: position 0, and a client returning with any `since`,
+    /// 0 included, is told `recovered: false`.
+    #[test]
+    fn a_room_emptied_by_a_budget_is_at_position_zero_and_not_recovered() {
+        let history = memory(
+            "[namespaces.chat]\nhistory_size = 10\nhistory_max_msgs = 2\n",
+            u64::MAX,
+        );
+        let now = SystemTime::now();
+        let a1 = store(&history, "chat:a", now);
+        store(&history, "chat:b", now);
+        store(&history, "chat:b", now);
+        let recovery = rejoin(&history, "chat:a", a1);
+        assert_eq!(recovery.seq, 0);
+        assert!(!recovery.recovered, "{recovery:?}");
+        let recovery = rejoin(&history, "chat:a", 0);
+        assert_eq!(recovery.seq, 0);
+        assert!(!recovery.recovered, "a1 came after seq 0: {recovery:?}");
+        // The room starts over: its next message's prev is 0.
+        let (_, frame) = history
+            .store_at("chat:a", &message("chat:a"), now)
+            .expect("keeps history");
+        let value: serde_json::Value = serde_json::from_str(&frame).unwrap_or_default();
+        assert_eq!(value["prev"], 0);
+        // A room never seen, in a namespace that never forgot one, recovers from 0.
+        let fresh = memory("[namespaces.chat]\nhistory_size = 10\n", u64::MAX);
+        store(&fresh, "chat:b", now);
+        assert!(rejoin(&fresh, "chat:a", 0).recovered);
+    }
+
+    /// Beyond `history.memory_max_bytes` the least recently used rooms, a read
+    /// counting as a use, are dropped whole, and the store stays within it.
+    #[test]
+    fn the_memory_budget_drops_least_recently_used_rooms_whole() {
+        let room_bytes = room_cost("r:a") + 2 * (message("r:a").len() as u64 + MESSAGE_OVERHEAD);
+        let budget = room_bytes * 3;
+        let history = memory("[namespaces.r]\nhistory_size = 10\n", budget);
+        let now = SystemTime::now();
+        for room in ["r:a", "r:b", "r:c"] {
+            store(&history, room, now);
+            store(&history, room, now);
+        }
+        assert_eq!(history.bytes(), budget);
+        // Reading a makes b the least recently used.
+        assert!(history.recover("r:a", None).is_some_and(|r| r.seq > 0));
+        store(&history, "r:d", now);
+        assert!(history.bytes() <= budget);
+        assert_eq!(history.recover("r:b", None).map(|r| r.seq), Some(0));
+        for room in ["r:a", "r:c", "r:d"] {
+            assert!(
+                history.recover(room, None).is_some_and(|r| r.seq > 0),
+                "{room}"
+            );
+        }
+        let recovery = rejoin(&history, "r:b", 0);
+        assert!(!recovery.recovered, "b was dropped: {recovery:?}");
+    }
+
+    /// Publishing leaves expiry alone; the sweep frees expired messages but
+    /// keeps the room's position, and forgets the room past the horizon.
+    #[test]
+    fn the_sweep_frees_expired_history_and_forgets_rooms_past_the_horizon() {
+        let history = memory(
+            "[namespaces.chat]\nhistory_size = 10\nhistory_ttl_seconds = 60\n",
+            u64::MAX,
+        );
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let first = store(&history, "chat:old", start);
+        let last = store(&history, "chat:old", start);
+        let full = history.bytes();
+        // A publish long after neither scans nor frees the other room.
+        let later = start + Duration::from_secs(61);
+        store(&history, "chat:new", later);
+        assert!(history.bytes() > full);
+        let before_sweep = history.bytes();
+        history.sweep_at(later);
+        let cost = message("chat:old").len() as u64 + MESSAGE_OVERHEAD;
+        assert_eq!(history.bytes(), before_sweep - 2 * cost);
+        let recovery = rejoin(&history, "chat:old", first);
+        assert_eq!(recovery.seq, last, "the position survives expiry");
+        assert!(!recovery.recovered);
+        assert!(rejoin(&history, "chat:old", last).recovered);
+        // Past the horizon, a publish elsewhere still does not scan the rooms:
+        // the sweep forgets the silent one.
+        let past = start + safety_horizon(Duration::from_secs(60)) + Duration::from_secs(1);
+        store(&history, "chat:other", past);
+        assert_eq!(history.recover("chat:old", None).map(|r| r.seq), Some(last));
+        history.sweep_at(past);
+        let recovery = rejoin(&history, "chat:old", last);
+        assert_eq!(recovery.seq, 0);
+        assert!(!recovery.recovered);
+        assert!(!rejoin(&history, "chat:old", 0).recovered);
+        let other = room_cost("chat:other") + message("chat:other").len() as u64 + MESSAGE_OVERHEAD;
+        assert_eq!(
+            history.bytes(),
+            room_cost("chat:new") + other,
+            "chat:new keeps only its position"
+        );
     }
 }

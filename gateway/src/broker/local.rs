@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
-use wsgate_config::Namespaces;
+use wsgate_config::{History, Namespaces};
 
 use super::history::MemoryHistory;
 use super::{
@@ -36,23 +37,65 @@ pub struct LocalBroker {
 
 impl LocalBroker {
     /// A broker delivering to `node` only, keeping history in memory for the
-    /// namespaces that have it.
+    /// namespaces that have it, within the default `history.memory_max_bytes`.
     pub fn new(
         node: Arc<dyn LocalNode>,
         namespaces: Namespaces,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        Self::with_memory_budget(
+            node,
+            namespaces,
+            History::default().memory_max_bytes,
+            metrics,
+        )
+    }
+
+    /// As [`LocalBroker::new`], all rooms' history together within
+    /// `memory_max_bytes` (`history.memory_max_bytes`).
+    ///
+    /// Inside a Tokio runtime, also starts the task that sweeps expired
+    /// history every [`SWEEP_INTERVAL`]; it ends when the broker is dropped.
+    pub fn with_memory_budget(
+        node: Arc<dyn LocalNode>,
+        namespaces: Namespaces,
+        memory_max_bytes: u64,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let broker = Arc::new(Self {
             node,
             rooms: Arc::default(),
             availability: Availability::new(metrics, &namespaces, true),
-            history: MemoryHistory::new(namespaces),
+            history: MemoryHistory::new(namespaces, memory_max_bytes),
             ordered: Mutex::new(()),
-        })
+        });
+        if broker.history.expires() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(sweep(Arc::downgrade(&broker)));
+            }
+        }
+        broker
     }
 
     fn room(&self, name: &str) -> Option<Arc<dyn RoomSink>> {
         self.rooms.lock().get(name).and_then(Weak::upgrade)
+    }
+}
+
+/// How often expired in-memory history is freed. Expiry as clients see it
+/// does not wait for the sweep: recovery checks each message's age.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Sweeps `broker`'s history every [`SWEEP_INTERVAL`] until it is dropped.
+async fn sweep(broker: Weak<LocalBroker>) {
+    let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        broker.history.sweep();
     }
 }
 

@@ -104,12 +104,20 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
             wsgate_crds::LogFormat::Text => LogFormat::Text,
             wsgate_crds::LogFormat::Json => LogFormat::Json,
         }),
-        history: spec.nats.as_ref().map(|_| HistorySection {
-            storage: Some(match spec.history.storage {
-                HistoryStorage::File => Storage::File,
-                HistoryStorage::Memory => Storage::Memory,
-            }),
-            replicas: Some(small(spec.history_replicas())),
+        history: Some(match spec.nats {
+            Some(_) => HistorySection {
+                storage: Some(match spec.history.storage {
+                    HistoryStorage::File => Storage::File,
+                    HistoryStorage::Memory => Storage::Memory,
+                }),
+                replicas: Some(small(spec.history_replicas())),
+                ..HistorySection::default()
+            },
+            // One gateway keeps history in its own memory.
+            None => HistorySection {
+                memory_max_bytes: Some(spec.history.memory_max_bytes),
+                ..HistorySection::default()
+            },
         }),
         nats,
         auth: Some(AuthSection {
@@ -168,6 +176,8 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
                         NamespaceSection {
                             history_size: Some(section.history_size),
                             history_ttl_seconds: Some(section.history_ttl_seconds),
+                            history_max_bytes: Some(section.history_max_bytes),
+                            history_max_msgs: Some(section.history_max_msgs),
                             recovery_max: Some(size(section.recovery_max)),
                             presence: Some(section.presence),
                             join_leave: Some(section.join_leave),
@@ -325,6 +335,49 @@ mod tests {
                 .any(|problem| problem.contains("limits.trusted_proxies")
                     && problem.contains("lb.internal")),
             "{problems:?}"
+        );
+    }
+
+    /// The history budgets of the spec reach the gateway's file: each
+    /// namespace's `historyMaxBytes`/`historyMaxMsgs` always, and
+    /// `history.memoryMaxBytes` when the one gateway keeps history in memory
+    /// (no NATS); the gateway resolves them as written.
+    #[test]
+    fn history_budgets_are_rendered_into_the_gateway_config() {
+        use super::gateway_config;
+        use crate::fixtures::{WsClusterExt, wsc};
+        use wsgate_crds::WsCluster;
+        let mut single = wsc("chat");
+        single.spec.history.memory_max_bytes = 12_345_678;
+        single.spec.namespaces.insert(
+            "hist".into(),
+            wsgate_crds::NamespaceSpec {
+                history_size: 10,
+                history_max_bytes: 1_000_000,
+                history_max_msgs: 5_000,
+                ..Default::default()
+            },
+        );
+        let path = std::path::Path::new("wsgate.toml");
+        let resolve = |wsc: &WsCluster| {
+            let file = gateway_config(wsc).unwrap_or_default();
+            wsgate_config::Config::from_toml(&file, path)
+                .unwrap_or_else(|error| panic!("{error}\n{file}"))
+        };
+        let config = resolve(&single);
+        assert_eq!(config.history.memory_max_bytes, 12_345_678);
+        let hist = &config.namespaces.named["hist"];
+        assert_eq!(hist.history_max_bytes, 1_000_000);
+        assert_eq!(hist.history_max_msgs, 5_000);
+
+        let mut fleet = single.with_managed_nats(3);
+        fleet.spec.history.memory_max_bytes = 12_345_678;
+        let config = resolve(&fleet);
+        assert_eq!(config.namespaces.named["hist"].history_max_msgs, 5_000);
+        assert_eq!(
+            config.history.memory_max_bytes,
+            wsgate_config::History::default().memory_max_bytes,
+            "JetStream keeps fleet history: the memory budget is not rendered"
         );
     }
 }

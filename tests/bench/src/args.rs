@@ -67,6 +67,17 @@ pub struct Common {
     #[arg(long, value_name = "MESSAGES")]
     pub history: Option<u64>,
 
+    /// With `--history`: messages expire after this many seconds
+    /// (`history_ttl_seconds` of the default namespace). Default: no expiry.
+    #[arg(long, value_name = "SECONDS")]
+    pub history_ttl_seconds: Option<u64>,
+
+    /// Before the load, publish one message to each of this many other rooms (through one
+    /// connection to the first gateway), so the history holds that many rooms while the
+    /// scenario measures: a publish must cost the same with 1,000 rooms as with 100,000.
+    #[arg(long, value_name = "ROOMS", default_value_t = 0)]
+    pub prefill_rooms: u64,
+
     /// The gateway binary to start. Default: `wsgate` beside this binary, else
     /// `target/release/wsgate`.
     #[arg(long, env = "WSGATE_BENCH_WSGATE_BIN")]

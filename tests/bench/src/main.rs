@@ -10,6 +10,7 @@
 //!   Socket.IO or the Pusher protocol;
 //! - [`worker`]: the processes holding the receiving connections (this binary re-executed),
 //!   and the line protocol the coordinator drives them with;
+//! - [`prefill`]: fills the history with many rooms before a run (`--prefill-rooms`);
 //! - [`publisher`]: paced publishers with a send timestamp in every message;
 //! - [`pusher_api`]: the Pusher HTTP events API (signed requests), how Sockudo's publishers
 //!   publish;
@@ -19,6 +20,7 @@
 mod args;
 mod client;
 mod histogram;
+mod prefill;
 mod proc;
 mod publisher;
 mod pusher_api;

@@ -270,6 +270,20 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
         bail!("direct against --target needs --jwt-secret");
     }
 
+    if common.prefill_rooms > 0 && protocol == Protocol::Wsgate {
+        let (Some(url), Some(secret)) = (stack.endpoints.first(), jwt_secret.as_deref()) else {
+            bail!("--prefill-rooms needs a gateway and its JWT secret");
+        };
+        let took = crate::prefill::prefill(url, secret, common.prefill_rooms).await?;
+        if !common.quiet && !common.json {
+            eprintln!(
+                "{name}: prefilled {} history rooms in {:.1} s",
+                common.prefill_rooms,
+                took.as_secs_f64()
+            );
+        }
+    }
+
     // Let the servers settle, then read where they start.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = stack.sample();

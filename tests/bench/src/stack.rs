@@ -238,6 +238,9 @@ impl Stack {
                 }
                 if let Some(size) = common.history {
                     text.push_str(&format!("\n[namespaces.default]\nhistory_size = {size}\n"));
+                    if let Some(ttl) = common.history_ttl_seconds {
+                        text.push_str(&format!("history_ttl_seconds = {ttl}\n"));
+                    }
                 }
                 std::fs::write(&path, text)?;
                 path

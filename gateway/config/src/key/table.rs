@@ -385,6 +385,8 @@ pub const KEYS: &[Key] = &[
         Kind::COUNT32,
         "JetStream stream replicas, 1 to 5"
     ),
+    key!(extension "history.memory_max_bytes", None, None, "268435456", Kind::COUNT,
+        "single node (no nats_url): bytes of in-memory history over all rooms; over it the least recently used rooms are dropped whole; at least 1"),
     key!(
         "namespaces.<ns>.history_size",
         None,
@@ -401,6 +403,10 @@ pub const KEYS: &[Key] = &[
         Kind::COUNT,
         "0: kept until pushed out by size"
     ),
+    key!(extension "namespaces.<ns>.history_max_bytes", None, None, "268435456", Kind::COUNT,
+        "bytes of history over all the namespace's rooms (the JetStream stream's max_bytes); over it the oldest messages are discarded; at least 1"),
+    key!(extension "namespaces.<ns>.history_max_msgs", None, None, "1000000", Kind::COUNT,
+        "messages of history over all the namespace's rooms (the stream's max_msgs); over it the oldest are discarded; at least 1"),
     key!(
         "namespaces.<ns>.recovery_max",
         None,

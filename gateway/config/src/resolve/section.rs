@@ -381,7 +381,11 @@ pub(super) fn resolve_drain(
 
 /// `[history]`.
 pub(super) fn resolve_history(layers: &Layers, file: HistorySection) -> Result<History> {
-    let HistorySection { storage, replicas } = file;
+    let HistorySection {
+        storage,
+        replicas,
+        memory_max_bytes,
+    } = file;
     let defaults = History::default();
     Ok(History {
         storage: storage.unwrap_or(defaults.storage),
@@ -394,6 +398,11 @@ pub(super) fn resolve_history(layers: &Layers, file: HistorySection) -> Result<H
                     Err(format!("must be from 1 to {MAX_REPLICAS}"))
                 }
             })?,
+        memory_max_bytes: layers
+            .file_only("history.memory_max_bytes", memory_max_bytes, || {
+                defaults.memory_max_bytes
+            })
+            .check(at_least(1))?,
     })
 }
 
@@ -433,6 +442,8 @@ pub(super) fn resolve_namespace(
     let NamespaceSection {
         history_size,
         history_ttl_seconds,
+        history_max_bytes,
+        history_max_msgs,
         recovery_max,
         presence,
         join_leave,
@@ -442,6 +453,16 @@ pub(super) fn resolve_namespace(
     Ok(Namespace {
         history_size: history_size.unwrap_or(base.history_size),
         history_ttl: history_ttl_seconds.map_or(base.history_ttl, Duration::from_secs),
+        history_max_bytes: layers
+            .file_only(key("history_max_bytes"), history_max_bytes, || {
+                base.history_max_bytes
+            })
+            .check(at_least(1))?,
+        history_max_msgs: layers
+            .file_only(key("history_max_msgs"), history_max_msgs, || {
+                base.history_max_msgs
+            })
+            .check(at_least(1))?,
         recovery_max: layers
             .file_only(key("recovery_max"), recovery_max, || base.recovery_max)
             .check(at_least(1))?,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{
-    Config as StreamConfig, DirectGetErrorKind, Republish, StorageType,
+    Config as StreamConfig, DirectGetErrorKind, DiscardPolicy, Republish, StorageType,
 };
 use async_nats::{Client, StatusCode};
 use parking_lot::Mutex;
@@ -124,6 +124,14 @@ impl Streams {
             )),
             subjects: vec![format!("{prefix}*")],
             max_messages_per_subject: i64::try_from(settings.history_size).unwrap_or(i64::MAX),
+            // The namespace's budgets: any number of rooms fits within them,
+            // the oldest messages making way for new ones.
+            max_bytes: i64::try_from(settings.history_max_bytes).unwrap_or(i64::MAX),
+            max_messages: i64::try_from(settings.history_max_msgs).unwrap_or(i64::MAX),
+            discard: DiscardPolicy::Old,
+            // With a time to live, a room's last message is kept up to the
+            // safety horizon; without one, messages are kept until pushed out
+            // by the size and the budgets, as docs/config.md says.
             max_age: safety_horizon(settings.history_ttl),
             storage: self.storage,
             num_replicas: self.replicas,
@@ -193,6 +201,9 @@ impl Streams {
                         .map_err(unavailable)?;
                     self.create(wanted).await?
                 } else if current.max_messages_per_subject != wanted.max_messages_per_subject
+                    || current.max_bytes != wanted.max_bytes
+                    || current.max_messages != wanted.max_messages
+                    || current.discard != wanted.discard
                     || current.max_age != wanted.max_age
                     || current.num_replicas != wanted.num_replicas
                     || current
@@ -263,6 +274,15 @@ fn unix_nanos_now() -> i128 {
 }
 
 impl HistoryStream {
+    /// Whether the stream ever lost a message from its front: the budgets
+    /// (`max_bytes`, `max_msgs`) and `max_age` discard the oldest messages, so
+    /// any of them leaves the first stored seq above 1. Eviction by a room's
+    /// own `history_size` may too, which only makes the answer cautious.
+    async fn discarded_any(&self) -> Result<bool, BrokerError> {
+        let info = self.stream.get_info().await.map_err(unavailable)?;
+        Ok(info.state.first_sequence > 1)
+    }
+
     /// The room's position and, with `since`, the messages after it.
     ///
     /// Reads by direct gets, newest first: the room's last message, then each
@@ -290,7 +310,13 @@ impl HistoryStream {
         let max = self.settings.recovery_max;
         let Some(since) = since.filter(|since| since.epoch == self.epoch && since.seq < current)
         else {
-            return Ok(recover(&self.epoch, since_pair, current, Vec::new(), max));
+            let mut recovery = recover(&self.epoch, since_pair, current, Vec::new(), max);
+            // An empty room may be one whose every message the budgets or
+            // max_age discarded after the client's seq 0.
+            if recovery.recovered && current == 0 && self.discarded_any().await? {
+                recovery.recovered = false;
+            }
+            return Ok(recovery);
         };
         // Newest first, each message's predecessor read after it.
         let mut newest_first: Vec<StreamMessage> = Vec::new();
@@ -300,9 +326,10 @@ impl HistoryStream {
             let Some(message) = older else {
                 // Nothing older is stored: with `since` 0 the oldest message
                 // read is the room's first, unless history_size pushed older
-                // ones out.
-                let first =
-                    since.seq == 0 && (newest_first.len() as u64) < self.settings.history_size;
+                // ones out, or the stream's budgets or max_age discarded any.
+                let first = since.seq == 0
+                    && (newest_first.len() as u64) < self.settings.history_size
+                    && !self.discarded_any().await?;
                 break first.then_some(0);
             };
             if message.sequence <= since.seq {
