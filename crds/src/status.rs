@@ -42,4 +42,14 @@ pub struct WsClusterStatus {
     /// When `connections` and `rooms` were last written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats_time: Option<Time>,
+    /// The replicas the connections autoscaler last asked for (after its
+    /// stabilization window and step limit); absent without
+    /// `autoscaling.targetConnectionsPerPod`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+    /// When the connections autoscaler last changed `spec.replicas`. Kept in
+    /// the status, not in the operator's memory, so a restarted operator or
+    /// a new leader can tell a fleet just scaled from a settled one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
 }
