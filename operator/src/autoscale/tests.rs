@@ -58,6 +58,55 @@ fn load_within_tolerance_keeps_the_replicas() {
     assert_eq!(autoscaler.next(now, 3, &reading(2750), &target()), None);
 }
 
+/// A surge scales up at the first sample.
+#[test]
+fn a_surge_scales_up_at_once() {
+    let now = Instant::now();
+    let mut autoscaler = Autoscaler::resume(now, 2);
+    assert_eq!(autoscaler.next(now, 2, &reading(7400), &target()), Some(8));
+}
+
+/// Recorded stats of a morning peak and an evening decline, sampled every
+/// 15 s: the fleet grows with the load at once and shrinks only after the
+/// load stayed low for the whole stabilization window, one step at a time.
+#[test]
+fn recorded_stats_scale_up_fast_and_down_after_the_window() {
+    let start = Instant::now();
+    let mut autoscaler = Autoscaler::resume(start, 2);
+    let samples: &[u64] = &[
+        1500, 1800, 2600, 4100, 5900, 6100, 6000, 2500, 2400, 2600, 2500,
+    ];
+    let mut replicas = 2;
+    let mut history = Vec::new();
+    for (i, &connections) in samples.iter().enumerate() {
+        let now = start + Duration::from_secs(15 * i as u64);
+        if let Some(next) = autoscaler.next(now, replicas, &reading(connections), &target()) {
+            replicas = next;
+        }
+        history.push(replicas);
+    }
+    // Up with the load, no drop on the decline inside the window.
+    assert_eq!(history, vec![2, 2, 3, 5, 6, 6, 6, 6, 6, 6, 6]);
+
+    // Ten minutes later the window holds only low samples: one step down
+    // (10% of 6 is less than a pod, so one pod).
+    let later = start + Duration::from_secs(15 * samples.len() as u64 + 600);
+    assert_eq!(
+        autoscaler.next(later, replicas, &reading(2500), &target()),
+        Some(5)
+    );
+}
+
+/// A dip shorter than the window does not remove pods.
+#[test]
+fn a_short_dip_does_not_scale_down() {
+    let start = Instant::now();
+    let mut autoscaler = Autoscaler::resume(start, 6);
+    assert_eq!(autoscaler.next(start, 6, &reading(6000), &target()), None);
+    let dip = start + Duration::from_secs(60);
+    assert_eq!(autoscaler.next(dip, 6, &reading(1000), &target()), None);
+}
+
 /// Partial stats (a replica did not answer) never scale down.
 #[test]
 fn partial_stats_never_scale_down() {
