@@ -47,9 +47,10 @@ pub struct WsClusterStatus {
     /// `autoscaling.targetConnectionsPerPod`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_replicas: Option<i32>,
-    /// When the connections autoscaler last changed `spec.replicas`. Kept in
-    /// the status, not in the operator's memory, so a restarted operator or
-    /// a new leader can tell a fleet just scaled from a settled one.
+    /// When the connections autoscaler last changed `spec.replicas`, as an
+    /// HPA's `status.lastScaleTime`: for people and tooling asking whether
+    /// the fleet just moved. (A restarted operator does not need it: it
+    /// starts its scale-down window from the current replicas.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
 }

@@ -101,7 +101,9 @@ pub fn recommend(connections: u64, target: &Target) -> i32 {
 /// The replicas to run while capacity refusals rise: `current` plus
 /// `max(1, 10%)`, within the bounds.
 pub fn refusal_step(current: i32, target: &Target) -> i32 {
-    let step = (current / (100 / REFUSAL_STEP_PERCENT)).max(1);
+    let step = i32::try_from(i64::from(current) * i64::from(REFUSAL_STEP_PERCENT) / 100)
+        .unwrap_or(i32::MAX)
+        .max(1);
     target.clamp(current.saturating_add(step))
 }
 

@@ -361,6 +361,12 @@ pub(crate) async fn write_status(
             let time = Time(k8s_openapi::jiff::Timestamp::now());
             status.insert("lastScaleTime".into(), json!(time));
         }
+    } else if !status::connections_autoscaling(wsc)
+        && current.is_some_and(|s| s.desired_replicas.is_some())
+    {
+        // The connections target went: no autoscaler wants anything. A
+        // merge patch removes a field only when told to with null.
+        status.insert("desiredReplicas".into(), Value::Null);
     }
     let old_conditions = current.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let stats_error = match report {
@@ -685,6 +691,48 @@ mod tests {
             autoscaler.next(Instant::now(), 6, &low.reading(), &target),
             None
         );
+    }
+
+    /// Once the connections target goes, the poller removes
+    /// `desiredReplicas` (a merge patch with null): no autoscaler wants
+    /// anything any more.
+    #[tokio::test]
+    async fn desired_replicas_go_with_the_connections_target() {
+        use crate::controller::Context;
+        use crate::fixtures;
+
+        let (ctx, mut server, _caches) = Context::test();
+        let mut wsc = fixtures::wsc("chat");
+        wsc.status = Some(wsgate_crds::WsClusterStatus {
+            connections: Some(0),
+            rooms: Some(0),
+            desired_replicas: Some(4),
+            ..Default::default()
+        });
+        let task = {
+            let (client, wsc) = (ctx.client.clone(), wsc.clone());
+            tokio::spawn(async move {
+                let reading = Stats::default();
+                write_status(
+                    &client,
+                    &wsc,
+                    Some(&reading),
+                    &reading.history_report(),
+                    None,
+                )
+                .await
+            })
+        };
+        let seen = server.next().await;
+        assert!(seen.body["status"]["desiredReplicas"].is_null());
+        assert!(
+            seen.body["status"]
+                .as_object()
+                .unwrap()
+                .contains_key("desiredReplicas")
+        );
+        task.await.unwrap().unwrap();
+        drop(server);
     }
 
     /// A failing WsCluster is logged at WARN at the first failure, then at
