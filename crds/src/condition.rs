@@ -27,6 +27,14 @@ pub const BROKER_READY: &str = "BrokerReady";
 /// reports history. Absent without a history namespace.
 pub const HISTORY_AVAILABLE: &str = "HistoryAvailable";
 
+/// Present with `autoscaling.targetConnectionsPerPod`: the operator's
+/// connections autoscaler can read the gateways' stats and so can act.
+/// `False` with [`reason::STATS_UNAVAILABLE`] while it cannot: the fleet
+/// then keeps its replicas (it neither grows nor shrinks). Set by the
+/// stats poller; absent with a CPU target (the HPA reports its own) or
+/// without autoscaling.
+pub const SCALING_ACTIVE: &str = "ScalingActive";
+
 /// Reasons set on the conditions above.
 pub mod reason {
     /// Every wanted replica is ready and up to date.
@@ -61,6 +69,9 @@ pub mod reason {
     /// A gateway reports that it cannot store a history namespace's
     /// messages: publishes to those rooms fail.
     pub const HISTORY_UNAVAILABLE: &str = "HistoryUnavailable";
+    /// The connections autoscaler reads the gateways' stats and acts on
+    /// them (`ScalingActive=True`).
+    pub const ACTIVE: &str = "Active";
     /// The gateways' stats could not be read.
     pub const STATS_UNAVAILABLE: &str = "StatsUnavailable";
     /// The gateways answered but none reports a history namespace (older

@@ -79,6 +79,7 @@ use crate::status::WsClusterStatus;
 #[x_kube(validation = Rule::new("has(self.nats) || !has(self.replicas) || self.replicas <= 1").message("without nats every pod is a separate single node: set nats to run more than one replica"))]
 #[x_kube(validation = Rule::new("has(self.nats) || !has(self.autoscaling)").message("autoscaling needs nats: without it every pod is a separate single node"))]
 #[x_kube(validation = Rule::new("!has(self.nats) || !has(self.nats.managed) || !has(self.history) || !has(self.history.replicas) || self.history.replicas <= self.nats.managed.replicas").message("history.replicas must not exceed nats.managed.replicas: JetStream cannot place more replicas than it has servers"))]
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || !has(self.autoscaling.targetConnectionsPerPod) || self.autoscaling.targetConnectionsPerPod * 10 <= (has(self.limits) && has(self.limits.maxConnections) ? self.limits.maxConnections : 10000) * 9").message("autoscaling.targetConnectionsPerPod must be at most 90% of limits.maxConnections (default 10000): at the limit, refused clients never show in the load and the autoscaler could not see the demand"))]
 #[x_kube(validation = Rule::new("(has(self.nats) && has(self.nats.managed)) == (has(oldSelf.nats) && has(oldSelf.nats.managed))").message("nats.managed cannot be added to or removed from an existing WsCluster: see \"Changing the managed NATS size\" in docs/operator.md"))]
 #[serde(rename_all = "camelCase")]
 pub struct WsClusterSpec {
@@ -898,9 +899,79 @@ pub struct AutoscalingSpec {
     pub target_connections_per_pod: Option<i64>,
     /// A scale-down takes the highest recommendation of this window, so a
     /// short dip does not remove pods (and their clients' connections).
+    /// Superseded by `behavior.scaleDown.stabilizationSeconds`, which wins
+    /// when set; kept so existing manifests keep their meaning.
     #[serde(default = "default_scale_down_stabilization_seconds")]
     #[schemars(range(min = 0, max = 3600))]
     pub scale_down_stabilization_seconds: u64,
+    /// How fast the fleet may shrink, as an HPA's `behavior`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<AutoscalingBehavior>,
+}
+
+impl AutoscalingSpec {
+    /// The scale-down window in effect: `behavior.scaleDown.stabilizationSeconds`
+    /// when set, else `scaleDownStabilizationSeconds` (default 300).
+    pub fn scale_down_stabilization(&self) -> std::time::Duration {
+        let seconds = self
+            .behavior
+            .as_ref()
+            .and_then(|behavior| behavior.scale_down.stabilization_seconds)
+            .unwrap_or(self.scale_down_stabilization_seconds);
+        std::time::Duration::from_secs(seconds)
+    }
+
+    /// The most of the current replicas one scale-down step removes, in
+    /// percent (`behavior.scaleDown.maxPercent`, default 10).
+    pub fn scale_down_max_percent(&self) -> u32 {
+        self.behavior
+            .as_ref()
+            .map_or_else(default_scale_down_max_percent, |behavior| {
+                behavior.scale_down.max_percent
+            })
+    }
+}
+
+/// `autoscaling.behavior`: the pace of scaling, named as the HPA's.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingBehavior {
+    /// How the fleet shrinks. Every removed pod drains its clients, who
+    /// reconnect elsewhere, so shrinking is slow and stepwise; growing is
+    /// immediate (new clients must find room) and has no knobs.
+    #[serde(default)]
+    pub scale_down: ScaleDownBehavior,
+}
+
+/// `autoscaling.behavior.scaleDown`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleDownBehavior {
+    /// The fleet shrinks only to the highest recommendation of this many
+    /// past seconds, so a short dip does not remove pods. Absent:
+    /// `autoscaling.scaleDownStabilizationSeconds` (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub stabilization_seconds: Option<u64>,
+    /// One scale-down step removes at most this percent of the current
+    /// replicas, and at least one pod, so a drop in load drains the fleet
+    /// gradually rather than at once.
+    #[serde(default = "default_scale_down_max_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_percent: u32,
+}
+
+impl Default for ScaleDownBehavior {
+    fn default() -> Self {
+        Self {
+            stabilization_seconds: None,
+            max_percent: default_scale_down_max_percent(),
+        }
+    }
+}
+
+fn default_scale_down_max_percent() -> u32 {
+    10
 }
 
 fn default_min_replicas() -> i32 {

@@ -42,4 +42,15 @@ pub struct WsClusterStatus {
     /// When `connections` and `rooms` were last written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats_time: Option<Time>,
+    /// The replicas the connections autoscaler last asked for (after its
+    /// stabilization window and step limit); absent without
+    /// `autoscaling.targetConnectionsPerPod`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+    /// When the connections autoscaler last changed `spec.replicas`, as an
+    /// HPA's `status.lastScaleTime`: for people and tooling asking whether
+    /// the fleet just moved. (A restarted operator does not need it: it
+    /// starts its scale-down window from the current replicas.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
 }

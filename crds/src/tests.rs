@@ -360,3 +360,70 @@ fn status_column_shows_the_ready_reason() {
     );
     assert!(columns.iter().any(|c| c.name == "Ready"));
 }
+
+/// `targetConnectionsPerPod` may be at most 90% of `limits.maxConnections`,
+/// with the default maximum (10,000) when `limits` leaves it out: at the
+/// limit the refused clients would hide the demand from the load per pod.
+#[test]
+fn cel_rule_keeps_the_connections_target_below_the_limit() {
+    let message =
+        "autoscaling.targetConnectionsPerPod must be at most 90% of limits.maxConnections";
+    let autoscaling = |target: u64| serde_json::json!({"minReplicas": 2, "maxReplicas": 10, "targetConnectionsPerPod": target});
+    let nats = serde_json::json!({"url": "nats://n:4222"});
+    let cases = [
+        (
+            serde_json::json!({"nats": nats, "autoscaling": autoscaling(9_000)}),
+            true,
+        ),
+        (
+            serde_json::json!({"nats": nats, "autoscaling": autoscaling(9_001)}),
+            false,
+        ),
+        (
+            serde_json::json!({"nats": nats, "autoscaling": autoscaling(9_500), "limits": {"maxConnections": 10_000}}),
+            false,
+        ),
+        (
+            serde_json::json!({"nats": nats, "autoscaling": autoscaling(13_500), "limits": {"maxConnections": 15_000}}),
+            true,
+        ),
+        (
+            serde_json::json!({"nats": nats, "autoscaling": autoscaling(9_500), "limits": {"maxConnectionsPerUser": 10}}),
+            false,
+        ),
+        (
+            serde_json::json!({"nats": nats, "autoscaling": {"maxReplicas": 4, "targetCpuUtilization": 70}, "limits": {"maxConnections": 10}}),
+            true,
+        ),
+    ];
+    for (spec, passes) in cases {
+        let failures = cel_failures(&with_spec(spec.clone()));
+        let refused = failures.iter().any(|m| m.contains(message));
+        assert_eq!(!refused, passes, "{spec}: {failures:?}");
+        if passes {
+            assert_eq!(failures, Vec::<String>::new(), "{spec}");
+        }
+    }
+}
+
+/// `behavior.scaleDown` defaults to 10% per step, and its window, when
+/// set, wins over the older `scaleDownStabilizationSeconds`.
+#[test]
+fn scale_down_behavior_defaults_and_supersedes_the_older_field() {
+    let parse = |json: serde_json::Value| -> crate::AutoscalingSpec {
+        serde_json::from_value(json).unwrap()
+    };
+    let plain = parse(serde_json::json!({"maxReplicas": 4, "targetConnectionsPerPod": 100}));
+    assert_eq!(plain.scale_down_max_percent(), 10);
+    assert_eq!(plain.scale_down_stabilization().as_secs(), 300);
+    let older = parse(
+        serde_json::json!({"maxReplicas": 4, "targetConnectionsPerPod": 100, "scaleDownStabilizationSeconds": 60, "behavior": {"scaleDown": {}}}),
+    );
+    assert_eq!(older.scale_down_max_percent(), 10);
+    assert_eq!(older.scale_down_stabilization().as_secs(), 60);
+    let newer = parse(
+        serde_json::json!({"maxReplicas": 4, "targetConnectionsPerPod": 100, "scaleDownStabilizationSeconds": 60, "behavior": {"scaleDown": {"stabilizationSeconds": 600, "maxPercent": 25}}}),
+    );
+    assert_eq!(newer.scale_down_max_percent(), 25);
+    assert_eq!(newer.scale_down_stabilization().as_secs(), 600);
+}

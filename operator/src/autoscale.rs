@@ -1,28 +1,46 @@
 //! Connection-aware autoscaling, without a metrics adapter.
 //!
-//! With `autoscaling.targetConnectionsPerPod`, the stats poller feeds the
-//! fleet's total connections to an [`Autoscaler`] per WsCluster every
+//! With `autoscaling.targetConnectionsPerPod`, the stats poller feeds each
+//! reading of the gateways' stats to an [`Autoscaler`] per WsCluster every
 //! interval, and writes the result through the WsCluster's `/scale`:
 //!
 //! 1. **Recommendation**: `ceil(connections / target)`, clamped to
 //!    `[minReplicas, maxReplicas]`.
-//! 2. **Tolerance**: while the load per current replica is within 10% of the
-//!    target, nothing changes (as the HPA does), so noise does not scale.
-//! 3. **Scale up at once** to the recommendation: new clients must find
+//! 2. **Refused clients count**: clients refused at `limits.maxConnections`
+//!    never show up in `connections`, so a full fleet looks like one at its
+//!    target. While the gateways' `upgrades_refused_capacity` counters rise,
+//!    the recommendation is at least the current replicas plus
+//!    `max(1, 10%)`, whatever the load per pod says.
+//! 3. **Tolerance**: otherwise, while the load per current replica is
+//!    within 10% of the target, nothing changes (as the HPA does), so noise
+//!    does not scale.
+//! 4. **Scale up at once** to the recommendation: new clients must find
 //!    room.
-//! 4. **Scale down stabilized**: the replicas chosen are the highest
-//!    recommendation of the last `scaleDownStabilizationSeconds`, so a
-//!    short dip does not close pods (each removal drains its clients).
+//! 5. **Scale down stabilized and stepwise**: the replicas chosen are the
+//!    highest recommendation of the last `stabilizationSeconds`, and one
+//!    step removes at most `max(1, maxPercent)` of the current replicas,
+//!    since every removed pod drains its clients onto the others.
 //!
-//! Stats that are `partial` (a replica did not answer) never scale down.
+//! The window of recommendations lives in memory, so it is rebuilt
+//! pessimistically: a new [`Autoscaler`] (operator start, new leader) and
+//! every reading that fails hold the current replicas as a recommendation.
+//! No scale-down can follow a restart or a stats outage before a whole
+//! window of readings says so. Stats that are `partial` (a replica did not
+//! answer) never scale down.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
+
+use wsgate_crds::AutoscalingSpec;
 
 /// Relative distance from the target within which nothing changes.
 pub const TOLERANCE: f64 = 0.1;
 
-/// The bounds and target of one WsCluster.
+/// The share of the current replicas added while capacity refusals rise
+/// (at least one pod).
+pub const REFUSAL_STEP_PERCENT: i32 = 10;
+
+/// The bounds, target and pace of one WsCluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Target {
     /// `autoscaling.minReplicas`.
@@ -31,8 +49,44 @@ pub struct Target {
     pub max: i32,
     /// `autoscaling.targetConnectionsPerPod`.
     pub connections_per_pod: i64,
-    /// `autoscaling.scaleDownStabilizationSeconds`.
+    /// `autoscaling.behavior.scaleDown.stabilizationSeconds`.
     pub stabilization: Duration,
+    /// `autoscaling.behavior.scaleDown.maxPercent`.
+    pub scale_down_max_percent: u32,
+}
+
+impl Target {
+    /// The target of `autoscaling`; `None` without a connections target
+    /// (a CPU target is the HPA's business).
+    pub fn of(autoscaling: &AutoscalingSpec) -> Option<Self> {
+        Some(Self {
+            min: autoscaling.min_replicas,
+            max: autoscaling.max_replicas,
+            connections_per_pod: autoscaling.target_connections_per_pod?,
+            stabilization: autoscaling.scale_down_stabilization(),
+            scale_down_max_percent: autoscaling.scale_down_max_percent(),
+        })
+    }
+
+    fn clamp(&self, replicas: i32) -> i32 {
+        replicas.clamp(self.min, self.max.max(self.min))
+    }
+}
+
+/// What the autoscaler reads of one stats answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reading {
+    /// Connections across the fleet.
+    pub connections: u64,
+    /// A replica did not answer in time: the numbers are a lower bound.
+    pub partial: bool,
+    /// Per node that reports it: its name and its count of upgrades refused
+    /// at `limits.max_connections` since it started. Gateways count only
+    /// the `capacity` reason here: refusals while a node drains or
+    /// rebalances are not in this counter, so by construction they never
+    /// cause a scale-up. Older gateways do not report it; they are left out
+    /// and can never look like rising refusals.
+    pub refused_for_capacity: Vec<(String, u64)>,
 }
 
 /// The raw recommendation for `connections`: `ceil(connections / target)`
@@ -41,43 +95,90 @@ pub fn recommend(connections: u64, target: &Target) -> i32 {
     let per_pod = u64::try_from(target.connections_per_pod.max(1)).unwrap_or(1);
     let wanted = connections.div_ceil(per_pod);
     let wanted = i32::try_from(wanted).unwrap_or(i32::MAX);
-    wanted.clamp(target.min, target.max.max(target.min))
+    target.clamp(wanted)
 }
 
-/// The stabilization state of one WsCluster: recent recommendations.
-#[derive(Debug, Default)]
+/// The replicas to run while capacity refusals rise: `current` plus
+/// `max(1, 10%)`, within the bounds.
+pub fn refusal_step(current: i32, target: &Target) -> i32 {
+    let step = i32::try_from(i64::from(current) * i64::from(REFUSAL_STEP_PERCENT) / 100)
+        .unwrap_or(i32::MAX)
+        .max(1);
+    target.clamp(current.saturating_add(step))
+}
+
+/// The fewest replicas one scale-down step from `current` may reach:
+/// `current` less `max(1, maxPercent)` of it.
+pub fn scale_down_floor(current: i32, target: &Target) -> i32 {
+    let percent = i64::from(target.scale_down_max_percent.clamp(1, 100));
+    let removable = i64::from(current) * percent / 100;
+    let removable = i32::try_from(removable).unwrap_or(i32::MAX).max(1);
+    current.saturating_sub(removable)
+}
+
+/// The scaling state of one WsCluster: recent recommendations and each
+/// node's last capacity refusal count.
+#[derive(Debug)]
 pub struct Autoscaler {
+    /// Recommendations of the last stabilization window, oldest first.
     recommendations: VecDeque<(Instant, i32)>,
+    /// Each node's `upgrades_refused_capacity` at the last reading, so a
+    /// rise is seen per node and a node restart (its counter back to zero)
+    /// is a new baseline rather than a fall hiding another node's rise.
+    refused: HashMap<String, u64>,
 }
 
 impl Autoscaler {
-    /// The replicas to run given the current replicas and the observed
-    /// connections at `now`; `None` when nothing should change.
+    /// A new autoscaler for a fleet running `current` replicas at `now`.
+    ///
+    /// The window starts holding `current`, not empty: the previous
+    /// operator's window (before a restart or a leader change) is lost, and
+    /// an empty one would let the first low reading remove pods the load
+    /// needed a minute ago.
+    pub fn resume(now: Instant, current: i32) -> Self {
+        Self {
+            recommendations: VecDeque::from([(now, current)]),
+            refused: HashMap::new(),
+        }
+    }
+
+    /// Records a reading that failed at `now`: without stats the current
+    /// replicas are the only safe recommendation, so the window holds them
+    /// and no scale-down follows the outage before a whole window of
+    /// readings. Nothing is scaled.
+    pub fn stats_unavailable(&mut self, now: Instant, current: i32, target: &Target) {
+        self.record(now, current, target);
+    }
+
+    /// The replicas to run given the current replicas and a reading at
+    /// `now`; `None` when nothing should change.
     pub fn next(
         &mut self,
         now: Instant,
         current: i32,
-        connections: u64,
-        partial: bool,
+        reading: &Reading,
         target: &Target,
     ) -> Option<i32> {
-        let recommendation = recommend(connections, target);
-        self.recommendations.push_back((now, recommendation));
-        while let Some(&(at, _)) = self.recommendations.front() {
-            if now.duration_since(at) > target.stabilization {
-                self.recommendations.pop_front();
-            } else {
-                break;
-            }
+        let refusals_rising = self.refusals_rising(reading);
+        let mut recommendation = recommend(reading.connections, target);
+        if refusals_rising {
+            recommendation = recommendation.max(refusal_step(current, target));
         }
+        self.record(now, recommendation, target);
 
         // Out of bounds (the bounds changed): move inside them at once.
         if current < target.min || current > target.max {
-            return Some(current.clamp(target.min, target.max.max(target.min)));
+            return Some(target.clamp(current));
+        }
+
+        // Refused clients are demand the load per pod cannot show: the
+        // tolerance band does not apply.
+        if refusals_rising && recommendation > current {
+            return Some(recommendation);
         }
 
         let capacity = f64::from(current.max(1)) * target.connections_per_pod.max(1) as f64;
-        let ratio = connections as f64 / capacity;
+        let ratio = reading.connections as f64 / capacity;
         if (ratio - 1.0).abs() <= TOLERANCE {
             return None;
         }
@@ -85,7 +186,7 @@ impl Autoscaler {
         if recommendation > current {
             return Some(recommendation);
         }
-        if partial {
+        if reading.partial {
             return None;
         }
         let stabilized = self
@@ -94,111 +195,51 @@ impl Autoscaler {
             .map(|&(_, replicas)| replicas)
             .max()
             .unwrap_or(recommendation);
-        (stabilized < current).then_some(stabilized)
+        let next = stabilized.max(scale_down_floor(current, target));
+        (next < current).then_some(next)
+    }
+
+    /// Adds `recommendation` at `now` to the window and forgets what fell
+    /// out of it.
+    fn record(&mut self, now: Instant, recommendation: i32, target: &Target) {
+        self.recommendations.push_back((now, recommendation));
+        while let Some(&(at, _)) = self.recommendations.front() {
+            if now.saturating_duration_since(at) > target.stabilization {
+                self.recommendations.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Whether any node refused more upgrades for capacity than at the last
+    /// reading, and remembers this reading's counts.
+    ///
+    /// A node seen for the first time (a new pod, or every node after an
+    /// operator restart) sets a baseline; a count below the last one is a
+    /// restarted node and sets a new baseline. Neither is a rise. Nodes
+    /// missing from a partial reading keep their baseline: they did not
+    /// answer, they did not go.
+    fn refusals_rising(&mut self, reading: &Reading) -> bool {
+        let rising = reading.refused_for_capacity.iter().any(|(node, count)| {
+            self.refused
+                .get(node)
+                .is_some_and(|&previous| *count > previous)
+        });
+        if !reading.partial {
+            self.refused.retain(|node, _| {
+                reading
+                    .refused_for_capacity
+                    .iter()
+                    .any(|(reported, _)| reported == node)
+            });
+        }
+        for (node, count) in &reading.refused_for_capacity {
+            self.refused.insert(node.clone(), *count);
+        }
+        rising
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn target() -> Target {
-        Target {
-            min: 2,
-            max: 10,
-            connections_per_pod: 1000,
-            stabilization: Duration::from_secs(300),
-        }
-    }
-
-    /// The recommendation is the ceiling of connections over the target,
-    /// within the bounds.
-    #[test]
-    fn recommendation_is_the_ceiling_within_bounds() {
-        assert_eq!(recommend(0, &target()), 2);
-        assert_eq!(recommend(2001, &target()), 3);
-        assert_eq!(recommend(5000, &target()), 5);
-        assert_eq!(recommend(1_000_000, &target()), 10);
-    }
-
-    /// Load within 10% of the target per pod changes nothing.
-    #[test]
-    fn load_within_tolerance_keeps_the_replicas() {
-        let mut autoscaler = Autoscaler::default();
-        let now = Instant::now();
-        assert_eq!(autoscaler.next(now, 3, 3250, false, &target()), None);
-        assert_eq!(autoscaler.next(now, 3, 2750, false, &target()), None);
-    }
-
-    /// A surge scales up at the first sample.
-    #[test]
-    fn a_surge_scales_up_at_once() {
-        let mut autoscaler = Autoscaler::default();
-        assert_eq!(
-            autoscaler.next(Instant::now(), 2, 7400, false, &target()),
-            Some(8)
-        );
-    }
-
-    /// Recorded stats of a morning peak and an evening decline, sampled every
-    /// 15 s: the fleet grows with the load at once and shrinks only after the
-    /// load stayed low for the whole stabilization window.
-    #[test]
-    fn recorded_stats_scale_up_fast_and_down_after_the_window() {
-        let mut autoscaler = Autoscaler::default();
-        let start = Instant::now();
-        let samples: &[u64] = &[
-            1500, 1800, 2600, 4100, 5900, 6100, 6000, 2500, 2400, 2600, 2500,
-        ];
-        let mut replicas = 2;
-        let mut history = Vec::new();
-        for (i, &connections) in samples.iter().enumerate() {
-            let now = start + Duration::from_secs(15 * i as u64);
-            if let Some(next) = autoscaler.next(now, replicas, connections, false, &target()) {
-                replicas = next;
-            }
-            history.push(replicas);
-        }
-        // Up with the load, no drop on the decline inside the window.
-        assert_eq!(history, vec![2, 2, 3, 5, 6, 6, 6, 6, 6, 6, 6]);
-
-        // Ten minutes later the window holds only low samples: scale down.
-        let later = start + Duration::from_secs(15 * samples.len() as u64 + 600);
-        assert_eq!(
-            autoscaler.next(later, replicas, 2500, false, &target()),
-            Some(3)
-        );
-    }
-
-    /// A dip shorter than the window does not remove pods.
-    #[test]
-    fn a_short_dip_does_not_scale_down() {
-        let mut autoscaler = Autoscaler::default();
-        let start = Instant::now();
-        assert_eq!(autoscaler.next(start, 6, 6000, false, &target()), None);
-        let dip = start + Duration::from_secs(60);
-        assert_eq!(autoscaler.next(dip, 6, 1000, false, &target()), None);
-    }
-
-    /// Partial stats (a replica did not answer) never scale down.
-    #[test]
-    fn partial_stats_never_scale_down() {
-        let mut autoscaler = Autoscaler::default();
-        let later = Instant::now() + Duration::from_secs(3600);
-        assert_eq!(autoscaler.next(later, 6, 100, true, &target()), None);
-    }
-
-    /// Replicas outside changed bounds move inside them.
-    #[test]
-    fn replicas_outside_the_bounds_move_inside() {
-        let mut autoscaler = Autoscaler::default();
-        assert_eq!(
-            autoscaler.next(Instant::now(), 12, 12000, false, &target()),
-            Some(10)
-        );
-        assert_eq!(
-            autoscaler.next(Instant::now(), 1, 0, false, &target()),
-            Some(2)
-        );
-    }
-}
+mod tests;

@@ -42,6 +42,9 @@ pub trait WsClusterExt: Sized {
     fn with_http_route(self) -> Self;
     /// CPU autoscaling 2..10 at 70%, with a CPU request.
     fn with_cpu_autoscaling(self) -> Self;
+    /// NATS by URL, 2 replicas, and the operator's connections autoscaler
+    /// between 2 and 10 pods at `per_pod` connections each.
+    fn with_connections_autoscaling(self, per_pod: i64) -> Self;
     /// `spec.replicas`.
     fn replicas(self, replicas: i32) -> Self;
     /// `nats.managed` with `servers` servers and defaults otherwise.
@@ -82,6 +85,7 @@ impl WsClusterExt for WsCluster {
             target_cpu_utilization: Some(70),
             target_connections_per_pod: None,
             scale_down_stabilization_seconds: 300,
+            behavior: None,
         });
         self.spec.resources = Some(ResourceRequirements {
             requests: Some([("cpu".to_owned(), Quantity("250m".into()))].into()),
@@ -92,6 +96,23 @@ impl WsClusterExt for WsCluster {
 
     fn replicas(mut self, replicas: i32) -> Self {
         self.spec.replicas = Some(replicas);
+        self
+    }
+
+    fn with_connections_autoscaling(mut self, per_pod: i64) -> Self {
+        self.spec.nats = Some(wsgate_crds::NatsSpec {
+            url: Some("nats://nats:4222".into()),
+            ..Default::default()
+        });
+        self.spec.replicas = Some(2);
+        self.spec.autoscaling = Some(AutoscalingSpec {
+            min_replicas: 2,
+            max_replicas: 10,
+            target_cpu_utilization: None,
+            target_connections_per_pod: Some(per_pod),
+            scale_down_stabilization_seconds: 300,
+            behavior: None,
+        });
         self
     }
 

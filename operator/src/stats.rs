@@ -6,8 +6,9 @@
 //!
 //! Each reading also sets the `HistoryAvailable` condition (see
 //! [`status::history_condition`]) from the nodes' `history` maps, or
-//! `Unknown` when the stats cannot be read. The poller owns that condition;
-//! the reconciler carries it over. The poller writes the conditions with the
+//! `Unknown` when the stats cannot be read, and with a connections target
+//! `ScalingActive` (see [`status::scaling_condition`]). The poller owns
+//! those conditions; the reconciler carries them over. The poller writes the conditions with the
 //! WsCluster's `resourceVersion` as a precondition, so it never overwrites a
 //! status the reconciler wrote since: a conflict is retried at the next
 //! reading.
@@ -26,9 +27,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wsgate_crds::WsCluster;
-use wsgate_crds::condition::HISTORY_AVAILABLE;
+use wsgate_crds::condition::{HISTORY_AVAILABLE, SCALING_ACTIVE};
 
-use crate::autoscale::{Autoscaler, Target};
+use crate::autoscale::{Autoscaler, Reading, Target};
 use crate::metrics::Metrics;
 use crate::owned_secret::OwnedSecrets;
 use crate::status::{self, HistoryReport};
@@ -57,6 +58,20 @@ impl Stats {
             partial: self.partial,
         }
     }
+
+    /// What the autoscaler reads of this answer: nodes that do not report
+    /// `upgrades_refused_capacity` (older gateways) are left out.
+    pub fn reading(&self) -> Reading {
+        Reading {
+            connections: self.connections,
+            partial: self.partial,
+            refused_for_capacity: self
+                .nodes
+                .iter()
+                .filter_map(|node| Some((node.node.clone(), node.upgrades_refused_capacity?)))
+                .collect(),
+        }
+    }
 }
 
 /// The part of one node's entry the operator uses.
@@ -69,6 +84,11 @@ pub struct NodeStats {
     /// absent (empty) on nodes that keep no history and on older gateways.
     #[serde(default)]
     pub history: BTreeMap<String, bool>,
+    /// Upgrades this node refused at `limits.max_connections` since it
+    /// started (only the `capacity` reason: not while draining or
+    /// rebalancing); absent on older gateways.
+    #[serde(default)]
+    pub upgrades_refused_capacity: Option<u64>,
 }
 
 /// An HTTP client for the gateways' admin listeners.
@@ -130,6 +150,56 @@ pub fn changed_enough(old: Option<(u64, u64)>, new: &Stats) -> bool {
         || (new.connections == 0 && connections != 0)
 }
 
+/// How often a WsCluster whose stats keep failing is logged at WARN: the
+/// first failure is logged at once, then one line per this interval with
+/// the count of failures since, rather than one per reading.
+pub const STATS_WARNING_INTERVAL: Duration = Duration::from_secs(300);
+
+/// What the poller keeps of one WsCluster between readings.
+struct Polled {
+    /// The window of recommendations and the nodes' refusal counts.
+    autoscaler: Autoscaler,
+    /// When a failure was last logged at WARN; `None` while readings
+    /// succeed.
+    warned: Option<Instant>,
+    /// Failures since that warning, for the next one.
+    failures: u64,
+}
+
+impl Polled {
+    /// The state of a WsCluster first seen at `now` (operator start, a new
+    /// leader, or a new WsCluster): the window starts from its current
+    /// replicas (see [`Autoscaler::resume`]).
+    fn new(wsc: &WsCluster, now: Instant) -> Self {
+        Self {
+            autoscaler: Autoscaler::resume(now, resources::desired_replicas(wsc)),
+            warned: None,
+            failures: 0,
+        }
+    }
+
+    /// Logs a failed reading at WARN, rate-limited per WsCluster.
+    fn failed(&mut self, name: &str, error: &Error, now: Instant) {
+        self.failures += 1;
+        let due = self
+            .warned
+            .is_none_or(|at| now.saturating_duration_since(at) >= STATS_WARNING_INTERVAL);
+        if due {
+            tracing::warn!(%error, wscluster = %name, failures = self.failures, "stats reading failed");
+            self.warned = Some(now);
+            self.failures = 0;
+        }
+    }
+
+    /// Logs the end of a run of failures.
+    fn succeeded(&mut self, name: &str) {
+        if self.warned.take().is_some() {
+            tracing::info!(wscluster = %name, "stats readable again");
+        }
+        self.failures = 0;
+    }
+}
+
 /// The stats poller: every `interval`, for each WsCluster, reads the stats,
 /// writes `connections`/`rooms` to the status when they moved by more than
 /// the threshold, and with a connections target runs the [`Autoscaler`].
@@ -142,7 +212,7 @@ pub async fn poll(
     shutdown: CancellationToken,
 ) {
     let http = StatsClient::default();
-    let mut autoscalers: HashMap<(String, String), Autoscaler> = HashMap::new();
+    let mut polled: HashMap<(String, String), Polled> = HashMap::new();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -151,25 +221,32 @@ pub async fn poll(
             _ = ticker.tick() => {}
         }
         for wsc in wscs.state() {
+            let name = wsc.metadata.name.clone().unwrap_or_default();
             let key = (
                 wsc.metadata.namespace.clone().unwrap_or_default(),
-                wsc.metadata.name.clone().unwrap_or_default(),
+                name.clone(),
             );
-            if let Err(error) = poll_one(
+            let state = polled
+                .entry(key)
+                .or_insert_with(|| Polled::new(&wsc, Instant::now()));
+            match poll_one(
                 &client,
                 &http,
                 &wsc,
                 &secrets,
                 &metrics,
-                autoscalers.entry(key).or_default(),
+                &mut state.autoscaler,
             )
             .await
             {
-                metrics.stats_failures.inc();
-                tracing::debug!(%error, wscluster = %wsc.metadata.name.as_deref().unwrap_or_default(), "stats");
+                Ok(()) => state.succeeded(&name),
+                Err(error) => {
+                    metrics.stats_failures.inc();
+                    state.failed(&name, &error, Instant::now());
+                }
             }
         }
-        autoscalers.retain(|(namespace, name), _| {
+        polled.retain(|(namespace, name), _| {
             wscs.get(&ObjectRef::new(name).within(namespace)).is_some()
         });
     }
@@ -197,32 +274,65 @@ async fn poll_one(
         .and_then(|data| data.get(resources::API_KEYS_KEY))
         .and_then(|value| String::from_utf8(value.0.clone()).ok())
         .and_then(|text| resources::operator_key(&text).map(str::to_owned))
-        .ok_or_else(|| Error::Stats("the API keys Secret has no operator key".to_owned()))?;
+        .ok_or_else(|| Error::Stats("the API keys Secret has no operator key".to_owned()));
     let url = format!(
         "http://{}.{namespace}.svc:{}/api/v1/stats",
         resources::admin_service_name(&name),
         wsc.spec.service.admin_port
     );
-    let stats = match http.fetch(&url, &key).await {
-        Ok(stats) => stats,
-        Err(error) => {
-            let message = error.to_string();
-            let report = HistoryReport::Unreadable(&message);
-            if let Err(write) = write_status(client, wsc, None, &report).await {
-                tracing::debug!(error = %write, wscluster = %name, "history condition");
-            }
-            return Err(error);
-        }
+    let fetched = match key {
+        Ok(key) => http.fetch(&url, &key).await,
+        Err(error) => Err(error),
     };
-    apply_stats(client, wsc, &stats, metrics, autoscaler, Instant::now()).await
+    match fetched {
+        Ok(stats) => apply_stats(client, wsc, &stats, metrics, autoscaler, Instant::now()).await,
+        Err(error) => {
+            stats_unavailable(client, wsc, &error, autoscaler, Instant::now()).await;
+            Err(error)
+        }
+    }
+}
+
+/// Acts on a reading that failed with `error` at `now`: the autoscaler
+/// holds the current replicas (see [`Autoscaler::stats_unavailable`]) and
+/// the status says so (`HistoryAvailable=Unknown`, `ScalingActive=False`).
+/// A failed status write is logged at debug level: the reading's own
+/// error is the one reported.
+pub(crate) async fn stats_unavailable(
+    client: &Client,
+    wsc: &WsCluster,
+    error: &Error,
+    autoscaler: &mut Autoscaler,
+    now: Instant,
+) {
+    if let Some(target) = wsc.spec.autoscaling.as_ref().and_then(Target::of) {
+        autoscaler.stats_unavailable(now, resources::desired_replicas(wsc), &target);
+    }
+    let message = error.to_string();
+    let report = HistoryReport::Unreadable(&message);
+    if let Err(write) = write_status(client, wsc, None, &report, None).await {
+        let name = wsc.metadata.name.as_deref().unwrap_or_default();
+        tracing::debug!(error = %write, wscluster = %name, "status after a failed reading");
+    }
+}
+
+/// What the connections autoscaler decided at one reading, for the status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Autoscaled {
+    /// The replicas it wants (`status.desiredReplicas`).
+    pub desired: i32,
+    /// It changed `spec.replicas` (`status.lastScaleTime` becomes now).
+    pub scaled: bool,
 }
 
 /// Writes what a reading changed in the status: `connections`, `rooms` and
-/// `statsTime` when `counts` moved enough (see [`changed_enough`]), and the
-/// `HistoryAvailable` condition from `report` when it changed. One merge
-/// patch, or none when nothing changed; a conditions write carries the
-/// WsCluster's `resourceVersion`, so it fails with a conflict rather than
-/// undo a status written since `wsc` was read.
+/// `statsTime` when `counts` moved enough (see [`changed_enough`]), the
+/// `HistoryAvailable` condition from `report` and `ScalingActive` when they
+/// changed, and with `autoscaled` `desiredReplicas` when it changed and
+/// `lastScaleTime` after a scale. One merge patch, or none when nothing
+/// changed; a conditions write carries the WsCluster's `resourceVersion`,
+/// so it fails with a conflict rather than undo a status written since
+/// `wsc` was read.
 ///
 /// # Errors
 ///
@@ -232,6 +342,7 @@ pub(crate) async fn write_status(
     wsc: &WsCluster,
     counts: Option<&Stats>,
     report: &HistoryReport<'_>,
+    autoscaled: Option<Autoscaled>,
 ) -> Result<()> {
     let (namespace, name) = resources::namespace_and_name(wsc)?;
     let current = wsc.status.as_ref();
@@ -245,11 +356,39 @@ pub(crate) async fn write_status(
         status.insert("rooms".into(), json!(stats.rooms));
         status.insert("statsTime".into(), json!(time));
     }
+    if let Some(Autoscaled { desired, scaled }) = autoscaled {
+        if current.and_then(|s| s.desired_replicas) != Some(desired) {
+            status.insert("desiredReplicas".into(), json!(desired));
+        }
+        if scaled {
+            let time = Time(k8s_openapi::jiff::Timestamp::now());
+            status.insert("lastScaleTime".into(), json!(time));
+        }
+    } else if !status::connections_autoscaling(wsc)
+        && current.is_some_and(|s| s.desired_replicas.is_some())
+    {
+        // The connections target went: no autoscaler wants anything. A
+        // merge patch removes a field only when told to with null.
+        status.insert("desiredReplicas".into(), Value::Null);
+    }
     let old_conditions = current.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let history = status::history_condition(wsc, report);
-    let conditions = status::replace_condition(old_conditions, HISTORY_AVAILABLE, history);
+    let stats_error = match report {
+        HistoryReport::Unreadable(error) => Some(*error),
+        HistoryReport::Nodes { .. } => None,
+    };
+    let mut conditions = old_conditions.to_vec();
+    let mut conditions_changed = false;
+    for (type_, new) in [
+        (HISTORY_AVAILABLE, status::history_condition(wsc, report)),
+        (SCALING_ACTIVE, status::scaling_condition(wsc, stats_error)),
+    ] {
+        if let Some(replaced) = status::replace_condition(&conditions, type_, new) {
+            conditions = replaced;
+            conditions_changed = true;
+        }
+    }
     let mut patch = json!({});
-    if let Some(conditions) = conditions {
+    if conditions_changed {
         status.insert("conditions".into(), serde_json::to_value(conditions)?);
         if let Some(version) = &wsc.metadata.resource_version {
             patch["metadata"] = json!({ "resourceVersion": version });
@@ -266,14 +405,15 @@ pub(crate) async fn write_status(
     Ok(())
 }
 
-/// Acts on one reading: writes `connections`/`rooms` to the status when
-/// they moved enough and `HistoryAvailable` when it changed (see
-/// [`write_status`]), and with a connections target scales the WsCluster
-/// through its `/scale` subresource.
+/// Acts on one reading: with a connections target scales the WsCluster
+/// through its `/scale` subresource when the [`Autoscaler`] says so, then
+/// writes what changed to the status (see [`write_status`]): the counts,
+/// the conditions, `desiredReplicas` and `lastScaleTime`. The status is
+/// written even when the scale failed, without `lastScaleTime`.
 ///
 /// # Errors
 ///
-/// When the status or scale write fails.
+/// When the scale or status write fails.
 pub(crate) async fn apply_stats(
     client: &Client,
     wsc: &WsCluster,
@@ -284,30 +424,44 @@ pub(crate) async fn apply_stats(
 ) -> Result<()> {
     let (namespace, name) = resources::namespace_and_name(wsc)?;
     let api: Api<WsCluster> = Api::namespaced(client.clone(), &namespace);
-    write_status(client, wsc, Some(stats), &stats.history_report()).await?;
 
-    if let Some(autoscaling) = &wsc.spec.autoscaling
-        && let Some(per_pod) = autoscaling.target_connections_per_pod
-    {
-        let target = Target {
-            min: autoscaling.min_replicas,
-            max: autoscaling.max_replicas,
-            connections_per_pod: per_pod,
-            stabilization: Duration::from_secs(autoscaling.scale_down_stabilization_seconds),
-        };
+    let mut autoscaled = None;
+    let mut scale_error = None;
+    if let Some(target) = wsc.spec.autoscaling.as_ref().and_then(Target::of) {
         let current = resources::desired_replicas(wsc);
-        if let Some(replicas) =
-            autoscaler.next(now, current, stats.connections, stats.partial, &target)
-        {
+        let next = autoscaler.next(now, current, &stats.reading(), &target);
+        let mut scaled = false;
+        if let Some(replicas) = next {
             tracing::info!(wscluster = %name, from = current, to = replicas, connections = stats.connections, "autoscale");
             let patch = serde_json::json!({"spec": {"replicas": replicas}});
-            api.patch_scale(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            match api
+                .patch_scale(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map_err(Error::Kube)?;
-            metrics.autoscale_changes.inc();
+            {
+                Ok(_) => {
+                    scaled = true;
+                    metrics.autoscale_changes.inc();
+                }
+                Err(error) => scale_error = Some(Error::Kube(error)),
+            }
         }
+        autoscaled = Some(Autoscaled {
+            desired: next.unwrap_or(current),
+            scaled,
+        });
     }
-    Ok(())
+    write_status(
+        client,
+        wsc,
+        Some(stats),
+        &stats.history_report(),
+        autoscaled,
+    )
+    .await?;
+    match scale_error {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -335,13 +489,21 @@ mod tests {
     }
 
     /// The gateway's stats answer parses, with each node's history map
-    /// (absent on nodes without history).
+    /// (absent on nodes without history) and its capacity refusals (absent
+    /// on older gateways).
     #[test]
     fn stats_answer_parses() {
-        let body = r#"{"nodes":[{"node":"a","connections":3,"rooms":2},{"node":"b","connections":0,"rooms":0,"history":{"chat":true,"events":false}}],"connections":3,"rooms":2,"partial":false}"#;
+        let body = r#"{"nodes":[{"node":"a","connections":3,"rooms":2},{"node":"b","connections":0,"rooms":0,"history":{"chat":true,"events":false},"upgrades_refused_capacity":12}],"connections":3,"rooms":2,"partial":false}"#;
         let parsed = serde_json::from_str::<Stats>(body).unwrap();
         assert_eq!((parsed.connections, parsed.rooms), (3, 2));
         assert!(parsed.nodes[0].history.is_empty());
+        assert_eq!(parsed.nodes[0].upgrades_refused_capacity, None);
+        assert_eq!(parsed.nodes[1].upgrades_refused_capacity, Some(12));
+        // An older gateway's node is left out of the autoscaler's reading.
+        assert_eq!(
+            parsed.reading().refused_for_capacity,
+            vec![("b".to_owned(), 12)]
+        );
         assert_eq!(
             parsed.nodes[1].history,
             [("chat".to_owned(), true), ("events".to_owned(), false)].into()
@@ -389,28 +551,18 @@ mod tests {
         assert!(error.to_string().contains("401"), "{error}");
     }
 
-    /// A reading that moved writes the stats to the status; with a
-    /// connections target over capacity the WsCluster is scaled through
-    /// `/scale`. A second, similar reading writes nothing.
+    /// With a connections target over capacity, a reading scales the
+    /// WsCluster through `/scale`, then writes the stats, `desiredReplicas`,
+    /// `lastScaleTime` and `ScalingActive=True` to the status. A second,
+    /// similar reading once the status shows all that writes nothing.
     #[tokio::test]
-    async fn readings_update_status_and_scale_through_the_scale_subresource() {
+    async fn readings_scale_through_the_scale_subresource_then_update_status() {
         use crate::controller::Context;
-        use crate::fixtures;
+        use crate::fixtures::{self, WsClusterExt};
+        use wsgate_crds::condition::reason;
 
         let (ctx, mut server, _caches) = Context::test();
-        let mut wsc = fixtures::wsc("chat");
-        wsc.spec.nats = Some(wsgate_crds::NatsSpec {
-            url: Some("nats://nats:4222".into()),
-            ..Default::default()
-        });
-        wsc.spec.replicas = Some(2);
-        wsc.spec.autoscaling = Some(wsgate_crds::AutoscalingSpec {
-            min_replicas: 2,
-            max_replicas: 10,
-            target_cpu_utilization: None,
-            target_connections_per_pod: Some(1000),
-            scale_down_stabilization_seconds: 300,
-        });
+        let mut wsc = fixtures::wsc("chat").with_connections_autoscaling(1000);
         let reading = Stats {
             connections: 4600,
             rooms: 80,
@@ -422,18 +574,20 @@ mod tests {
             let wsc = wsc.clone();
             let reading = reading.clone();
             tokio::spawn(async move {
-                let mut autoscaler = Autoscaler::default();
-                apply_stats(
-                    &client,
-                    &wsc,
-                    &reading,
-                    &metrics,
-                    &mut autoscaler,
-                    std::time::Instant::now(),
-                )
-                .await
+                let now = Instant::now();
+                let mut autoscaler = Autoscaler::resume(now, 2);
+                apply_stats(&client, &wsc, &reading, &metrics, &mut autoscaler, now).await
             })
         };
+        let scale = server.next().await;
+        assert!(
+            scale
+                .uri
+                .starts_with("/apis/wsgate.io/v1alpha1/namespaces/prod/wsclusters/chat/scale?"),
+            "{}",
+            scale.uri
+        );
+        assert_eq!(scale.body["spec"]["replicas"], 5);
         let status = server.next().await;
         assert!(
             status
@@ -444,26 +598,31 @@ mod tests {
         );
         assert_eq!(status.body["status"]["connections"], 4600);
         assert_eq!(status.body["status"]["rooms"], 80);
-        let scale = server.next().await;
-        assert!(
-            scale
-                .uri
-                .starts_with("/apis/wsgate.io/v1alpha1/namespaces/prod/wsclusters/chat/scale?"),
-            "{}",
-            scale.uri
-        );
-        assert_eq!(scale.body["spec"]["replicas"], 5);
+        assert_eq!(status.body["status"]["desiredReplicas"], 5);
+        assert!(status.body["status"]["lastScaleTime"].is_string());
+        let conditions = status.body["status"]["conditions"].as_array().unwrap();
+        let scaling = conditions
+            .iter()
+            .find(|c| c["type"] == SCALING_ACTIVE)
+            .unwrap();
+        assert_eq!(scaling["status"], "True");
+        assert_eq!(scaling["reason"], reason::ACTIVE);
         task.await.unwrap().unwrap();
         assert_eq!(ctx.metrics.autoscale_changes.get(), 1);
 
-        // The status already shows ~4600 and 5 replicas carry the load: no request.
+        // The status already shows ~4600, 5 replicas carry the load and
+        // ScalingActive is True: no request.
         wsc.spec.replicas = Some(5);
+        let conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> =
+            serde_json::from_value(status.body["status"]["conditions"].clone()).unwrap();
         wsc.status = Some(wsgate_crds::WsClusterStatus {
             connections: Some(4600),
             rooms: Some(80),
+            desired_replicas: Some(5),
+            conditions,
             ..Default::default()
         });
-        let mut autoscaler = Autoscaler::default();
+        let mut autoscaler = Autoscaler::resume(Instant::now(), 5);
         let steady = Stats {
             connections: 4620,
             rooms: 81,
@@ -477,12 +636,131 @@ mod tests {
                 &steady,
                 &ctx.metrics,
                 &mut autoscaler,
-                std::time::Instant::now(),
+                Instant::now(),
             ),
         )
         .await;
         outcome.expect("a steady reading made a request").unwrap();
         drop(server);
+    }
+
+    /// A reading that fails sets `ScalingActive=False` with the error and
+    /// changes no replicas: the only request is the status write.
+    #[tokio::test]
+    async fn a_failed_reading_sets_scaling_active_false_and_scales_nothing() {
+        use crate::controller::Context;
+        use crate::fixtures::{self, WsClusterExt};
+        use wsgate_crds::condition::reason;
+
+        let (ctx, mut server, _caches) = Context::test();
+        let wsc = fixtures::wsc("chat")
+            .with_connections_autoscaling(1000)
+            .replicas(6);
+        let task = {
+            let (client, wsc) = (ctx.client.clone(), wsc.clone());
+            tokio::spawn(async move {
+                let now = Instant::now();
+                let mut autoscaler = Autoscaler::resume(now, 6);
+                let error = Error::Stats("http://chat-admin.prod.svc:9090: timed out".into());
+                stats_unavailable(&client, &wsc, &error, &mut autoscaler, now).await;
+                autoscaler
+            })
+        };
+        let seen = server.next().await;
+        assert!(
+            seen.uri.contains("/wsclusters/chat/status?"),
+            "{}",
+            seen.uri
+        );
+        let conditions = seen.body["status"]["conditions"].as_array().unwrap();
+        let scaling = conditions
+            .iter()
+            .find(|c| c["type"] == SCALING_ACTIVE)
+            .unwrap();
+        assert_eq!(scaling["status"], "False");
+        assert_eq!(scaling["reason"], reason::STATS_UNAVAILABLE);
+        assert!(scaling["message"].as_str().unwrap().contains("timed out"));
+        let mut autoscaler = task.await.unwrap();
+        drop(server);
+
+        // The window now holds the 6 replicas: a low reading right after
+        // the outage removes nothing.
+        let target = Target::of(wsc.spec.autoscaling.as_ref().unwrap()).unwrap();
+        let low = Stats {
+            connections: 100,
+            ..Stats::default()
+        };
+        assert_eq!(
+            autoscaler.next(Instant::now(), 6, &low.reading(), &target),
+            None
+        );
+    }
+
+    /// Once the connections target goes, the poller removes
+    /// `desiredReplicas` (a merge patch with null): no autoscaler wants
+    /// anything any more.
+    #[tokio::test]
+    async fn desired_replicas_go_with_the_connections_target() {
+        use crate::controller::Context;
+        use crate::fixtures;
+
+        let (ctx, mut server, _caches) = Context::test();
+        let mut wsc = fixtures::wsc("chat");
+        wsc.status = Some(wsgate_crds::WsClusterStatus {
+            connections: Some(0),
+            rooms: Some(0),
+            desired_replicas: Some(4),
+            ..Default::default()
+        });
+        let task = {
+            let (client, wsc) = (ctx.client.clone(), wsc.clone());
+            tokio::spawn(async move {
+                let reading = Stats::default();
+                write_status(
+                    &client,
+                    &wsc,
+                    Some(&reading),
+                    &reading.history_report(),
+                    None,
+                )
+                .await
+            })
+        };
+        let seen = server.next().await;
+        assert!(seen.body["status"]["desiredReplicas"].is_null());
+        assert!(
+            seen.body["status"]
+                .as_object()
+                .unwrap()
+                .contains_key("desiredReplicas")
+        );
+        task.await.unwrap().unwrap();
+        drop(server);
+    }
+
+    /// A failing WsCluster is logged at WARN at the first failure, then at
+    /// most once per [`STATS_WARNING_INTERVAL`], and a success resets it.
+    #[test]
+    fn stats_failures_are_warned_at_most_once_per_interval() {
+        let start = Instant::now();
+        let wsc = crate::fixtures::wsc("chat");
+        let mut polled = Polled::new(&wsc, start);
+        let error = Error::Stats("timed out".into());
+        polled.failed("chat", &error, start);
+        assert_eq!(polled.warned, Some(start));
+        for i in 1..20 {
+            polled.failed("chat", &error, start + Duration::from_secs(15 * i));
+        }
+        assert_eq!(polled.warned, Some(start), "no second warning within 5 min");
+        assert_eq!(polled.failures, 19);
+        let later = start + STATS_WARNING_INTERVAL;
+        polled.failed("chat", &error, later);
+        assert_eq!((polled.warned, polled.failures), (Some(later), 0));
+        polled.succeeded("chat");
+        assert_eq!(polled.warned, None);
+        let again = later + Duration::from_secs(15);
+        polled.failed("chat", &error, again);
+        assert_eq!(polled.warned, Some(again), "a new outage warns at once");
     }
 
     /// A reading where a node cannot store `chat` writes `HistoryAvailable:
@@ -517,6 +795,7 @@ mod tests {
         let node = |name: &str, chat: bool| NodeStats {
             node: name.into(),
             history: [("chat".to_owned(), chat), ("events".to_owned(), true)].into(),
+            upgrades_refused_capacity: None,
         };
         let reading = Stats {
             nodes: vec![node("a", true), node("b", false), node("c", true)],
@@ -526,7 +805,14 @@ mod tests {
         let task = {
             let (client, wsc, reading) = (ctx.client.clone(), wsc.clone(), reading.clone());
             tokio::spawn(async move {
-                write_status(&client, &wsc, Some(&reading), &reading.history_report()).await
+                write_status(
+                    &client,
+                    &wsc,
+                    Some(&reading),
+                    &reading.history_report(),
+                    None,
+                )
+                .await
             })
         };
         let seen = server.next().await;
@@ -563,7 +849,13 @@ mod tests {
         }
         tokio::time::timeout(
             Duration::from_secs(2),
-            write_status(&ctx.client, &wsc, Some(&reading), &reading.history_report()),
+            write_status(
+                &ctx.client,
+                &wsc,
+                Some(&reading),
+                &reading.history_report(),
+                None,
+            ),
         )
         .await
         .expect("an unchanged reading made a request")
@@ -575,7 +867,7 @@ mod tests {
                 let report = HistoryReport::Unreadable(
                     "http://chat-admin.prod.svc:9090/api/v1/stats: timed out",
                 );
-                write_status(&client, &wsc, None, &report).await
+                write_status(&client, &wsc, None, &report, None).await
             })
         };
         let seen = server.next().await;

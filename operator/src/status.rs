@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use wsgate_crds::condition::{
-    BROKER_READY, DEGRADED, HISTORY_AVAILABLE, PROGRESSING, READY, reason,
+    BROKER_READY, DEGRADED, HISTORY_AVAILABLE, PROGRESSING, READY, SCALING_ACTIVE, reason,
 };
 use wsgate_crds::{WsCluster, WsClusterStatus};
 
@@ -307,6 +307,15 @@ pub fn status(wsc: &WsCluster, observed: &Observed<'_>) -> WsClusterStatus {
                 .cloned(),
         );
     }
+    let autoscaled = connections_autoscaling(wsc);
+    if autoscaled {
+        conditions.extend(
+            old.conditions
+                .iter()
+                .find(|c| c.type_ == SCALING_ACTIVE)
+                .cloned(),
+        );
+    }
     let endpoint = if observed.invalid.is_empty() && observed.apply_error.is_none() {
         observed.endpoint.clone()
     } else {
@@ -323,7 +332,44 @@ pub fn status(wsc: &WsCluster, observed: &Observed<'_>) -> WsClusterStatus {
         connections: old.connections,
         rooms: old.rooms,
         stats_time: old.stats_time,
+        desired_replicas: old.desired_replicas,
+        last_scale_time: old.last_scale_time,
     }
+}
+
+/// Whether the operator's connections autoscaler runs for `wsc`
+/// (`autoscaling.targetConnectionsPerPod` is set).
+pub fn connections_autoscaling(wsc: &WsCluster) -> bool {
+    wsc.spec
+        .autoscaling
+        .as_ref()
+        .is_some_and(|autoscaling| autoscaling.target_connections_per_pod.is_some())
+}
+
+/// `ScalingActive` of `wsc` after one reading: `True` (`Active`) when the
+/// stats were read, `False` (`StatsUnavailable`, with `error`) when not;
+/// `None` (no condition) without a connections target.
+pub fn scaling_condition(wsc: &WsCluster, error: Option<&str>) -> Option<Condition> {
+    if !connections_autoscaling(wsc) {
+        return None;
+    }
+    let generation = wsc.metadata.generation;
+    Some(match error {
+        None => condition(
+            SCALING_ACTIVE,
+            true,
+            reason::ACTIVE,
+            "the autoscaler reads the gateways' stats",
+            generation,
+        ),
+        Some(error) => condition(
+            SCALING_ACTIVE,
+            false,
+            reason::STATS_UNAVAILABLE,
+            format!("cannot read the gateways' stats, so the replicas stay as they are: {error}"),
+            generation,
+        ),
+    })
 }
 
 /// `BrokerReady` with a managed NATS: every wanted server is ready (its
@@ -764,6 +810,43 @@ mod tests {
                 .iter()
                 .all(|c| c.type_ != HISTORY_AVAILABLE)
         );
+    }
+
+    /// `ScalingActive` exists only with a connections target: True while
+    /// the stats are read, False naming the error while not; the reconciler
+    /// carries the poller's condition and the scale fields over (the
+    /// poller owns them), and drops the condition when the target goes.
+    #[test]
+    fn scaling_active_follows_the_stats_and_the_reconciler_keeps_it() {
+        let mut wsc = fixtures::wsc("chat").with_connections_autoscaling(1000);
+        let active = scaling_condition(&wsc, None).unwrap();
+        assert_eq!(
+            (active.status.as_str(), active.reason.as_str()),
+            ("True", reason::ACTIVE)
+        );
+        let failed = scaling_condition(&wsc, Some("timed out")).unwrap();
+        assert_eq!(
+            (failed.status.as_str(), failed.reason.as_str()),
+            ("False", reason::STATS_UNAVAILABLE)
+        );
+        assert!(failed.message.contains("timed out"), "{}", failed.message);
+
+        let scaled = Time(Timestamp::UNIX_EPOCH);
+        wsc.status = Some(WsClusterStatus {
+            conditions: vec![failed.clone()],
+            desired_replicas: Some(4),
+            last_scale_time: Some(scaled.clone()),
+            ..Default::default()
+        });
+        let kept = status(&wsc, &Observed::default());
+        assert!(kept.conditions.contains(&failed));
+        assert_eq!(kept.desired_replicas, Some(4));
+        assert_eq!(kept.last_scale_time, Some(scaled));
+
+        wsc.spec.autoscaling = None;
+        assert_eq!(scaling_condition(&wsc, None), None);
+        let dropped = status(&wsc, &Observed::default());
+        assert!(dropped.conditions.iter().all(|c| c.type_ != SCALING_ACTIVE));
     }
 
     /// A Deployment past its progress deadline: Degraded with the

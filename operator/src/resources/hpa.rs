@@ -30,7 +30,7 @@ pub fn horizontal_pod_autoscaler(wsc: &WsCluster) -> Result<Option<HorizontalPod
     };
     let (_, name) = namespace_and_name(wsc)?;
     let stabilization =
-        i32::try_from(autoscaling.scale_down_stabilization_seconds).unwrap_or(i32::MAX);
+        i32::try_from(autoscaling.scale_down_stabilization().as_secs()).unwrap_or(i32::MAX);
     Ok(Some(HorizontalPodAutoscaler {
         metadata: child_meta(wsc, name.clone())?,
         spec: Some(HorizontalPodAutoscalerSpec {

@@ -466,6 +466,7 @@ fn desired_replicas_follow_spec_and_bounds() {
         target_cpu_utilization: None,
         target_connections_per_pod: Some(100),
         scale_down_stabilization_seconds: 300,
+        behavior: None,
     });
     assert_eq!(desired_replicas(&wsc), 4);
     wsc.spec.replicas = None;
