@@ -4,6 +4,8 @@
 //!
 //! - [`args`]: the command line: `run` (the controller, default), `crd`
 //!   (print the CRD) and `render -f FILE` (print what would be applied).
+//! - [`render`]: `render`'s checks (the CRD's schema and CEL rules, then
+//!   [`validate`]) and its output.
 //! - [`resources`]: pure desired-state builders, one per child kind, no I/O.
 //! - [`controller`]: `reconcile`, `error_policy` and the controller's wiring;
 //!   server-side apply that skips objects the cache already holds as wanted.
@@ -27,6 +29,7 @@ pub mod autoscale;
 pub mod controller;
 pub mod leader;
 pub mod metrics;
+pub mod render;
 pub mod resources;
 pub mod runtime;
 pub mod server;
@@ -132,6 +135,17 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+
+    /// `render -f` refused its input: a document the API server or the
+    /// controller would refuse, or one that cannot be read.
+    #[error("{path}: {source}")]
+    Render {
+        /// The file (`-`: standard input).
+        path: String,
+        /// Every problem found.
+        #[source]
+        source: Box<render::RenderError>,
+    },
 }
 
 /// The operator's result type.
@@ -160,6 +174,7 @@ impl Error {
             Error::CacheNotReady(_) => "cache_not_ready",
             Error::Stats(_) => "stats",
             Error::Input { .. } => "input",
+            Error::Render { .. } => "render",
             Error::MissingNatsCredentials => "missing_nats_credentials",
             Error::NatsCredentials(_) => "nats_credentials",
         }
