@@ -15,10 +15,12 @@
 //! 4. the controller's own checks ([`crate::validate::problems`]), which
 //!    include the gateway's strict parser on the rendered config file.
 //!
-//! Only when every document passes is anything printed. Secrets are printed
-//! without their data: the operator generates the API keys and the managed
-//! NATS credentials when it applies them, and a preview must not hand out a
-//! key that works (or a placeholder that looks like one).
+//! Only when every document passes is anything printed. The API keys Secret
+//! is printed without its data: the operator generates its key when it
+//! applies it, and a preview must not hand out a key that works, or a
+//! placeholder that looks like one and would be accepted if applied by hand.
+//! A managed NATS gets fresh credentials on every `render` (the controller
+//! generates them once and keeps them), so those are nobody's placeholder.
 
 mod schema;
 
@@ -29,7 +31,8 @@ use wsgate_crds::WsCluster;
 
 use crate::resources::{self, Settings};
 
-/// Annotation put on each Secret `render` prints, in place of its data.
+/// Annotation put on the API keys Secret `render` prints, in place of its
+/// data.
 pub const REDACTED_ANNOTATION: &str = "wsgate.io/render";
 
 /// What [`REDACTED_ANNOTATION`] says.
@@ -58,7 +61,7 @@ pub enum RenderError {
         document: String,
         /// What failed.
         #[source]
-        source: crate::Error,
+        source: Box<crate::Error>,
     },
 
     /// Printing a child as YAML failed.
@@ -97,7 +100,7 @@ fn invalid_message(refusals: &[Refusal]) -> String {
 
 /// What `render` prints for the manifests in `text` (one or more YAML
 /// documents, each a WsCluster): every child of each, as one YAML document
-/// per object, in apply order, Secrets without their data.
+/// per object, in apply order, the API keys Secret without its data.
 ///
 /// # Errors
 ///
@@ -126,16 +129,7 @@ pub fn render(text: &str, namespace: &str, settings: &Settings) -> Result<String
     }
     let mut out = String::new();
     for (document, wsc) in valid {
-        print(&wsc, settings, &mut out).map_err(|error| match error {
-            PrintError::Build(source) => RenderError::Build {
-                document: document.clone(),
-                source,
-            },
-            PrintError::Yaml(source) => RenderError::Print {
-                document: document.clone(),
-                source,
-            },
-        })?;
+        print(&document, &wsc, settings, &mut out)?;
     }
     Ok(out)
 }
@@ -222,52 +216,51 @@ fn check(document: &serde_json::Value, namespace: &str) -> Result<WsCluster, Vec
     }
 }
 
-enum PrintError {
-    Build(crate::Error),
-    Yaml(yaml_serde::Error),
-}
-
-/// Appends every child of `wsc` to `out`, one YAML document each.
-fn print(wsc: &WsCluster, settings: &Settings, out: &mut String) -> Result<(), PrintError> {
+/// Appends every child of `wsc` (from `document`) to `out`, one YAML
+/// document each.
+fn print(
+    document: &str,
+    wsc: &WsCluster,
+    settings: &Settings,
+    out: &mut String,
+) -> Result<(), RenderError> {
+    let build = |source: crate::Error| RenderError::Build {
+        document: document.to_owned(),
+        source: Box::new(source),
+    };
     let mut wsc = wsc.clone();
     if wsc.metadata.uid.is_none() {
         // Owner references need a uid; the API server assigns the real one.
         wsc.metadata.uid = Some("00000000-0000-0000-0000-000000000000".to_owned());
     }
-    // The Secrets' data is dropped below; the builders still need values.
+    // The API keys Secret's data is dropped below; its builder needs a value.
     let api_keys = resources::api_keys_file("", None);
     let nats_credentials = resources::nats::managed_spec(&wsc)
         .map(|_| resources::nats::NatsCredentials::generate())
         .transpose()
-        .map_err(|error| PrintError::Build(error.into()))?;
-    let children = resources::children(&wsc, settings, &api_keys, nats_credentials.as_ref())
-        .map_err(PrintError::Build)?;
-    for mut value in children.to_values().map_err(PrintError::Build)? {
-        redact(&mut value);
+        .map_err(|error| build(error.into()))?;
+    let mut children =
+        resources::children(&wsc, settings, &api_keys, nats_credentials.as_ref()).map_err(build)?;
+    redact(&mut children.api_keys_secret);
+    for value in children.to_values().map_err(build)? {
         out.push_str("---\n");
-        out.push_str(&yaml_serde::to_string(&value).map_err(PrintError::Yaml)?);
+        out.push_str(
+            &yaml_serde::to_string(&value).map_err(|source| RenderError::Print {
+                document: document.to_owned(),
+                source,
+            })?,
+        );
     }
     Ok(())
 }
 
-/// Drops a Secret's `data` and `stringData`, and says so in an annotation.
-fn redact(value: &mut serde_json::Value) {
-    let Some(object) = value.as_object_mut() else {
-        return;
-    };
-    if object.get("kind").and_then(serde_json::Value::as_str) != Some("Secret") {
-        return;
-    }
-    object.remove("data");
-    object.remove("stringData");
-    if let Some(metadata) = object
-        .get_mut("metadata")
-        .and_then(serde_json::Value::as_object_mut)
-        && let Some(annotations) = metadata
-            .entry("annotations")
-            .or_insert_with(|| serde_json::json!({}))
-            .as_object_mut()
-    {
-        annotations.insert(REDACTED_ANNOTATION.to_owned(), REDACTED_NOTE.into());
-    }
+/// Drops a Secret's data, and says so in an annotation.
+fn redact(secret: &mut k8s_openapi::api::core::v1::Secret) {
+    secret.data = None;
+    secret.string_data = None;
+    secret
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(REDACTED_ANNOTATION.to_owned(), REDACTED_NOTE.to_owned());
 }
