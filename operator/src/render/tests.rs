@@ -196,3 +196,112 @@ fn every_example_renders() {
         render(text, "default", &Settings::default()).unwrap();
     }
 }
+
+/// The structural walker checks every keyword the API server does, on a
+/// hand-written schema: types, int-or-string, bounds (exclusive too),
+/// lengths, item counts, enums, patterns, required fields, free-form maps
+/// and preserved unknown fields.
+#[test]
+fn structural_checks_cover_each_schema_keyword() {
+    let schema = serde_json::json!({
+        "type": "object",
+        "required": ["spec"],
+        "properties": {"spec": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "minLength": 2, "maxLength": 4, "pattern": "^[a-z]+$"},
+                "count": {"type": "integer", "minimum": 1, "maximum": 5},
+                "ratio": {"type": "number", "minimum": 0, "exclusiveMinimum": true},
+                "size": {"x-kubernetes-int-or-string": true},
+                "mode": {"type": "string", "enum": ["a", "b"]},
+                "tags": {"type": "array", "maxItems": 1, "items": {"type": "string"}},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "raw": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                "optional": {"type": "string", "nullable": true}
+            }
+        }}
+    });
+    let check = |spec: serde_json::Value| {
+        schema::problems(
+            &schema,
+            &serde_json::json!({"metadata": {"name": "x"}, "spec": spec}),
+        )
+    };
+    let fine = serde_json::json!({
+        "name": "abc", "count": 5, "ratio": 0.5, "size": "1Gi", "mode": "a", "tags": ["t"],
+        "labels": {"any.key/x": "v"}, "raw": {"whatever": {"deep": 1}}, "optional": null
+    });
+    assert_eq!(check(fine.clone()), Vec::<String>::new());
+    let mut size_as_integer = fine.clone();
+    size_as_integer["size"] = 10.into();
+    assert_eq!(check(size_as_integer), Vec::<String>::new());
+
+    let cases = [
+        (
+            serde_json::json!({"name": "a"}),
+            "spec.name: needs at least 2 characters, has 1",
+        ),
+        (
+            serde_json::json!({"name": "abcde"}),
+            "spec.name: allows at most 4 characters, has 5",
+        ),
+        (
+            serde_json::json!({"name": "AB"}),
+            "spec.name: \"AB\" does not match \"^[a-z]+$\"",
+        ),
+        (
+            serde_json::json!({"name": "ab", "count": 0}),
+            "spec.count: 0 is below the minimum of 1",
+        ),
+        (
+            serde_json::json!({"name": "ab", "count": 6}),
+            "spec.count: 6 is above the maximum of 5",
+        ),
+        (
+            serde_json::json!({"name": "ab", "count": 1.5}),
+            "spec.count: must be an integer",
+        ),
+        (
+            serde_json::json!({"name": "ab", "ratio": 0}),
+            "spec.ratio: 0 must be greater than 0",
+        ),
+        (
+            serde_json::json!({"name": "ab", "size": true}),
+            "spec.size: must be an integer or a string",
+        ),
+        (
+            serde_json::json!({"name": "ab", "mode": "c"}),
+            "spec.mode: \"c\" is not one of \"a\", \"b\"",
+        ),
+        (
+            serde_json::json!({"name": "ab", "tags": ["a", "b"]}),
+            "spec.tags: allows at most 1 items, has 2",
+        ),
+        (
+            serde_json::json!({"name": "ab", "tags": [1]}),
+            "spec.tags[0]: must be a string",
+        ),
+        (
+            serde_json::json!({"name": "ab", "labels": {"k": 1}}),
+            "spec.labels.k: must be a string",
+        ),
+        (
+            serde_json::json!({"name": "ab", "nmae": "x"}),
+            "spec.nmae: unknown field",
+        ),
+        (serde_json::json!({}), "spec.name: required"),
+        (serde_json::json!([]), "spec: must be a mapping"),
+    ];
+    for (spec, expected) in cases {
+        let found = check(spec.clone());
+        assert!(
+            found.iter().any(|problem| problem.starts_with(expected)),
+            "{spec}: expected {expected:?}, got {found:?}"
+        );
+    }
+    assert_eq!(
+        schema::problems(&schema, &serde_json::json!({"metadata": {}})),
+        vec!["spec: required".to_owned()]
+    );
+}
