@@ -81,6 +81,7 @@ use crate::status::WsClusterStatus;
 #[x_kube(validation = Rule::new("!has(self.nats) || !has(self.nats.managed) || !has(self.history) || !has(self.history.replicas) || self.history.replicas <= self.nats.managed.replicas").message("history.replicas must not exceed nats.managed.replicas: JetStream cannot place more replicas than it has servers"))]
 #[x_kube(validation = Rule::new("!has(self.autoscaling) || !has(self.autoscaling.targetConnectionsPerPod) || self.autoscaling.targetConnectionsPerPod * 10 <= (has(self.limits) && has(self.limits.maxConnections) ? self.limits.maxConnections : 10000) * 9").message("autoscaling.targetConnectionsPerPod must be at most 90% of limits.maxConnections (default 10000): at the limit, refused clients never show in the load and the autoscaler could not see the demand"))]
 #[x_kube(validation = Rule::new("(has(self.nats) && has(self.nats.managed)) == (has(oldSelf.nats) && has(oldSelf.nats.managed))").message("nats.managed cannot be added to or removed from an existing WsCluster: see \"Changing the managed NATS size\" in docs/operator.md"))]
+#[x_kube(validation = Rule::new("has(self.auth) && (has(self.auth.jwtSecret) || has(self.auth.jwtPublicKey) || has(self.auth.jwks) || (has(self.auth.allowAnonymous) && self.auth.allowAnonymous))").message("auth: set jwtSecret, jwtPublicKey or jwks, or allowAnonymous: true; as written every client would be refused"))]
 #[serde(rename_all = "camelCase")]
 pub struct WsClusterSpec {
     /// Number of gateway pods. Leave it out when `autoscaling` is set: then
@@ -226,10 +227,12 @@ pub struct SecretKeyRef {
 #[x_kube(validation = Rule::new("!has(self.managed) || (!has(self.credentialsSecret) && !has(self.tls))").message("nats.credentialsSecret and nats.tls apply to nats.url only: the operator makes the managed NATS credentials itself"))]
 #[serde(rename_all = "camelCase")]
 pub struct NatsSpec {
-    /// Comma-separated NATS URLs, e.g. `nats://nats.nats:4222`. Exclusive
-    /// with `managed`.
+    /// Comma-separated NATS URLs, e.g. `nats://nats.nats:4222`, each
+    /// `nats://`, `tls://`, `ws://`, `wss://` or a bare `host[:port]` (as the
+    /// gateway's `nats_url`). Exclusive with `managed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("self.matches('^ *((nats|tls|ws|wss)://[^ ,]+|[^ ,:/]+(:[0-9]+)?) *(, *((nats|tls|ws|wss)://[^ ,]+|[^ ,:/]+(:[0-9]+)?) *)*$')").message("nats.url must be comma-separated nats://, tls://, ws:// or wss:// URLs (or host:port), like nats://nats.nats:4222"))]
     pub url: Option<String>,
     /// A NATS JetStream cluster run by the operator, owned by this
     /// WsCluster. Exclusive with `url`.
@@ -415,7 +418,8 @@ fn default_auth_timeout_ms() -> u64 {
 }
 
 /// Limits per pod and per connection (`limits.*` in docs/config.md).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.heartbeatTimeoutMs > self.heartbeatMs").message("limits.heartbeatTimeoutMs must be greater than limits.heartbeatMs"))]
 #[serde(rename_all = "camelCase")]
 pub struct LimitsSpec {
     /// Connections one pod accepts; over it, upgrades get 503.

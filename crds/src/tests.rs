@@ -253,6 +253,34 @@ fn cel_rules_refuse_inconsistent_specs_with_clear_messages() {
             serde_json::json!({"autoscaling": {"maxReplicas": 4, "targetConnectionsPerPod": 100}}),
             "autoscaling needs nats",
         ),
+        (
+            serde_json::json!({"auth": {}}),
+            "auth: set jwtSecret, jwtPublicKey or jwks, or allowAnonymous: true",
+        ),
+        (
+            serde_json::json!({"auth": {"allowAnonymous": false}}),
+            "auth: set jwtSecret, jwtPublicKey or jwks, or allowAnonymous: true",
+        ),
+        (
+            serde_json::json!({"limits": {"heartbeatMs": 30000, "heartbeatTimeoutMs": 20000}}),
+            "limits.heartbeatTimeoutMs must be greater than limits.heartbeatMs",
+        ),
+        (
+            serde_json::json!({"limits": {"heartbeatMs": 30000, "heartbeatTimeoutMs": 30000}}),
+            "limits.heartbeatTimeoutMs must be greater than limits.heartbeatMs",
+        ),
+        (
+            serde_json::json!({"nats": {"url": "http://nats:4222"}}),
+            "nats.url must be comma-separated",
+        ),
+        (
+            serde_json::json!({"nats": {"url": "nats://a:4222,,b"}}),
+            "nats.url must be comma-separated",
+        ),
+        (
+            serde_json::json!({"nats": {"url": "a:port"}}),
+            "nats.url must be comma-separated",
+        ),
     ];
     for (spec, expected) in cases {
         let mut manifest = minimal();
@@ -265,6 +293,31 @@ fn cel_rules_refuse_inconsistent_specs_with_clear_messages() {
             "{spec}: expected {expected:?}, got {failures:?}"
         );
     }
+}
+
+/// The NATS URL rule accepts what the gateway's `nats_url` accepts: every
+/// scheme it reads, bare `host[:port]`, and blanks around commas.
+#[test]
+fn cel_nats_url_rule_accepts_the_gateways_forms() {
+    for url in [
+        "nats://nats.nats:4222",
+        "nats://a:4222, tls://b:4222,ws://c:80/path,wss://user:pass@d,e:4222,f",
+        "nats",
+    ] {
+        let manifest = with_spec(serde_json::json!({"nats": {"url": url}}));
+        assert_eq!(cel_failures(&manifest), Vec::<String>::new(), "{url}");
+    }
+}
+
+/// Anonymous access alone is a working auth: the auth rule passes it.
+#[test]
+fn cel_auth_rule_accepts_anonymous_access() {
+    let mut manifest = minimal();
+    manifest["spec"]["auth"] = serde_json::json!({"allowAnonymous": true});
+    assert_eq!(cel_failures(&manifest), Vec::<String>::new());
+    let mut manifest = minimal();
+    manifest["spec"]["auth"] = serde_json::json!({"jwks": {"name": "j", "key": "k"}});
+    assert_eq!(cel_failures(&manifest), Vec::<String>::new());
 }
 
 /// Schema defaults are the docs/config.md defaults, and a spec deserializes to

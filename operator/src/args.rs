@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::resources::{self, Settings};
+use crate::resources::Settings;
 use crate::{Error, Result, telemetry};
 
 /// Kubernetes operator for wsgate: reconciles `WsCluster` resources into
@@ -199,58 +199,26 @@ fn print_render(
             message: error.to_string(),
         })?
     };
-    print!(
-        "{}",
-        render(&text, namespace, settings).map_err(|error| match error {
-            Error::Input { message, .. } => Error::Input {
-                path: file.display().to_string(),
-                message,
-            },
-            other => other,
-        })?
-    );
+    let out =
+        crate::render::render(&text, namespace, settings).map_err(|source| Error::Render {
+            path: file.display().to_string(),
+            source: Box::new(source),
+        })?;
+    print!("{out}");
     Ok(())
 }
 
-/// What `render` prints for the WsCluster manifest `text`: every child as
-/// one YAML document, in apply order. The API keys Secret carries a
-/// placeholder instead of a key.
+/// What `render` prints for the WsCluster manifests in `text`; see
+/// [`crate::render::render`].
 ///
 /// # Errors
 ///
-/// [`Error::Input`] when `text` is not a WsCluster manifest, else as
-/// [`resources::children`].
+/// [`Error::Render`] naming every problem, when a document would be refused.
 pub fn render(text: &str, namespace: &str, settings: &Settings) -> Result<String> {
-    let mut wsc: wsgate_crds::WsCluster =
-        yaml_serde::from_str(text).map_err(|error| Error::Input {
-            path: "-".to_owned(),
-            message: error.to_string(),
-        })?;
-    if wsc.metadata.namespace.is_none() {
-        wsc.metadata.namespace = Some(namespace.to_owned());
-    }
-    if wsc.metadata.uid.is_none() {
-        // Owner references need a uid; the API server assigns the real one.
-        wsc.metadata.uid = Some("00000000-0000-0000-0000-000000000000".to_owned());
-    }
-    let placeholder = resources::api_keys_file("<generated-by-the-operator>");
-    // A managed NATS gets fresh credentials, as on its first reconcile (so
-    // its preview differs between runs; the controller keeps the first).
-    let nats_credentials = resources::nats::managed_spec(&wsc)
-        .map(|_| resources::nats::NatsCredentials::generate())
-        .transpose()?;
-    let children = resources::children(&wsc, settings, &placeholder, nats_credentials.as_ref())?;
-    let mut out = String::new();
-    for value in children.to_values()? {
-        out.push_str("---\n");
-        out.push_str(
-            &yaml_serde::to_string(&value).map_err(|error| Error::Input {
-                path: "-".to_owned(),
-                message: error.to_string(),
-            })?,
-        );
-    }
-    Ok(out)
+    crate::render::render(text, namespace, settings).map_err(|source| Error::Render {
+        path: "-".to_owned(),
+        source: Box::new(source),
+    })
 }
 
 #[cfg(test)]
@@ -342,6 +310,6 @@ mod tests {
             &Settings::default(),
         )
         .unwrap_err();
-        assert!(matches!(error, Error::Input { .. }), "{error}");
+        assert!(matches!(error, Error::Render { .. }), "{error}");
     }
 }

@@ -4,6 +4,8 @@
 //!
 //! - [`args`]: the command line: `run` (the controller, default), `crd`
 //!   (print the CRD) and `render -f FILE` (print what would be applied).
+//! - [`render`]: `render`'s checks (the CRD's schema and CEL rules, then
+//!   [`validate`]) and its output.
 //! - [`resources`]: pure desired-state builders, one per child kind, no I/O.
 //! - [`controller`]: `reconcile`, `error_policy` and the controller's wiring;
 //!   server-side apply that skips objects the cache already holds as wanted.
@@ -35,6 +37,7 @@ pub mod leader;
 pub mod metrics;
 pub mod owned_secret;
 pub mod rbac;
+pub mod render;
 pub mod resources;
 pub mod runtime;
 pub mod server;
@@ -152,6 +155,17 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+
+    /// `render -f` refused its input: a document the API server or the
+    /// controller would refuse, or one that cannot be read.
+    #[error("{path}: {source}")]
+    Render {
+        /// The file (`-`: standard input).
+        path: String,
+        /// Every problem found.
+        #[source]
+        source: Box<render::RenderError>,
+    },
 }
 
 /// The operator's result type.
@@ -181,6 +195,7 @@ impl Error {
             Error::CacheNotReady(_) => "cache_not_ready",
             Error::Stats(_) => "stats",
             Error::Input { .. } => "input",
+            Error::Render { .. } => "render",
             Error::MissingNatsCredentials => "missing_nats_credentials",
             Error::NatsCredentials(_) => "nats_credentials",
         }

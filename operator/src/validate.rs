@@ -52,6 +52,15 @@ pub fn problems(wsc: &WsCluster) -> Vec<String> {
         );
     }
 
+    if let Some(reference) = &auth.api_keys_secret {
+        let own = crate::resources::api_keys_secret_name(name);
+        if reference.name == own {
+            problems.push(format!(
+                "auth.apiKeysSecret: {own:?} is the Secret the operator makes for this WsCluster (`<name>-api-keys`): applying it would take your Secret over, and deleting the WsCluster would delete it; store your keys in a Secret of another name"
+            ));
+        }
+    }
+
     for namespace in spec.namespaces.keys() {
         let valid = !namespace.is_empty()
             && namespace.len() <= 128
@@ -128,4 +137,63 @@ pub fn referenced_secrets(wsc: &WsCluster) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
     names.retain(|name| seen.insert(name.clone()));
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use wsgate_crds::SecretKeyRef;
+
+    use super::*;
+    use crate::fixtures::wsc;
+
+    /// The fixture is a spec that can work.
+    #[test]
+    fn a_working_spec_has_no_problems() {
+        assert_eq!(problems(&wsc("chat")), Vec::<String>::new());
+    }
+
+    /// `auth.apiKeysSecret` naming the operator's own `<name>-api-keys`
+    /// Secret is refused: a forced apply would take the user's Secret over.
+    #[test]
+    fn api_keys_secret_named_like_the_operators_own_is_refused() {
+        let mut clash = wsc("chat");
+        clash.spec.auth.api_keys_secret = Some(SecretKeyRef {
+            name: "chat-api-keys".into(),
+            key: "keys".into(),
+        });
+        let found = problems(&clash);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("auth.apiKeysSecret:") && p.contains("\"chat-api-keys\"")),
+            "{found:?}"
+        );
+        let mut other = clash.clone();
+        other.spec.auth.api_keys_secret = Some(SecretKeyRef {
+            name: "chat-backend-keys".into(),
+            key: "keys".into(),
+        });
+        assert_eq!(problems(&other), Vec::<String>::new());
+    }
+
+    /// A heartbeat timeout at or below the heartbeat, and a spec without any
+    /// token key or anonymous access, are each named.
+    #[test]
+    fn heartbeat_and_missing_auth_are_named() {
+        let mut bad = wsc("chat");
+        bad.spec.limits.heartbeat_ms = 30_000;
+        bad.spec.limits.heartbeat_timeout_ms = 20_000;
+        bad.spec.auth.jwt_secret = None;
+        let found = problems(&bad);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("limits.heartbeatTimeoutMs")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|p| p.starts_with("auth: set jwtSecret")),
+            "{found:?}"
+        );
+    }
 }
