@@ -381,6 +381,19 @@ impl Context {
     }
 }
 
+/// How the mock API server answers one request.
+type Responder = tower_test::mock::SendResponse<Response<Body>>;
+
+/// Answers with `status` and `body` as JSON.
+fn respond(send: Responder, status: u16, body: &impl Serialize) {
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap(),
+    );
+}
+
 /// A discovery request (`/api`, `/apis`, `/apis/<group>/<version>`), which
 /// every authenticated user may make (`system:discovery`), so no rule grants it.
 fn is_discovery(uri: &str) -> bool {
@@ -465,8 +478,9 @@ impl ApiServerVerifier {
         Seen { method, uri, body }
     }
 
-    /// Answers the next request with an API error of `code`.
-    pub async fn fail(&mut self, code: u16, message: &str) -> Seen {
+    /// The next request, which [`crate::rbac::RULES`] must permit, as seen
+    /// (without its body), and the handle to answer it.
+    async fn receive(&mut self) -> (Seen, Responder) {
         let (request, send) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
             .await
             .expect("timed out waiting for a request")
@@ -477,16 +491,17 @@ impl ApiServerVerifier {
             uri: request.uri().to_string(),
             body: Value::Null,
         };
+        (seen, send)
+    }
+
+    /// Answers the next request with an API error of `code`.
+    pub async fn fail(&mut self, code: u16, message: &str) -> Seen {
+        let (seen, send) = self.receive().await;
         let status = serde_json::json!({
             "apiVersion": "v1", "kind": "Status", "status": "Failure",
             "message": message, "reason": "Invalid", "code": code,
         });
-        send.send_response(
-            Response::builder()
-                .status(code)
-                .body(Body::from(serde_json::to_vec(&status).unwrap()))
-                .unwrap(),
-        );
+        respond(send, code, &status);
         seen
     }
 
@@ -501,36 +516,14 @@ impl ApiServerVerifier {
 
     /// Answers the next request with `object` and returns what was seen.
     pub async fn answer<T: Serialize>(&mut self, object: T) -> Seen {
-        let (request, send) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
-            .await
-            .expect("timed out waiting for a request")
-            .expect("service not called");
-        assert_permitted(request.method(), &request.uri().to_string());
-        let seen = Seen {
-            method: request.method().clone(),
-            uri: request.uri().to_string(),
-            body: Value::Null,
-        };
-        send.send_response(
-            Response::builder()
-                .body(Body::from(serde_json::to_vec(&object).unwrap()))
-                .unwrap(),
-        );
+        let (seen, send) = self.receive().await;
+        respond(send, 200, &object);
         seen
     }
 
     /// Answers a GET of a Secret with `data` (base64 done here).
     pub async fn secret(&mut self, name: &str, key: &str, value: &str) -> Seen {
-        let (request, send) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
-            .await
-            .expect("timed out waiting for a request")
-            .expect("service not called");
-        assert_permitted(request.method(), &request.uri().to_string());
-        let seen = Seen {
-            method: request.method().clone(),
-            uri: request.uri().to_string(),
-            body: Value::Null,
-        };
+        let (seen, send) = self.receive().await;
         let mut secret = Secret::default();
         secret.metadata.name = Some(name.into());
         secret.data = Some(
@@ -540,11 +533,7 @@ impl ApiServerVerifier {
             )]
             .into(),
         );
-        send.send_response(
-            Response::builder()
-                .body(Body::from(serde_json::to_vec(&secret).unwrap()))
-                .unwrap(),
-        );
+        respond(send, 200, &secret);
         seen
     }
 }

@@ -5,7 +5,6 @@
 //! and the stats poller, and runs them until a signal (axum's
 //! `shutdown_signal`, turned into a `CancellationToken`).
 
-use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -21,7 +20,6 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use wsgate_crds::WsCluster;
@@ -34,7 +32,7 @@ use crate::controller::{
 use crate::metrics::Metrics;
 use crate::owned_secret::{OwnedSecrets, SecretContents};
 use crate::resources::HTTPRoute;
-use crate::watch::{self, Namespaces};
+use crate::watch::{self, Namespaces, Watched};
 use crate::{Error, FIELD_MANAGER, Result};
 
 /// Runs the operator: telemetry, HTTP server, optional CRD apply, leader
@@ -151,13 +149,7 @@ fn owned_watcher<K>(
     impl futures::Stream<Item = Result<K, watcher::Error>> + use<K>,
 )
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched + Resource<DynamicType = ()>,
 {
     debug_assert_rbac::<K>();
     let (reader, writer) = reflector::store();
@@ -171,13 +163,7 @@ fn owned_stream<K>(
     writer: Writer<K>,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + use<K>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched + Resource<DynamicType = ()>,
 {
     let events = watch::watch(
         client,

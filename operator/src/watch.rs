@@ -54,6 +54,29 @@ impl Namespaces {
     }
 }
 
+/// A namespaced kind the operator can watch and cache.
+pub trait Watched:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType: Default>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType: Default>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// The events of `K` in every watched namespace as one stream (see the
 /// module docs), each object passed through `modify` first.
 pub fn watch<K>(
@@ -63,14 +86,7 @@ pub fn watch<K>(
     modify: fn(&mut K),
 ) -> BoxStream<'static, Result<Event<K>, watcher::Error>>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default,
+    K: Watched,
 {
     let streams: Vec<_> = namespaces
         .apis::<K>(client)

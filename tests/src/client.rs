@@ -647,6 +647,19 @@ impl Client {
         self.call_ok(json!({"op": "join", "room": room})).await
     }
 
+    /// `join` that must succeed, recovering after `since` (`(epoch, seq)`)
+    /// when given; returns the reply.
+    ///
+    /// # Errors
+    /// An error reply or no reply.
+    pub async fn join_since(&mut self, room: &str, since: Option<(&str, u64)>) -> Result<Value> {
+        let mut command = json!({"op": "join", "room": room});
+        if let Some((epoch, seq)) = since {
+            command["since"] = json!({"epoch": epoch, "seq": seq});
+        }
+        self.call_ok(command).await
+    }
+
     /// `leave` that must succeed.
     ///
     /// # Errors
@@ -662,6 +675,18 @@ impl Client {
     pub async fn publish(&mut self, room: &str, data: Value) -> Result<Value> {
         self.call_ok(json!({"op": "publish", "room": room, "data": data}))
             .await
+    }
+
+    /// `publish` that must succeed in a room with history; returns the
+    /// acknowledged `seq`.
+    ///
+    /// # Errors
+    /// An error reply, no reply, or a reply without `seq`.
+    pub async fn publish_seq(&mut self, room: &str, data: Value) -> Result<u64> {
+        let reply = self.publish(room, data).await?;
+        reply["seq"]
+            .as_u64()
+            .with_context(|| format!("publish reply without seq: {reply}"))
     }
 
     /// `auth` with a good token: the reply is a welcome (with the `auth`'s id), which is

@@ -28,34 +28,13 @@ async fn cluster(replicas: usize, options: GatewayOptions) -> Result<Deployment>
     Deployment::start_jetstream(replicas, options).await
 }
 
-/// Joins `room` (optionally with `since`) and returns the reply.
-async fn join(client: &mut Client, room: &str, since: Option<(&str, u64)>) -> Result<Value> {
-    let mut command = json!({"op": "join", "room": room});
-    if let Some((epoch, seq)) = since {
-        command["since"] = json!({"epoch": epoch, "seq": seq});
-    }
-    let reply = client.call(command).await?;
-    ensure!(reply["ok"] == true, "join {room} failed: {reply}");
-    Ok(reply)
-}
-
 /// Joins `room` without `since` and returns its epoch.
 async fn join_epoch(client: &mut Client, room: &str) -> Result<String> {
-    let reply = join(client, room, None).await?;
+    let reply = client.join(room).await?;
     let epoch = reply["epoch"]
         .as_str()
         .with_context(|| format!("join reply without epoch: {reply}"))?;
     Ok(epoch.to_owned())
-}
-
-/// Publishes and returns the acknowledged seq.
-async fn publish(client: &mut Client, room: &str, data: Value) -> Result<u64> {
-    let reply = client
-        .call(json!({"op": "publish", "room": room, "data": data}))
-        .await?;
-    reply["seq"]
-        .as_u64()
-        .with_context(|| format!("publish reply without seq: {reply}"))
 }
 
 fn seqs(messages: &[Value]) -> Vec<u64> {
@@ -84,14 +63,14 @@ async fn missed_messages_are_recovered_exactly(deployment: &Deployment) -> Resul
     let mut away = connect_user(deployment, 0, "away").await?;
     let mut publisher_a = connect_user(deployment, 1, "pub-a").await?;
     let mut publisher_b = connect_user(deployment, 2, "pub-b").await?;
-    let reply = join(&mut away, &room, None).await?;
+    let reply = away.join_since(&room, None).await?;
     let epoch = reply["epoch"]
         .as_str()
         .context("join reply without epoch")?
         .to_owned();
     ensure!(reply["seq"] == 0, "a new room starts at seq 0: {reply}");
-    publish(&mut publisher_a, &room, json!("seen-1")).await?;
-    let seen = publish(&mut publisher_b, &room, json!("seen-2")).await?;
+    publisher_a.publish_seq(&room, json!("seen-1")).await?;
+    let seen = publisher_b.publish_seq(&room, json!("seen-2")).await?;
     let mut live = Vec::new();
     for _ in 0..2 {
         live.push(away.next_message(&room, FRAME).await?);
@@ -106,10 +85,14 @@ async fn missed_messages_are_recovered_exactly(deployment: &Deployment) -> Resul
         } else {
             &mut publisher_b
         };
-        expected.push(publish(publisher, &room, json!(format!("missed-{i}"))).await?);
+        expected.push(
+            publisher
+                .publish_seq(&room, json!(format!("missed-{i}")))
+                .await?,
+        );
     }
     let mut back = connect_user(deployment, 0, "away").await?;
-    let reply = join(&mut back, &room, Some((&epoch, seen))).await?;
+    let reply = back.join_since(&room, Some((&epoch, seen))).await?;
     ensure!(reply["recovered"] == true, "rejoin should recover: {reply}");
     let missed = reply["missed"].as_array().context("no missed")?.clone();
     ensure!(
@@ -124,7 +107,7 @@ async fn missed_messages_are_recovered_exactly(deployment: &Deployment) -> Resul
         "data {data:?}"
     );
     // Live delivery continues the chain, with nothing delivered twice.
-    let next = publish(&mut publisher_a, &room, json!("after")).await?;
+    let next = publisher_a.publish_seq(&room, json!("after")).await?;
     let message = back.next_message(&room, FRAME).await?;
     ensure!(
         message["seq"] == next && message["prev"] == expected[9],
@@ -160,29 +143,31 @@ async fn recovery_beyond_history_or_across_epochs_is_not_recovered() -> Result<(
     let mut publisher = connect_user(&deployment, 1, "pub").await?;
     let mut client = connect_user(&deployment, 0, "c").await?;
     let epoch = join_epoch(&mut client, &room).await?;
-    let first = publish(&mut publisher, &room, json!(0)).await?;
+    let first = publisher.publish_seq(&room, json!(0)).await?;
     let mut all = vec![first];
     for i in 1..10 {
-        all.push(publish(&mut publisher, &room, json!(i)).await?);
+        all.push(publisher.publish_seq(&room, json!(i)).await?);
     }
     // Four missed, history holds them, but recovery_max is 3: the newest three.
-    let reply = join(&mut client, &room, Some((&epoch, all[5]))).await?;
+    let reply = client.join_since(&room, Some((&epoch, all[5]))).await?;
     ensure!(reply["recovered"] == false, "over recovery_max: {reply}");
     ensure!(
         seqs(reply["missed"].as_array().context("missed")?) == all[7..],
         "newest three: {reply}"
     );
     // Evicted from history.
-    let reply = join(&mut client, &room, Some((&epoch, first))).await?;
+    let reply = client.join_since(&room, Some((&epoch, first))).await?;
     ensure!(reply["recovered"] == false, "evicted: {reply}");
     // Another epoch: nothing, not recovered.
-    let reply = join(&mut client, &room, Some(("not-this-epoch", all[8]))).await?;
+    let reply = client
+        .join_since(&room, Some(("not-this-epoch", all[8])))
+        .await?;
     ensure!(
         reply["recovered"] == false && reply["missed"] == json!([]),
         "other epoch: {reply}"
     );
     // Up to date: recovered, nothing missed.
-    let reply = join(&mut client, &room, Some((&epoch, all[9]))).await?;
+    let reply = client.join_since(&room, Some((&epoch, all[9]))).await?;
     ensure!(
         reply["recovered"] == true && reply["missed"] == json!([]),
         "current: {reply}"
@@ -200,8 +185,8 @@ async fn expiry_keeps_prev_and_the_position_right() -> Result<()> {
     let mut publisher = connect_user(&deployment, 1, "pub").await?;
     let mut client = connect_user(&deployment, 0, "c").await?;
     let epoch = join_epoch(&mut client, &room).await?;
-    let early = publish(&mut publisher, &room, json!("early")).await?;
-    let last = publish(&mut publisher, &room, json!("last")).await?;
+    let early = publisher.publish_seq(&room, json!("early")).await?;
+    let last = publisher.publish_seq(&room, json!("last")).await?;
     for _ in 0..2 {
         client.next_message(&room, FRAME).await?;
     }
@@ -213,7 +198,7 @@ async fn expiry_keeps_prev_and_the_position_right() -> Result<()> {
         Ok((body["messages"] == json!([])).then_some(()))
     })
     .await?;
-    let reply = join(&mut client, &room, Some((&epoch, early))).await?;
+    let reply = client.join_since(&room, Some((&epoch, early))).await?;
     ensure!(
         reply["recovered"] == false,
         "the message after {early} expired: {reply}"
@@ -222,9 +207,9 @@ async fn expiry_keeps_prev_and_the_position_right() -> Result<()> {
         reply["seq"] == last,
         "the position survives expiry: {reply}"
     );
-    let reply = join(&mut client, &room, Some((&epoch, last))).await?;
+    let reply = client.join_since(&room, Some((&epoch, last))).await?;
     ensure!(reply["recovered"] == true, "saw the last message: {reply}");
-    let next = publish(&mut publisher, &room, json!("next")).await?;
+    let next = publisher.publish_seq(&room, json!("next")).await?;
     let message = client.next_message(&room, FRAME).await?;
     ensure!(
         message["seq"] == next && message["prev"] == last,
@@ -241,7 +226,7 @@ async fn ten_thousand_messages_from_three_replicas_form_an_unbroken_chain() -> R
     let deployment = cluster(3, history_options().set("limits.send_queue", 20_000)).await?;
     let room = unique_room("hist:chain");
     let mut member = connect_user(&deployment, 0, "member").await?;
-    join(&mut member, &room, None).await?;
+    member.join_since(&room, None).await?;
     let publishers = (0..3).map(|i| {
         let url = deployment.ws_url(i);
         let room = room.clone();
@@ -285,7 +270,7 @@ async fn pipelined_publishes_are_stored_in_command_order() -> Result<()> {
     let deployment = cluster(3, history_options()).await?;
     let room = unique_room("hist:pipelined");
     let mut member = connect_user(&deployment, 1, "member").await?;
-    join(&mut member, &room, None).await?;
+    member.join_since(&room, None).await?;
     let mut publisher = connect_user(&deployment, 0, "publisher").await?;
     for k in 0..PUBLISHES {
         publisher
@@ -336,7 +321,7 @@ async fn rooms_without_history_carry_no_seq() -> Result<()> {
     let deployment = cluster(2, history_options()).await?;
     let room = unique_room("plain");
     let mut client = connect_user(&deployment, 0, "c").await?;
-    let reply = join(&mut client, &room, None).await?;
+    let reply = client.join_since(&room, None).await?;
     ensure!(
         reply.get("epoch").is_none() && reply["recovered"] == false,
         "plain join: {reply}"
@@ -367,7 +352,7 @@ async fn history_survives_a_nats_server_restart() -> Result<()> {
     let mut publisher = connect_user(&deployment, 1, "p").await?;
     let mut acknowledged = Vec::new();
     for i in 0..5 {
-        acknowledged.push(publish(&mut publisher, &room, json!(i)).await?);
+        acknowledged.push(publisher.publish_seq(&room, json!(i)).await?);
     }
     let mut client = connect_user(&deployment, 0, "c").await?;
     let epoch = join_epoch(&mut client, &room).await?;
@@ -375,7 +360,7 @@ async fn history_survives_a_nats_server_restart() -> Result<()> {
     deployment.nats_mut().restart().await?;
     deployment.gateway(0).await_readyz(200, SOON).await?;
     let mut back = connect_user(&deployment, 0, "c2").await?;
-    let reply = join(&mut back, &room, Some((&epoch, 0))).await?;
+    let reply = back.join_since(&room, Some((&epoch, 0))).await?;
     ensure!(reply["recovered"] == true, "after restart: {reply}");
     ensure!(
         seqs(reply["missed"].as_array().context("missed")?) == acknowledged,
@@ -393,7 +378,7 @@ async fn presence_spans_replicas_pages_and_forgets_a_killed_gateway() -> Result<
     let mut clients = Vec::new();
     for i in 0..6 {
         let mut client = connect_user(&deployment, i % 3, &format!("user-{i}")).await?;
-        join(&mut client, &room, None).await?;
+        client.join_since(&room, None).await?;
         clients.push(client);
     }
     // Pages of two cover all six exactly once.
@@ -451,9 +436,9 @@ async fn join_and_leave_events_reach_members_on_other_replicas() -> Result<()> {
     let deployment = cluster(2, history_options()).await?;
     let room = unique_room("hist:events");
     let mut watcher = connect_user(&deployment, 0, "watcher").await?;
-    join(&mut watcher, &room, None).await?;
+    watcher.join_since(&room, None).await?;
     let mut visitor = connect_user(&deployment, 1, "visitor").await?;
-    join(&mut visitor, &room, None).await?;
+    visitor.join_since(&room, None).await?;
     let own = watcher.next_of_type("joined", FRAME).await?;
     ensure!(
         own["user"] == "watcher",
@@ -472,9 +457,9 @@ async fn join_and_leave_events_reach_members_on_other_replicas() -> Result<()> {
     );
     // A plain room announces nothing.
     let plain = unique_room("plain");
-    join(&mut watcher, &plain, None).await?;
+    watcher.join_since(&plain, None).await?;
     let mut quiet = connect_user(&deployment, 1, "quiet").await?;
-    join(&mut quiet, &plain, None).await?;
+    quiet.join_since(&plain, None).await?;
     watcher.expect_silence(Duration::from_millis(400)).await
 }
 
@@ -492,7 +477,7 @@ async fn presence_needs_the_namespace_and_the_api_publishes_with_seq() -> Result
         "presence in a plain namespace: {code}"
     );
     let room = unique_room("hist:api");
-    join(&mut client, &room, None).await?;
+    client.join_since(&room, None).await?;
     let reply = deployment
         .gateway(0)
         .api("/api/v1/publish", &json!({"room": room, "data": "x"}))

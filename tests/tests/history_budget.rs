@@ -10,7 +10,7 @@
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use wsgate_tests::behaviour::{FRAME, connect_user, options, unique_room};
-use wsgate_tests::{Client, Deployment, Gateway, GatewayOptions, Topology, http};
+use wsgate_tests::{Deployment, Gateway, GatewayOptions, Topology, http};
 
 /// A namespace `hist` keeping 100 messages per room, with `max_msgs` messages
 /// over all its rooms.
@@ -20,34 +20,6 @@ fn budget_options(max_msgs: u64) -> GatewayOptions {
         .set("namespaces.hist.history_max_msgs", max_msgs)
         .set("limits.publish_rate", 100_000.0)
         .set("limits.publish_burst", 100_000)
-}
-
-/// Joins `room` (optionally with `since`) and returns the reply.
-async fn join(client: &mut Client, room: &str, since: Option<(&str, u64)>) -> Result<Value> {
-    let mut command = json!({"op": "join", "room": room});
-    if let Some((epoch, seq)) = since {
-        command["since"] = json!({"epoch": epoch, "seq": seq});
-    }
-    let reply = client.call(command).await?;
-    ensure!(reply["ok"] == true, "join {room} failed: {reply}");
-    Ok(reply)
-}
-
-/// Leaves `room`, so the next join is a rejoin.
-async fn leave(client: &mut Client, room: &str) -> Result<()> {
-    let reply = client.call(json!({"op": "leave", "room": room})).await?;
-    ensure!(reply["ok"] == true, "leave {room} failed: {reply}");
-    Ok(())
-}
-
-/// Publishes and returns the acknowledged seq.
-async fn publish(client: &mut Client, room: &str, data: Value) -> Result<u64> {
-    let reply = client
-        .call(json!({"op": "publish", "room": room, "data": data}))
-        .await?;
-    reply["seq"]
-        .as_u64()
-        .with_context(|| format!("publish reply without seq: {reply}"))
 }
 
 /// The configuration of the JetStream stream named `name`, as the server's
@@ -84,11 +56,11 @@ async fn a_room_whose_messages_the_stream_budget_discarded_is_not_recovered() ->
     let busy = unique_room("hist:busy");
     let mut publisher = connect_user(&deployment, 1, "pub").await?;
     let mut client = connect_user(&deployment, 0, "c").await?;
-    let reply = join(&mut client, &quiet, None).await?;
+    let reply = client.join_since(&quiet, None).await?;
     let epoch = reply["epoch"].as_str().context("no epoch")?.to_owned();
-    let only = publish(&mut publisher, &quiet, json!("only")).await?;
+    let only = publisher.publish_seq(&quiet, json!("only")).await?;
     client.next_message(&quiet, FRAME).await?;
-    leave(&mut client, &quiet).await?;
+    client.leave(&quiet).await?;
 
     let config = stream_config(
         &deployment,
@@ -100,22 +72,22 @@ async fn a_room_whose_messages_the_stream_budget_discarded_is_not_recovered() ->
         "the stream carries the budget: {config}"
     );
 
-    let first_busy = publish(&mut publisher, &busy, json!(1)).await?;
+    let first_busy = publisher.publish_seq(&busy, json!(1)).await?;
     for i in 2..=3 {
-        publish(&mut publisher, &busy, json!(i)).await?;
+        publisher.publish_seq(&busy, json!(i)).await?;
     }
-    let reply = join(&mut client, &quiet, Some((&epoch, only))).await?;
+    let reply = client.join_since(&quiet, Some((&epoch, only))).await?;
     ensure!(
         reply["seq"] == 0 && reply["recovered"] == false && reply["missed"] == json!([]),
         "the budget discarded {only}: {reply}"
     );
-    leave(&mut client, &quiet).await?;
-    let reply = join(&mut client, &quiet, Some((&epoch, 0))).await?;
+    client.leave(&quiet).await?;
+    let reply = client.join_since(&quiet, Some((&epoch, 0))).await?;
     ensure!(
         reply["seq"] == 0 && reply["recovered"] == false,
         "a message after seq 0 was discarded: {reply}"
     );
-    let reply = join(&mut client, &busy, Some((&epoch, first_busy))).await?;
+    let reply = client.join_since(&busy, Some((&epoch, first_busy))).await?;
     ensure!(
         reply["recovered"] == true && reply["missed"].as_array().map(Vec::len) == Some(2),
         "nothing of the busy room after {first_busy} was discarded: {reply}"
@@ -131,11 +103,11 @@ async fn smaller_budgets_update_the_existing_stream_in_place() -> Result<()> {
     let mut deployment = Deployment::start_jetstream(1, budget_options(1000)).await?;
     let room = unique_room("hist:update");
     let mut publisher = connect_user(&deployment, 0, "pub").await?;
-    let reply = join(&mut publisher, &room, None).await?;
+    let reply = publisher.join_since(&room, None).await?;
     let epoch = reply["epoch"].as_str().context("no epoch")?.to_owned();
     let mut seqs = Vec::new();
     for i in 0..5 {
-        seqs.push(publish(&mut publisher, &room, json!(i)).await?);
+        seqs.push(publisher.publish_seq(&room, json!(i)).await?);
     }
     publisher.close().await;
     let stream = format!("WSGATE_{}_hist", deployment.cluster());
@@ -150,21 +122,21 @@ async fn smaller_budgets_update_the_existing_stream_in_place() -> Result<()> {
     deployment.gateways.clear();
     deployment.gateways.push(Gateway::start(smaller).await?);
     let mut client = connect_user(&deployment, 0, "c").await?;
-    let next = publish(&mut client, &room, json!("after")).await?;
+    let next = client.publish_seq(&room, json!("after")).await?;
     ensure!(next > seqs[4], "publishing works after the update: {next}");
     let config = stream_config(&deployment, &stream).await?;
     ensure!(
         config["max_msgs"] == 2 && config["max_bytes"] == 1_000_000,
         "the stream was updated: {config}"
     );
-    let reply = join(&mut client, &room, Some((&epoch, seqs[4]))).await?;
+    let reply = client.join_since(&room, Some((&epoch, seqs[4]))).await?;
     ensure!(reply["epoch"] == epoch.as_str(), "the epoch stays: {reply}");
     ensure!(
         reply["recovered"] == true && reply["seq"] == next,
         "seqs[4] and the new message are the two kept: {reply}"
     );
-    leave(&mut client, &room).await?;
-    let reply = join(&mut client, &room, Some((&epoch, seqs[1]))).await?;
+    client.leave(&room).await?;
+    let reply = client.join_since(&room, Some((&epoch, seqs[1]))).await?;
     ensure!(
         reply["recovered"] == false,
         "older messages went with the budget: {reply}"
@@ -181,21 +153,21 @@ async fn the_in_memory_history_applies_the_namespace_budget() -> Result<()> {
     let busy = unique_room("hist:busy");
     let mut publisher = connect_user(&deployment, 0, "pub").await?;
     let mut client = connect_user(&deployment, 0, "c").await?;
-    let reply = join(&mut client, &quiet, None).await?;
+    let reply = client.join_since(&quiet, None).await?;
     let epoch = reply["epoch"].as_str().context("no epoch")?.to_owned();
-    let only = publish(&mut publisher, &quiet, json!("only")).await?;
+    let only = publisher.publish_seq(&quiet, json!("only")).await?;
     client.next_message(&quiet, FRAME).await?;
-    leave(&mut client, &quiet).await?;
+    client.leave(&quiet).await?;
     for i in 1..=3 {
-        publish(&mut publisher, &busy, json!(i)).await?;
+        publisher.publish_seq(&busy, json!(i)).await?;
     }
-    let reply = join(&mut client, &quiet, Some((&epoch, only))).await?;
+    let reply = client.join_since(&quiet, Some((&epoch, only))).await?;
     ensure!(
         reply["seq"] == 0 && reply["recovered"] == false,
         "the budget discarded {only}: {reply}"
     );
-    leave(&mut client, &quiet).await?;
-    let reply = join(&mut client, &quiet, Some((&epoch, 0))).await?;
+    client.leave(&quiet).await?;
+    let reply = client.join_since(&quiet, Some((&epoch, 0))).await?;
     ensure!(
         reply["recovered"] == false,
         "a message after seq 0 was discarded: {reply}"

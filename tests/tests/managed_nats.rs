@@ -36,16 +36,6 @@ fn gateway_options(cluster: &ManagedNatsCluster, node: &str) -> Result<GatewayOp
         .set("namespaces.hist.history_size", 100))
 }
 
-/// Publishes and returns the acknowledged seq.
-async fn publish(client: &mut Client, room: &str, data: Value) -> Result<u64> {
-    let reply = client
-        .call(json!({"op": "publish", "room": room, "data": data}))
-        .await?;
-    reply["seq"]
-        .as_u64()
-        .with_context(|| format!("publish reply without seq: {reply}"))
-}
-
 /// The one history stream of the gateways' account, as server `i` reports it.
 async fn history_stream(cluster: &ManagedNatsCluster, i: usize) -> Result<Option<Value>> {
     let streams = cluster.streams(i).await?;
@@ -152,7 +142,7 @@ async fn three_managed_servers_keep_history_through_the_loss_of_one() -> Result<
         .as_str()
         .with_context(|| format!("join reply without epoch: {joined}"))?
         .to_owned();
-    let seen = publish(&mut publisher, &room, json!("before")).await?;
+    let seen = publisher.publish_seq(&room, json!("before")).await?;
     let live = away.next_message(&room, Duration::from_secs(5)).await?;
     ensure!(live["seq"] == seen, "live message {live} is not seq {seen}");
 
@@ -199,7 +189,11 @@ async fn three_managed_servers_keep_history_through_the_loss_of_one() -> Result<
 
     let mut acknowledged = Vec::new();
     for i in 0..5 {
-        acknowledged.push(publish(&mut publisher, &room, json!(format!("missed-{i}"))).await?);
+        acknowledged.push(
+            publisher
+                .publish_seq(&room, json!(format!("missed-{i}")))
+                .await?,
+        );
     }
     let mut back = Client::connect_token(&gateways[0].ws_url(), &user_token("away")).await?;
     let reply = back
