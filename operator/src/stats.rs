@@ -468,6 +468,26 @@ pub(crate) async fn apply_stats(
 mod tests {
     use super::*;
 
+    /// Writes the status `reading` makes of `wsc`, in a task, so the test
+    /// can answer its requests.
+    fn spawn_write(
+        client: &Client,
+        wsc: &WsCluster,
+        reading: Stats,
+    ) -> tokio::task::JoinHandle<Result<()>> {
+        let (client, wsc) = (client.clone(), wsc.clone());
+        tokio::spawn(async move {
+            write_status(
+                &client,
+                &wsc,
+                Some(&reading),
+                &reading.history_report(),
+                None,
+            )
+            .await
+        })
+    }
+
     fn stats(connections: u64, rooms: u64) -> Stats {
         Stats {
             connections,
@@ -712,20 +732,7 @@ mod tests {
             desired_replicas: Some(4),
             ..Default::default()
         });
-        let task = {
-            let (client, wsc) = (ctx.client.clone(), wsc.clone());
-            tokio::spawn(async move {
-                let reading = Stats::default();
-                write_status(
-                    &client,
-                    &wsc,
-                    Some(&reading),
-                    &reading.history_report(),
-                    None,
-                )
-                .await
-            })
-        };
+        let task = spawn_write(&ctx.client, &wsc, Stats::default());
         let seen = server.next().await;
         assert!(seen.body["status"]["desiredReplicas"].is_null());
         assert!(
@@ -802,19 +809,7 @@ mod tests {
             ..Stats::default()
         };
 
-        let task = {
-            let (client, wsc, reading) = (ctx.client.clone(), wsc.clone(), reading.clone());
-            tokio::spawn(async move {
-                write_status(
-                    &client,
-                    &wsc,
-                    Some(&reading),
-                    &reading.history_report(),
-                    None,
-                )
-                .await
-            })
-        };
+        let task = spawn_write(&ctx.client, &wsc, reading.clone());
         let seen = server.next().await;
         assert!(
             seen.uri
