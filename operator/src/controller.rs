@@ -559,6 +559,25 @@ async fn apply_secret(
     Ok(secret)
 }
 
+/// A namespaced child kind the controller applies by server-side apply.
+trait Child:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+{
+}
+
+impl<K> Child for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+{
+}
+
 /// Applies `desired` unless the cache already holds it; returns the object
 /// as the API server (or the cache) has it.
 async fn apply<K>(
@@ -569,11 +588,7 @@ async fn apply<K>(
     applied: &mut Vec<String>,
 ) -> Result<K>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
+    K: Child,
 {
     let cached = store
         .get(&ObjectRef::new(&desired.name_any()).within(namespace))
@@ -590,11 +605,7 @@ async fn apply_over<K>(
     applied: &mut Vec<String>,
 ) -> Result<K>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
+    K: Child,
 {
     let name = desired.name_any();
     let kind = K::kind(&()).into_owned();
@@ -679,11 +690,7 @@ async fn apply_optional<K>(
     applied: &mut Vec<String>,
 ) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
+    K: Child,
 {
     if let Some(desired) = desired {
         apply(ctx, namespace, desired, store, applied).await?;

@@ -43,7 +43,9 @@ pub use nats::{
     Connection, Connz, NatsObserver, NatsOptions, NatsServer, ObservedMessage, Subscription, Subsz,
     nats_server_binary, receives_room_traffic, subject_matches,
 };
-pub use process::{ChildGuard, LogBuffer, SIGINT, SIGKILL, SIGTERM, Stream, TempDir, free_port};
+pub use process::{
+    ChildGuard, LogBuffer, SIGINT, SIGKILL, SIGTERM, Stream, TempDir, free_port, replace_file,
+};
 pub use token::{
     EC_PRIVATE_PEM, EC_PUBLIC_PEM, RSA_PRIVATE_PEM, RSA_PUBLIC_PEM, Token, now, tampered, testdata,
 };

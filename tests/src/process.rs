@@ -303,6 +303,18 @@ impl Drop for TempDir {
     }
 }
 
+/// Replaces the file at `path` the way a Secret update does: written beside it, then renamed
+/// over it, so a reader never sees it half-written.
+///
+/// # Errors
+/// When either step fails.
+pub fn replace_file(path: &Path, contents: &str) -> Result<()> {
+    let staged = path.with_extension("new");
+    std::fs::write(&staged, contents).with_context(|| format!("writing {}", staged.display()))?;
+    std::fs::rename(&staged, path).with_context(|| format!("renaming over {}", path.display()))?;
+    Ok(())
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
 ///
 /// # Panics

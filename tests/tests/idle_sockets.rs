@@ -76,14 +76,6 @@ fn metric_sum(exposition: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// Replaces `path` the way a Secret update does: written beside it, renamed over it.
-fn replace_file(path: &std::path::Path, contents: &str) -> Result<()> {
-    let staged = path.with_extension("new");
-    std::fs::write(&staged, contents)?;
-    std::fs::rename(&staged, path)?;
-    Ok(())
-}
-
 /// With an open-file limit of 256, 300 idle sockets on the public listener: the sockets over
 /// the budget are closed at once and the rest after `limits.handshake_timeout_ms`; meanwhile
 /// `/healthz`, `/readyz`, `/metrics` and an API key reload keep working, one warning is logged, and once
@@ -146,7 +138,7 @@ async fn idle_sockets_are_shed_or_timed_out_while_admin_and_key_reloads_keep_wor
         "no shed sockets counted:\n{metrics}"
     );
     // A key reload needs a descriptor for the file.
-    replace_file(&keys, "key-two\n")?;
+    wsgate_tests::replace_file(&keys, "key-two\n")?;
     eventually(
         RELOAD_WITHIN,
         "the rotated API key works under the flood",

@@ -374,14 +374,6 @@ async fn jwks_keys_are_chosen_by_kid() -> Result<()> {
     Ok(())
 }
 
-fn replace_file(path: &std::path::Path, contents: &str) -> Result<()> {
-    // Write beside it and rename over it, as a Secret update swaps files atomically.
-    let staged = path.with_extension("new");
-    std::fs::write(&staged, contents)?;
-    std::fs::rename(&staged, path)?;
-    Ok(())
-}
-
 /// The JWT secret and API keys named by `auth.jwt_secret_file` and `auth.api_keys_file`
 /// are re-read when the files change: the new ones work and the old ones stop working,
 /// without a restart.
@@ -423,8 +415,8 @@ async fn secret_files_are_reread_when_they_change() -> Result<()> {
         upgrade_with("secret-one-0123456789abcdef0123456789").await? == 101,
         "the first secret"
     );
-    replace_file(&keys, "key-two\n")?;
-    replace_file(&secret, "secret-two-0123456789abcdef0123456789")?;
+    wsgate_tests::replace_file(&keys, "key-two\n")?;
+    wsgate_tests::replace_file(&secret, "secret-two-0123456789abcdef0123456789")?;
     eventually(
         Duration::from_secs(20),
         "the rotated API key works and the old one not",
