@@ -37,6 +37,9 @@ pub enum Command {
     /// Leaks: connect/join/leave/disconnect cycles for a while, comparing the servers' memory
     /// after with where it started.
     Churn(ChurnArgs),
+    /// Draws the ramps of saved JSON reports (`--json` output) as one SVG: deliveries per
+    /// second demanded against p50 and p99 latency, one line per server.
+    Plot(PlotArgs),
     /// Internal: a worker process holding connections, driven over stdin/stdout by the
     /// coordinator.
     #[command(hide = true)]
@@ -138,6 +141,12 @@ pub struct Common {
     #[arg(long)]
     pub json: bool,
 
+    /// Also draw the run's publishing steps (`fanout` and `direct`) as an SVG plot in this file:
+    /// deliveries per second demanded against p50 and p99, one line per server, on a log
+    /// latency axis with the 50 ms and 500 ms bounds drawn.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+
     /// Exit with status 3 when the figures are not sane (connections missing, nothing
     /// delivered, impossible latencies or memory); for smoke tests, not a timing threshold.
     #[arg(long)]
@@ -235,6 +244,12 @@ pub struct LoadArgs {
     /// goes down by the same factor until one passes.
     #[arg(long)]
     pub ramp: bool,
+    /// Ramp from `--rate` by `--ramp-factor` up to this rate (the last step runs at exactly
+    /// this rate) and report every step, whether it passes or not: no stop at the first
+    /// failing step and no refinement. Stops early only when members were closed, since later
+    /// steps could not count deliveries. Implies `--ramp`.
+    #[arg(long, value_name = "MSGS_PER_SECOND")]
+    pub ramp_through: Option<f64>,
     /// Rate multiplier between ramp steps.
     #[arg(long, default_value_t = 1.5)]
     pub ramp_factor: f64,
@@ -302,4 +317,19 @@ pub struct ChurnArgs {
     /// Seconds after the churn before the final memory is read.
     #[arg(long, default_value_t = 3)]
     pub settle_seconds: u64,
+}
+
+/// `plot`.
+#[derive(ClapArgs, Debug, Clone)]
+pub struct PlotArgs {
+    /// JSON reports written by `--json` (`fanout` or `direct`); every run with steps in them is
+    /// drawn, labelled by its system (and by the file's name when several files are given).
+    #[arg(required = true, value_name = "REPORT.json")]
+    pub reports: Vec<PathBuf>,
+    /// The SVG file to write.
+    #[arg(long, short, value_name = "FILE.svg")]
+    pub out: PathBuf,
+    /// The plot's title. Default: the scenario and the date of the files.
+    #[arg(long)]
+    pub title: Option<String>,
 }

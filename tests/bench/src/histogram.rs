@@ -44,7 +44,7 @@ impl Wire {
 }
 
 /// The percentiles a report shows, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Latency {
     /// Values recorded.
     pub count: u64,

@@ -15,11 +15,13 @@
 //! - [`pusher_api`]: the Pusher HTTP events API (signed requests), how Sockudo's publishers
 //!   publish;
 //! - [`scenario`]: `idle`, `storm`, `fanout`, `direct` and `churn`;
-//! - [`report`]: the figures, as a table or as JSON, and the sanity checks of `--check`.
+//! - [`report`]: the figures, as a table or as JSON, and the sanity checks of `--check`;
+//! - [`plot`]: the publishing steps of reports drawn as an SVG (`--plot`, and `plot`).
 
 mod args;
 mod client;
 mod histogram;
+mod plot;
 mod prefill;
 mod proc;
 mod publisher;

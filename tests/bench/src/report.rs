@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::histogram::Latency;
 
 /// Everything one invocation measured.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     pub scenario: String,
     /// CPUs the kernel offers (the load generator shares them with the servers).
@@ -18,10 +18,37 @@ pub struct Report {
     pub skipped: Vec<String>,
     /// wsgate's figures over each peer's, from the same invocation.
     pub ratios: Vec<Ratio>,
+    /// wsgate's p99 against nats-server's at each rate both ran (`--compare nats` on a ramp):
+    /// the latency target holds at a step when wsgate's p99 is at most the larger of 1.5 ×
+    /// nats-server's and nats-server's + 5 ms, with every message delivered.
+    #[serde(default)]
+    pub step_bounds: Vec<StepBound>,
+}
+
+/// wsgate's p99 at one rate against the bound nats-server's p99 at the same rate sets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepBound {
+    /// Messages per second published.
+    pub rate: f64,
+    pub demanded_per_second: f64,
+    pub wsgate_p99_ms: f64,
+    pub nats_p99_ms: f64,
+    /// `max(1.5 × nats p99, nats p99 + 5 ms)`.
+    pub bound_ms: f64,
+    /// Whether wsgate delivered every message of the step.
+    pub wsgate_delivered_all: bool,
+    pub met: bool,
+}
+
+impl StepBound {
+    /// The bound a nats-server p99 sets.
+    pub fn bound(nats_p99_ms: f64) -> f64 {
+        (1.5 * nats_p99_ms).max(nats_p99_ms + 5.0)
+    }
 }
 
 /// One system under the scenario's load.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Run {
     /// `wsgate` or the peer's name.
     pub system: String,
@@ -52,7 +79,7 @@ pub struct Run {
 }
 
 /// The connect phase.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Connect {
     pub attempted: u64,
     pub established: u64,
@@ -67,7 +94,7 @@ pub struct Connect {
 }
 
 /// One started server process.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerFigures {
     pub name: String,
     pub pid: u32,
@@ -78,7 +105,7 @@ pub struct ServerFigures {
 }
 
 /// One publishing step.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
     /// Target messages per second.
     pub rate: f64,
@@ -87,6 +114,10 @@ pub struct Step {
     pub expected: u64,
     pub received: u64,
     pub deliveries_per_second: f64,
+    /// Deliveries per second the step asks for: the rate times the members of a room (or the
+    /// rate, for `direct`). Absent from reports written before it existed.
+    #[serde(default)]
+    pub demanded_per_second: f64,
     pub latency: Latency,
     pub publish_errors: BTreeMap<String, u64>,
     pub passed: bool,
@@ -95,7 +126,7 @@ pub struct Step {
 }
 
 /// The churn phase.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Churn {
     pub cycles: u64,
     pub failed: u64,
@@ -112,7 +143,7 @@ pub struct Churn {
 }
 
 /// wsgate against a peer on one figure.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Ratio {
     pub metric: String,
     pub peer: String,
@@ -174,6 +205,38 @@ impl Report {
             }
         }
         self.ratios = ratios;
+        self.step_bounds = self.compute_step_bounds();
+    }
+
+    /// wsgate's steps against nats-server's at the same rates.
+    fn compute_step_bounds(&self) -> Vec<StepBound> {
+        let (Some(wsgate), Some(nats)) = (
+            self.runs.iter().find(|run| run.system == "wsgate"),
+            self.runs.iter().find(|run| run.system == "nats"),
+        ) else {
+            return Vec::new();
+        };
+        wsgate
+            .steps
+            .iter()
+            .filter_map(|ours| {
+                let theirs = nats
+                    .steps
+                    .iter()
+                    .find(|step| (step.rate - ours.rate).abs() <= ours.rate * 1e-9)?;
+                let bound_ms = StepBound::bound(theirs.latency.p99_ms);
+                let wsgate_delivered_all = ours.received >= ours.expected;
+                Some(StepBound {
+                    rate: ours.rate,
+                    demanded_per_second: ours.demanded_per_second,
+                    wsgate_p99_ms: ours.latency.p99_ms,
+                    nats_p99_ms: theirs.latency.p99_ms,
+                    bound_ms,
+                    wsgate_delivered_all,
+                    met: wsgate_delivered_all && ours.latency.p99_ms <= bound_ms,
+                })
+            })
+            .collect()
     }
 
     /// Sanity problems in the figures (not timing thresholds): missing connections, nothing
@@ -346,6 +409,29 @@ impl Report {
                 let _ = writeln!(out, "  e.g. {sample}");
             }
         }
+        if !self.step_bounds.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n== wsgate p99 against max(1.5 × nats p99, nats p99 + 5 ms), same rates ==\n{:>10}{:>16}{:>14}{:>12}{:>12}  result",
+                "msgs/s", "deliveries/s", "wsgate p99", "nats p99", "bound"
+            );
+            for b in &self.step_bounds {
+                let _ = writeln!(
+                    out,
+                    "{:>10.0}{:>16.0}{:>14.2}{:>12.2}{:>12.2}  {}",
+                    b.rate,
+                    b.demanded_per_second,
+                    b.wsgate_p99_ms,
+                    b.nats_p99_ms,
+                    b.bound_ms,
+                    match (b.met, b.wsgate_delivered_all) {
+                        (true, _) => "met",
+                        (false, false) => "MISSED (not all delivered)",
+                        (false, true) => "MISSED",
+                    }
+                );
+            }
+        }
         for skipped in &self.skipped {
             let _ = writeln!(out, "\nskipped: {skipped}");
         }
@@ -368,4 +454,96 @@ fn latency_line(l: &Latency) -> String {
         "p50 {:.2} ms, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2} ({} samples)",
         l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.count
     )
+}
+
+/// Reports written as JSON, as `--json` writes them, for the tests of this module and of
+/// [`crate::plot`].
+#[cfg(test)]
+pub mod fixtures {
+    use super::Report;
+
+    pub fn report(json: &str) -> Report {
+        match serde_json::from_str(json) {
+            Ok(report) => report,
+            Err(error) => panic!("test report does not parse: {error}"),
+        }
+    }
+
+    pub fn step(
+        rate: f64,
+        expected: u64,
+        accepted: u64,
+        demanded: Option<f64>,
+        p99: f64,
+    ) -> String {
+        let demanded =
+            demanded.map_or(String::new(), |d| format!(r#""demanded_per_second": {d},"#));
+        format!(
+            r#"{{"rate": {rate}, "sent": {accepted}, "accepted": {accepted}, "expected": {expected},
+               "received": {expected}, "deliveries_per_second": 0, {demanded}
+               "latency": {{"count": 1, "p50_ms": 0, "p90_ms": 1, "p99_ms": {p99},
+                           "p999_ms": {p99}, "max_ms": {p99}}},
+               "publish_errors": {{}}, "passed": true, "failure": null}}"#
+        )
+    }
+
+    pub fn run(system: &str, steps: &[String]) -> String {
+        format!(
+            r#"{{"system": "{system}", "setup": "", "connect": null, "servers": [],
+               "load_generator_cpu_seconds": 0, "load_average": [0, 0],
+               "rss_per_connection_kib": null, "steps": [{}], "best": null, "churn": null,
+               "closed_1013": 0, "closed_other": 0, "member_errors": 0, "samples": []}}"#,
+            steps.join(",")
+        )
+    }
+
+    pub fn whole(runs: &[String]) -> String {
+        format!(
+            r#"{{"scenario": "fanout", "cpus": 2, "runs": [{}], "skipped": [], "ratios": []}}"#,
+            runs.join(",")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{report, run, step, whole};
+    use super::*;
+
+    #[test]
+    fn the_bound_is_half_again_nats_p99_or_five_milliseconds_more_whichever_is_larger() {
+        assert_eq!(StepBound::bound(4.0), 9.0);
+        assert_eq!(StepBound::bound(10.0), 15.0);
+        assert_eq!(StepBound::bound(40.0), 60.0);
+    }
+
+    #[test]
+    fn every_rate_both_ran_is_compared_and_a_miss_is_reported_not_hidden() {
+        let mut report = report(&whole(&[
+            run(
+                "wsgate",
+                &[
+                    step(100.0, 1000, 10, Some(10_000.0), 8.0),
+                    step(150.0, 1500, 15, Some(15_000.0), 70.0),
+                    step(225.0, 2250, 22, Some(22_500.0), 9.0),
+                ],
+            ),
+            run(
+                "nats",
+                &[
+                    step(100.0, 1000, 10, Some(10_000.0), 4.0),
+                    step(150.0, 1500, 15, Some(15_000.0), 40.0),
+                ],
+            ),
+        ]));
+        report.compute_ratios();
+        let verdicts: Vec<_> = report
+            .step_bounds
+            .iter()
+            .map(|b| (b.rate, b.bound_ms, b.met))
+            .collect();
+        // 225/s has no nats-server step to compare with; 70 ms is over 1.5 × 40 ms.
+        assert_eq!(verdicts, vec![(100.0, 9.0, true), (150.0, 60.0, false)]);
+        assert!(report.table().contains("MISSED"), "{}", report.table());
+    }
 }

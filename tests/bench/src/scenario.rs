@@ -30,6 +30,10 @@ pub fn main(args: Args) -> Result<ExitCode> {
         runtime.block_on(worker::main())?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Plot(plot) = args.command {
+        crate::plot::from_files(&plot)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let scenario = Scenario::from(args.command)?;
     let common = scenario.common().clone();
     let report = runtime.block_on(async {
@@ -42,6 +46,13 @@ pub fn main(args: Args) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.table());
+    }
+    if let Some(path) = &common.plot {
+        let title = format!("wsgate-bench {} ({} CPUs)", report.scenario, report.cpus);
+        crate::plot::write(path, &title, &crate::plot::series(&report, None))?;
+        if !common.quiet {
+            eprintln!("plot written to {}", path.display());
+        }
     }
     if common.check {
         let problems = report.insanities();
@@ -72,7 +83,7 @@ impl Scenario {
             Command::Fanout(a) => Self::Fanout(a),
             Command::Direct(a) => Self::Direct(a),
             Command::Churn(a) => Self::Churn(a),
-            Command::Worker => bail!("worker is not a scenario"),
+            Command::Worker | Command::Plot(_) => bail!("not a scenario"),
         })
     }
 
@@ -136,6 +147,7 @@ async fn run(scenario: &Scenario) -> Result<Report> {
         runs: Vec::new(),
         skipped: Vec::new(),
         ratios: Vec::new(),
+        step_bounds: Vec::new(),
     };
     report
         .runs
@@ -543,7 +555,10 @@ async fn publish(
     let mut good: Option<f64> = None;
     let mut bad: Option<f64> = None;
     let mut lost_members = false;
-    let steps_allowed = if load.ramp { load.ramp_steps.max(1) } else { 1 };
+    // `--ramp-through`: every step from `--rate` up to that rate, passing or not.
+    let sweep_to = load.ramp_through.map(|to| to.max(rate));
+    let ramping = load.ramp || sweep_to.is_some();
+    let steps_allowed = if ramping { load.ramp_steps.max(1) } else { 1 };
     let mut refining = 0;
     loop {
         let progress = bar(
@@ -626,6 +641,10 @@ async fn publish(
             expected,
             received,
             deliveries_per_second: received as f64 / duration.as_secs_f64(),
+            demanded_per_second: match mode {
+                Mode::Rooms => rate * members_per_room as f64,
+                Mode::Direct => rate,
+            },
             latency,
             publish_errors: published.errors,
             passed: failure.is_none(),
@@ -647,15 +666,23 @@ async fn publish(
         }
         run.steps.push(step);
         step_index += 1;
-        if !load.ramp {
+        if !ramping {
             break;
+        }
+        let factor = load.ramp_factor.max(1.01);
+        if let Some(to) = sweep_to {
+            if lost_members || rate >= to {
+                break;
+            }
+            rate = (rate * factor).min(to);
+            stack.check_alive()?;
+            continue;
         }
         if passed {
             good = Some(rate);
         } else {
             bad = Some(rate);
         }
-        let factor = load.ramp_factor.max(1.01);
         match (good, bad) {
             // Up until a step fails.
             (Some(_), None) if step_index < steps_allowed => rate *= factor,
