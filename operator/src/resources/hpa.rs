@@ -1,7 +1,11 @@
 //! The HorizontalPodAutoscaler, for a CPU target.
 
+/// The period of the HPA's scale-down policies: at most one step of
+/// `max(1 pod, maxPercent)` per minute.
+const SCALE_DOWN_PERIOD_SECONDS: i32 = 60;
+
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HPAScalingRules, HorizontalPodAutoscaler,
+    CrossVersionObjectReference, HPAScalingPolicy, HPAScalingRules, HorizontalPodAutoscaler,
     HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
     ResourceMetricSource,
 };
@@ -17,6 +21,12 @@ use crate::Result;
 ///
 /// `None` unless `autoscaling.targetCpuUtilization` is set (a connections
 /// target is handled by the operator, see [`crate::autoscale`]).
+///
+/// `autoscaling.behavior.scaleDown` applies to it as to the operator's own
+/// autoscaler: the stabilization window, and a scale-down that removes at
+/// most the larger of one pod and `maxPercent` per minute (two policies
+/// with `selectPolicy: Max`), since every removed pod drains its clients
+/// onto the others.
 ///
 /// # Errors
 ///
@@ -56,6 +66,20 @@ pub fn horizontal_pod_autoscaler(wsc: &WsCluster) -> Result<Option<HorizontalPod
             behavior: Some(HorizontalPodAutoscalerBehavior {
                 scale_down: Some(HPAScalingRules {
                     stabilization_window_seconds: Some(stabilization),
+                    select_policy: Some("Max".to_owned()),
+                    policies: Some(vec![
+                        HPAScalingPolicy {
+                            type_: "Pods".to_owned(),
+                            value: 1,
+                            period_seconds: SCALE_DOWN_PERIOD_SECONDS,
+                        },
+                        HPAScalingPolicy {
+                            type_: "Percent".to_owned(),
+                            value: i32::try_from(autoscaling.scale_down_max_percent())
+                                .unwrap_or(100),
+                            period_seconds: SCALE_DOWN_PERIOD_SECONDS,
+                        },
+                    ]),
                     ..HPAScalingRules::default()
                 }),
                 ..HorizontalPodAutoscalerBehavior::default()

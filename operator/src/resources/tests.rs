@@ -452,6 +452,45 @@ fn hpa_scales_the_wscluster_for_a_cpu_target_only() {
     assert!(build(&wsc).horizontal_pod_autoscaler.is_none());
 }
 
+/// The HPA's scale-down follows `autoscaling.behavior.scaleDown` as the
+/// operator's autoscaler does: its window, and at most the larger of one
+/// pod and `maxPercent` per step.
+#[test]
+fn hpa_scale_down_is_stabilized_and_stepwise_as_behavior_says() {
+    let mut wsc = fixtures::wsc("chat").with_cpu_autoscaling();
+    if let Some(a) = wsc.spec.autoscaling.as_mut() {
+        a.behavior = Some(wsgate_crds::AutoscalingBehavior {
+            scale_down: wsgate_crds::ScaleDownBehavior {
+                stabilization_seconds: Some(120),
+                max_percent: 25,
+            },
+        });
+    }
+    let hpa = build(&wsc).horizontal_pod_autoscaler.unwrap().spec.unwrap();
+    let down = hpa.behavior.unwrap().scale_down.unwrap();
+    assert_eq!(down.stabilization_window_seconds, Some(120));
+    assert_eq!(down.select_policy.as_deref(), Some("Max"));
+    let policies: Vec<_> = down
+        .policies
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.type_, p.value, p.period_seconds))
+        .collect();
+    assert_eq!(
+        policies,
+        vec![("Pods".to_owned(), 1, 60), ("Percent".to_owned(), 25, 60)]
+    );
+    // Without behavior: the defaults (300 s, 10%).
+    let hpa = build(&fixtures::wsc("chat").with_cpu_autoscaling())
+        .horizontal_pod_autoscaler
+        .unwrap()
+        .spec
+        .unwrap();
+    let down = hpa.behavior.unwrap().scale_down.unwrap();
+    assert_eq!(down.stabilization_window_seconds, Some(300));
+    assert_eq!(down.policies.unwrap()[1].value, 10);
+}
+
 /// Replicas: spec, else the autoscaling minimum, else 1; clamped with
 /// autoscaling.
 #[test]
