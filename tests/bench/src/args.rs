@@ -37,6 +37,12 @@ pub enum Command {
     /// Leaks: connect/join/leave/disconnect cycles for a while, comparing the servers' memory
     /// after with where it started.
     Churn(ChurnArgs),
+    /// Scale-out: `--gateways` gateways on one nats-server hold `--connections`, then
+    /// `--add-gateways` more start, and the run samples each gateway's connections while the
+    /// fleet rebalances (clients follow `reconnect` to the next gateway, as through a
+    /// round-robin ingress, and try the next one on a 503). Reports the connections per node
+    /// over time, the connections moved against the fewest needed, and the convergence time.
+    Scale(ScaleArgs),
     /// Draws the ramps of saved JSON reports (`--json` output) as one SVG: deliveries per
     /// second demanded against p50 and p99 latency, one line per server.
     Plot(PlotArgs),
@@ -332,4 +338,40 @@ pub struct PlotArgs {
     /// The plot's title. Default: the scenario and the date of the files.
     #[arg(long)]
     pub title: Option<String>,
+}
+
+/// `scale`.
+#[derive(ClapArgs, Debug, Clone)]
+pub struct ScaleArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Connections held throughout, spread over the first gateways.
+    #[arg(long, default_value_t = 400)]
+    pub connections: u64,
+    /// Rooms the connections join, one each, spread evenly.
+    #[arg(long, default_value_t = 10)]
+    pub rooms: u64,
+    /// Gateways started once the connections are held.
+    #[arg(long, default_value_t = 2)]
+    pub add_gateways: usize,
+    /// Seconds of sampling before the gateways are added.
+    #[arg(long, default_value_t = 3)]
+    pub add_after_seconds: u64,
+    /// Seconds of sampling after the gateways are added.
+    #[arg(long, default_value_t = 45)]
+    pub observe_seconds: u64,
+    /// Milliseconds between samples of the gateways' connections.
+    #[arg(long, default_value_t = 250)]
+    pub sample_ms: u64,
+    /// `rebalance.min_age_ms` of the generated gateway configuration: keep it below the time
+    /// the connections are held before the gateways are added (or none may move at first) and
+    /// above the time the fleet takes to converge (or a moved client could be moved again).
+    #[arg(long, default_value_t = 2_000)]
+    pub min_age_ms: u64,
+    /// `rebalance.spread_ms` of the generated gateway configuration.
+    #[arg(long, default_value_t = 2_000)]
+    pub spread_ms: u64,
+    /// A node counts as converged within this fraction of the mean.
+    #[arg(long, default_value_t = 0.2)]
+    pub band: f64,
 }

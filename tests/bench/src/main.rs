@@ -14,7 +14,8 @@
 //! - [`publisher`]: paced publishers with a send timestamp in every message;
 //! - [`pusher_api`]: the Pusher HTTP events API (signed requests), how Sockudo's publishers
 //!   publish;
-//! - [`scenario`]: `idle`, `storm`, `fanout`, `direct` and `churn`;
+//! - [`scenario`]: `idle`, `storm`, `fanout`, `direct`, `churn` and `scale`;
+//! - [`scale`]: the scale-out's sampling of each gateway's connections, and its figures;
 //! - [`report`]: the figures, as a table or as JSON, and the sanity checks of `--check`;
 //! - [`plot`]: the publishing steps of reports drawn as an SVG (`--plot`, and `plot`).
 
@@ -27,6 +28,7 @@ mod proc;
 mod publisher;
 mod pusher_api;
 mod report;
+mod scale;
 mod scenario;
 mod stack;
 mod worker;

@@ -71,11 +71,40 @@ fn demanded(step: &Step) -> f64 {
     }
 }
 
-/// `plot`: reads the reports and writes one SVG of all their steps.
+/// `--plot`: the run's publishing steps, or its scale-out's connections per node over time.
+///
+/// # Errors
+/// When the run has neither, or the file cannot be written.
+pub fn report(path: &Path, report: &Report) -> Result<()> {
+    let title = format!("wsgate-bench {} ({} CPUs)", report.scenario, report.cpus);
+    if let Some(scale) = report.runs.iter().find_map(|run| run.scale.as_ref()) {
+        let svg = timeline_svg(&title, scale)?;
+        return std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()));
+    }
+    write(path, &title, &series(report, None))
+}
+
+/// `plot`: reads the reports and writes one SVG of all their steps (or, for one `scale`
+/// report, its connections per node over time).
 ///
 /// # Errors
 /// When a report cannot be read or holds no steps, or the SVG cannot be written.
 pub fn from_files(args: &PlotArgs) -> Result<()> {
+    if let [path] = args.reports.as_slice() {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let one: Report = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a wsgate-bench --json report", path.display()))?;
+        if let Some(scale) = one.runs.iter().find_map(|run| run.scale.as_ref()) {
+            let title = args
+                .title
+                .clone()
+                .unwrap_or_else(|| format!("wsgate-bench scale ({} CPUs)", one.cpus));
+            let svg = timeline_svg(&title, scale)?;
+            return std::fs::write(&args.out, svg)
+                .with_context(|| format!("writing {}", args.out.display()));
+        }
+    }
     let mut all = Vec::new();
     let mut scenarios = Vec::new();
     for path in &args.reports {
@@ -190,6 +219,80 @@ pub fn svg(title: &str, series: &[Series]) -> Result<String> {
     Ok(out)
 }
 
+/// The SVG text of a scale-out: each node's connections over time, and when the gateways
+/// were added.
+///
+/// # Errors
+/// When there are no samples.
+pub fn timeline_svg(title: &str, scale: &crate::scale::Figures) -> Result<String> {
+    let Some(last) = scale.timeline.last() else {
+        bail!("the scale-out has no samples to plot");
+    };
+    let x_max = last.seconds.max(1.0);
+    let y_max = scale
+        .timeline
+        .iter()
+        .flat_map(|sample| sample.connections.iter().flatten())
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        * 1.1;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (960, 540)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(72)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc("connections per node")
+            .y_label_formatter(&|y| thousands(*y))
+            .draw()?;
+        let grey = RGBColor(120, 120, 120);
+        let added = scale.added_at_seconds;
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(added, 0.0), (added, y_max)],
+                4,
+                4,
+                grey.stroke_width(1),
+            ))?
+            .label("gateways added")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], grey));
+        for (index, node) in scale.nodes.iter().enumerate() {
+            let colour = Palette99::pick(index).to_rgba();
+            let points: Vec<(f64, f64)> = scale
+                .timeline
+                .iter()
+                .filter_map(|sample| {
+                    let count = (*sample.connections.get(index)?)?;
+                    Some((sample.seconds, count as f64))
+                })
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points, colour.stroke_width(2)))?
+                .label(node.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    Ok(out)
+}
+
 /// `1234567` as `1,234,567`.
 fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
@@ -270,6 +373,39 @@ mod tests {
         let report = report(&whole(&[run("wsgate", &[])]));
         let refused = svg("idle", &series(&report, None));
         assert!(refused.is_err());
+    }
+
+    #[test]
+    fn a_scale_out_is_drawn_as_one_line_per_node() {
+        use crate::scale::{Figures, Sample};
+        let scale = Figures {
+            nodes: vec!["wsgate-1".into(), "wsgate-2".into()],
+            added_at_seconds: 1.0,
+            timeline: vec![
+                Sample {
+                    seconds: 0.5,
+                    connections: vec![Some(400), None],
+                },
+                Sample {
+                    seconds: 2.0,
+                    connections: vec![Some(200), Some(200)],
+                },
+            ],
+            ..Figures::default()
+        };
+        let svg = match timeline_svg("scale", &scale) {
+            Ok(svg) => svg,
+            Err(error) => panic!("no plot: {error:#}"),
+        };
+        for text in [
+            "wsgate-1",
+            "wsgate-2",
+            "gateways added",
+            "connections per node",
+        ] {
+            assert!(svg.contains(text), "the plot lacks {text:?}");
+        }
+        assert!(timeline_svg("empty", &Figures::default()).is_err());
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct Run {
     /// The passing step with the highest rate (ramp), or the only step.
     pub best: Option<Step>,
     pub churn: Option<Churn>,
+    /// The scale-out (`scale`).
+    #[serde(default)]
+    pub scale: Option<crate::scale::Figures>,
     /// Members the server closed with 1013 (slow consumer).
     pub closed_1013: u64,
     /// Members closed otherwise.
@@ -289,6 +292,14 @@ impl Report {
                     churn.cycles, churn.failed
                 ));
             }
+            if let Some(scale) = &run.scale {
+                problems.extend(
+                    scale
+                        .insanities()
+                        .into_iter()
+                        .map(|p| format!("{name}: {p}")),
+                );
+            }
             if run.closed_other > 0 || run.member_errors > 0 {
                 problems.push(format!(
                     "{name}: {} members closed, {} member errors: {:?}",
@@ -381,6 +392,9 @@ impl Report {
                         best.rate, best.deliveries_per_second, best.latency.p99_ms
                     );
                 }
+            }
+            if let Some(scale) = &run.scale {
+                out.push_str(&scale.table());
             }
             if let Some(c) = &run.churn {
                 let _ = writeln!(

@@ -48,8 +48,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         print!("{}", report.table());
     }
     if let Some(path) = &common.plot {
-        let title = format!("wsgate-bench {} ({} CPUs)", report.scenario, report.cpus);
-        crate::plot::write(path, &title, &crate::plot::series(&report, None))?;
+        crate::plot::report(path, &report)?;
         if !common.quiet {
             eprintln!("plot written to {}", path.display());
         }
@@ -73,6 +72,7 @@ enum Scenario {
     Fanout(crate::args::FanoutArgs),
     Direct(crate::args::DirectArgs),
     Churn(crate::args::ChurnArgs),
+    Scale(crate::args::ScaleArgs),
 }
 
 impl Scenario {
@@ -83,6 +83,11 @@ impl Scenario {
             Command::Fanout(a) => Self::Fanout(a),
             Command::Direct(a) => Self::Direct(a),
             Command::Churn(a) => Self::Churn(a),
+            Command::Scale(mut a) => {
+                // Gateways that join later find the others through NATS.
+                a.common.nats = true;
+                Self::Scale(a)
+            }
             Command::Worker | Command::Plot(_) => bail!("not a scenario"),
         })
     }
@@ -94,6 +99,7 @@ impl Scenario {
             Self::Fanout(_) => "fanout",
             Self::Direct(_) => "direct",
             Self::Churn(_) => "churn",
+            Self::Scale(_) => "scale",
         }
     }
 
@@ -104,6 +110,7 @@ impl Scenario {
             Self::Fanout(a) => &a.common,
             Self::Direct(a) => &a.common,
             Self::Churn(a) => &a.common,
+            Self::Scale(a) => &a.common,
         }
     }
 
@@ -119,10 +126,27 @@ impl Scenario {
             Self::Storm(a) => (a.connections, 1, false, Mode::Rooms),
             Self::Fanout(a) => (a.rooms * a.members, a.members, true, Mode::Rooms),
             Self::Direct(a) => (a.users, 1, true, Mode::Direct),
+            Self::Scale(a) => (
+                a.connections,
+                a.connections.div_ceil(a.rooms.max(1)),
+                true,
+                Mode::Rooms,
+            ),
             Self::Churn(a) => {
                 let indices = (a.concurrency as u64 * 8).max(a.rooms);
                 (indices, indices.div_ceil(a.rooms.max(1)), true, Mode::Rooms)
             }
+        }
+    }
+
+    /// Sections the scenario adds to the generated gateway configuration.
+    fn gateway_config(&self) -> String {
+        match self {
+            Self::Scale(a) => format!(
+                "\n[nats]\nnode_heartbeat_ms = 500\n\n[rebalance]\nmin_age_ms = {}\nspread_ms = {}\n",
+                a.min_age_ms, a.spread_ms
+            ),
+            _ => String::new(),
         }
     }
 
@@ -154,6 +178,12 @@ async fn run(scenario: &Scenario) -> Result<Report> {
         .push(run_system(scenario, System::Wsgate).await?);
     let mut peers = common.compare.clone();
     peers.dedup();
+    if matches!(scenario, Scenario::Scale(_)) && !peers.is_empty() {
+        report
+            .skipped
+            .push("scale runs wsgate only: no peer rebalances its connections".to_owned());
+        peers.clear();
+    }
     for peer in peers {
         match peer {
             Peer::Nats if !stack::available(&common.nats_server_bin) => {
@@ -216,7 +246,7 @@ fn bar(common: &Common, length: u64, message: String) -> ProgressBar {
 }
 
 /// Waits until every worker sent an event `pick` accepts, moving `bar` with their progress.
-async fn gather<T>(
+pub(crate) async fn gather<T>(
     events: &mut mpsc::UnboundedReceiver<(usize, Event)>,
     workers: usize,
     bar: Option<&ProgressBar>,
@@ -258,7 +288,11 @@ async fn gather<T>(
 async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
     let common = scenario.common();
     let (mut stack, protocol, name) = match system {
-        System::Wsgate => (Stack::wsgate(common)?, Protocol::Wsgate, "wsgate"),
+        System::Wsgate => (
+            Stack::wsgate(common, &scenario.gateway_config())?,
+            Protocol::Wsgate,
+            "wsgate",
+        ),
         System::Nats => (Stack::nats_reference(common)?, Protocol::Nats, "nats"),
         System::Socketio => (Stack::socketio(common)?, Protocol::Socketio, "socketio"),
         System::Sockudo => (Stack::sockudo(common)?, Protocol::Pusher, "sockudo"),
@@ -330,6 +364,7 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
             source_ips: common.source_ips,
             connect_timeout_ms: common.connect_timeout_ms,
             jwt_secret: jwt_secret.clone(),
+            follow_reconnects: matches!(scenario, Scenario::Scale(_)),
         };
         workers.push(Worker::start(index, &job, tx.clone())?);
     }
@@ -361,6 +396,7 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
         steps: Vec::new(),
         best: None,
         churn: None,
+        scale: None,
         closed_1013: 0,
         closed_other: 0,
         member_errors: 0,
@@ -440,6 +476,10 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
                 hold.finish_and_clear();
             }
             Scenario::Storm(_) | Scenario::Churn(_) => {}
+            Scenario::Scale(args) => {
+                run.scale =
+                    Some(crate::scale::run(args, &mut stack, &mut workers, &mut events).await?);
+            }
             Scenario::Fanout(_) | Scenario::Direct(_) => {
                 let load = scenario.load().ok_or_else(|| anyhow!("no load"))?;
                 publish(

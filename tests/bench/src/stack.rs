@@ -171,12 +171,16 @@ impl Drop for TempDir {
 pub struct Stack {
     /// WebSocket URLs clients spread over.
     pub endpoints: Vec<String>,
+    /// The admin addresses (`host:port`) of the started gateways, in the endpoints' order.
+    pub admin: Vec<String>,
     /// Processes started for this run (empty with `--target`); dropped last-started first.
     pub servers: Vec<Server>,
     /// The HS256 secret the gateways accept, when known.
     pub jwt_secret: Option<String>,
     /// The app Sockudo serves: its key is in the endpoints, its secret signs API requests.
     pub pusher_app: Option<PusherApp>,
+    /// Starts more gateways (a stack of started gateways only).
+    launcher: Option<Launcher>,
     _dir: Option<TempDir>,
 }
 
@@ -202,14 +206,17 @@ impl Stack {
     }
 
     /// The stack a run of wsgate uses: `--target` URLs, or a nats-server (when more than one
-    /// gateway or `--nats`) and the gateways, started here.
-    pub fn wsgate(common: &Common) -> Result<Self> {
+    /// gateway or `--nats`) and the gateways, started here. `extra_config` is appended to the
+    /// generated configuration file (a scenario's own sections).
+    pub fn wsgate(common: &Common, extra_config: &str) -> Result<Self> {
         if !common.target.is_empty() {
             return Ok(Self {
                 endpoints: common.target.clone(),
                 servers: Vec::new(),
                 jwt_secret: common.jwt_secret.clone(),
                 pusher_app: None,
+                admin: Vec::new(),
+                launcher: None,
                 _dir: None,
             });
         }
@@ -242,6 +249,7 @@ impl Stack {
                         text.push_str(&format!("history_ttl_seconds = {ttl}\n"));
                     }
                 }
+                text.push_str(extra_config);
                 std::fs::write(&path, text)?;
                 path
             }
@@ -250,59 +258,48 @@ impl Stack {
             .jwt_secret
             .clone()
             .unwrap_or_else(|| format!("bench-secret-{}", crate::client::mono_ns()));
-        let cluster = format!("bench{}", std::process::id());
-        let mut endpoints = Vec::new();
-        for index in 1..=common.gateways.max(1) {
-            let name = format!("wsgate-{index}");
-            let mut command = Command::new(&binary);
-            command
-                .arg("--listen")
-                .arg("127.0.0.1:0")
-                .arg("--admin-listen")
-                .arg("127.0.0.1:0")
-                .arg("--node")
-                .arg(format!("gw{index}"))
-                .arg("--cluster")
-                .arg(&cluster)
-                .arg("--allow-anonymous")
-                .arg("--jwt-secret")
-                .arg(&secret)
-                .arg("--config")
-                .arg(&config)
-                .env("RUST_LOG", &common.gateway_log);
-            if let Some(url) = &nats_url {
-                command.arg("--nats-url").arg(url);
-            }
-            let (tx, rx) = std::sync::mpsc::channel();
-            let mut server = Server::start(&name, command, move |line| {
-                if let Some(rest) = line.strip_prefix("wsgate listening: public=") {
-                    let public = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(public.to_owned());
-                }
-            })?;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let public = loop {
-                if let Ok(public) = rx.recv_timeout(Duration::from_millis(50)) {
-                    break public;
-                }
-                server.check_alive()?;
-                if Instant::now() > deadline {
-                    bail!(
-                        "{name} did not start listening; its last output:\n{}",
-                        server.log_tail()
-                    );
-                }
-            };
-            endpoints.push(format!("ws://{public}/ws"));
-            servers.push(server);
-        }
-        Ok(Self {
-            endpoints,
+        let launcher = Launcher {
+            binary,
+            config,
+            secret: secret.clone(),
+            cluster: format!("bench{}", std::process::id()),
+            nats_url,
+            log: common.gateway_log.clone(),
+        };
+        let mut stack = Self {
+            endpoints: Vec::new(),
+            admin: Vec::new(),
             servers,
             jwt_secret: Some(secret),
             pusher_app: None,
+            launcher: Some(launcher),
             _dir: Some(dir),
-        })
+        };
+        stack.add_gateways(common.gateways.max(1))?;
+        Ok(stack)
+    }
+
+    /// Starts `count` more gateways on the stack's nats-server and configuration, named on
+    /// from the last (`wsgate-3`, ...), and adds their endpoints; returns the new endpoints.
+    ///
+    /// # Errors
+    /// Without a started wsgate stack, or when a gateway does not start listening.
+    pub fn add_gateways(&mut self, count: usize) -> Result<Vec<String>> {
+        let launcher = self
+            .launcher
+            .as_ref()
+            .ok_or_else(|| anyhow!("only a stack of started gateways can grow"))?;
+        let mut added = Vec::new();
+        for _ in 0..count {
+            let index = self.endpoints.len() + 1;
+            let (server, public, admin) = launcher.start(index)?;
+            let endpoint = format!("ws://{public}/ws");
+            self.endpoints.push(endpoint.clone());
+            self.admin.push(admin);
+            self.servers.push(server);
+            added.push(endpoint);
+        }
+        Ok(added)
     }
 
     /// The reference: one nats-server with its WebSocket listener.
@@ -314,8 +311,75 @@ impl Stack {
             servers: vec![server],
             jwt_secret: None,
             pusher_app: None,
+            admin: Vec::new(),
+            launcher: None,
             _dir: Some(dir),
         })
+    }
+}
+
+/// What starts one more gateway of a stack: the same binary, configuration, secret, cluster
+/// and nats-server as the others.
+struct Launcher {
+    binary: PathBuf,
+    config: PathBuf,
+    secret: String,
+    cluster: String,
+    nats_url: Option<String>,
+    log: String,
+}
+
+impl Launcher {
+    /// Starts gateway `index` (`wsgate-<index>`, node `gw<index>`) and waits until it says
+    /// where it listens: `(server, public address, admin address)`.
+    fn start(&self, index: usize) -> Result<(Server, String, String)> {
+        let name = format!("wsgate-{index}");
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--admin-listen")
+            .arg("127.0.0.1:0")
+            .arg("--node")
+            .arg(format!("gw{index}"))
+            .arg("--cluster")
+            .arg(&self.cluster)
+            .arg("--allow-anonymous")
+            .arg("--jwt-secret")
+            .arg(&self.secret)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", &self.log);
+        if let Some(url) = &self.nats_url {
+            command.arg("--nats-url").arg(url);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut server = Server::start(&name, command, move |line| {
+            if let Some(rest) = line.strip_prefix("wsgate listening: public=") {
+                let mut words = rest.split_whitespace();
+                let public = words.next().unwrap_or_default().to_owned();
+                let admin = words
+                    .next()
+                    .and_then(|word| word.strip_prefix("admin="))
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = tx.send((public, admin));
+            }
+        })?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (public, admin) = loop {
+            if let Ok(addresses) = rx.recv_timeout(Duration::from_millis(50)) {
+                break addresses;
+            }
+            server.check_alive()?;
+            if Instant::now() > deadline {
+                bail!(
+                    "{name} did not start listening; its last output:\n{}",
+                    server.log_tail()
+                );
+            }
+        };
+        Ok((server, public, admin))
     }
 }
 
@@ -406,6 +470,8 @@ impl Stack {
             servers,
             jwt_secret: None,
             pusher_app: None,
+            admin: Vec::new(),
+            launcher: None,
             _dir: Some(dir),
         })
     }
@@ -528,6 +594,8 @@ impl Stack {
             servers,
             jwt_secret: None,
             pusher_app: Some(app),
+            admin: Vec::new(),
+            launcher: None,
             _dir: Some(dir),
         })
     }

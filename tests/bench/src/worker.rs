@@ -10,15 +10,16 @@
 //!
 //! Stdin closing (the coordinator is gone) stops the worker.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::process::{Child, ChildStdin, Command as Process, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
-use futures::stream::{self, SelectAll};
+use futures::stream::{self, FuturesUnordered, SelectAll};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -51,6 +52,11 @@ pub struct Job {
     pub connect_timeout_ms: u64,
     /// Secret for minting per-user tokens (wsgate `direct`).
     pub jwt_secret: Option<String>,
+    /// A member closed with 1012 (after a `reconnect` event: drain or rebalance) opens again
+    /// at the next endpoint, round robin, as through an ingress; a refused attempt (503)
+    /// tries the next one.
+    #[serde(default)]
+    pub follow_reconnects: bool,
 }
 
 impl Job {
@@ -73,6 +79,10 @@ pub enum Command {
     Churn { duration_ms: u64 },
     /// Hand over step `step`'s deliveries; later deliveries of it count as late.
     Report { step: u32 },
+    /// The endpoints are now these (gateways were added): members reopening go to them.
+    Endpoints { urls: Vec<String> },
+    /// Hand over the members' moves so far.
+    Moves,
     /// Close everything and exit.
     Stop,
 }
@@ -89,6 +99,7 @@ pub enum Event {
     Connected(ConnectSummary),
     Report(StepSummary),
     Churned(ChurnSummary),
+    Moved(MoveSummary),
     /// The worker failed; the coordinator stops the run.
     Fatal {
         message: String,
@@ -140,10 +151,32 @@ pub struct ChurnSummary {
     pub samples: Vec<String>,
 }
 
+/// Members that followed a `reconnect` to another gateway, in one worker.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MoveSummary {
+    /// Members that reopened after a 1012.
+    pub moves: u64,
+    /// Members that moved more than once.
+    pub moved_twice: u64,
+    /// Reopen attempts refused or failed (each tried the next endpoint).
+    pub retries: u64,
+    /// Members that could not reopen at all.
+    pub lost: u64,
+}
+
+/// Attempts to reopen one member before giving it up.
+const REOPEN_ATTEMPTS: u32 = 100;
+
 /// State the tasks of a worker share.
 struct Shared {
     job: Job,
-    endpoints: Vec<Endpoint>,
+    endpoints: RwLock<Vec<Endpoint>>,
+    /// The next endpoint a reopening member tries.
+    next_endpoint: AtomicU64,
+    moves: AtomicU64,
+    moved_twice: AtomicU64,
+    retries: AtomicU64,
+    lost: AtomicU64,
     done: AtomicU64,
     failed: AtomicU64,
     refused: AtomicU64,
@@ -195,9 +228,54 @@ impl Shared {
         self.sample(error.to_string());
     }
 
-    /// Opens and sets up member `g`.
+    /// The endpoint `index` picks, round robin.
+    fn endpoint(&self, index: u64) -> Result<Endpoint, ConnectError> {
+        let endpoints = self
+            .endpoints
+            .read()
+            .map_err(|_| ConnectError::Failed("endpoints poisoned".into()))?;
+        let count = endpoints.len().max(1) as u64;
+        endpoints
+            .get((index % count) as usize)
+            .cloned()
+            .ok_or_else(|| ConnectError::Failed("no endpoints".into()))
+    }
+
+    /// Opens and sets up member `g` at its endpoint (`g` round robin).
     async fn open(&self, g: u64) -> Result<(client::Ws, client::NatsParser), ConnectError> {
-        let endpoint = &self.endpoints[(g % self.endpoints.len() as u64) as usize];
+        let endpoint = self.endpoint(g)?;
+        self.open_at(g, &endpoint).await
+    }
+
+    /// Opens member `g` again after a 1012, at the next endpoint round robin, trying the next
+    /// one on a refusal.
+    async fn reopen(&self, g: u64) -> Result<(client::Ws, client::NatsParser), ConnectError> {
+        let mut last = ConnectError::Failed("no attempt".into());
+        for attempt in 0..REOPEN_ATTEMPTS {
+            if attempt > 0 {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                // Spread the retries, as clients back off.
+                tokio::time::sleep(Duration::from_millis(
+                    50 + (g * 7 + u64::from(attempt)) % 100,
+                ))
+                .await;
+            }
+            let index = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
+            let endpoint = self.endpoint(index)?;
+            match self.open_at(g, &endpoint).await {
+                Ok(opened) => return Ok(opened),
+                Err(error) => last = error,
+            }
+        }
+        Err(last)
+    }
+
+    /// Opens and sets up member `g` at `endpoint`.
+    async fn open_at(
+        &self,
+        g: u64,
+        endpoint: &Endpoint,
+    ) -> Result<(client::Ws, client::NatsParser), ConnectError> {
         let destination = self.job.destination(g);
         let token = match (&self.job.jwt_secret, self.job.protocol, self.job.mode) {
             (Some(secret), Protocol::Wsgate, Mode::Direct) => Some(
@@ -276,7 +354,13 @@ impl Shared {
     }
 }
 
+/// Member `g`'s events, tagged with `g` (one stream type for every member).
+fn tagged(g: u64, member: Member) -> impl futures::Stream<Item = (u64, MemberEvent)> {
+    member.map(move |event| (g, event))
+}
+
 /// One task's members: opened with bounded concurrency, then polled together until stopped.
+/// With `follow_reconnects`, a member closed with 1012 opens again elsewhere.
 async fn hold(
     shared: Arc<Shared>,
     slot: usize,
@@ -291,11 +375,13 @@ async fn hold(
             async move {
                 let started = Instant::now();
                 let result = shared.open(g).await;
-                (started.elapsed(), result)
+                (g, started.elapsed(), result)
             }
         })
         .buffer_unordered(concurrency);
     let mut members = SelectAll::new();
+    let mut reopening = FuturesUnordered::new();
+    let mut moves: HashMap<u64, u32> = HashMap::new();
     let mut connecting_done = false;
     let started = shared
         .connect_started
@@ -305,28 +391,45 @@ async fn hold(
         .unwrap_or_else(Instant::now);
     loop {
         tokio::select! {
-            opened = connecting.next(), if !connecting_done => match &opened {
-                Some(_) => {
+            opened = connecting.next(), if !connecting_done => match opened {
+                Some((g, elapsed, result)) => {
                     let at = started.elapsed().as_nanos() as u64;
                     shared.last_done_ns.fetch_max(at, Ordering::Relaxed);
-                    match opened {
-                Some((elapsed, Ok((ws, parser)))) => {
-                    if let Ok(mut latency) = shared.connect_latency.lock() {
-                        histogram::record_ns(&mut latency, elapsed.as_nanos() as u64);
-                    }
                     shared.done.fetch_add(1, Ordering::Relaxed);
-                    members.push(Member::new(ws, shared.job.protocol, parser));
-                }
-                Some((_, Err(error))) => {
-                    shared.done.fetch_add(1, Ordering::Relaxed);
-                    shared.connect_failed(&error);
-                }
-                None => {}
+                    match result {
+                        Ok((ws, parser)) => {
+                            if let Ok(mut latency) = shared.connect_latency.lock() {
+                                histogram::record_ns(&mut latency, elapsed.as_nanos() as u64);
+                            }
+                            members.push(tagged(g, Member::new(ws, shared.job.protocol, parser)));
+                        }
+                        Err(error) => shared.connect_failed(&error),
                     }
                 }
                 None => connecting_done = true,
             },
-            Some(event) = members.next(), if !members.is_empty() => shared.on_event(slot, event),
+            Some((g, event)) = members.next(), if !members.is_empty() => match event {
+                MemberEvent::Closed(Some(1012)) if shared.job.follow_reconnects => {
+                    let shared = shared.clone();
+                    reopening.push(async move { (g, shared.reopen(g).await) });
+                }
+                event => shared.on_event(slot, event),
+            },
+            Some((g, reopened)) = reopening.next(), if !reopening.is_empty() => match reopened {
+                Ok((ws, parser)) => {
+                    shared.moves.fetch_add(1, Ordering::Relaxed);
+                    let count = moves.entry(g).or_default();
+                    *count += 1;
+                    if *count == 2 {
+                        shared.moved_twice.fetch_add(1, Ordering::Relaxed);
+                    }
+                    members.push(tagged(g, Member::new(ws, shared.job.protocol, parser)));
+                }
+                Err(error) => {
+                    shared.lost.fetch_add(1, Ordering::Relaxed);
+                    shared.sample(format!("reopening a member: {error}"));
+                }
+            },
             _ = stop.changed() => break,
         }
     }
@@ -416,7 +519,12 @@ async fn run(out: &mut tokio::io::Stdout) -> Result<()> {
     }
     let tasks = job.tasks.max(1);
     let shared = Arc::new(Shared {
-        endpoints,
+        endpoints: RwLock::new(endpoints),
+        next_endpoint: AtomicU64::new(0),
+        moves: AtomicU64::new(0),
+        moved_twice: AtomicU64::new(0),
+        retries: AtomicU64::new(0),
+        lost: AtomicU64::new(0),
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         refused: AtomicU64::new(0),
@@ -522,6 +630,27 @@ async fn run(out: &mut tokio::io::Stdout) -> Result<()> {
             }
             Command::Report { step } => {
                 emit(out, &Event::Report(shared.report(step))).await?;
+            }
+            Command::Endpoints { urls } => {
+                let mut endpoints = Vec::new();
+                for url in &urls {
+                    endpoints.push(Endpoint::resolve(url).await?);
+                }
+                if endpoints.is_empty() {
+                    bail!("no endpoints");
+                }
+                if let Ok(mut current) = shared.endpoints.write() {
+                    *current = endpoints;
+                }
+            }
+            Command::Moves => {
+                let summary = MoveSummary {
+                    moves: shared.moves.load(Ordering::Relaxed),
+                    moved_twice: shared.moved_twice.load(Ordering::Relaxed),
+                    retries: shared.retries.load(Ordering::Relaxed),
+                    lost: shared.lost.load(Ordering::Relaxed),
+                };
+                emit(out, &Event::Moved(summary)).await?;
             }
             Command::Stop => break,
         }
