@@ -164,12 +164,8 @@ pub fn svg(title: &str, series: &[Series]) -> Result<String> {
     {
         let root = SVGBackend::with_string(&mut out, (960, 600)).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(72)
-            .build_cartesian_2d(0.0..x_max, (y_min..y_max).log_scale())?;
+        let mut chart =
+            frame(&root, title).build_cartesian_2d(0.0..x_max, (y_min..y_max).log_scale())?;
         chart
             .configure_mesh()
             .x_desc("deliveries per second demanded")
@@ -242,12 +238,7 @@ pub fn timeline_svg(title: &str, scale: &crate::scale::Figures) -> Result<String
     {
         let root = SVGBackend::with_string(&mut out, (960, 540)).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(72)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        let mut chart = frame(&root, title).build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
         chart
             .configure_mesh()
             .x_desc("seconds")
@@ -291,6 +282,20 @@ pub fn timeline_svg(title: &str, scale: &crate::scale::Figures) -> Result<String
         root.present()?;
     }
     Ok(out)
+}
+
+/// A chart's frame: its title and the room its axis labels take.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    title: &'a str,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(72);
+    builder
 }
 
 /// `1234567` as `1,234,567`.
