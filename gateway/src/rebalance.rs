@@ -117,8 +117,6 @@ pub fn settled(fleet: &Fleet) -> bool {
 pub struct Step {
     /// Connections to shed now.
     pub shed: usize,
-    /// Refuse upgrades while holding more connections than this.
-    pub refuse_above: Option<u64>,
 }
 
 /// One shedding: from the first connection shed until the last has closed.
@@ -143,6 +141,12 @@ pub struct Planner {
     /// After shedding, how long to wait for the fleet's counts to show where
     /// the clients went before judging again.
     settle: Duration,
+    /// How long an excess must last before shedding starts: one heartbeat
+    /// interval, so that every other node has reported since (a burst of new
+    /// connections shows in a node's own count before in the others').
+    persist: Duration,
+    /// Since when the node has been above the band, while not shedding.
+    over_since: Option<Instant>,
     episode: Option<Episode>,
     quiet_until: Option<Instant>,
     /// When each connection shed in the last second was shed.
@@ -150,17 +154,20 @@ pub struct Planner {
 }
 
 impl Planner {
-    /// A planner with `config`'s tolerance, rate and spread, waiting
-    /// `settle` after shedding (two heartbeat intervals: by then every node
-    /// has announced the clients it took).
-    pub fn new(config: &Rebalance, settle: Duration) -> Self {
+    /// A planner with `config`'s tolerance, rate and spread, in a fleet whose
+    /// registry heartbeat is `heartbeat`: an excess must last one interval
+    /// before shedding starts, and after shedding it waits two (by then every
+    /// node has announced the clients it took).
+    pub fn new(config: &Rebalance, heartbeat: Duration) -> Self {
         Self {
             tolerance: config.tolerance,
             max_per_second: usize::try_from(config.max_per_second)
                 .unwrap_or(usize::MAX)
                 .max(1),
             spread: config.spread,
-            settle,
+            settle: heartbeat.saturating_mul(2),
+            persist: heartbeat,
+            over_since: None,
             episode: None,
             quiet_until: None,
             recent: VecDeque::new(),
@@ -171,6 +178,16 @@ impl Planner {
     /// to close).
     pub fn is_shedding(&self) -> bool {
         self.episode.is_some()
+    }
+
+    /// Refuse upgrades while holding more connections than this: the target of
+    /// a shedding that has shed at least one connection. Never at or below the
+    /// mean, and never for an excess it cannot shed (nothing old enough).
+    pub fn refuse_above(&self) -> Option<u64> {
+        self.episode
+            .as_ref()
+            .filter(|episode| episode.last_shed.is_some())
+            .map(|episode| episode.target)
     }
 
     /// What to do at `now`, for the node named `own` in `fleet`.
@@ -192,6 +209,7 @@ impl Planner {
             return Step::default();
         };
         if !settled(fleet) {
+            self.over_since = None;
             self.stop(now);
             return Step::default();
         }
@@ -200,8 +218,14 @@ impl Planner {
                 return Step::default();
             }
             let Some(target) = target(&load, fleet, self.tolerance) else {
+                self.over_since = None;
                 return Step::default();
             };
+            let since = *self.over_since.get_or_insert(now);
+            if now.duration_since(since) < self.persist {
+                return Step::default();
+            }
+            self.over_since = None;
             self.episode = Some(Episode {
                 target,
                 remaining: load.connections - target,
@@ -225,10 +249,7 @@ impl Planner {
             let shed = usize::try_from(episode.remaining)
                 .unwrap_or(usize::MAX)
                 .min(allowed);
-            return Step {
-                shed,
-                refuse_above: Some(episode.target),
-            };
+            return Step { shed };
         }
         // Nothing shed at all (none old enough), or the shed ones closed by now.
         let closed = load.connections <= episode.target
@@ -237,12 +258,8 @@ impl Planner {
                 .is_none_or(|last| now >= last + self.spread + CLOSE_GRACE);
         if closed {
             self.stop(now);
-            return Step::default();
         }
-        Step {
-            shed: 0,
-            refuse_above: Some(episode.target),
-        }
+        Step::default()
     }
 
     /// Records that `shed` of the `asked` connections were shed at `now`.
@@ -299,7 +316,7 @@ pub fn spawn(
 async fn run(state: Arc<AppState>, heartbeat: Duration, cancel: CancellationToken) {
     let config = state.config.rebalance.clone();
     let spread_ms = config.spread.as_millis() as u64;
-    let mut planner = Planner::new(&config, heartbeat.saturating_mul(2));
+    let mut planner = Planner::new(&config, heartbeat);
     // Told to reconnect and not closed yet: never told twice.
     let mut told: Vec<Arc<Outbox>> = Vec::new();
     let mut ticker = tokio::time::interval(TICK);
@@ -315,33 +332,34 @@ async fn run(state: Arc<AppState>, heartbeat: Duration, cancel: CancellationToke
         }
         let fleet = state.broker.fleet();
         let now = Instant::now();
-        let was_shedding = planner.is_shedding();
+        let was_refusing = planner.refuse_above();
         let step = planner.step(now, &state.config.node, &fleet);
-        state.rebalance.set(step.refuse_above);
-        if !was_shedding && planner.is_shedding() {
-            info!(
+        let mut candidates = Vec::new();
+        if step.shed > 0 {
+            told.retain(|outbox| outbox.closing().is_none());
+            candidates = state
+                .hub
+                .sheddable(config.min_age, config.include_unrecoverable);
+            candidates.retain(|candidate| !told.iter().any(|outbox| outbox.key == candidate.key));
+            candidates.shuffle(&mut rand::rng());
+            candidates.truncate(step.shed);
+            planner.shed(now, step.shed, candidates.len());
+        }
+        let refusing = planner.refuse_above();
+        state.rebalance.set(refusing);
+        match (was_refusing, refusing) {
+            (None, Some(target)) => info!(
                 connections = state.hub.connection_count(),
-                target = step.refuse_above,
+                target,
                 nodes = fleet.nodes.len(),
                 "rebalancing: shedding down to the fleet's mean"
-            );
-        } else if was_shedding && !planner.is_shedding() {
-            info!(
+            ),
+            (Some(_), None) => info!(
                 connections = state.hub.connection_count(),
                 "rebalancing: done"
-            );
+            ),
+            _ => {}
         }
-        if step.shed == 0 {
-            continue;
-        }
-        told.retain(|outbox| outbox.closing().is_none());
-        let mut candidates = state
-            .hub
-            .sheddable(config.min_age, config.include_unrecoverable);
-        candidates.retain(|candidate| !told.iter().any(|outbox| outbox.key == candidate.key));
-        candidates.shuffle(&mut rand::rng());
-        candidates.truncate(step.shed);
-        planner.shed(now, step.shed, candidates.len());
         if candidates.is_empty() {
             continue;
         }
@@ -443,14 +461,44 @@ mod tests {
         assert_eq!(target(&own(&unready, "a"), &unready, 0.2), None);
     }
 
+    /// The heartbeat of these tests: an excess must last 500 ms before
+    /// shedding starts, and the planner waits 1 s after shedding.
+    const HEARTBEAT: Duration = Duration::from_millis(500);
+
+    /// A planner that has seen `fleet` long enough to start shedding at the
+    /// returned instant.
+    fn started(max_per_second: u32, fleet: &Fleet) -> (Planner, Instant) {
+        let mut planner = Planner::new(&config(max_per_second), HEARTBEAT);
+        let start = Instant::now();
+        assert_eq!(planner.step(start, "a", fleet), Step::default());
+        (planner, start + HEARTBEAT)
+    }
+
+    /// An excess starts no shedding until it has lasted one heartbeat
+    /// interval: a burst of new connections shows in a node's own count
+    /// before the others report theirs.
+    #[test]
+    fn an_excess_must_last_one_heartbeat_before_shedding_starts() {
+        let mut planner = Planner::new(&config(50), HEARTBEAT);
+        let start = Instant::now();
+        let over = fleet(&[("a", 400), ("b", 0)]);
+        assert_eq!(planner.step(start, "a", &over), Step::default());
+        let brief = fleet(&[("a", 400), ("b", 380)]);
+        assert_eq!(planner.step(start + TICK, "a", &brief), Step::default());
+        // Over again: the interval starts anew.
+        assert_eq!(planner.step(start + TICK * 2, "a", &over), Step::default());
+        assert_eq!(planner.step(start + HEARTBEAT, "a", &over), Step::default());
+        let step = planner.step(start + TICK * 2 + HEARTBEAT, "a", &over);
+        assert_eq!(step.shed, 5);
+    }
+
     /// Shedding keeps to `max_per_second` over any second, spent a tenth per
     /// tick, sheds exactly the excess, refuses upgrades above the target
     /// until the shed connections have closed, then waits before judging
     /// again.
     #[test]
     fn shedding_is_rate_limited_and_stops_at_the_mean() {
-        let mut planner = Planner::new(&config(50), Duration::from_secs(1));
-        let start = Instant::now();
+        let (mut planner, start) = started(50, &fleet(&[("a", 400), ("b", 0)]));
         let mut now = start;
         let mut connections = 400u64;
         let mut shed_total = 0;
@@ -463,12 +511,12 @@ mod tests {
             connections -= closed as u64;
             let moved = 400 - connections;
             let step = planner.step(now, "a", &fleet(&[("a", connections), ("b", moved)]));
-            if shed_total < 200 {
-                assert_eq!(step.refuse_above, Some(200), "refuses while shedding");
-            }
             planner.shed(now, step.shed, step.shed);
+            if connections > 200 {
+                assert_eq!(planner.refuse_above(), Some(200), "refuses while shedding");
+            }
             shed_total += step.shed;
-            per_second[start.elapsed_to(now).as_secs() as usize] += step.shed;
+            per_second[now.duration_since(start).as_secs() as usize] += step.shed;
             closing.extend(std::iter::repeat_n(now + Duration::from_secs(1), step.shed));
             now += TICK;
         }
@@ -476,23 +524,31 @@ mod tests {
         assert_eq!(connections, 200);
         assert!(per_second.iter().all(|n| *n <= 50), "{per_second:?}");
         assert_eq!(per_second[0], 50);
-        // Done and balanced: nothing more to shed.
+        // Done and balanced: nothing more to shed, nothing refused.
         assert!(!planner.is_shedding());
+        assert_eq!(planner.refuse_above(), None);
         let step = planner.step(now, "a", &fleet(&[("a", 200), ("b", 200)]));
         assert_eq!(step, Step::default());
-        // Right after a shedding, even counts that still look unbalanced (b's
-        // heartbeat lagging) start none until the settle time has passed.
-        let mut planner = Planner::new(&config(50), Duration::from_secs(1));
-        let step = planner.step(start, "a", &fleet(&[("a", 400), ("b", 0)]));
-        planner.shed(start, step.shed, step.shed);
+    }
+
+    /// Right after a shedding, counts that still look unbalanced (the other
+    /// node's heartbeat lagging) start none until the settle time has passed.
+    #[test]
+    fn after_shedding_the_planner_waits_for_fresh_counts() {
+        let (mut planner, now) = started(50, &fleet(&[("a", 400), ("b", 0)]));
+        let step = planner.step(now, "a", &fleet(&[("a", 400), ("b", 0)]));
+        planner.shed(now, step.shed, step.shed);
         let lagging = fleet(&[("a", 395), ("b", 0)]);
         let mut draining = lagging.clone();
         draining.nodes[1].1.draining = true;
-        assert_eq!(planner.step(start + TICK, "a", &draining), Step::default());
-        assert_eq!(
-            planner.step(start + TICK * 2, "a", &lagging),
-            Step::default()
-        );
+        assert_eq!(planner.step(now + TICK, "a", &draining), Step::default());
+        assert!(!planner.is_shedding());
+        for tick in 2..15 {
+            assert_eq!(
+                planner.step(now + TICK * tick, "a", &lagging),
+                Step::default()
+            );
+        }
     }
 
     /// Once shedding, a node goes down to the mean computed when it started,
@@ -500,46 +556,59 @@ mod tests {
     /// would make the mean look lower.
     #[test]
     fn the_target_holds_for_the_whole_shedding() {
-        let mut planner = Planner::new(&config(1000), Duration::from_secs(1));
-        let now = Instant::now();
+        let (mut planner, now) = started(1000, &fleet(&[("a", 400), ("b", 0)]));
         let step = planner.step(now, "a", &fleet(&[("a", 400), ("b", 0)]));
-        assert_eq!(step.refuse_above, Some(200));
         assert_eq!(step.shed, 100, "a tenth of the per-second budget");
+        assert_eq!(planner.refuse_above(), None, "nothing shed yet");
         planner.shed(now, step.shed, step.shed);
+        assert_eq!(planner.refuse_above(), Some(200));
         let later = now + TICK;
         let step = planner.step(later, "a", &fleet(&[("a", 300), ("b", 0)]));
-        assert_eq!(step.refuse_above, Some(200), "not 150");
         assert_eq!(step.shed, 100);
         planner.shed(later, step.shed, step.shed);
+        assert_eq!(planner.refuse_above(), Some(200), "not 150");
         let step = planner.step(later + TICK, "a", &fleet(&[("a", 250), ("b", 0)]));
         assert_eq!(step.shed, 0, "the whole excess is told");
-        assert_eq!(step.refuse_above, Some(200), "refusing until it closes");
+        assert_eq!(
+            planner.refuse_above(),
+            Some(200),
+            "refusing until it closes"
+        );
         let step = planner.step(later + TICK * 2, "a", &fleet(&[("a", 200), ("b", 150)]));
-        assert_eq!(step, Step::default(), "at the mean: never refuses");
+        assert_eq!(step, Step::default());
+        assert_eq!(planner.refuse_above(), None, "at the mean: never refuses");
     }
 
-    /// A node that starts draining, a node that stops reporting, or a node
-    /// with no connection old enough ends the shedding, and the refusals
-    /// with it.
+    /// A node that starts draining, or a node with no connection old enough,
+    /// ends the shedding, and the refusals with it; nothing is refused for an
+    /// excess that cannot be shed.
     #[test]
     fn shedding_stops_when_the_fleet_unsettles_or_nothing_is_old_enough() {
-        let mut planner = Planner::new(&config(50), Duration::from_secs(1));
-        let now = Instant::now();
-        let step = planner.step(now, "a", &fleet(&[("a", 400), ("b", 0)]));
+        let settled = fleet(&[("a", 395), ("b", 5)]);
+        let (mut planner, now) = started(50, &settled);
+        let step = planner.step(now, "a", &settled);
         assert!(step.shed > 0);
         planner.shed(now, step.shed, step.shed);
-        let mut draining = fleet(&[("a", 395), ("b", 5)]);
+        assert_eq!(planner.refuse_above(), Some(200));
+        let mut draining = settled.clone();
         draining.nodes[1].1.draining = true;
         assert_eq!(planner.step(now + TICK, "a", &draining), Step::default());
-        assert!(!planner.is_shedding());
-        // Quiet for the settle time, then shedding again; none old enough ends it.
-        let settled = fleet(&[("a", 395), ("b", 5)]);
-        assert_eq!(planner.step(now + TICK * 2, "a", &settled), Step::default());
-        let later = now + Duration::from_secs(2);
-        let step = planner.step(later, "a", &settled);
-        assert_eq!(step.refuse_above, Some(200));
-        planner.shed(later, step.shed, 0);
-        assert_eq!(planner.step(later + TICK, "a", &settled), Step::default());
+        assert_eq!(planner.refuse_above(), None);
+        // After the settle time and one more interval, shedding again; none old enough ends it.
+        let later = now + TICK + HEARTBEAT * 2;
+        assert_eq!(planner.step(later, "a", &settled), Step::default());
+        let step = planner.step(later + HEARTBEAT, "a", &settled);
+        assert!(step.shed > 0);
+        planner.shed(later + HEARTBEAT, step.shed, 0);
+        assert_eq!(
+            planner.refuse_above(),
+            None,
+            "nothing shed, nothing refused"
+        );
+        assert_eq!(
+            planner.step(later + HEARTBEAT + TICK, "a", &settled),
+            Step::default()
+        );
         assert!(!planner.is_shedding());
     }
 
@@ -553,15 +622,5 @@ mod tests {
         assert!(!admission.refuses(200));
         admission.set(None);
         assert!(!admission.refuses(201));
-    }
-
-    trait ElapsedTo {
-        fn elapsed_to(&self, later: Instant) -> Duration;
-    }
-
-    impl ElapsedTo for Instant {
-        fn elapsed_to(&self, later: Instant) -> Duration {
-            later.duration_since(*self)
-        }
     }
 }
