@@ -77,7 +77,7 @@ pub struct NodeStats {
 
 /// What a node tells the fleet about itself in every registry heartbeat, so
 /// that each node can tell whether it holds more than its share of the
-/// fleet's connections (the rebalancer, docs/architecture.md).
+/// fleet's connections ([`crate::rebalance`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeLoad {
     /// Open WebSocket connections.
