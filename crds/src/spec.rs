@@ -140,6 +140,11 @@ pub struct WsClusterSpec {
     #[serde(default)]
     pub drain: DrainSpec,
 
+    /// Rebalancing after a scale-out: a pod above the fleet's mean load
+    /// hands its excess connections to the others (`reconnect`, then 1012).
+    #[serde(default)]
+    pub rebalance: RebalanceSpec,
+
     /// Log format of the gateways.
     #[serde(default)]
     pub log_format: LogFormat,
@@ -728,6 +733,68 @@ fn default_reconnect_spread_ms() -> u64 {
 }
 fn default_pre_stop_seconds() -> u64 {
     5
+}
+
+/// Rebalancing after a scale-out (the gateway's `[rebalance]`): a pod whose
+/// load (connections / `limits.maxConnections`) exceeds the fleet's mean by
+/// more than `tolerance` sheds connections down to the mean, gradually, and
+/// refuses new upgrades with 503 meanwhile. Clients reconnect through the
+/// Ingress and recover what they missed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceSpec {
+    /// Whether pods shed connections above the fleet's mean load.
+    #[serde(default = "default_rebalance_enabled")]
+    pub enabled: bool,
+    /// How far above the mean load a pod may be before it sheds, relative
+    /// to the mean (0.2: 20%).
+    #[serde(default = "default_rebalance_tolerance")]
+    #[schemars(range(min = 0.0, max = 10.0))]
+    pub tolerance: f64,
+    /// `after_ms` of a shed connection's `reconnect` is spread over this
+    /// window, in milliseconds.
+    #[serde(default = "default_rebalance_spread_ms")]
+    pub spread_ms: u64,
+    /// Most connections one pod sheds per second.
+    #[serde(default = "default_rebalance_max_per_second")]
+    #[schemars(range(min = 1, max = 4_294_967_295u64))]
+    pub max_per_second: u64,
+    /// Only connections older than this are shed, in milliseconds, so a
+    /// client just moved is not moved again.
+    #[serde(default = "default_rebalance_min_age_ms")]
+    pub min_age_ms: u64,
+    /// Also shed connections that cannot recover what they miss.
+    #[serde(default)]
+    pub include_unrecoverable: bool,
+}
+
+impl Default for RebalanceSpec {
+    fn default() -> Self {
+        Self {
+            enabled: default_rebalance_enabled(),
+            tolerance: default_rebalance_tolerance(),
+            spread_ms: default_rebalance_spread_ms(),
+            max_per_second: default_rebalance_max_per_second(),
+            min_age_ms: default_rebalance_min_age_ms(),
+            include_unrecoverable: false,
+        }
+    }
+}
+
+fn default_rebalance_enabled() -> bool {
+    true
+}
+fn default_rebalance_tolerance() -> f64 {
+    0.2
+}
+fn default_rebalance_spread_ms() -> u64 {
+    5000
+}
+fn default_rebalance_max_per_second() -> u64 {
+    50
+}
+fn default_rebalance_min_age_ms() -> u64 {
+    120_000
 }
 
 /// Log format of the gateways.

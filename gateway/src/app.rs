@@ -52,6 +52,8 @@ pub struct AppState {
     pub per_address: Arc<ConnectionsPerAddress>,
     /// Set when the drain starts: readiness fails and upgrades are refused.
     pub draining: AtomicBool,
+    /// Upgrades refused while this node sheds connections to rebalance the fleet.
+    pub rebalance: crate::rebalance::Admission,
     /// Tracks every session so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// Random per-process part of connection ids, so ids never repeat across restarts of a node.
@@ -81,6 +83,7 @@ impl AppState {
             connections: Arc::new(Semaphore::new(max_connections)),
             per_address,
             draining: AtomicBool::new(false),
+            rebalance: Default::default(),
             sessions: TaskTracker::new(),
             boot: format!("{:x}", rand::random::<u32>()),
             next_conn: AtomicU64::new(1),
@@ -212,7 +215,7 @@ async fn upgrade(
     Query(query): Query<TokenQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    // 1. Draining, or at the connection limit.
+    // 1. Draining, rebalancing, or at the connection limit.
     if state.draining.load(Ordering::Acquire) {
         return refuse(
             &state,
@@ -220,6 +223,10 @@ async fn upgrade(
             ErrorCode::Unavailable,
             "draining",
         );
+    }
+    if state.rebalance.refuses(state.hub.connection_count()) {
+        let reason = Refusal::Rebalancing;
+        return refuse(&state, reason, ErrorCode::Unavailable, "rebalancing");
     }
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         return refuse(

@@ -15,6 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -134,11 +135,24 @@ struct UserEntry {
     outboxes: Vec<Arc<Outbox>>,
 }
 
+/// A connection in the hub's index, with what the rebalancer chooses by.
+struct Attached {
+    outbox: Arc<Outbox>,
+    /// When it was attached: only connections older than
+    /// `rebalance.min_age_ms` are shed, so a client just moved stays.
+    since: Instant,
+    /// Whether its client recovers what it misses while it reconnects (rejoins
+    /// with `since`). The WebSocket protocol's clients do; a transport
+    /// without recovery (the planned Pusher one) attaches with
+    /// [`Hub::attach_unrecoverable`].
+    recoverable: bool,
+}
+
 /// This node's rooms, connections and users.
 pub struct Hub {
     node: String,
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
-    conns: RwLock<HashMap<Arc<str>, Arc<Outbox>>>,
+    conns: RwLock<HashMap<Arc<str>, Attached>>,
     users: Mutex<HashMap<String, UserEntry>>,
     next_key: AtomicU64,
     metrics: Arc<Metrics>,
@@ -189,7 +203,45 @@ impl Hub {
     /// Indexes a new connection by its id: it becomes reachable by
     /// connection-addressed `send` and `disconnect`, and by the drain.
     pub fn attach(&self, outbox: &Arc<Outbox>) {
-        self.conns.write().insert(outbox.id.clone(), outbox.clone());
+        self.attach_as(outbox, true);
+    }
+
+    /// As [`Hub::attach`], for a connection whose client cannot recover what
+    /// it misses while it reconnects: the rebalancer sheds it only with
+    /// `rebalance.include_unrecoverable`.
+    pub fn attach_unrecoverable(&self, outbox: &Arc<Outbox>) {
+        self.attach_as(outbox, false);
+    }
+
+    fn attach_as(&self, outbox: &Arc<Outbox>, recoverable: bool) {
+        let attached = Attached {
+            outbox: outbox.clone(),
+            since: Instant::now(),
+            recoverable,
+        };
+        self.conns.write().insert(outbox.id.clone(), attached);
+    }
+
+    /// How many connections are attached.
+    pub fn connection_count(&self) -> usize {
+        self.conns.read().len()
+    }
+
+    /// The connections the rebalancer may shed: attached longer than
+    /// `min_age` ago, not already closing, and recoverable unless
+    /// `include_unrecoverable`.
+    pub fn sheddable(&self, min_age: Duration, include_unrecoverable: bool) -> Vec<Arc<Outbox>> {
+        let now = Instant::now();
+        self.conns
+            .read()
+            .values()
+            .filter(|attached| {
+                now.duration_since(attached.since) >= min_age
+                    && (attached.recoverable || include_unrecoverable)
+                    && attached.outbox.closing().is_none()
+            })
+            .map(|attached| attached.outbox.clone())
+            .collect()
     }
 
     /// Registers a connection under its user's slot; it becomes reachable by
@@ -398,7 +450,7 @@ impl Hub {
                 .conns
                 .read()
                 .get(id.as_str())
-                .cloned()
+                .map(|attached| attached.outbox.clone())
                 .into_iter()
                 .collect(),
             Target::User(user) => self
@@ -412,7 +464,11 @@ impl Hub {
 
     /// Every local connection, for the drain.
     pub fn all(&self) -> Vec<Arc<Outbox>> {
-        self.conns.read().values().cloned().collect()
+        self.conns
+            .read()
+            .values()
+            .map(|attached| attached.outbox.clone())
+            .collect()
     }
 
     fn release(&self, user: &str, key: Option<u64>) {
@@ -576,6 +632,41 @@ mod tests {
             .chain((0..10).map(|i| format!("m{i}")))
             .collect();
         assert_eq!(texts(&fast), expected);
+    }
+
+    /// Only connections older than the minimum age, recoverable (unless
+    /// included) and not closing may be shed.
+    #[tokio::test]
+    async fn only_old_recoverable_open_connections_are_sheddable() {
+        let hub = Hub::new("n".into(), Arc::new(Metrics::new()));
+        let old = outbox(&hub, 8);
+        let closing = outbox(&hub, 8);
+        let unrecoverable = outbox(&hub, 8);
+        hub.attach(&old);
+        hub.attach(&closing);
+        hub.attach_unrecoverable(&unrecoverable);
+        closing.close(close::RESTART, "service restart");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let young = outbox(&hub, 8);
+        hub.attach(&young);
+        let keys = |outboxes: Vec<Arc<Outbox>>| {
+            let mut keys: Vec<u64> = outboxes.iter().map(|outbox| outbox.key).collect();
+            keys.sort_unstable();
+            keys
+        };
+        assert_eq!(hub.connection_count(), 4);
+        assert_eq!(
+            keys(hub.sheddable(Duration::from_millis(20), false)),
+            [old.key]
+        );
+        assert_eq!(
+            keys(hub.sheddable(Duration::from_millis(20), true)),
+            [old.key, unrecoverable.key]
+        );
+        assert_eq!(
+            keys(hub.sheddable(Duration::ZERO, false)),
+            [old.key, young.key]
+        );
     }
 
     /// Per-user slots are capped and released on drop.

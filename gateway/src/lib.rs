@@ -15,6 +15,7 @@
 //! - [`listener`]: the public listener's accept loop, bounding sockets before their handshake;
 //!   [`peer`]: the client address of an upgrade and the connections per address.
 //! - [`shutdown`]: the signal and the drain; `server`: wiring it all from a [`Config`].
+//! - [`rebalance`]: shedding connections above the fleet's mean load after a scale-out.
 //!
 //! Data flows client frame → `protocol` → `session` (→ `command`) → `hub`/`broker` → every node's
 //! `hub` with members → each member's bounded queue → its writer task.
@@ -33,6 +34,7 @@ pub mod outbox;
 pub mod peer;
 pub mod protocol;
 pub mod ratelimit;
+pub mod rebalance;
 mod server;
 pub mod session;
 pub mod shutdown;

@@ -132,6 +132,8 @@ pub struct Metrics {
     pub sockets_shed: Family<ReasonLabel, Counter>,
     /// Public sockets closed for sending no request head within `limits.handshake_timeout_ms`.
     pub handshake_timeouts: Counter,
+    /// Connections this node told to reconnect elsewhere to rebalance the fleet.
+    pub rebalance_shed: Counter,
 }
 
 impl Metrics {
@@ -155,6 +157,7 @@ impl Metrics {
             history_available: Family::default(),
             sockets_shed: Family::default(),
             handshake_timeouts: Counter::default(),
+            rebalance_shed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -236,6 +239,11 @@ impl Metrics {
             "handshake_timeouts",
             "Public sockets closed for sending no request head within limits.handshake_timeout_ms",
             metrics.handshake_timeouts.clone(),
+        );
+        registry.register(
+            "rebalance_shed",
+            "Connections told to reconnect elsewhere (reconnect, then 1012) to rebalance the fleet",
+            metrics.rebalance_shed.clone(),
         );
         let metrics = Self {
             registry,

@@ -218,6 +218,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => public_address,
     };
     let single_node = config.nats_url.is_none();
+    let rebalance = !single_node && config.rebalance.enabled;
+    let heartbeat = config.nats.node_heartbeat;
     let node = config.node.clone();
     let state = AppState::new(
         config,
@@ -228,6 +230,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         origins,
         max_connections,
     );
+    broker.report_load(crate::rebalance::load_report(&state, max_connections));
+    if rebalance {
+        crate::rebalance::spawn(state.clone(), heartbeat, &tracker, background.clone());
+    }
 
     let stop = CancellationToken::new();
     let mut public_router = app::public(state.clone());

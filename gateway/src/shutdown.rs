@@ -5,6 +5,9 @@
 //! over `drain.reconnect_spread_ms`, and is closed with 1012 when that time has
 //! passed, so clients reconnect to other replicas a few at a time instead of all
 //! at once. At `drain.seconds` whatever is left is closed with 1001.
+//!
+//! The rebalancer hands connections over the same way ([`hand_over`], then
+//! [`close_on_schedule`]), a few at a time.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +19,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::app::AppState;
+use crate::outbox::Outbox;
 use crate::protocol::{close, frame};
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -53,17 +57,12 @@ fn after_ms(i: usize, n: usize, spread_ms: u64) -> u64 {
     (base + rand::random_range(0..=slot)).min(spread_ms)
 }
 
-/// Drains every connection; returns when all are closed or the deadline passed.
-pub async fn drain(state: &Arc<AppState>) {
-    state.draining.store(true, Ordering::Release);
-    let config = &state.config.drain;
-    let start = Instant::now();
-    let deadline = start + config.deadline;
-    let spread_ms = config.reconnect_spread.as_millis() as u64;
-    let mut outboxes = state.hub.all();
+/// Tells each connection, in random order, to reconnect after an `after_ms`
+/// spread evenly over `spread_ms`; returns the schedule of their closes, by
+/// `after_ms`.
+pub fn hand_over(mut outboxes: Vec<Arc<Outbox>>, spread_ms: u64) -> Vec<(u64, Arc<Outbox>)> {
     outboxes.shuffle(&mut rand::rng());
     let n = outboxes.len();
-    info!(connections = n, spread_ms, "draining");
     let mut schedule: Vec<_> = outboxes
         .into_iter()
         .enumerate()
@@ -76,16 +75,39 @@ pub async fn drain(state: &Arc<AppState>) {
         })
         .collect();
     schedule.sort_by_key(|(after, _)| *after);
-    state.sessions.close();
+    schedule
+}
+
+/// Closes each connection of a [`hand_over`] schedule with 1012 when its
+/// `after_ms` has passed since `start`, stopping before `deadline`.
+pub async fn close_on_schedule(
+    schedule: Vec<(u64, Arc<Outbox>)>,
+    start: Instant,
+    deadline: Option<Instant>,
+) {
     for (after, outbox) in schedule {
         let at = start + Duration::from_millis(after);
-        if at >= deadline {
-            // Told to reconnect later than the drain lasts: closed with 1001 below.
+        if deadline.is_some_and(|deadline| at >= deadline) {
             break;
         }
         tokio::time::sleep_until(at).await;
         outbox.close(close::RESTART, "service restart");
     }
+}
+
+/// Drains every connection; returns when all are closed or the deadline passed.
+pub async fn drain(state: &Arc<AppState>) {
+    state.draining.store(true, Ordering::Release);
+    let config = &state.config.drain;
+    let start = Instant::now();
+    let deadline = start + config.deadline;
+    let spread_ms = config.reconnect_spread.as_millis() as u64;
+    let outboxes = state.hub.all();
+    info!(connections = outboxes.len(), spread_ms, "draining");
+    let schedule = hand_over(outboxes, spread_ms);
+    state.sessions.close();
+    // Those told to reconnect later than the drain lasts are closed with 1001 below.
+    close_on_schedule(schedule, start, Some(deadline)).await;
     if tokio::time::timeout_at(deadline, state.sessions.wait())
         .await
         .is_err()

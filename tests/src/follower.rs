@@ -34,6 +34,8 @@ pub struct Received {
     pub reconnects: Vec<Instant>,
     /// `reconnect` events received.
     pub reconnect_events: usize,
+    /// When each `reconnect` event arrived.
+    pub reconnect_event_times: Vec<Instant>,
     /// Failed connection attempts.
     pub failed_attempts: usize,
 }
@@ -166,6 +168,7 @@ async fn follow(
                 }
                 Some("reconnect") => {
                     received.reconnect_events += 1;
+                    received.reconnect_event_times.push(Instant::now());
                     wait = Some(Duration::from_millis(
                         frame["after_ms"].as_u64().unwrap_or(0),
                     ));

@@ -57,6 +57,8 @@ pub struct Config {
     pub drain: Drain,
     /// JetStream history storage.
     pub history: History,
+    /// Moving connections from busy nodes to idle ones after a scale-out.
+    pub rebalance: Rebalance,
     /// Per-namespace room behaviour.
     pub namespaces: Namespaces,
     /// The file the configuration was read from, if any, for the startup log.
@@ -306,6 +308,41 @@ impl Default for Drain {
         }
     }
 }
+
+/// Rebalancing: how a node above the fleet's mean load hands its excess connections to the
+/// others after a scale-out (docs/config.md, `rebalance.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rebalance {
+    /// Whether this node sheds connections at all (it never does without NATS).
+    pub enabled: bool,
+    /// How far above the mean load a node may be before it sheds, relative to the mean: 0.2
+    /// sheds above 120% of the mean. Below it, nodes that differ a little are left alone.
+    pub tolerance: f64,
+    /// `reconnect` events' `after_ms` are spread over this window.
+    pub spread: Duration,
+    /// Most connections one node sheds per second.
+    pub max_per_second: u32,
+    /// Only connections older than this are shed: a client just moved is not moved again.
+    pub min_age: Duration,
+    /// Also shed connections that cannot recover what they miss while they reconnect.
+    pub include_unrecoverable: bool,
+}
+
+impl Default for Rebalance {
+    fn default() -> Self {
+        Rebalance {
+            enabled: default_of("rebalance.enabled"),
+            tolerance: default_of("rebalance.tolerance"),
+            spread: Duration::from_millis(default_of("rebalance.spread_ms")),
+            max_per_second: default_of("rebalance.max_per_second"),
+            min_age: Duration::from_millis(default_of("rebalance.min_age_ms")),
+            include_unrecoverable: default_of("rebalance.include_unrecoverable"),
+        }
+    }
+}
+
+/// Largest `rebalance.tolerance`: beyond ten times the mean, rebalancing would never start.
+pub const MAX_REBALANCE_TOLERANCE: f64 = 10.0;
 
 /// JetStream history storage.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -73,6 +73,9 @@ pub struct FileConfig {
     /// `[history]`: JetStream storage of room history.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<HistorySection>,
+    /// `[rebalance]`: moving connections to idle nodes after a scale-out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceSection>,
     /// `[namespaces.<ns>]`: per-namespace behaviour; `default` configures rooms without a
     /// configured namespace and the values other namespaces leave out.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,6 +103,7 @@ impl Default for FileConfig {
             limits: None,
             drain: None,
             history: None,
+            rebalance: None,
             namespaces: None,
         }
     }
@@ -256,6 +260,30 @@ pub struct HistorySection {
     /// Bytes of the single node's in-memory history over all rooms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_max_bytes: Option<u64>,
+}
+
+/// `[rebalance]`: how a node above the fleet's mean load sheds its excess connections.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebalanceSection {
+    /// Shed connections above the fleet's mean load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Relative tolerance above the mean load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// Window over which a shed connection's `after_ms` is spread, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spread_ms: Option<u64>,
+    /// Most connections shed per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_per_second: Option<u32>,
+    /// Only connections older than this are shed, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_age_ms: Option<u64>,
+    /// Also shed connections that cannot recover.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub include_unrecoverable: Option<bool>,
 }
 
 /// `[namespaces.<ns>]`: behaviour of the rooms in one namespace.

@@ -55,13 +55,13 @@ mod validate;
 
 pub use args::Args;
 pub use config::{
-    AuthConfig, Config, Drain, History, Limits, LogFormat, MAX_MESSAGE_BYTES, MAX_REPLICAS,
-    MIN_MESSAGE_BYTES, NatsConfig, Storage,
+    AuthConfig, Config, Drain, History, Limits, LogFormat, MAX_MESSAGE_BYTES,
+    MAX_REBALANCE_TOLERANCE, MAX_REPLICAS, MIN_MESSAGE_BYTES, NatsConfig, Rebalance, Storage,
 };
 pub use error::{ConfigError, Origin};
 pub use file::{
     AuthSection, DrainSection, FileConfig, HistorySection, LimitsSection, NamespaceSection,
-    NatsSection, ParsedFile,
+    NatsSection, ParsedFile, RebalanceSection,
 };
 pub use key::{KEYS, Key, Kind, NAMESPACE_SEGMENT, find as find_key, markdown_table};
 pub use namespace::{DEFAULT_NAMESPACE, DEMO_NAMESPACE, Namespace, Namespaces, demo_section};

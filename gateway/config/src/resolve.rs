@@ -18,7 +18,7 @@ mod section;
 
 use section::{
     FlagAuth, FlagLimits, resolve_auth, resolve_drain, resolve_history, resolve_limits,
-    resolve_namespaces, resolve_nats,
+    resolve_namespaces, resolve_nats, resolve_rebalance,
 };
 
 /// Reads and parses a configuration file.
@@ -224,6 +224,7 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
         limits: file_limits,
         drain: file_drain,
         history: file_history,
+        rebalance: file_rebalance,
         namespaces: file_namespaces,
     } = file;
     let layers = Layers { file: path.clone() };
@@ -336,6 +337,7 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
     )?;
     let drain = resolve_drain(&layers, drain_seconds, file_drain.unwrap_or_default())?;
     let history = resolve_history(&layers, file_history.unwrap_or_default())?;
+    let rebalance = resolve_rebalance(&layers, file_rebalance.unwrap_or_default())?;
     let mut namespace_sections = file_namespaces.unwrap_or_default();
     if demo && nats_url.is_none() {
         // Here, not in the gateway, so that `--check-config` and the gateway agree.
@@ -376,6 +378,7 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
         limits,
         drain,
         history,
+        rebalance,
         namespaces,
         file: path,
         warnings,

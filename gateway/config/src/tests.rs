@@ -129,6 +129,14 @@ fn full_file() -> FileConfig {
             replicas: Some(3),
             memory_max_bytes: Some(1 << 20),
         }),
+        rebalance: Some(RebalanceSection {
+            enabled: Some(false),
+            tolerance: Some(0.5),
+            spread_ms: Some(1000),
+            max_per_second: Some(10),
+            min_age_ms: Some(30_000),
+            include_unrecoverable: Some(true),
+        }),
         namespaces: Some(
             [
                 (
@@ -248,6 +256,13 @@ fn an_empty_file_gives_every_documented_default() -> Result<()> {
     assert_eq!(config.history.storage, Storage::File);
     assert_eq!(config.history.replicas, 1);
     assert_eq!(config.history.memory_max_bytes, 268_435_456);
+    let rebalance = &config.rebalance;
+    assert!(rebalance.enabled);
+    assert_eq!(rebalance.tolerance, 0.2);
+    assert_eq!(rebalance.spread, Duration::from_millis(5000));
+    assert_eq!(rebalance.max_per_second, 50);
+    assert_eq!(rebalance.min_age, Duration::from_millis(120_000));
+    assert!(!rebalance.include_unrecoverable);
 
     let namespace = &config.namespaces.default;
     assert_eq!(namespace.history_size, 0);
@@ -260,6 +275,25 @@ fn an_empty_file_gives_every_documented_default() -> Result<()> {
     assert!(namespace.client_publish);
     assert!(config.namespaces.named.is_empty());
     assert_eq!(config.file, Some(PathBuf::from(FILE)));
+    Ok(())
+}
+
+/// The `[rebalance]` keys are read from the file as written.
+#[test]
+fn rebalance_keys_are_read_from_the_file() -> Result<()> {
+    let text = "version = 1\n[rebalance]\nenabled = false\ntolerance = 0.5\nspread_ms = 0\nmax_per_second = 7\nmin_age_ms = 1500\ninclude_unrecoverable = true\n";
+    let rebalance = load(args(), text)?.rebalance;
+    assert_eq!(
+        rebalance,
+        Rebalance {
+            enabled: false,
+            tolerance: 0.5,
+            spread: Duration::ZERO,
+            max_per_second: 7,
+            min_age: Duration::from_millis(1500),
+            include_unrecoverable: true,
+        }
+    );
     Ok(())
 }
 
@@ -618,6 +652,21 @@ fn invalid_values_give_one_line_naming_key_and_file() {
             "[limits]\npublish_rate = nan",
             "limits.publish_rate",
             "greater than 0",
+        ),
+        (
+            "[rebalance]\ntolerance = -0.1",
+            "rebalance.tolerance",
+            "from 0 to 10",
+        ),
+        (
+            "[rebalance]\ntolerance = nan",
+            "rebalance.tolerance",
+            "from 0 to 10",
+        ),
+        (
+            "[rebalance]\nmax_per_second = 0",
+            "rebalance.max_per_second",
+            "at least 1",
         ),
         (
             "[limits]\npublish_burst = 0",

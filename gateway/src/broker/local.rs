@@ -2,7 +2,7 @@
 //! Publishing hands the frame straight to the room's local subscription.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -14,8 +14,8 @@ use wsgate_config::{History, Namespaces};
 
 use super::history::MemoryHistory;
 use super::{
-    Ack, Availability, Broker, BrokerError, ClusterStats, Delivery, Gathered, LocalNode,
-    PresencePage, Recovery, RoomSink, Subscription,
+    Ack, Availability, Broker, BrokerError, ClusterStats, Delivery, Fleet, Gathered, LoadReport,
+    LocalNode, PresencePage, Recovery, RoomSink, Subscription,
 };
 use crate::metrics::Metrics;
 use crate::protocol::{Since, Target};
@@ -33,6 +33,9 @@ pub struct LocalBroker {
     /// Stores and deliveries of history messages happen under this lock, so
     /// members see them in seq order.
     ordered: Mutex<()>,
+    /// This node's load, for [`Broker::fleet`]: a fleet of one, which never
+    /// rebalances.
+    report: OnceLock<LoadReport>,
 }
 
 impl LocalBroker {
@@ -68,6 +71,7 @@ impl LocalBroker {
             availability: Availability::new(metrics, &namespaces, true),
             history: MemoryHistory::new(namespaces, memory_max_bytes),
             ordered: Mutex::new(()),
+            report: OnceLock::new(),
         });
         if broker.history.expires() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -237,5 +241,21 @@ impl Broker for LocalBroker {
 
     fn leave_cluster(&self) -> BoxFuture<'_, ()> {
         async {}.boxed()
+    }
+
+    fn report_load(&self, report: LoadReport) {
+        let _ = self.report.set(report);
+    }
+
+    /// This node alone: the mean load is its own, so it never sheds.
+    fn fleet(&self) -> Fleet {
+        let own = self.report.get().and_then(|report| report());
+        Fleet {
+            nodes: own
+                .map(|load| (self.node.stats().node, load))
+                .into_iter()
+                .collect(),
+            partial: false,
+        }
     }
 }

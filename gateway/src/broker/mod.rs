@@ -75,6 +75,48 @@ pub struct NodeStats {
     pub upgrades_refused_capacity: u64,
 }
 
+/// What a node tells the fleet about itself in every registry heartbeat, so
+/// that each node can tell whether it holds more than its share of the
+/// fleet's connections ([`crate::rebalance`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// Open WebSocket connections.
+    pub connections: u64,
+    /// `limits.max_connections` as the node applies it (capped below its
+    /// open-file limit): loads compare as `connections / max_connections`.
+    pub max_connections: u64,
+    /// Whether the node takes new connections (`/readyz`).
+    pub ready: bool,
+    /// Whether the node is draining (shutting down).
+    pub draining: bool,
+}
+
+impl NodeLoad {
+    /// `connections / max_connections`; a node that takes none counts as full.
+    pub fn load(&self) -> f64 {
+        if self.max_connections == 0 {
+            return 1.0;
+        }
+        self.connections as f64 / self.max_connections as f64
+    }
+}
+
+/// Reads this node's current load; `None` once the gateway is gone. The
+/// broker calls it for every heartbeat.
+pub type LoadReport = Arc<dyn Fn() -> Option<NodeLoad> + Send + Sync>;
+
+/// The fleet as this node's registry last heard it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fleet {
+    /// Every live node that sent its counts, this one included (with its
+    /// current counts), by name.
+    pub nodes: Vec<(String, NodeLoad)>,
+    /// A live node has sent no counts yet (it is starting, or older), or its
+    /// last heartbeat is older than one of its intervals: the counts cannot
+    /// be trusted to compare nodes.
+    pub partial: bool,
+}
+
 /// One member of a room, as presence reports it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Present {
@@ -239,6 +281,19 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Tells the other nodes this one is leaving.
     fn leave_cluster(&self) -> BoxFuture<'_, ()>;
+
+    /// Gives the broker what it reports of this node's load in its
+    /// heartbeats. Until it is called, the node's heartbeats carry no counts
+    /// and the other nodes see their fleet as partial.
+    fn report_load(&self, report: LoadReport) {
+        let _ = report;
+    }
+
+    /// The fleet as the node registry last heard it; a broker without peers
+    /// is a fleet of this node alone.
+    fn fleet(&self) -> Fleet {
+        Fleet::default()
+    }
 }
 
 #[cfg(test)]

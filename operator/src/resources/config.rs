@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use wsgate_config::{
     AuthSection, CONFIG_VERSION, DrainSection, FileConfig, HistorySection, LimitsSection,
-    LogFormat, NamespaceSection, NatsSection, Storage,
+    LogFormat, NamespaceSection, NatsSection, RebalanceSection, Storage,
 };
 use wsgate_crds::{HistoryStorage, WsCluster};
 
@@ -167,6 +167,14 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
             seconds: Some(spec.drain.seconds),
             reconnect_spread_ms: Some(spec.drain.reconnect_spread_ms),
         }),
+        rebalance: Some(RebalanceSection {
+            enabled: Some(spec.rebalance.enabled),
+            tolerance: Some(spec.rebalance.tolerance),
+            spread_ms: Some(spec.rebalance.spread_ms),
+            max_per_second: Some(small(spec.rebalance.max_per_second)),
+            min_age_ms: Some(spec.rebalance.min_age_ms),
+            include_unrecoverable: Some(spec.rebalance.include_unrecoverable),
+        }),
         namespaces: (!spec.namespaces.is_empty()).then(|| {
             spec.namespaces
                 .iter()
@@ -252,6 +260,7 @@ mod tests {
             ("auth", &spec["auth"]["properties"]),
             ("limits", &spec["limits"]["properties"]),
             ("drain", &spec["drain"]["properties"]),
+            ("rebalance", &spec["rebalance"]["properties"]),
             ("history", &spec["history"]["properties"]),
             (
                 "namespaces.<ns>",
@@ -320,6 +329,36 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(proxies, ["10.0.0.0/8", "fd00::1/128"]);
+    }
+
+    /// The spec's `rebalance` reaches the gateway's `[rebalance]` as written, and by default
+    /// the gateway's own defaults apply.
+    #[test]
+    fn rebalancing_settings_reach_the_gateway() {
+        let path = std::path::Path::new("wsgate.toml");
+        let resolve = |wsc: &wsgate_crds::WsCluster| {
+            let file = super::gateway_config(wsc).unwrap_or_default();
+            wsgate_config::Config::from_toml(&file, path)
+                .unwrap_or_else(|error| panic!("{error}\n{file}"))
+        };
+        let mut wsc = crate::fixtures::wsc("chat");
+        assert_eq!(resolve(&wsc).rebalance, wsgate_config::Rebalance::default());
+
+        wsc.spec.rebalance = wsgate_crds::RebalanceSpec {
+            enabled: false,
+            tolerance: 0.5,
+            spread_ms: 2000,
+            max_per_second: 10,
+            min_age_ms: 60_000,
+            include_unrecoverable: true,
+        };
+        let rebalance = resolve(&wsc).rebalance;
+        assert!(!rebalance.enabled);
+        assert_eq!(rebalance.tolerance, 0.5);
+        assert_eq!(rebalance.spread, std::time::Duration::from_millis(2000));
+        assert_eq!(rebalance.max_per_second, 10);
+        assert_eq!(rebalance.min_age, std::time::Duration::from_secs(60));
+        assert!(rebalance.include_unrecoverable);
     }
 
     /// A trusted proxy that is not an address or a network is reported on the WsCluster

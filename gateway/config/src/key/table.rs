@@ -369,6 +369,18 @@ pub const KEYS: &[Key] = &[
         Kind::COUNT,
         "after_ms values are spread over this window"
     ),
+    key!(extension "rebalance.enabled", None, None, "true", Kind::Bool,
+        "with NATS: a node whose load (connections / limits.max_connections) exceeds the fleet's mean by more than rebalance.tolerance sheds its excess with reconnect, then 1012"),
+    key!(extension "rebalance.tolerance", None, None, "0.2", Kind::Number,
+        "how far above the fleet's mean load a node may be before it sheds, relative to the mean (0.2: 20%); from 0 to 10"),
+    key!(extension "rebalance.spread_ms", None, None, "5000", Kind::COUNT,
+        "after_ms of a shed connection's reconnect event is spread over this window"),
+    key!(extension "rebalance.max_per_second", None, None, "50", Kind::COUNT32,
+        "most connections one node sheds per second; at least 1"),
+    key!(extension "rebalance.min_age_ms", None, None, "120000", Kind::COUNT,
+        "only connections older than this are shed, so that a client just moved is not moved again"),
+    key!(extension "rebalance.include_unrecoverable", None, None, "false", Kind::Bool,
+        "also shed connections that cannot recover missed messages (transports without since)"),
     key!(
         "history.storage",
         None,

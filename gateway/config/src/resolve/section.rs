@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use super::{Layers, at_least, non_empty_path};
 use crate::config::{
-    AuthConfig, Drain, History, Limits, MAX_MESSAGE_BYTES, MAX_REPLICAS, MIN_MESSAGE_BYTES,
-    NatsConfig,
+    AuthConfig, Drain, History, Limits, MAX_MESSAGE_BYTES, MAX_REBALANCE_TOLERANCE, MAX_REPLICAS,
+    MIN_MESSAGE_BYTES, NatsConfig, Rebalance,
 };
 use crate::error::{ConfigError, Origin};
 use crate::file::{
     AuthSection, DrainSection, HistorySection, LimitsSection, NamespaceSection, NatsSection,
+    RebalanceSection,
 };
 use crate::namespace::DEFAULT_NAMESPACE;
 use crate::{Namespace, Namespaces, Result, Secret, key, validate};
@@ -403,6 +404,41 @@ pub(super) fn resolve_history(layers: &Layers, file: HistorySection) -> Result<H
                 defaults.memory_max_bytes
             })
             .check(at_least(1))?,
+    })
+}
+
+/// `[rebalance]`: only the file sets these keys.
+pub(super) fn resolve_rebalance(layers: &Layers, file: RebalanceSection) -> Result<Rebalance> {
+    let RebalanceSection {
+        enabled,
+        tolerance,
+        spread_ms,
+        max_per_second,
+        min_age_ms,
+        include_unrecoverable,
+    } = file;
+    let defaults = Rebalance::default();
+    Ok(Rebalance {
+        enabled: enabled.unwrap_or(defaults.enabled),
+        tolerance: layers
+            .file_only("rebalance.tolerance", tolerance, || defaults.tolerance)
+            .check(|tolerance| {
+                if tolerance.is_finite() && (0.0..=MAX_REBALANCE_TOLERANCE).contains(tolerance) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "must be a number from 0 to {MAX_REBALANCE_TOLERANCE}"
+                    ))
+                }
+            })?,
+        spread: spread_ms.map_or(defaults.spread, Duration::from_millis),
+        max_per_second: layers
+            .file_only("rebalance.max_per_second", max_per_second, || {
+                defaults.max_per_second
+            })
+            .check(at_least(1))?,
+        min_age: min_age_ms.map_or(defaults.min_age, Duration::from_millis),
+        include_unrecoverable: include_unrecoverable.unwrap_or(defaults.include_unrecoverable),
     })
 }
 

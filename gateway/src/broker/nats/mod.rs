@@ -355,4 +355,12 @@ impl Broker for NatsBroker {
         }
         .boxed()
     }
+
+    fn report_load(&self, report: super::LoadReport) {
+        self.registry.set_report(report);
+    }
+
+    fn fleet(&self) -> super::Fleet {
+        self.fleet_loads()
+    }
 }
