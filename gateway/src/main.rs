@@ -24,8 +24,13 @@ fn main() -> ExitCode {
         }
     };
     if let Some(path) = &args.check_config {
+        // The file alone, with the defaults: a CI check must not depend on the CI machine's
+        // environment. Its warnings are the ones the gateway logs at startup.
         return match Config::from_file(path) {
-            Ok(_) => {
+            Ok(config) => {
+                for warning in &config.warnings {
+                    eprintln!("warning: {warning}");
+                }
                 println!("ok: {}", path.display());
                 ExitCode::SUCCESS
             }
@@ -35,7 +40,8 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match Config::load(args) {
+    // A named file that cannot be read (a Secret not mounted) is a configuration error too.
+    let config = match Config::load(args).and_then(|config| config.check_files().map(|()| config)) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("{error}");
