@@ -83,12 +83,27 @@ fn reachable(address: SocketAddr) -> SocketAddr {
 /// API keys included: they stay at `info` unless `RUST_LOG` names them.
 const QUIET_CRATES: [&str; 4] = ["tungstenite", "tokio_tungstenite", "hyper", "hyper_util"];
 
+/// async-nats logs every connection event at `info`, an unreachable server as
+/// `event: client error: nats: IO error` several times a second: the gateway logs
+/// outages itself, rate-limited and with the cause (`broker::nats`), so the
+/// library is held at `warn` unless `RUST_LOG` names it.
+const NATS_CRATE: &str = "async_nats";
+
 /// The filter directives for `RUST_LOG`: as given (default `info`), with
 /// [`QUIET_CRATES`] held at `info` when the default level is more verbose and
-/// the variable does not name them.
+/// the variable does not name them, and [`NATS_CRATE`] at `warn` unless named.
 fn log_filter(rust_log: Option<&str>) -> String {
     let given = rust_log.map(str::trim).filter(|text| !text.is_empty());
     let mut directives = given.unwrap_or("info").to_owned();
+    let names = |directives: &str, name: &str| {
+        directives.split(',').any(|directive| {
+            let target = directive.split(['=', '[']).next().unwrap_or("").trim();
+            target == name || target.starts_with(&format!("{name}::"))
+        })
+    };
+    if !names(&directives, NATS_CRATE) {
+        directives.push_str(&format!(",{NATS_CRATE}=warn"));
+    }
     let default_level = directives
         .split(',')
         .map(str::trim)
@@ -96,15 +111,9 @@ fn log_filter(rust_log: Option<&str>) -> String {
         .filter_map(|directive| directive.parse::<tracing::Level>().ok())
         .next_back();
     if default_level.is_some_and(|level| level > tracing::Level::INFO) {
-        let named = |name: &str| {
-            directives.split(',').any(|directive| {
-                let target = directive.split(['=', '[']).next().unwrap_or("").trim();
-                target == name || target.starts_with(&format!("{name}::"))
-            })
-        };
         let quiet: Vec<&str> = QUIET_CRATES
             .into_iter()
-            .filter(|name| !named(name))
+            .filter(|name| !names(&directives, name))
             .collect();
         for name in quiet {
             directives.push_str(&format!(",{name}=info"));
@@ -362,20 +371,25 @@ mod tests {
     /// left alone.
     #[test]
     fn verbose_levels_keep_the_transport_crates_at_info() {
-        assert_eq!(log_filter(None), "info");
-        assert_eq!(log_filter(Some("warn")), "warn");
+        assert_eq!(log_filter(None), "info,async_nats=warn");
+        assert_eq!(log_filter(Some("warn")), "warn,async_nats=warn");
         assert_eq!(
             log_filter(Some("trace")),
-            "trace,tungstenite=info,tokio_tungstenite=info,hyper=info,hyper_util=info"
+            "trace,async_nats=warn,tungstenite=info,tokio_tungstenite=info,hyper=info,hyper_util=info"
         );
         assert_eq!(
             log_filter(Some("debug,tungstenite=trace")),
-            "debug,tungstenite=trace,tokio_tungstenite=info,hyper=info,hyper_util=info"
+            "debug,tungstenite=trace,async_nats=warn,tokio_tungstenite=info,hyper=info,hyper_util=info"
         );
         assert_eq!(
             log_filter(Some("wsgate=trace")),
-            "wsgate=trace",
+            "wsgate=trace,async_nats=warn",
             "the default level stays info"
+        );
+        assert_eq!(
+            log_filter(Some("info,async_nats=debug")),
+            "info,async_nats=debug",
+            "named, the NATS client logs as asked"
         );
     }
 }

@@ -1521,6 +1521,24 @@ fn check_files_names_the_key_of_a_missing_file() -> Result<()> {
     Ok(())
 }
 
+/// The gateway image's default file (gateway/image/wsgate.toml) listens on every interface,
+/// public on 8080 and admin on 9090, so `docker run -p` reaches it; the built-in default
+/// outside the image stays on loopback without an admin listener.
+#[test]
+fn the_image_default_file_listens_on_every_interface() -> Result<()> {
+    let text = include_str!("../../image/wsgate.toml");
+    let config = load(args(), text)?;
+    assert_eq!(config.listen, SocketAddr::from(([0, 0, 0, 0], 8080)));
+    assert_eq!(
+        config.admin_listen,
+        Some(SocketAddr::from(([0, 0, 0, 0], 9090)))
+    );
+    let builtin = Config::from_args(args())?;
+    assert_eq!(builtin.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    assert_eq!(builtin.admin_listen, None);
+    Ok(())
+}
+
 /// A missing file is one line naming it.
 #[test]
 fn a_missing_file_is_reported_by_name() {
