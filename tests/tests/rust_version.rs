@@ -14,6 +14,11 @@ use serde_json::Value;
 /// What the workspace's own code needs: let-chains are stable from 1.88.
 const LANGUAGE_MINIMUM: (u64, u64, u64) = (1, 88, 0);
 
+/// A version triple as Cargo writes it.
+fn shown((major, minor, patch): (u64, u64, u64)) -> String {
+    format!("{major}.{minor}.{patch}")
+}
+
 /// `1.89` or `1.89.0` as a comparable triple.
 fn version(text: &str) -> Option<(u64, u64, u64)> {
     let mut parts = text.trim().split('.').map(str::parse::<u64>);
@@ -72,9 +77,10 @@ fn rust_version_is_the_highest_minimum_of_the_locked_dependencies() -> Result<()
     for (member, rust_version) in declared {
         ensure!(
             rust_version == minimum,
-            "{member} declares rust-version {rust_version:?}, but the real minimum is \
-             {minimum:?} (because of {because}): set `rust-version` in Cargo.toml's \
-             [workspace.package] to it"
+            "{member} declares rust-version {}, but the real minimum is {} (because of \
+             {because}): set `rust-version` in Cargo.toml's [workspace.package] to it",
+            shown(rust_version),
+            shown(minimum)
         );
     }
     Ok(())
