@@ -13,13 +13,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(error) => {
-            // One line, as for every other configuration error.
-            let text = error.to_string();
-            let line = text.lines().next().unwrap_or_default();
-            eprintln!(
-                "invalid configuration: {}",
-                line.trim_start_matches("error: ")
-            );
+            // One line, as for every other configuration error, naming the flag or the
+            // variable that carried the bad value.
+            eprintln!("{}", Args::error_line(&error));
             return ExitCode::from(2);
         }
     };

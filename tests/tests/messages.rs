@@ -81,6 +81,17 @@ async fn an_error_names_only_the_layer_that_set_the_value() -> Result<()> {
         "invalid configuration: limits.send_queue from WSGATE_SEND_QUEUE: must be an integer from 1 to 9223372036854775807\n"
     );
 
+    let out = output(wsgate(&base, &[("WSGATE_MAX_CONNECTIONS", "lots")])).await?;
+    ensure!(out.status.code() == Some(2), "{}", out.status);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "invalid configuration: invalid value 'lots' for WSGATE_MAX_CONNECTIONS: "
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
     let mut flag = base.to_vec();
     flag.extend(["--send-queue", "0"]);
     let out = output(wsgate(&flag, &[])).await?;
@@ -106,7 +117,10 @@ async fn check_config_prints_startups_warnings_and_checks_the_file_alone() -> Re
     let path = file.display().to_string();
     let out = output(wsgate(
         &["--check-config", &path],
-        &[("WSGATE_SEND_QUEUE", "0")],
+        &[
+            ("WSGATE_SEND_QUEUE", "0"),
+            ("WSGATE_MAX_CONNECTIONS", "lots"),
+        ],
     ))
     .await?;
     let stderr = text(&out.stderr);

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
+use clap::error::{ContextKind, ContextValue};
 use clap::parser::ValueSource;
 
 use crate::{KEYS, LogFormat, Secret};
@@ -260,7 +261,14 @@ impl Args {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let matches = Self::command_with_defaults().try_get_matches_from(line)?;
+        let line: Vec<std::ffi::OsString> = line.into_iter().map(Into::into).collect();
+        let mut command = Self::command_with_defaults();
+        if checks_config(&line) {
+            // `--check-config` checks the file alone: no `WSGATE_*` variable is read, so that
+            // a CI check does not depend on the CI machine's environment (docs/config.md).
+            command = command.mut_args(|arg| arg.env(None::<&str>));
+        }
+        let matches = command.try_get_matches_from(&line)?;
         let mut args = <Args as clap::FromArgMatches>::from_arg_matches(&matches)?;
         args.from_env = matches
             .ids()
@@ -269,4 +277,54 @@ impl Args {
             .collect();
         Ok(args)
     }
+
+    /// The one line a command-line error is reported as (`invalid configuration: ...`), for
+    /// the process's own command line; see [`Args::error_line_for`].
+    pub fn error_line(error: &clap::Error) -> String {
+        let line: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        Self::error_line_for(error, &line)
+    }
+
+    /// The one line a command-line error is reported as, given the command `line`: clap's
+    /// first line, naming the environment variable instead of the flag when the bad value came
+    /// from the variable (the flag is not on `line`), so the error names the layer that set it.
+    pub fn error_line_for(error: &clap::Error, line: &[std::ffi::OsString]) -> String {
+        let text = error.to_string();
+        let mut first = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_owned();
+        if let Some(ContextValue::String(invalid)) = error.get(ContextKind::InvalidArg) {
+            // `--max-connections <N>`: the flag and its value name.
+            let flag = invalid.split(' ').next().unwrap_or(invalid);
+            let on_line = line.iter().any(|arg| {
+                arg.to_str()
+                    .is_some_and(|arg| arg == flag || arg.starts_with(&format!("{flag}=")))
+            });
+            let env = Self::command_with_defaults()
+                .get_arguments()
+                .find(|arg| {
+                    arg.get_long()
+                        .is_some_and(|long| flag == format!("--{long}"))
+                })
+                .and_then(|arg| {
+                    arg.get_env()
+                        .and_then(|env| env.to_str().map(str::to_owned))
+                });
+            if let (false, Some(env)) = (on_line, env) {
+                first = first.replace(&format!("'{invalid}'"), &env);
+            }
+        }
+        format!("invalid configuration: {first}")
+    }
+}
+
+/// Whether the command `line` asks for `--check-config`.
+fn checks_config(line: &[std::ffi::OsString]) -> bool {
+    line.iter().any(|arg| {
+        arg.to_str()
+            .is_some_and(|arg| arg == "--check-config" || arg.starts_with("--check-config="))
+    })
 }

@@ -943,6 +943,34 @@ fn an_error_names_only_the_layer_that_set_the_value() {
     );
 }
 
+/// A flag value clap refuses is one line naming the flag when it was on the command line,
+/// and the environment variable when the flag was not (the value came from there).
+#[test]
+fn a_refused_flag_value_names_the_flag_or_its_variable() {
+    let line: Vec<std::ffi::OsString> = ["wsgate", "--max-connections", "lots"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    let error = match Args::command_with_defaults().try_get_matches_from(&line) {
+        Ok(_) => panic!("lots is not a number"),
+        Err(error) => error,
+    };
+    let from_flag = Args::error_line_for(&error, &line);
+    assert!(
+        from_flag
+            .starts_with("invalid configuration: invalid value 'lots' for '--max-connections <N>'"),
+        "{from_flag}"
+    );
+    let without_flag = Args::error_line_for(&error, &line[..1]);
+    assert!(
+        without_flag.starts_with(
+            "invalid configuration: invalid value 'lots' for WSGATE_MAX_CONNECTIONS: "
+        ),
+        "{without_flag}"
+    );
+    assert!(!without_flag.contains('\n'));
+}
+
 /// The range in a message is the key's whole range, the same for a value below it, the
 /// lowest value refused and a flag's value: `-5` and `0` no longer disagree.
 #[test]

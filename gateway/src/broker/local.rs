@@ -69,10 +69,10 @@ impl LocalBroker {
             history: MemoryHistory::new(namespaces, memory_max_bytes),
             ordered: Mutex::new(()),
         });
-        if broker.history.expires() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(sweep(Arc::downgrade(&broker)));
-            }
+        if broker.history.expires()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(sweep(Arc::downgrade(&broker)));
         }
         broker
     }
