@@ -18,8 +18,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 # Small runtime: glibc and CA certificates only, no shell; uid 65532 matches
 # the pods' securityContext.
+# The default configuration listens on 0.0.0.0:8080 (public) and 0.0.0.0:9090
+# (admin), where EXPOSE says; `--config FILE` or WSGATE_CONFIG replaces it (the
+# operator passes --config with its ConfigMap).
 FROM gcr.io/distroless/cc-debian12:nonroot AS gateway
 COPY --from=build /out/wsgate /usr/local/bin/wsgate
+COPY gateway/image/wsgate.toml /etc/wsgate/wsgate.toml
+ENV WSGATE_CONFIG=/etc/wsgate/wsgate.toml
 USER 65532:65532
 EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/wsgate"]

@@ -8,6 +8,10 @@ rooms with history are recovered. Needs `pip install websockets`.
 
 --url may be repeated (replicas to rotate through); --count N exits after N
 messages. The token is sent in the first frame (`auth`), never in the URL.
+
+A refused token (an `unauthorized` reply to `auth`, a close with 4001, or an
+upgrade answered 401/403) is not retried: the client prints the server's error
+and exits with status 1. Other failures reconnect with backoff.
 """
 
 from __future__ import annotations
@@ -21,6 +25,14 @@ import random
 import sys
 
 import websockets
+
+
+class Refused(Exception):
+    """The server refused the client's credentials: retrying cannot help."""
+
+
+# Close code of a failed authentication (docs/protocol.md, "Close codes").
+AUTH_FAILED = 4001
 
 
 class Room:
@@ -78,7 +90,12 @@ class Client:
             try:
                 if self.token:
                     await ws.send(json.dumps({"op": "auth", "id": 0, "token": self.token}))
-                welcome = await self.welcome
+                # The welcome, unless the reader ends first: a refused token or a closed connection.
+                await asyncio.wait([reader, self.welcome], return_when=asyncio.FIRST_COMPLETED)
+                if not self.welcome.done():
+                    reader.result()  # raises what ended the connection
+                    raise ConnectionError("the connection closed before the welcome")
+                welcome = self.welcome.result()
                 log(f"connected to node {welcome['node']} as {welcome['user']}")
                 await self.join(ws)
                 if publish is not None:
@@ -109,6 +126,15 @@ class Client:
         log(f"joined {self.room_name}: recovered={reply.get('recovered')} missed={len(reply.get('missed', []))}")
 
     async def read(self, ws) -> None:
+        try:
+            await self.read_frames(ws)
+        except websockets.ConnectionClosed as closed:
+            received = closed.rcvd
+            if received is not None and received.code == AUTH_FAILED:
+                raise Refused(f"closed {AUTH_FAILED}: {received.reason or 'authentication failed'}") from None
+            raise
+
+    async def read_frames(self, ws) -> None:
         async for text in ws:
             frame = json.loads(text)
             kind = frame.get("type")
@@ -119,7 +145,7 @@ class Client:
             elif kind is None and frame.get("id") in self.pending:
                 self.pending.pop(frame["id"]).set_result(frame)
             elif kind is None and frame.get("id") == 0 and "error" in frame:
-                raise RuntimeError(f"auth: {frame['error']['message']}")
+                raise Refused(f"auth: {frame['error']['code']}: {frame['error']['message']}")
             elif kind == "message":
                 if not self.deliver(frame):
                     asyncio.create_task(self.join(ws))  # gap: recover with since
@@ -138,6 +164,11 @@ class Client:
             try:
                 await self.session(url, publish)
                 attempt = 0
+            except websockets.InvalidStatus as error:
+                status = error.response.status_code
+                if status in (401, 403):
+                    raise Refused(f"upgrade refused with {status}: {error.response.body.decode(errors='replace')}")
+                log(f"connection to {url} ended: {error}")
             except (OSError, websockets.WebSocketException, asyncio.TimeoutError) as error:
                 log(f"connection to {url} ended: {error}")
             publish = None  # publish once, not on every reconnect
@@ -170,6 +201,9 @@ def main() -> None:
     client = Client(args.url or ["ws://127.0.0.1:8080/ws"], args.token, args.room)
     try:
         asyncio.run(client.run(args.publish, args.count))
+    except Refused as refused:
+        log(f"refused by the server: {refused}")
+        sys.exit(1)
     except KeyboardInterrupt:
         pass
 

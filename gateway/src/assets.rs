@@ -1,5 +1,6 @@
 //! Static files on the public listener: the reference browser client under
-//! `/client/` and, when `demo` is on, the demo page at `/`.
+//! `/client/` (the module and its TypeScript declarations) and, when `demo` is
+//! on, the demo page at `/`.
 //!
 //! The files live in `gateway/assets/` and are compiled into the binary with
 //! `include_str!`, so the gateway image needs nothing beside it. Each response
@@ -93,6 +94,13 @@ static CLIENT: Asset = Asset::new(
     JAVASCRIPT,
     "public, max-age=300",
 );
+/// The client's TypeScript declarations, for applications that type-check
+/// against the client they load from the gateway (docs/client.md).
+static CLIENT_TYPES: Asset = Asset::new(
+    include_str!("../assets/wsgate.d.ts"),
+    "application/typescript; charset=utf-8",
+    "public, max-age=300",
+);
 static DEMO_PAGE: Asset = Asset::new(
     include_str!("../assets/demo/index.html"),
     "text/html; charset=utf-8",
@@ -117,10 +125,15 @@ const DEMO_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self';
 
 /// Routes for the browser client and, when `demo` is on, the demo page.
 pub fn router(state: &AppState) -> Router<Arc<AppState>> {
-    let router = Router::new().route(
-        "/client/wsgate.js",
-        get(|headers: HeaderMap| async move { CLIENT.serve(&headers) }),
-    );
+    let router = Router::new()
+        .route(
+            "/client/wsgate.js",
+            get(|headers: HeaderMap| async move { CLIENT.serve(&headers) }),
+        )
+        .route(
+            "/client/wsgate.d.ts",
+            get(|headers: HeaderMap| async move { CLIENT_TYPES.serve(&headers) }),
+        );
     if !state.config.demo {
         return router;
     }
@@ -199,6 +212,82 @@ mod tests {
             assert_eq!(header(&response, header::X_CONTENT_TYPE_OPTIONS), "nosniff");
             assert!(body(response).await.contains("export class WsgateClient"));
         }
+    }
+
+    /// The declarations are served beside the client, whether or not the demo is on.
+    #[tokio::test]
+    async fn client_types_are_served_beside_the_client() {
+        for demo in [false, true] {
+            let response = get(app(demo), "/client/wsgate.d.ts", &[]).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(
+                header(&response, header::CONTENT_TYPE),
+                "application/typescript; charset=utf-8"
+            );
+            assert!(
+                body(response)
+                    .await
+                    .contains("export declare class WsgateClient")
+            );
+        }
+    }
+
+    /// The names a module exports: `export class X`, `export declare function X`, ...
+    fn exports(source: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = source
+            .lines()
+            .filter_map(|line| line.strip_prefix("export "))
+            .map(|line| {
+                line.trim_start_matches("declare ")
+                    .trim_start_matches("async ")
+            })
+            .filter_map(|line| {
+                let (kind, rest) = line.split_once(' ')?;
+                matches!(kind, "class" | "function" | "const").then_some(rest)
+            })
+            .filter_map(|rest| {
+                rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                    .next()
+            })
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Every value the client exports is declared, and nothing else: the
+    /// declarations cannot silently fall behind the module.
+    #[test]
+    fn the_declarations_cover_every_export_of_the_client() {
+        let module = exports(CLIENT.body);
+        assert_eq!(
+            module,
+            [
+                "State",
+                "WsgateClient",
+                "WsgateError",
+                "connect",
+                "tokenExpiry"
+            ]
+        );
+        assert_eq!(exports(CLIENT_TYPES.body), module);
+    }
+
+    /// The npm package ships the module and the declarations at the gateway's
+    /// version, so it can be vendored or published as it is.
+    #[test]
+    fn the_package_names_the_client_and_its_declarations_at_the_gateway_version() {
+        let package: serde_json::Value =
+            serde_json::from_str(include_str!("../assets/package.json")).unwrap();
+        assert_eq!(package["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(package["type"], "module");
+        assert_eq!(package["main"], "./wsgate.js");
+        assert_eq!(package["types"], "./wsgate.d.ts");
+        assert_eq!(package["exports"]["."]["types"], "./wsgate.d.ts");
+        assert_eq!(package["exports"]["."]["default"], "./wsgate.js");
+        assert_eq!(
+            package["files"],
+            serde_json::json!(["wsgate.js", "wsgate.d.ts"])
+        );
     }
 
     /// A browser that has the current version gets 304 without a body.

@@ -13,19 +13,20 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(error) => {
-            // One line, as for every other configuration error.
-            let text = error.to_string();
-            let line = text.lines().next().unwrap_or_default();
-            eprintln!(
-                "invalid configuration: {}",
-                line.trim_start_matches("error: ")
-            );
+            // One line, as for every other configuration error, naming the flag or the
+            // variable that carried the bad value.
+            eprintln!("{}", Args::error_line(&error));
             return ExitCode::from(2);
         }
     };
     if let Some(path) = &args.check_config {
+        // The file alone, with the defaults: a CI check must not depend on the CI machine's
+        // environment. Its warnings are the ones the gateway logs at startup.
         return match Config::from_file(path) {
-            Ok(_) => {
+            Ok(config) => {
+                for warning in &config.warnings {
+                    eprintln!("warning: {warning}");
+                }
                 println!("ok: {}", path.display());
                 ExitCode::SUCCESS
             }
@@ -35,7 +36,8 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match Config::load(args) {
+    // A named file that cannot be read (a Secret not mounted) is a configuration error too.
+    let config = match Config::load(args).and_then(|config| config.check_files().map(|()| config)) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("{error}");

@@ -1,6 +1,7 @@
 //! Wiring: from a [`Config`] to running listeners, and the shutdown sequence.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,13 +26,15 @@ use crate::shutdown;
 const SECRET_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Installs the tracing subscriber: text or JSON lines on stderr, filtered by
-/// `RUST_LOG` (default `info`; see [`log_filter`]).
+/// `RUST_LOG` (default `info`; see [`log_filter`]). Text lines carry ANSI colours
+/// only when stderr is a terminal: a log collector or a file gets plain text.
 pub fn init_tracing(format: LogFormat) {
     let directives = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -39,37 +42,68 @@ pub fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Settings that are valid but open the gateway wider than a production user
-/// likely means: anonymous access to every room from any web page.
-fn exposure_warnings(config: &Config) -> Vec<String> {
-    let mut warnings = Vec::new();
-    if config.allow_anonymous
-        && config
-            .auth
-            .anonymous_rooms
-            .iter()
-            .any(|pattern| pattern == "**")
-        && config.allowed_origins.is_empty()
-    {
-        warnings.push(
-            "anonymous access is on for every room (auth.anonymous_rooms = [\"**\"]) and any \
-             web page may connect (allowed_origins is empty): fine for a demo, not for production"
+/// What the gateway prints on stdout once it listens: the listening line the
+/// test harness and scripts read, the demo page's address when `demo` is on, and
+/// where to connect, or, when no token key is configured and anonymous access is
+/// off, that every connection will be refused.
+fn startup_lines(config: &Config, public: SocketAddr, admin: SocketAddr) -> Vec<String> {
+    let mut lines = vec![format!("wsgate listening: public={public} admin={admin}")];
+    let reachable = reachable(public);
+    if config.demo {
+        lines.push(format!("demo page: http://{reachable}/"));
+    }
+    if config.allow_anonymous || config.auth.verifies_tokens() {
+        lines.push(format!("connect a WebSocket client to ws://{reachable}/ws"));
+    } else {
+        lines.push(
+            "every WebSocket connection will be refused: no token key is configured \
+             (auth.jwt_secret_file, auth.jwt_public_key_file, auth.jwks_file or --jwt-secret) \
+             and allow_anonymous is false"
                 .to_owned(),
         );
     }
-    warnings
+    lines
+}
+
+/// An address a browser on this machine can open: a listener on every interface
+/// (`0.0.0.0`, `[::]`) is reached through loopback.
+fn reachable(address: SocketAddr) -> SocketAddr {
+    let mut address = address;
+    if address.ip().is_unspecified() {
+        address.set_ip(if address.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    address
 }
 
 /// Libraries that log every frame or request at debug and trace, tokens and
 /// API keys included: they stay at `info` unless `RUST_LOG` names them.
 const QUIET_CRATES: [&str; 4] = ["tungstenite", "tokio_tungstenite", "hyper", "hyper_util"];
 
+/// async-nats logs every connection event at `info`, an unreachable server as
+/// `event: client error: nats: IO error` several times a second: the gateway logs
+/// outages itself, rate-limited and with the cause (`broker::nats`), so the
+/// library is held at `warn` unless `RUST_LOG` names it.
+const NATS_CRATE: &str = "async_nats";
+
 /// The filter directives for `RUST_LOG`: as given (default `info`), with
 /// [`QUIET_CRATES`] held at `info` when the default level is more verbose and
-/// the variable does not name them.
+/// the variable does not name them, and [`NATS_CRATE`] at `warn` unless named.
 fn log_filter(rust_log: Option<&str>) -> String {
     let given = rust_log.map(str::trim).filter(|text| !text.is_empty());
     let mut directives = given.unwrap_or("info").to_owned();
+    let names = |directives: &str, name: &str| {
+        directives.split(',').any(|directive| {
+            let target = directive.split(['=', '[']).next().unwrap_or("").trim();
+            target == name || target.starts_with(&format!("{name}::"))
+        })
+    };
+    if !names(&directives, NATS_CRATE) {
+        directives.push_str(&format!(",{NATS_CRATE}=warn"));
+    }
     let default_level = directives
         .split(',')
         .map(str::trim)
@@ -77,15 +111,9 @@ fn log_filter(rust_log: Option<&str>) -> String {
         .filter_map(|directive| directive.parse::<tracing::Level>().ok())
         .next_back();
     if default_level.is_some_and(|level| level > tracing::Level::INFO) {
-        let named = |name: &str| {
-            directives.split(',').any(|directive| {
-                let target = directive.split(['=', '[']).next().unwrap_or("").trim();
-                target == name || target.starts_with(&format!("{name}::"))
-            })
-        };
         let quiet: Vec<&str> = QUIET_CRATES
             .into_iter()
-            .filter(|name| !named(name))
+            .filter(|name| !names(&directives, name))
             .collect();
         for name in quiet {
             directives.push_str(&format!(",{name}=info"));
@@ -162,9 +190,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for warning in &config.warnings {
         warn!(%warning, "configuration");
     }
-    for warning in exposure_warnings(&config) {
-        warn!(%warning, "configuration");
-    }
     let open_file_limit = open_file_limit();
     let max_connections = connection_cap(config.limits.max_connections, open_file_limit);
     let socket_limits = SocketLimits {
@@ -220,6 +245,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let single_node = config.nats_url.is_none();
     let rebalance = !single_node && config.rebalance.enabled;
     let heartbeat = config.nats.node_heartbeat;
+    let banner = startup_lines(&config, public_address, admin_address);
     let node = config.node.clone();
     let state = AppState::new(
         config,
@@ -269,14 +295,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     {
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(
-            stdout,
-            "wsgate listening: public={public_address} admin={admin_address}"
-        );
-        let _ = writeln!(
-            stdout,
-            "connect a WebSocket client to ws://{public_address}/ws"
-        );
+        for line in &banner {
+            let _ = writeln!(stdout, "{line}");
+        }
         let _ = stdout.flush();
     }
 
@@ -301,7 +322,43 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{connection_cap, exposure_warnings, log_filter, socket_budget};
+    use super::{connection_cap, log_filter, socket_budget, startup_lines};
+
+    fn config(args: &[&str]) -> wsgate_config::Config {
+        let mut argv = vec!["wsgate", "--node", "n"];
+        argv.extend_from_slice(args);
+        let args = <wsgate_config::Args as clap::Parser>::try_parse_from(argv).unwrap();
+        wsgate_config::Config::from_args(args).unwrap()
+    }
+
+    /// With `--demo`, startup names the demo page, at an address a browser can
+    /// open; without a token key or anonymous access it says connections will be
+    /// refused instead of inviting them.
+    #[test]
+    fn startup_names_the_demo_page_and_says_when_connections_are_refused() {
+        let any = "0.0.0.0:8080".parse().unwrap();
+        let admin = "0.0.0.0:9090".parse().unwrap();
+        let lines = startup_lines(&config(&["--demo", "--allow-anonymous"]), any, admin);
+        assert_eq!(
+            lines,
+            [
+                "wsgate listening: public=0.0.0.0:8080 admin=0.0.0.0:9090",
+                "demo page: http://127.0.0.1:8080/",
+                "connect a WebSocket client to ws://127.0.0.1:8080/ws",
+            ]
+        );
+        let lines = startup_lines(&config(&[]), any, admin);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[1].starts_with("every WebSocket connection will be refused"),
+            "{lines:?}"
+        );
+        let lines = startup_lines(&config(&["--jwt-secret", "k"]), any, admin);
+        assert!(
+            lines[1].starts_with("connect a WebSocket client"),
+            "{lines:?}"
+        );
+    }
 
     /// The public sockets and the connections both stay 64 descriptors below the open-file
     /// limit; without a known limit nothing is capped.
@@ -315,59 +372,30 @@ mod tests {
         assert_eq!(connection_cap(10_000, None), 10_000);
     }
 
-    fn config(args: &[&str], toml: &str) -> wsgate_config::Config {
-        let mut argv = vec!["wsgate"];
-        argv.extend_from_slice(args);
-        let args = <wsgate_config::Args as clap::Parser>::try_parse_from(argv).unwrap();
-        let text = format!("version = 1\n{toml}");
-        wsgate_config::Config::from_args_and_toml(args, &text, std::path::Path::new("t.toml"))
-            .unwrap()
-    }
-
-    /// Anonymous access to every room from any origin draws one warning; an
-    /// origin list, narrower anonymous rooms or no anonymous access draw none.
-    #[test]
-    fn anonymous_access_everywhere_from_anywhere_is_warned_about() {
-        assert_eq!(
-            exposure_warnings(&config(&["--allow-anonymous"], "")).len(),
-            1
-        );
-        assert!(exposure_warnings(&config(&[], "")).is_empty());
-        assert!(
-            exposure_warnings(&config(
-                &["--allow-anonymous"],
-                "allowed_origins = [\"https://app.example.com\"]\n"
-            ))
-            .is_empty()
-        );
-        assert!(
-            exposure_warnings(&config(
-                &["--allow-anonymous"],
-                "[auth]\nanonymous_rooms = [\"public:*\"]\n"
-            ))
-            .is_empty()
-        );
-    }
-
     /// `RUST_LOG=trace` does not turn on the frame-by-frame logs of tungstenite and
     /// hyper (which would print tokens); naming them does, and quieter levels are
     /// left alone.
     #[test]
     fn verbose_levels_keep_the_transport_crates_at_info() {
-        assert_eq!(log_filter(None), "info");
-        assert_eq!(log_filter(Some("warn")), "warn");
+        assert_eq!(log_filter(None), "info,async_nats=warn");
+        assert_eq!(log_filter(Some("warn")), "warn,async_nats=warn");
         assert_eq!(
             log_filter(Some("trace")),
-            "trace,tungstenite=info,tokio_tungstenite=info,hyper=info,hyper_util=info"
+            "trace,async_nats=warn,tungstenite=info,tokio_tungstenite=info,hyper=info,hyper_util=info"
         );
         assert_eq!(
             log_filter(Some("debug,tungstenite=trace")),
-            "debug,tungstenite=trace,tokio_tungstenite=info,hyper=info,hyper_util=info"
+            "debug,tungstenite=trace,async_nats=warn,tokio_tungstenite=info,hyper=info,hyper_util=info"
         );
         assert_eq!(
             log_filter(Some("wsgate=trace")),
-            "wsgate=trace",
+            "wsgate=trace,async_nats=warn",
             "the default level stays info"
+        );
+        assert_eq!(
+            log_filter(Some("info,async_nats=debug")),
+            "info,async_nats=debug",
+            "named, the NATS client logs as asked"
         );
     }
 }

@@ -40,13 +40,18 @@ pub enum Command {
     /// the WsCluster in FILE (like `helm template`).
     Render {
         /// A WsCluster manifest (YAML); `-` reads standard input.
-        #[arg(short = 'f', long = "filename")]
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
         file: PathBuf,
         /// Namespace to assume when the manifest names none.
-        #[arg(short = 'n', long, default_value = "default")]
+        #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = "default")]
         namespace: String,
         /// Gateway image for a WsCluster that names none.
-        #[arg(long, env = "WSGATE_OPERATOR_GATEWAY_IMAGE")]
+        #[arg(
+            long,
+            env = "WSGATE_OPERATOR_GATEWAY_IMAGE",
+            value_name = "IMAGE",
+            default_value = DEFAULT_GATEWAY_IMAGE
+        )]
         gateway_image: Option<String>,
     },
     /// Print, as JSON, the API permissions the operator uses (the table the
@@ -55,12 +60,26 @@ pub enum Command {
     Rbac,
 }
 
+/// The gateway image of a WsCluster that names none, shown as the default in
+/// `--help` (a test keeps it equal to [`Settings::default`]'s).
+pub const DEFAULT_GATEWAY_IMAGE: &str =
+    concat!("ghcr.io/wsgate/wsgate:", env!("CARGO_PKG_VERSION"));
+
 /// Options of the controller.
+///
+/// Each flag's environment variable is `WSGATE_OPERATOR_` and the flag's name
+/// (`--pod-name`, `WSGATE_OPERATOR_POD_NAME`); the flags' earlier names stay as
+/// aliases.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
     /// Address of the operator's HTTP server: `/metrics`, `/healthz`,
     /// `/readyz`.
-    #[arg(long, env = "WSGATE_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "WSGATE_OPERATOR_LISTEN",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub listen: SocketAddr,
 
     /// Apply the operator's own CRD at startup (Helm never upgrades a
@@ -72,33 +91,62 @@ pub struct RunArgs {
     #[arg(long, env = "WSGATE_OPERATOR_LEADER_ELECTION")]
     pub leader_election: bool,
 
-    /// Namespace of the leader-election Lease (the operator's own).
-    #[arg(long, env = "WSGATE_OPERATOR_NAMESPACE", default_value = "default")]
+    /// The operator's own namespace: where its leader-election Lease lives.
+    #[arg(
+        long = "namespace",
+        alias = "lease-namespace",
+        env = "WSGATE_OPERATOR_NAMESPACE",
+        value_name = "NAMESPACE",
+        default_value = "default"
+    )]
     pub lease_namespace: String,
 
     /// Name of the leader-election Lease.
     #[arg(
         long,
         env = "WSGATE_OPERATOR_LEASE_NAME",
+        value_name = "NAME",
         default_value = "wsgate-operator"
     )]
     pub lease_name: String,
 
-    /// This replica's identity in the election (the pod name).
-    #[arg(long, env = "WSGATE_OPERATOR_POD_NAME")]
+    /// This replica's identity in the election: its pod name (default: the
+    /// host name).
+    #[arg(
+        long = "pod-name",
+        alias = "identity",
+        env = "WSGATE_OPERATOR_POD_NAME",
+        value_name = "POD"
+    )]
     pub identity: Option<String>,
 
     /// Gateway image for WsClusters that name none.
-    #[arg(long, env = "WSGATE_OPERATOR_GATEWAY_IMAGE")]
+    #[arg(
+        long,
+        env = "WSGATE_OPERATOR_GATEWAY_IMAGE",
+        value_name = "IMAGE",
+        default_value = DEFAULT_GATEWAY_IMAGE
+    )]
     pub gateway_image: Option<String>,
 
     /// How often the gateways' stats are read (status and autoscaling), in
     /// seconds.
-    #[arg(long, env = "WSGATE_OPERATOR_STATS_INTERVAL", default_value_t = 15)]
+    #[arg(
+        long = "stats-interval",
+        alias = "stats-interval-seconds",
+        env = "WSGATE_OPERATOR_STATS_INTERVAL",
+        value_name = "SECONDS",
+        default_value_t = 15
+    )]
     pub stats_interval_seconds: u64,
 
-    /// Log format: `text` or `json`.
-    #[arg(long, env = "WSGATE_OPERATOR_LOG_FORMAT", default_value = "text")]
+    /// Log line format.
+    #[arg(
+        long,
+        env = "WSGATE_OPERATOR_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
     pub log_format: telemetry::LogFormat,
 
     /// Namespaces to watch, comma-separated; empty: every namespace. With a
@@ -108,6 +156,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "WSGATE_OPERATOR_WATCH_NAMESPACES",
+        value_name = "NAMESPACES",
         value_delimiter = ',',
         num_args = 0..
     )]
@@ -234,7 +283,7 @@ mod tests {
             "wsgate-operator",
             "run",
             "--leader-election",
-            "--stats-interval-seconds",
+            "--stats-interval",
             "5",
         ])
         .unwrap();
@@ -299,6 +348,72 @@ mod tests {
         assert_eq!(args.run.watched_namespaces(), None);
         let args = Args::try_parse_from(["wsgate-operator", "--watch-namespaces", ""]).unwrap();
         assert_eq!(args.run.watched_namespaces(), None);
+    }
+
+    /// `--help` is readable: every value has a meaningful name, every
+    /// environment variable is `WSGATE_OPERATOR_` and its flag's name, and
+    /// defaults are shown (the default image is the builders' own).
+    #[test]
+    fn help_names_values_and_envs_after_their_flags_with_defaults() {
+        use clap::CommandFactory;
+        assert_eq!(DEFAULT_GATEWAY_IMAGE, Settings::default().default_image);
+        let command = Args::command();
+        let run = command
+            .find_subcommand("run")
+            .expect("the run subcommand exists");
+        for arg in run.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" {
+                continue;
+            }
+            let env = arg.get_env().and_then(|env| env.to_str());
+            let expected = format!("WSGATE_OPERATOR_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(env, Some(expected.as_str()), "--{long}");
+            if arg.get_action().takes_values() {
+                let names: Vec<String> = arg
+                    .get_value_names()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                // clap's own value name is the field's name in capitals (LEASE_NAMESPACE).
+                let field = arg.get_id().as_str().to_uppercase();
+                assert!(
+                    !names.is_empty() && names.iter().all(|name| *name != field),
+                    "--{long} has no meaningful value name: {names:?}"
+                );
+            }
+        }
+        let mut run = run.clone();
+        let help = run.render_long_help().to_string();
+        for shown in [
+            "[default: 0.0.0.0:8080]",
+            "[default: wsgate-operator]",
+            "[default: 15]",
+            "[env: WSGATE_OPERATOR_POD_NAME=]",
+            &format!("[default: {DEFAULT_GATEWAY_IMAGE}]"),
+        ] {
+            assert!(help.contains(shown), "{shown} missing from:\n{help}");
+        }
+        let args = Args::try_parse_from([
+            "wsgate-operator",
+            "--lease-namespace",
+            "ops",
+            "--identity",
+            "pod-0",
+            "--stats-interval-seconds",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                args.run.lease_namespace.as_str(),
+                args.run.identity.as_deref(),
+                args.run.stats_interval_seconds
+            ),
+            ("ops", Some("pod-0"), 3),
+            "the earlier flag names still work"
+        );
     }
 
     /// A manifest that is not a WsCluster is a clear input error.

@@ -6,10 +6,13 @@
 //! and environment variable (the flag wins), which gives the first two layers of the precedence
 //! flag > env > file > default.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
+use clap::error::{ContextKind, ContextValue};
+use clap::parser::ValueSource;
 
 use crate::{KEYS, LogFormat, Secret};
 
@@ -25,41 +28,72 @@ use crate::{KEYS, LogFormat, Secret};
     name = "wsgate",
     version,
     about = "A Kubernetes-native WebSocket gateway",
-    long_about = "A Kubernetes-native WebSocket gateway.\n\nPrecedence: flag > WSGATE_* environment variable > --config file > default. The keys are described in docs/config.md."
+    long_about = "A Kubernetes-native WebSocket gateway.\n\nPrecedence: flag > WSGATE_* environment variable > --config file > default. The keys are described in docs/config.md.",
+    after_help = "Logging: RUST_LOG sets the log filter (default info; e.g. RUST_LOG=debug or RUST_LOG=wsgate=debug,info); log_format chooses text or json lines on stderr."
 )]
 pub struct Args {
     /// TOML configuration file; flags and environment variables override its keys.
-    #[arg(long, env = "WSGATE_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        help_heading = "Configuration file",
+        env = "WSGATE_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     /// Validate FILE (with the defaults, ignoring other flags) and exit: prints "ok: FILE" and
     /// exits 0, or prints the error and exits 2.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, help_heading = "Configuration file", value_name = "FILE")]
     pub check_config: Option<PathBuf>,
 
     /// Public listener (/ws, /client/, the demo page).
-    #[arg(long, env = "WSGATE_LISTEN", value_name = "ADDR")]
+    #[arg(
+        long,
+        help_heading = "Listeners",
+        env = "WSGATE_LISTEN",
+        value_name = "ADDR"
+    )]
     pub listen: Option<SocketAddr>,
 
     /// Admin listener (backend API, /healthz, /readyz, /metrics); unset: served on --listen.
-    #[arg(long, env = "WSGATE_ADMIN_LISTEN", value_name = "ADDR")]
+    #[arg(
+        long,
+        help_heading = "Listeners",
+        env = "WSGATE_ADMIN_LISTEN",
+        value_name = "ADDR"
+    )]
     pub admin_listen: Option<SocketAddr>,
 
     /// Cluster name, one NATS subject token; isolates clusters sharing a NATS.
-    #[arg(long, env = "WSGATE_CLUSTER", value_name = "NAME")]
+    #[arg(
+        long,
+        help_heading = "Cluster",
+        env = "WSGATE_CLUSTER",
+        value_name = "NAME"
+    )]
     pub cluster: Option<String>,
 
     /// Node name, one NATS subject token; in Kubernetes the pod name.
-    #[arg(long, env = "WSGATE_NODE", value_name = "NAME")]
+    #[arg(
+        long,
+        help_heading = "Cluster",
+        env = "WSGATE_NODE",
+        value_name = "NAME"
+    )]
     pub node: Option<String>,
 
     /// Comma-separated NATS URLs; unset: single node with an in-process broker.
-    #[arg(long, env = "WSGATE_NATS_URL", value_name = "URLS")]
+    #[arg(
+        long,
+        help_heading = "Cluster",
+        env = "WSGATE_NATS_URL",
+        value_name = "URLS"
+    )]
     pub nats_url: Option<String>,
 
     /// Accept connections without a token.
     #[arg(
-        long,
+        long, help_heading = "Access",
         env = "WSGATE_ALLOW_ANONYMOUS",
         value_name = "BOOL",
         num_args = 0..=1,
@@ -72,6 +106,7 @@ pub struct Args {
     /// an optional :port; empty: any origin.
     #[arg(
         long,
+        help_heading = "Access",
         env = "WSGATE_ALLOWED_ORIGINS",
         value_name = "ORIGINS",
         value_delimiter = ','
@@ -80,7 +115,7 @@ pub struct Args {
 
     /// Serve the demo page at /.
     #[arg(
-        long,
+        long, help_heading = "Pages and logs",
         env = "WSGATE_DEMO",
         value_name = "BOOL",
         num_args = 0..=1,
@@ -91,7 +126,7 @@ pub struct Args {
 
     /// Testing only: a plain echo WebSocket at /echo, no auth or origin check.
     #[arg(
-        long,
+        long, help_heading = "Pages and logs",
         env = "WSGATE_ECHO_ENDPOINT",
         value_name = "BOOL",
         num_args = 0..=1,
@@ -101,12 +136,17 @@ pub struct Args {
     pub echo_endpoint: Option<bool>,
 
     /// Log line format.
-    #[arg(long, env = "WSGATE_LOG_FORMAT", value_name = "FORMAT")]
+    #[arg(
+        long,
+        help_heading = "Pages and logs",
+        env = "WSGATE_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
     pub log_format: Option<LogFormat>,
 
     /// HS256 key itself, for development; in production use auth.jwt_secret_file.
     #[arg(
-        long,
+        long, help_heading = "Access",
         env = "WSGATE_JWT_SECRET",
         value_name = "KEY",
         hide_env_values = true,
@@ -115,13 +155,18 @@ pub struct Args {
     pub jwt_secret: Option<Secret>,
 
     /// RS256/ES256 public key file (PEM).
-    #[arg(long, env = "WSGATE_JWT_PUBLIC_KEY_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        help_heading = "Access",
+        env = "WSGATE_JWT_PUBLIC_KEY_FILE",
+        value_name = "FILE"
+    )]
     pub jwt_public_key_file: Option<PathBuf>,
 
     /// Comma-separated backend API keys, for development; in production use
     /// auth.api_keys_file.
     #[arg(
-        long,
+        long, help_heading = "Access",
         env = "WSGATE_API_KEYS",
         value_name = "KEYS",
         hide_env_values = true,
@@ -130,20 +175,46 @@ pub struct Args {
     pub api_keys: Option<Secret>,
 
     /// Connections per gateway; over it: 503; capped below the open-file limit.
-    #[arg(long, env = "WSGATE_MAX_CONNECTIONS", value_name = "N")]
+    #[arg(
+        long,
+        help_heading = "Limits and shutdown",
+        env = "WSGATE_MAX_CONNECTIONS",
+        value_name = "N"
+    )]
     pub max_connections: Option<usize>,
 
     /// Largest client message in bytes, 1 KiB to 64 MiB.
-    #[arg(long, env = "WSGATE_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    #[arg(
+        long,
+        help_heading = "Limits and shutdown",
+        env = "WSGATE_MAX_MESSAGE_BYTES",
+        value_name = "BYTES"
+    )]
     pub max_message_bytes: Option<usize>,
 
     /// Outgoing frames queued per connection; full: close 1013.
-    #[arg(long, env = "WSGATE_SEND_QUEUE", value_name = "N")]
+    #[arg(
+        long,
+        help_heading = "Limits and shutdown",
+        env = "WSGATE_SEND_QUEUE",
+        value_name = "N"
+    )]
     pub send_queue: Option<usize>,
 
     /// Hard deadline of a drain in seconds, then close 1001.
-    #[arg(long, env = "WSGATE_DRAIN_SECONDS", value_name = "SECONDS")]
+    #[arg(
+        long,
+        help_heading = "Limits and shutdown",
+        env = "WSGATE_DRAIN_SECONDS",
+        value_name = "SECONDS"
+    )]
     pub drain_seconds: Option<u64>,
+
+    /// The ids of the flags (`send_queue`) whose value clap took from their environment
+    /// variable rather than the command line, so an error names the layer that set the value.
+    /// Filled by [`Args::try_parse_command_line`]; empty means "all from the command line".
+    #[arg(skip)]
+    pub from_env: BTreeSet<String>,
 }
 
 impl Args {
@@ -176,7 +247,84 @@ impl Args {
     /// As [`clap::Parser::try_parse`]: an unknown flag or a bad value, and also `--help` and
     /// `--version` (whose error kind says so).
     pub fn try_parse_command_line() -> Result<Args, clap::Error> {
-        let matches = Self::command_with_defaults().try_get_matches()?;
-        <Args as clap::FromArgMatches>::from_arg_matches(&matches)
+        Self::try_parse_command_line_from(std::env::args_os())
     }
+
+    /// As [`Args::try_parse_command_line`], with the given command line (the environment is
+    /// still the process's).
+    ///
+    /// # Errors
+    ///
+    /// As [`Args::try_parse_command_line`].
+    pub fn try_parse_command_line_from<I, T>(line: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let line: Vec<std::ffi::OsString> = line.into_iter().map(Into::into).collect();
+        let mut command = Self::command_with_defaults();
+        if checks_config(&line) {
+            // `--check-config` checks the file alone: no `WSGATE_*` variable is read, so that
+            // a CI check does not depend on the CI machine's environment (docs/config.md).
+            command = command.mut_args(|arg| arg.env(None::<&str>));
+        }
+        let matches = command.try_get_matches_from(&line)?;
+        let mut args = <Args as clap::FromArgMatches>::from_arg_matches(&matches)?;
+        args.from_env = matches
+            .ids()
+            .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::EnvVariable))
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        Ok(args)
+    }
+
+    /// The one line a command-line error is reported as (`invalid configuration: ...`), for
+    /// the process's own command line; see [`Args::error_line_for`].
+    pub fn error_line(error: &clap::Error) -> String {
+        let line: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        Self::error_line_for(error, &line)
+    }
+
+    /// The one line a command-line error is reported as, given the command `line`: clap's
+    /// first line, naming the environment variable instead of the flag when the bad value came
+    /// from the variable (the flag is not on `line`), so the error names the layer that set it.
+    pub fn error_line_for(error: &clap::Error, line: &[std::ffi::OsString]) -> String {
+        let text = error.to_string();
+        let mut first = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_owned();
+        if let Some(ContextValue::String(invalid)) = error.get(ContextKind::InvalidArg) {
+            // `--max-connections <N>`: the flag and its value name.
+            let flag = invalid.split(' ').next().unwrap_or(invalid);
+            let on_line = line.iter().any(|arg| {
+                arg.to_str()
+                    .is_some_and(|arg| arg == flag || arg.starts_with(&format!("{flag}=")))
+            });
+            let env = Self::command_with_defaults()
+                .get_arguments()
+                .find(|arg| {
+                    arg.get_long()
+                        .is_some_and(|long| flag == format!("--{long}"))
+                })
+                .and_then(|arg| {
+                    arg.get_env()
+                        .and_then(|env| env.to_str().map(str::to_owned))
+                });
+            if let (false, Some(env)) = (on_line, env) {
+                first = first.replace(&format!("'{invalid}'"), &env);
+            }
+        }
+        format!("invalid configuration: {first}")
+    }
+}
+
+/// Whether the command `line` asks for `--check-config`.
+fn checks_config(line: &[std::ffi::OsString]) -> bool {
+    line.iter().any(|arg| {
+        arg.to_str()
+            .is_some_and(|arg| arg == "--check-config" || arg.starts_with("--check-config="))
+    })
 }

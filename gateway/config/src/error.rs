@@ -63,15 +63,33 @@ pub enum ConfigError {
     /// A key the gateway does not know, in a file of a version it knows: most likely a typo,
     /// which must not be silently ignored.
     #[error(
-        "invalid configuration: unknown key {} in {}",
+        "invalid configuration: unknown key {}{}",
         printable(key),
-        printable_path(file)
+        Origin::File { file: file.clone(), line: *line }
     )]
     UnknownKey {
         /// The dotted key, e.g. `limits.sendqueue`.
         key: String,
         /// The file.
         file: PathBuf,
+        /// The 1-based line where the key is written, when known.
+        line: Option<usize>,
+    },
+
+    /// A file that a key names (a token key, API keys, NATS credentials) cannot be read when
+    /// the gateway starts: in Kubernetes most often a Secret that was not mounted.
+    #[error(
+        "invalid configuration: {key}: cannot read {}: {source}",
+        printable_path(file)
+    )]
+    Unreadable {
+        /// The key that names the file, e.g. `auth.jwt_secret_file`.
+        key: &'static str,
+        /// The file.
+        file: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
     },
 
     /// A key's value is of the wrong type or out of range.
@@ -95,6 +113,7 @@ impl ConfigError {
                 Some("version")
             }
             ConfigError::UnknownKey { key, .. } | ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::Unreadable { key, .. } => Some(key),
             ConfigError::Read { .. } | ConfigError::Syntax { .. } => None,
         }
     }
@@ -113,19 +132,21 @@ impl ConfigError {
     }
 }
 
-/// Where a configuration value came from; printed in errors so the reader knows what to fix.
+/// Where a configuration value came from; printed in errors so the reader knows what to fix,
+/// and only the layer that really set the value (the file, the flag or the variable).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    /// The configuration file.
-    File(PathBuf),
-    /// A command-line flag or its environment variable (clap merges the two, so which one is
-    /// not known here).
-    Flag {
-        /// The flag, e.g. `--send-queue`.
-        flag: &'static str,
-        /// Its environment variable, e.g. `WSGATE_SEND_QUEUE`.
-        env: Option<&'static str>,
+    /// The configuration file, and the line of the key when the parser knows it.
+    File {
+        /// The file.
+        file: PathBuf,
+        /// The 1-based line where the key is written.
+        line: Option<usize>,
     },
+    /// A command-line flag, e.g. `--send-queue`.
+    Flag(&'static str),
+    /// An environment variable, e.g. `WSGATE_SEND_QUEUE`.
+    Env(&'static str),
     /// The built-in default (only in errors about two keys together).
     Default,
 }
@@ -133,12 +154,13 @@ pub enum Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::File(file) => write!(f, " in {}", printable_path(file)),
-            Origin::Flag {
-                flag,
-                env: Some(env),
-            } => write!(f, " from {flag} / {env}"),
-            Origin::Flag { flag, env: None } => write!(f, " from {flag}"),
+            Origin::File {
+                file,
+                line: Some(line),
+            } => write!(f, " in {}, line {line}", printable_path(file)),
+            Origin::File { file, line: None } => write!(f, " in {}", printable_path(file)),
+            Origin::Flag(flag) => write!(f, " from {flag}"),
+            Origin::Env(env) => write!(f, " from {env}"),
             Origin::Default => f.write_str(" (default)"),
         }
     }
@@ -183,10 +205,11 @@ mod tests {
         let error = ConfigError::UnknownKey {
             key: "a\nb".to_owned(),
             file: PathBuf::from("/x\r.toml"),
+            line: Some(3),
         };
         assert_eq!(
             error.to_string(),
-            "invalid configuration: unknown key a\\nb in /x\\r.toml"
+            "invalid configuration: unknown key a\\nb in /x\\r.toml, line 3"
         );
     }
 }

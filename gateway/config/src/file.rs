@@ -323,6 +323,9 @@ pub struct ParsedFile {
     pub config: FileConfig,
     /// One line per ignored key of a newer version; the gateway logs them.
     pub warnings: Vec<String>,
+    /// The 1-based line of every key and table written in the file, by dotted key (as
+    /// [`ConfigError::key`] names it), so an error about a value can point at its line.
+    pub lines: BTreeMap<String, usize>,
 }
 
 impl FileConfig {
@@ -377,9 +380,11 @@ impl FileConfig {
                 });
             }
         };
+        let lines = key_lines(text);
         let mut check = Check {
             file,
             version,
+            lines: &lines,
             warnings: Vec::new(),
         };
         check.table(&mut table, &mut Vec::new())?;
@@ -391,6 +396,7 @@ impl FileConfig {
         Ok(ParsedFile {
             config,
             warnings: check.warnings,
+            lines,
         })
     }
 }
@@ -401,11 +407,21 @@ struct Check<'a> {
     file: &'a Path,
     /// The file's version: above [`CONFIG_VERSION`], unknown keys are warnings.
     version: u32,
+    /// The line of each dotted key, for messages.
+    lines: &'a BTreeMap<String, usize>,
     /// Warnings collected so far.
     warnings: Vec<String>,
 }
 
 impl Check<'_> {
+    /// The origin of the value at `dotted`: the file and the key's line.
+    fn origin(&self, dotted: &str) -> Origin {
+        Origin::File {
+            file: self.file.to_owned(),
+            line: self.lines.get(dotted).copied(),
+        }
+    }
+
     /// Checks every entry of the table at `path`, recursing into known sections.
     fn table(&mut self, table: &mut toml::Table, path: &mut Vec<String>) -> Result<()> {
         let names: Vec<String> = table.keys().cloned().collect();
@@ -416,7 +432,7 @@ impl Check<'_> {
             if let Some(known) = key::find_path(&segments) {
                 if let Some(value) = table.get(&name) {
                     known.kind.check(value).map_err(|problem| {
-                        ConfigError::invalid(&dotted, Origin::File(self.file.to_owned()), problem)
+                        ConfigError::invalid(&dotted, self.origin(&dotted), problem)
                     })?;
                 }
             } else if key::is_table(&segments) {
@@ -424,28 +440,60 @@ impl Check<'_> {
                     Some(toml::Value::Table(inner)) => self.table(inner, path)?,
                     _ => {
                         return Err(ConfigError::invalid(
-                            dotted,
-                            Origin::File(self.file.to_owned()),
+                            &dotted,
+                            self.origin(&dotted),
                             "must be a table",
                         ));
                     }
                 }
             } else if self.version <= CONFIG_VERSION {
                 return Err(ConfigError::UnknownKey {
+                    line: self.lines.get(&dotted).copied(),
                     key: dotted,
                     file: self.file.to_owned(),
                 });
             } else {
                 table.remove(&name);
                 self.warnings.push(one_line(&format!(
-                    "ignoring unknown key {dotted} in {} (file version {}, this gateway knows version {CONFIG_VERSION})",
-                    self.file.display(),
+                    "ignoring unknown key {dotted}{} (file version {}, this gateway knows version {CONFIG_VERSION})",
+                    self.origin(&dotted),
                     self.version,
                 )));
             }
             path.pop();
         }
         Ok(())
+    }
+}
+
+/// The 1-based line of every key and table header in `text`, by dotted key.
+///
+/// Read from the spans of toml's document parser; a text that does not parse gives no lines
+/// (its syntax error carries its own position).
+fn key_lines(text: &str) -> BTreeMap<String, usize> {
+    let mut lines = BTreeMap::new();
+    if let Ok(document) = toml::de::DeTable::parse(text) {
+        collect_lines(text, document.get_ref(), &mut Vec::new(), &mut lines);
+    }
+    lines
+}
+
+/// Adds the line of each key of `table` (at `path`) and of every table inside it.
+fn collect_lines<'a>(
+    text: &str,
+    table: &'a toml::de::DeTable<'a>,
+    path: &mut Vec<&'a str>,
+    lines: &mut BTreeMap<String, usize>,
+) {
+    for (name, value) in table.iter() {
+        path.push(name.get_ref().as_ref());
+        let offset = name.span().start;
+        let line = text.get(..offset).unwrap_or(text).matches('\n').count() + 1;
+        lines.entry(key::dotted(path)).or_insert(line);
+        if let toml::de::DeValue::Table(inner) = value.get_ref() {
+            collect_lines(text, inner, path, lines);
+        }
+        path.pop();
     }
 }
 

@@ -51,9 +51,12 @@ pub enum Kind {
     Choice(&'static [&'static str]),
     /// `true` or `false`.
     Bool,
-    /// A non-negative integer no larger than the bound (the Rust field's range).
+    /// An integer from `min` to `max`: the key's whole range, so the file's type check and
+    /// the flags' range check give the same message ("must be an integer from 1 to …").
     Count {
-        /// The largest value the field holds.
+        /// The smallest value the gateway accepts.
+        min: u64,
+        /// The largest value the gateway accepts (at most the Rust field's range).
         max: u64,
     },
     /// A number, integer or float.
@@ -67,11 +70,39 @@ impl Kind {
     const I64_MAX: u64 = i64::MAX as u64;
 
     /// Any non-negative TOML integer.
-    const COUNT: Kind = Kind::Count { max: Self::I64_MAX };
+    const COUNT: Kind = Kind::Count {
+        min: 0,
+        max: Self::I64_MAX,
+    };
 
     /// A non-negative integer that fits a `u32`.
     const COUNT32: Kind = Kind::Count {
+        min: 0,
         max: u32::MAX as u64,
+    };
+
+    /// A TOML integer of at least 1: a cap, a queue or a duration that 0 would make useless.
+    const POSITIVE: Kind = Kind::Count {
+        min: 1,
+        max: Self::I64_MAX,
+    };
+
+    /// An integer of at least 1 that fits a `u32`.
+    const POSITIVE32: Kind = Kind::Count {
+        min: 1,
+        max: u32::MAX as u64,
+    };
+
+    /// `limits.max_message_bytes`: 1 KiB to 64 MiB.
+    const MESSAGE_BYTES: Kind = Kind::Count {
+        min: crate::MIN_MESSAGE_BYTES as u64,
+        max: crate::MAX_MESSAGE_BYTES as u64,
+    };
+
+    /// `history.replicas`: what a JetStream stream allows.
+    const REPLICAS: Kind = Kind::Count {
+        min: 1,
+        max: crate::MAX_REPLICAS as u64,
     };
 
     /// How the type is named in an error message ("must be {expected}").
@@ -83,7 +114,7 @@ impl Kind {
                 format!("one of {}", quoted.join(", "))
             }
             Kind::Bool => "true or false".to_owned(),
-            Kind::Count { max } => format!("an integer from 0 to {max}"),
+            Kind::Count { min, max } => format!("an integer from {min} to {max}"),
             Kind::Number => "a number".to_owned(),
             Kind::TextList => "an array of strings".to_owned(),
         }
@@ -95,8 +126,8 @@ impl Kind {
             (Kind::Text, toml::Value::String(_)) => true,
             (Kind::Choice(words), toml::Value::String(word)) => words.contains(&word.as_str()),
             (Kind::Bool, toml::Value::Boolean(_)) => true,
-            (Kind::Count { max }, toml::Value::Integer(number)) => {
-                u64::try_from(*number).is_ok_and(|number| number <= *max)
+            (Kind::Count { min, max }, toml::Value::Integer(number)) => {
+                u64::try_from(*number).is_ok_and(|number| (*min..=*max).contains(&number))
             }
             (Kind::Number, toml::Value::Integer(_) | toml::Value::Float(_)) => true,
             (Kind::TextList, toml::Value::Array(items)) => items
@@ -108,6 +139,17 @@ impl Kind {
             Ok(())
         } else {
             Err(format!("must be {}", self.expected()))
+        }
+    }
+
+    /// Checks a count given by a flag (already a number) against the same range as the file's,
+    /// with the same words; other kinds have nothing to check here.
+    pub(crate) fn check_count(&self, value: u64) -> Result<(), String> {
+        match self {
+            Kind::Count { min, max } if !(*min..=*max).contains(&value) => {
+                Err(format!("must be {}", self.expected()))
+            }
+            _ => Ok(()),
         }
     }
 }

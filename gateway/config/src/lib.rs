@@ -19,6 +19,8 @@
 //!   rule, and the `demo` namespace a single node with `demo` on adds ([`demo_section`]).
 //! - [`Secret`] (`secret.rs`): a secret given as a file (production) or a value (development).
 //! - [`ConfigError`] (`error.rs`): one-line errors naming the key, its source and the problem.
+//! - `files.rs`: [`Config::check_files`], the startup check that every file a key names can
+//!   be read.
 //! - `validate.rs`: checks of single values (origins, NATS URLs, subject tokens, room patterns).
 //!
 //! # Example
@@ -47,6 +49,7 @@ mod args;
 mod config;
 mod error;
 mod file;
+mod files;
 mod key;
 mod namespace;
 mod resolve;

@@ -2,7 +2,7 @@
 //! file > default, checked, and typed into a [`Config`]. The sections' rules are in
 //! `resolve/section.rs`; this file holds the layers and the top level.
 
-use std::fmt;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,6 +49,20 @@ impl<T> Sourced<T> {
         }
     }
 
+    /// The value, if it lies in the range of its key's [`Kind::Count`](crate::Kind::Count): the
+    /// same range, and the same words, as the file's type check, whichever layer set it.
+    fn within_bounds(self) -> Result<T>
+    where
+        T: Copy,
+        u64: TryFrom<T>,
+    {
+        let kind = key::find(&self.key).map(|known| known.kind);
+        self.check(|value| match kind {
+            Some(kind) => kind.check_count(u64::try_from(*value).unwrap_or(u64::MAX)),
+            None => Ok(()),
+        })
+    }
+
     /// The value converted by `convert`, or an error naming the key and layer.
     fn map<U>(self, convert: impl FnOnce(T) -> Result<U, String>) -> Result<U> {
         let Sourced { key, value, origin } = self;
@@ -56,16 +70,47 @@ impl<T> Sourced<T> {
     }
 }
 
-/// The layers below the flags: the file (if any) and the defaults.
+/// What resolution needs to know about the layers to name the one that set a value: which
+/// flags came from their environment variable, the file and its keys' lines.
 struct Layers {
+    /// The ids of the flags clap took from their environment variable (see
+    /// [`Args::from_env`]).
+    from_env: BTreeSet<String>,
     /// The file's path, for messages.
     file: Option<PathBuf>,
+    /// The line of each dotted key in the file.
+    lines: BTreeMap<String, usize>,
 }
 
 impl Layers {
-    /// The origin of a value taken from the file.
-    fn file_origin(&self) -> Origin {
-        self.file.clone().map_or(Origin::Default, Origin::File)
+    /// The origin of the value of `key` taken from the file: the file and the key's line.
+    fn file_origin(&self, key: &str) -> Origin {
+        match &self.file {
+            Some(file) => Origin::File {
+                file: file.clone(),
+                line: self.lines.get(key).copied(),
+            },
+            None => Origin::Default,
+        }
+    }
+
+    /// The origin of a value of `key` given on the command line: its flag or, when clap took
+    /// it from there, its environment variable.
+    fn flag_origin(&self, key: &str) -> Origin {
+        match key::find(key) {
+            Some(key::Key {
+                flag: Some(flag),
+                env,
+                ..
+            }) => {
+                let id = flag.trim_start_matches('-').replace('-', "_");
+                match env {
+                    Some(env) if self.from_env.contains(&id) => Origin::Env(env),
+                    _ => Origin::Flag(flag),
+                }
+            }
+            _ => Origin::Default,
+        }
     }
 
     /// Picks the first layer that sets `key`: flag (or its env), file, default.
@@ -78,8 +123,8 @@ impl Layers {
     ) -> Sourced<T> {
         let key = key.into();
         let (value, origin) = match (flag, file) {
-            (Some(value), _) => (value, flag_origin(&key)),
-            (None, Some(value)) => (value, self.file_origin()),
+            (Some(value), _) => (value, self.flag_origin(&key)),
+            (None, Some(value)) => (value, self.file_origin(&key)),
             (None, None) => (default(), Origin::Default),
         };
         Sourced { key, value, origin }
@@ -104,7 +149,8 @@ impl Layers {
         convert: impl FnOnce(T) -> Result<U, String>,
     ) -> Result<Option<U>> {
         file.map(|value| {
-            convert(value).map_err(|problem| ConfigError::invalid(key, self.file_origin(), problem))
+            convert(value)
+                .map_err(|problem| ConfigError::invalid(key, self.file_origin(key), problem))
         })
         .transpose()
     }
@@ -114,28 +160,12 @@ impl Layers {
         self.convert(key, file, non_empty_path)
     }
 
-    /// A duration in milliseconds that must be at least 1 ms.
+    /// A duration in milliseconds, within its key's bounds (at least 1 ms).
     fn millis(&self, key: &str, file: Option<u64>, default: Duration) -> Result<Duration> {
-        self.file_only(key, file.map(Duration::from_millis), || default)
-            .check(|duration| {
-                if duration.is_zero() {
-                    Err("must be at least 1".to_owned())
-                } else {
-                    Ok(())
-                }
-            })
-    }
-}
-
-/// The origin of a value given by a flag or its environment variable.
-fn flag_origin(dotted: &str) -> Origin {
-    match key::find(dotted) {
-        Some(key::Key {
-            flag: Some(flag),
-            env,
-            ..
-        }) => Origin::Flag { flag, env: *env },
-        _ => Origin::Default,
+        let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+        self.file_only(key, file, || default)
+            .within_bounds()
+            .map(Duration::from_millis)
     }
 }
 
@@ -152,18 +182,6 @@ fn socket_addr(text: String) -> std::result::Result<SocketAddr, String> {
     text.trim().parse().map_err(|_| {
         format!("{text:?} is not an address like 0.0.0.0:8080 or [::]:8080 (IP and port)")
     })
-}
-
-/// A check that a number is at least `min`.
-fn at_least<T: PartialOrd + fmt::Display>(
-    min: T,
-) -> impl FnOnce(&T) -> std::result::Result<(), String> {
-    move |value| {
-        if *value < min {
-            return Err(format!("must be at least {min}"));
-        }
-        Ok(())
-    }
 }
 
 /// Resolves every key from the flags and the parsed file.
@@ -191,6 +209,7 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
         max_message_bytes,
         send_queue,
         drain_seconds,
+        from_env,
     } = args;
     let (path, parsed) = match file {
         Some((path, parsed)) => (Some(path), parsed),
@@ -199,12 +218,14 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
             ParsedFile {
                 config: FileConfig::default(),
                 warnings: Vec::new(),
+                lines: BTreeMap::new(),
             },
         ),
     };
     let ParsedFile {
         config: file,
         mut warnings,
+        lines,
     } = parsed;
     let FileConfig {
         version: _,
@@ -227,7 +248,11 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
         rebalance: file_rebalance,
         namespaces: file_namespaces,
     } = file;
-    let layers = Layers { file: path.clone() };
+    let layers = Layers {
+        from_env,
+        file: path.clone(),
+        lines,
+    };
 
     // Never fails: a test reads every default of the key table.
     let default_listen = key::default_value("listen").ok_or_else(|| {
@@ -282,7 +307,7 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
             || default_of("allow_anonymous"),
         )
         .value;
-    let allowed_origins = layers
+    let allowed_origins: Vec<String> = layers
         .pick(
             "allowed_origins",
             allowed_origins,
@@ -350,6 +375,15 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
     if !allow_anonymous && !auth.verifies_tokens() {
         warnings.push(
             "no token key is configured (auth.jwt_secret_file, auth.jwt_public_key_file, auth.jwks_file) and allow_anonymous is false: every WebSocket connection will be refused"
+                .to_owned(),
+        );
+    }
+    if allow_anonymous
+        && auth.anonymous_rooms.iter().any(|pattern| pattern == "**")
+        && allowed_origins.is_empty()
+    {
+        warnings.push(
+            "anonymous access is on for every room (auth.anonymous_rooms = [\"**\"]) and any web page may connect (allowed_origins is empty): fine for a demo, not for production"
                 .to_owned(),
         );
     }

@@ -504,6 +504,7 @@ fn flags_parse_into_typed_fields() {
             max_message_bytes: Some(2048),
             send_queue: Some(3),
             drain_seconds: Some(4),
+            from_env: BTreeSet::new(),
         }
     );
     assert_eq!(
@@ -540,26 +541,34 @@ fn debug_output_of_args_and_config_hides_secrets() -> Result<()> {
 /// In a version 1 file an unknown key, at any depth, is an error naming the key and the file.
 #[test]
 fn unknown_keys_in_a_known_version_name_key_and_file() {
-    for (text, key) in [
-        ("version = 1\nlisten_addr = \"x\"", "listen_addr"),
-        ("version = 1\n[limits]\nsend_queu = 1", "limits.send_queu"),
+    for (text, key, line) in [
+        ("version = 1\nlisten_addr = \"x\"", "listen_addr", 2),
+        (
+            "version = 1\n[limits]\nsend_queu = 1",
+            "limits.send_queu",
+            3,
+        ),
         (
             "version = 1\n[namespaces.chat]\nhistory = 1",
             "namespaces.chat.history",
+            3,
         ),
-        ("version = 1\n[limit]\nsend_queue = 1", "limit"),
+        ("version = 1\n[limit]\nsend_queue = 1", "limit", 2),
         (
-            "version = 1\n[auth]\njwt_secret = \"inline\"",
+            "version = 1\n\n[auth]\njwt_secret = \"inline\"",
             "auth.jwt_secret",
+            4,
         ),
         (
             "version = 1\n[namespaces.\"a.b\"]\nwat = 1",
             "namespaces.\"a.b\".wat",
+            3,
         ),
+        ("version = 1\nlimits.sendq = 1", "limits.sendq", 2),
     ] {
         assert_eq!(
             error_of(text),
-            format!("invalid configuration: unknown key {key} in {FILE}")
+            format!("invalid configuration: unknown key {key} in {FILE}, line {line}")
         );
     }
 }
@@ -580,7 +589,7 @@ fn a_newer_version_warns_about_unknown_keys_and_applies_known_ones() -> Result<(
             config
                 .warnings
                 .iter()
-                .any(|warning| warning.contains(&format!("unknown key {key} in {FILE}"))),
+                .any(|warning| warning.contains(&format!("unknown key {key} in {FILE}, line "))),
             "{key}: {:?}",
             config.warnings
         );
@@ -621,12 +630,12 @@ fn invalid_values_give_one_line_naming_key_and_file() {
         (
             "[limits]\nsend_queue = 0",
             "limits.send_queue",
-            "must be at least 1",
+            "must be an integer from 1 to 9223372036854775807",
         ),
         (
             "[limits]\nsend_queue = -3",
             "limits.send_queue",
-            "must be an integer from 0",
+            "must be an integer from 1 to 9223372036854775807",
         ),
         (
             "[limits]\nsend_queue = \"big\"",
@@ -636,12 +645,12 @@ fn invalid_values_give_one_line_naming_key_and_file() {
         (
             "[limits]\nmax_message_bytes = 100",
             "limits.max_message_bytes",
-            "between 1024",
+            "from 1024 to 67108864",
         ),
         (
             "[limits]\nmax_message_bytes = 67108865",
             "limits.max_message_bytes",
-            "64 MiB",
+            "from 1024 to 67108864",
         ),
         (
             "[limits]\npublish_rate = 0",
@@ -666,17 +675,17 @@ fn invalid_values_give_one_line_naming_key_and_file() {
         (
             "[rebalance]\nmax_per_second = 0",
             "rebalance.max_per_second",
-            "at least 1",
+            "an integer from 1 to 4294967295",
         ),
         (
             "[limits]\npublish_burst = 0",
             "limits.publish_burst",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[limits]\npublish_burst = 4294967296",
             "limits.publish_burst",
-            "from 0 to 4294967295",
+            "from 1 to 4294967295",
         ),
         (
             "[limits]\ncommand_rate = 0",
@@ -691,37 +700,37 @@ fn invalid_values_give_one_line_naming_key_and_file() {
         (
             "[limits]\ncommand_burst = 0",
             "limits.command_burst",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[limits]\nmax_page_size = 0",
             "limits.max_page_size",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[limits]\nmax_connections = 0",
             "limits.max_connections",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[limits]\nmax_connections_per_user = 0",
             "limits.max_connections_per_user",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[limits]\nmax_rooms_per_connection = 0",
             "limits.max_rooms_per_connection",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[limits]\nmax_http_body_bytes = 0",
             "limits.max_http_body_bytes",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[limits]\nheartbeat_ms = 0",
             "limits.heartbeat_ms",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[limits]\nheartbeat_ms = 70000",
@@ -736,7 +745,7 @@ fn invalid_values_give_one_line_naming_key_and_file() {
         (
             "[limits]\nhandshake_timeout_ms = 0",
             "limits.handshake_timeout_ms",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[limits]\ntrusted_proxies = [\"10.0.0.0/8\", \"lb.internal\"]",
@@ -751,17 +760,17 @@ fn invalid_values_give_one_line_naming_key_and_file() {
         (
             "[nats]\nping_interval_ms = 0",
             "nats.ping_interval_ms",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[nats]\nnode_heartbeat_ms = 0",
             "nats.node_heartbeat_ms",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[nats]\nrequest_timeout_ms = 0",
             "nats.request_timeout_ms",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[nats]\ntls_cert_file = \"/c\"",
@@ -776,7 +785,7 @@ fn invalid_values_give_one_line_naming_key_and_file() {
         (
             "[auth]\nauth_timeout_ms = 0",
             "auth.auth_timeout_ms",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[auth]\njwt_secret_file = \"\"",
@@ -865,22 +874,22 @@ fn invalid_values_give_one_line_naming_key_and_file() {
         (
             "[history]\nmemory_max_bytes = 0",
             "history.memory_max_bytes",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[namespaces.chat]\nhistory_max_bytes = 0",
             "namespaces.chat.history_max_bytes",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[namespaces.chat]\nhistory_max_msgs = 0",
             "namespaces.chat.history_max_msgs",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[namespaces.chat]\nrecovery_max = 0",
             "namespaces.chat.recovery_max",
-            "at least 1",
+            "an integer from 1 to",
         ),
         (
             "[namespaces.\"a b\"]\npresence = true",
@@ -901,7 +910,14 @@ fn invalid_values_give_one_line_naming_key_and_file() {
     ];
     for (body, key, problem) in cases {
         let message = error_of(&format!("version = 1\n{body}\n"));
-        let prefix = format!("invalid configuration: {key} in {FILE}: ");
+        // The line the key is written on (after `version = 1`); a missing key is blamed on
+        // its section's header.
+        let name = key.rsplit('.').next().unwrap_or(key);
+        let line = body
+            .lines()
+            .position(|line| line.contains(name))
+            .map_or(2, |index| index + 2);
+        let prefix = format!("invalid configuration: {key} in {FILE}, line {line}: ");
         assert!(message.starts_with(&prefix), "{body:?}: {message}");
         assert!(message.contains(problem), "{body:?}: {message}");
         assert!(!message.contains('\n'), "{body:?}: {message}");
@@ -921,7 +937,7 @@ fn invalid_flag_values_name_the_flag_and_env() {
     assert_eq!(
         message,
         Err(
-            "invalid configuration: limits.send_queue from --send-queue / WSGATE_SEND_QUEUE: must be at least 1"
+            "invalid configuration: limits.send_queue from --send-queue: must be an integer from 1 to 9223372036854775807"
                 .to_owned()
         )
     );
@@ -933,10 +949,155 @@ fn invalid_flag_values_name_the_flag_and_env() {
         .map(|_| ())
         .map_err(|error| error.to_string());
     assert!(
-        message.as_ref().is_err_and(|message| message
-            .starts_with("invalid configuration: cluster from --cluster / WSGATE_CLUSTER: ")),
+        message.as_ref().is_err_and(
+            |message| message.starts_with("invalid configuration: cluster from --cluster: ")
+        ),
         "{message:?}"
     );
+}
+
+/// A value clap took from the environment variable is blamed on the variable alone, and a
+/// value from the file on the file and the line, even when the other layers exist.
+#[test]
+fn an_error_names_only_the_layer_that_set_the_value() {
+    let flags = Args {
+        send_queue: Some(0),
+        max_connections: Some(5),
+        from_env: BTreeSet::from(["send_queue".to_owned()]),
+        ..args()
+    };
+    let message = load(flags, "version = 1\n[limits]\nsend_queue = 7")
+        .map(|_| ())
+        .map_err(|error| error.to_string());
+    assert_eq!(
+        message,
+        Err(
+            "invalid configuration: limits.send_queue from WSGATE_SEND_QUEUE: must be an integer from 1 to 9223372036854775807"
+                .to_owned()
+        )
+    );
+    let flags = Args {
+        max_connections: Some(5),
+        from_env: BTreeSet::from(["max_connections".to_owned()]),
+        ..args()
+    };
+    let message = load(flags, "version = 1\n\n[limits]\nsend_queue = 0")
+        .map(|_| ())
+        .map_err(|error| error.to_string());
+    assert_eq!(
+        message,
+        Err(format!(
+            "invalid configuration: limits.send_queue in {FILE}, line 4: must be an integer from 1 to 9223372036854775807"
+        ))
+    );
+}
+
+/// A flag value clap refuses is one line naming the flag when it was on the command line,
+/// and the environment variable when the flag was not (the value came from there).
+#[test]
+fn a_refused_flag_value_names_the_flag_or_its_variable() {
+    let line: Vec<std::ffi::OsString> = ["wsgate", "--max-connections", "lots"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    let error = match Args::command_with_defaults().try_get_matches_from(&line) {
+        Ok(_) => panic!("lots is not a number"),
+        Err(error) => error,
+    };
+    let from_flag = Args::error_line_for(&error, &line);
+    assert!(
+        from_flag
+            .starts_with("invalid configuration: invalid value 'lots' for '--max-connections <N>'"),
+        "{from_flag}"
+    );
+    let without_flag = Args::error_line_for(&error, &line[..1]);
+    assert!(
+        without_flag.starts_with(
+            "invalid configuration: invalid value 'lots' for WSGATE_MAX_CONNECTIONS: "
+        ),
+        "{without_flag}"
+    );
+    assert!(!without_flag.contains('\n'));
+}
+
+/// The range in a message is the key's whole range, the same for a value below it, the
+/// lowest value refused and a flag's value: `-5` and `0` no longer disagree.
+#[test]
+fn bounds_in_messages_agree_whatever_the_value_or_layer() {
+    let problem = |message: String| {
+        message
+            .rsplit_once(": ")
+            .map_or(String::new(), |(_, problem)| problem.to_owned())
+    };
+    for (key, low, high, range) in [
+        (
+            "limits.send_queue",
+            "0",
+            "-5",
+            "from 1 to 9223372036854775807",
+        ),
+        (
+            "limits.max_message_bytes",
+            "1023",
+            "-1",
+            "from 1024 to 67108864",
+        ),
+        (
+            "limits.max_message_bytes",
+            "1023",
+            "67108865",
+            "from 1024 to 67108864",
+        ),
+        ("history.replicas", "0", "6", "from 1 to 5"),
+        (
+            "limits.heartbeat_ms",
+            "0",
+            "-1",
+            "from 1 to 9223372036854775807",
+        ),
+        (
+            "nats.ping_interval_ms",
+            "0",
+            "-1",
+            "from 1 to 9223372036854775807",
+        ),
+        (
+            "namespaces.chat.recovery_max",
+            "0",
+            "-1",
+            "from 1 to 9223372036854775807",
+        ),
+    ] {
+        let (table, name) = key.rsplit_once('.').unwrap_or(("", key));
+        let text = |value: &str| format!("version = 1\n[{table}]\n{name} = {value}\n");
+        let expected = format!("must be an integer {range}");
+        assert_eq!(problem(error_of(&text(low))), expected, "{key} = {low}");
+        assert_eq!(problem(error_of(&text(high))), expected, "{key} = {high}");
+    }
+    for flags in [
+        Args {
+            send_queue: Some(0),
+            ..args()
+        },
+        Args {
+            max_message_bytes: Some(100),
+            ..args()
+        },
+        Args {
+            max_connections: Some(0),
+            ..args()
+        },
+    ] {
+        let message = Config::from_args(flags)
+            .map(|_| ())
+            .map_err(|error| problem(error.to_string()));
+        assert!(
+            message
+                .as_ref()
+                .is_err_and(|problem| problem.starts_with("must be an integer from ")),
+            "{message:?}"
+        );
+    }
 }
 
 /// A TOML syntax error is one line with its position.
@@ -1033,10 +1194,36 @@ fn unusable_setups_produce_warnings() -> Result<()> {
     );
     let config = load(
         args(),
-        "version = 1\nallow_anonymous = true\n[drain]\nseconds = 1",
+        "version = 1\nallow_anonymous = true\nallowed_origins = [\"https://a.example\"]\n[drain]\nseconds = 1",
     )?;
     assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
     assert!(config.warnings[0].contains("drain.reconnect_spread_ms"));
+    Ok(())
+}
+
+/// Anonymous access to every room from any origin draws one warning; an origin list,
+/// narrower anonymous rooms or no anonymous access draw none. It is a configuration warning,
+/// so `--check-config` prints it as startup logs it.
+#[test]
+fn anonymous_access_everywhere_from_anywhere_is_warned_about() -> Result<()> {
+    let exposure = |text: &str| -> Result<usize> {
+        let config = load(args(), &format!("version = 1\n{text}"))?;
+        Ok(config
+            .warnings
+            .iter()
+            .filter(|warning| warning.contains("anonymous access is on for every room"))
+            .count())
+    };
+    assert_eq!(exposure("allow_anonymous = true")?, 1);
+    assert_eq!(exposure("")?, 0);
+    assert_eq!(
+        exposure("allow_anonymous = true\nallowed_origins = [\"https://app.example.com\"]")?,
+        0
+    );
+    assert_eq!(
+        exposure("allow_anonymous = true\n[auth]\nanonymous_rooms = [\"public:*\"]")?,
+        0
+    );
     Ok(())
 }
 
@@ -1186,7 +1373,7 @@ fn every_value_of_a_keys_kind_fits_its_field() -> Result<()> {
             Kind::Text => "\"x\"".to_owned(),
             Kind::Choice(words) => format!("\"{}\"", words[words.len() - 1]),
             Kind::Bool => "true".to_owned(),
-            Kind::Count { max } => max.to_string(),
+            Kind::Count { max, .. } => max.to_string(),
             Kind::Number => "1.5".to_owned(),
             Kind::TextList => "[\"x\"]".to_owned(),
         };
@@ -1366,10 +1553,66 @@ fn load_reads_the_config_file_and_from_file_checks_it_alone() -> Result<()> {
     assert_eq!(
         message,
         Err(format!(
-            "invalid configuration: limits.send_queue in {}: must be at least 1",
+            "invalid configuration: limits.send_queue in {}, line 3: must be an integer from 1 to 9223372036854775807",
             bad.0.display()
         ))
     );
+    Ok(())
+}
+
+/// At startup every file a key names must be readable: a missing one is an error naming the
+/// key and the file; NATS files count only with a NATS URL.
+#[test]
+fn check_files_names_the_key_of_a_missing_file() -> Result<()> {
+    let secret = ScratchFile::new("secret", "k");
+    let present = secret.0.display().to_string();
+    let text = |path: &str| format!("version = 1\n[auth]\njwt_secret_file = \"{path}\"\n");
+    load(args(), &text(&present))?.check_files()?;
+
+    let config = load(args(), &text("/nonexistent/jwt-secret"))?;
+    match config.check_files() {
+        Err(error @ ConfigError::Unreadable { .. }) => {
+            assert_eq!(error.key(), Some("auth.jwt_secret_file"));
+            let message = error.to_string();
+            assert!(
+                message.starts_with(
+                    "invalid configuration: auth.jwt_secret_file: cannot read /nonexistent/jwt-secret: "
+                ),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let nats_files = "version = 1\n[nats]\ncredentials_file = \"/nonexistent/creds\"\n";
+    load(args(), nats_files)?.check_files()?;
+    let flags = Args {
+        nats_url: Some("nats://127.0.0.1:4222".into()),
+        ..args()
+    };
+    let error = load(flags, nats_files)?.check_files().err();
+    assert_eq!(
+        error.as_ref().and_then(ConfigError::key),
+        Some("nats.credentials_file")
+    );
+    Ok(())
+}
+
+/// The gateway image's default file (gateway/image/wsgate.toml) listens on every interface,
+/// public on 8080 and admin on 9090, so `docker run -p` reaches it; the built-in default
+/// outside the image stays on loopback without an admin listener.
+#[test]
+fn the_image_default_file_listens_on_every_interface() -> Result<()> {
+    let text = include_str!("../../image/wsgate.toml");
+    let config = load(args(), text)?;
+    assert_eq!(config.listen, SocketAddr::from(([0, 0, 0, 0], 8080)));
+    assert_eq!(
+        config.admin_listen,
+        Some(SocketAddr::from(([0, 0, 0, 0], 9090)))
+    );
+    let builtin = Config::from_args(args())?;
+    assert_eq!(builtin.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    assert_eq!(builtin.admin_listen, None);
     Ok(())
 }
 

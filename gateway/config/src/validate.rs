@@ -93,10 +93,10 @@ pub(crate) fn origin(entry: &str) -> Result<String, String> {
         return Err(format!("{entry:?} must not have user information"));
     }
     let (host, port) = split_port(authority);
-    if let Some(port) = port {
-        if port.parse::<u16>().is_err() {
-            return Err(format!("{entry:?} has an invalid port {port:?}"));
-        }
+    if let Some(port) = port
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("{entry:?} has an invalid port {port:?}"));
     }
     let domain = host.strip_prefix("*.").unwrap_or(host);
     let host_ok = if domain.starts_with('[') {
@@ -166,10 +166,10 @@ pub(crate) fn nats_urls(urls: &str) -> Result<String, String> {
         if host.is_empty() || host.contains(char::is_whitespace) {
             return Err(format!("{url:?} has no host"));
         }
-        if let Some(port) = port {
-            if port.parse::<u16>().is_err() {
-                return Err(format!("{url:?} has an invalid port {port:?}"));
-            }
+        if let Some(port) = port
+            && port.parse::<u16>().is_err()
+        {
+            return Err(format!("{url:?} has an invalid port {port:?}"));
         }
         checked.push(url);
     }

@@ -489,17 +489,16 @@ fn discard_oldest(
         .messages
         .front()
         .is_some_and(|front| front.seq == seq)
+        && let Some(old) = history.messages.pop_front()
     {
-        if let Some(old) = history.messages.pop_front() {
-            history.bytes -= old.cost();
-            space.bytes -= old.cost();
-            *bytes -= old.cost();
-        }
+        history.bytes -= old.cost();
+        space.bytes -= old.cost();
+        *bytes -= old.cost();
     }
-    if history.messages.is_empty() {
-        if let Some(history) = rooms.pop(&room) {
-            forget(space, &room, &history, bytes);
-        }
+    if history.messages.is_empty()
+        && let Some(history) = rooms.pop(&room)
+    {
+        forget(space, &room, &history, bytes);
     }
     true
 }

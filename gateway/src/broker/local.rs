@@ -73,10 +73,10 @@ impl LocalBroker {
             ordered: Mutex::new(()),
             report: OnceLock::new(),
         });
-        if broker.history.expires() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(sweep(Arc::downgrade(&broker)));
-            }
+        if broker.history.expires()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(sweep(Arc::downgrade(&broker)));
         }
         broker
     }

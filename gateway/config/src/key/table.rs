@@ -138,12 +138,12 @@ pub const KEYS: &[Key] = &[
         None,
         None,
         "5000",
-        Kind::COUNT,
+        Kind::POSITIVE,
         "how fast a dead NATS connection is noticed; at least 1"
     ),
-    key!(extension "nats.node_heartbeat_ms", None, None, "2000", Kind::COUNT,
+    key!(extension "nats.node_heartbeat_ms", None, None, "2000", Kind::POSITIVE,
         "how often each node announces itself to the cluster over NATS; at least 1"),
-    key!(extension "nats.request_timeout_ms", None, None, "2000", Kind::COUNT,
+    key!(extension "nats.request_timeout_ms", None, None, "2000", Kind::POSITIVE,
         "how long a cluster-wide NATS request (stats, delivery counts) waits for replies; at least 1"),
     key!(
         "auth.jwt_secret_file",
@@ -232,7 +232,7 @@ pub const KEYS: &[Key] = &[
         None,
         None,
         "5000",
-        Kind::COUNT,
+        Kind::POSITIVE,
         "time for the first-frame auth op; at least 1"
     ),
     key!(
@@ -240,7 +240,7 @@ pub const KEYS: &[Key] = &[
         Some("--max-connections"),
         Some("WSGATE_MAX_CONNECTIONS"),
         "10000",
-        Kind::COUNT,
+        Kind::POSITIVE,
         "over it: 503; the gateway caps it below the process's open-file limit at startup"
     ),
     key!(
@@ -248,7 +248,7 @@ pub const KEYS: &[Key] = &[
         None,
         None,
         "100",
-        Kind::COUNT,
+        Kind::POSITIVE,
         "over it: 429 before the upgrade; after an auth frame, limit_exceeded then 1008"
     ),
     key!(
@@ -256,7 +256,7 @@ pub const KEYS: &[Key] = &[
         None,
         None,
         "1000",
-        Kind::COUNT,
+        Kind::POSITIVE,
         "most presence members per page"
     ),
     key!(
@@ -264,7 +264,7 @@ pub const KEYS: &[Key] = &[
         None,
         None,
         "100",
-        Kind::COUNT,
+        Kind::POSITIVE,
         "over it: join gets limit_exceeded"
     ),
     key!(
@@ -272,7 +272,7 @@ pub const KEYS: &[Key] = &[
         Some("--max-message-bytes"),
         Some("WSGATE_MAX_MESSAGE_BYTES"),
         "65536",
-        Kind::COUNT,
+        Kind::MESSAGE_BYTES,
         "larger frames: 1009; from 1 KiB to 64 MiB; must not exceed NATS max_payload"
     ),
     key!(
@@ -280,7 +280,7 @@ pub const KEYS: &[Key] = &[
         None,
         None,
         "1048576",
-        Kind::COUNT,
+        Kind::POSITIVE,
         "backend API bodies"
     ),
     key!(
@@ -288,7 +288,7 @@ pub const KEYS: &[Key] = &[
         Some("--send-queue"),
         Some("WSGATE_SEND_QUEUE"),
         "256",
-        Kind::COUNT,
+        Kind::POSITIVE,
         "per connection; full: 1013"
     ),
     key!(
@@ -304,7 +304,7 @@ pub const KEYS: &[Key] = &[
         None,
         None,
         "100",
-        Kind::COUNT32,
+        Kind::POSITIVE32,
         "per connection, messages allowed at once above the rate"
     ),
     key!(
@@ -320,7 +320,7 @@ pub const KEYS: &[Key] = &[
         None,
         None,
         "200",
-        Kind::COUNT32,
+        Kind::POSITIVE32,
         "per connection, command cost units allowed at once above the rate"
     ),
     key!(
@@ -336,7 +336,7 @@ pub const KEYS: &[Key] = &[
         None,
         None,
         "25000",
-        Kind::COUNT,
+        Kind::POSITIVE,
         "server ping interval"
     ),
     key!(
@@ -344,10 +344,10 @@ pub const KEYS: &[Key] = &[
         None,
         None,
         "60000",
-        Kind::COUNT,
+        Kind::POSITIVE,
         "no pong within the timeout: 1011; must exceed limits.heartbeat_ms"
     ),
-    key!(extension "limits.handshake_timeout_ms", None, None, "10000", Kind::COUNT,
+    key!(extension "limits.handshake_timeout_ms", None, None, "10000", Kind::POSITIVE,
         "time a socket on the public listener has to send a request's headers, the first and each next one; then it is closed; at least 1"),
     key!(extension "limits.max_connections_per_ip", None, None, "0", Kind::COUNT,
         "WebSocket connections per client address on one gateway; over it: 429 limit_exceeded; 0: no cap"),
@@ -375,7 +375,7 @@ pub const KEYS: &[Key] = &[
         "how far above the fleet's mean load a node may be before it sheds, relative to the mean (0.2: 20%); from 0 to 10"),
     key!(extension "rebalance.spread_ms", None, None, "5000", Kind::COUNT,
         "after_ms of a shed connection's reconnect event is spread over this window"),
-    key!(extension "rebalance.max_per_second", None, None, "50", Kind::COUNT32,
+    key!(extension "rebalance.max_per_second", None, None, "50", Kind::POSITIVE32,
         "most connections one node sheds per second; at least 1"),
     key!(extension "rebalance.min_age_ms", None, None, "120000", Kind::COUNT,
         "only connections older than this are shed, so that a client just moved is not moved again"),
@@ -394,10 +394,10 @@ pub const KEYS: &[Key] = &[
         None,
         None,
         "1",
-        Kind::COUNT32,
+        Kind::REPLICAS,
         "JetStream stream replicas, 1 to 5"
     ),
-    key!(extension "history.memory_max_bytes", None, None, "268435456", Kind::COUNT,
+    key!(extension "history.memory_max_bytes", None, None, "268435456", Kind::POSITIVE,
         "single node (no nats_url): bytes of in-memory history over all rooms; over it the least recently used rooms are dropped whole; at least 1"),
     key!(
         "namespaces.<ns>.history_size",
@@ -415,16 +415,16 @@ pub const KEYS: &[Key] = &[
         Kind::COUNT,
         "0: kept until pushed out by size"
     ),
-    key!(extension "namespaces.<ns>.history_max_bytes", None, None, "268435456", Kind::COUNT,
+    key!(extension "namespaces.<ns>.history_max_bytes", None, None, "268435456", Kind::POSITIVE,
         "bytes of history over all the namespace's rooms (the JetStream stream's max_bytes); over it the oldest messages are discarded; at least 1"),
-    key!(extension "namespaces.<ns>.history_max_msgs", None, None, "1000000", Kind::COUNT,
+    key!(extension "namespaces.<ns>.history_max_msgs", None, None, "1000000", Kind::POSITIVE,
         "messages of history over all the namespace's rooms (the stream's max_msgs); over it the oldest are discarded; at least 1"),
     key!(
         "namespaces.<ns>.recovery_max",
         None,
         None,
         "1000",
-        Kind::COUNT,
+        Kind::POSITIVE,
         "most messages one join with since, or one history request, returns; at least 1"
     ),
     key!(

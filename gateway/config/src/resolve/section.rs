@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Layers, at_least, non_empty_path};
+use super::{Layers, non_empty_path};
 use crate::config::{
-    AuthConfig, Drain, History, Limits, MAX_MESSAGE_BYTES, MAX_REBALANCE_TOLERANCE, MAX_REPLICAS,
-    MIN_MESSAGE_BYTES, NatsConfig, Rebalance,
+    AuthConfig, Drain, History, Limits, MAX_REBALANCE_TOLERANCE, NatsConfig, Rebalance,
 };
 use crate::error::{ConfigError, Origin};
 use crate::file::{
@@ -59,7 +58,8 @@ pub(super) fn resolve_nats(layers: &Layers, file: NatsSection) -> Result<NatsCon
         };
         return Err(ConfigError::invalid(
             key,
-            layers.file_origin(),
+            // The line of `[nats]`, where the missing key belongs.
+            layers.file_origin("nats"),
             "must be set: a client certificate needs both nats.tls_cert_file and nats.tls_key_file",
         ));
     }
@@ -240,26 +240,26 @@ pub(super) fn resolve_limits(
                 max_connections,
                 || defaults.max_connections,
             )
-            .check(at_least(1))?,
+            .within_bounds()?,
         max_connections_per_user: layers
             .file_only(
                 "limits.max_connections_per_user",
                 max_connections_per_user,
                 || defaults.max_connections_per_user,
             )
-            .check(at_least(1))?,
+            .within_bounds()?,
         max_page_size: layers
             .file_only("limits.max_page_size", max_page_size, || {
                 defaults.max_page_size
             })
-            .check(at_least(1))?,
+            .within_bounds()?,
         max_rooms_per_connection: layers
             .file_only(
                 "limits.max_rooms_per_connection",
                 max_rooms_per_connection,
                 || defaults.max_rooms_per_connection,
             )
-            .check(at_least(1))?,
+            .within_bounds()?,
         max_message_bytes: layers
             .pick(
                 "limits.max_message_bytes",
@@ -267,41 +267,37 @@ pub(super) fn resolve_limits(
                 max_message_bytes,
                 || defaults.max_message_bytes,
             )
-            .check(|bytes| {
-                if (MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(bytes) {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "must be between {MIN_MESSAGE_BYTES} (1 KiB) and {MAX_MESSAGE_BYTES} (64 MiB)"
-                    ))
-                }
-            })?,
+            .within_bounds()?,
         max_http_body_bytes: layers
             .file_only("limits.max_http_body_bytes", max_http_body_bytes, || {
                 defaults.max_http_body_bytes
             })
-            .check(at_least(1))?,
+            .within_bounds()?,
         send_queue: layers
             .pick("limits.send_queue", flag_send_queue, send_queue, || {
                 defaults.send_queue
             })
-            .check(at_least(1))?,
+            .within_bounds()?,
         publish_rate: layers
-            .file_only("limits.publish_rate", publish_rate, || defaults.publish_rate)
+            .file_only("limits.publish_rate", publish_rate, || {
+                defaults.publish_rate
+            })
             .check(positive_rate)?,
         publish_burst: layers
             .file_only("limits.publish_burst", publish_burst, || {
                 defaults.publish_burst
             })
-            .check(at_least(1))?,
+            .within_bounds()?,
         command_rate: layers
-            .file_only("limits.command_rate", command_rate, || defaults.command_rate)
+            .file_only("limits.command_rate", command_rate, || {
+                defaults.command_rate
+            })
             .check(positive_rate)?,
         command_burst: layers
             .file_only("limits.command_burst", command_burst, || {
                 defaults.command_burst
             })
-            .check(at_least(1))?,
+            .within_bounds()?,
         max_errors_per_minute: max_errors_per_minute.unwrap_or(defaults.max_errors_per_minute),
         heartbeat: heartbeat.value,
         heartbeat_timeout: heartbeat_timeout.value,
@@ -324,11 +320,14 @@ pub(super) fn resolve_limits(
         },
     };
     // Check the pair together, blaming the key the user set (the timeout when both are set).
-    if limits.heartbeat.is_zero() {
+    let heartbeat_millis = u64::try_from(limits.heartbeat.as_millis()).unwrap_or(u64::MAX);
+    if let Some(kind) = key::find(&heartbeat.key).map(|known| known.kind)
+        && let Err(problem) = kind.check_count(heartbeat_millis)
+    {
         return Err(ConfigError::invalid(
             heartbeat.key,
             heartbeat.origin,
-            "must be at least 1",
+            problem,
         ));
     }
     if limits.heartbeat_timeout <= limits.heartbeat {
@@ -392,18 +391,12 @@ pub(super) fn resolve_history(layers: &Layers, file: HistorySection) -> Result<H
         storage: storage.unwrap_or(defaults.storage),
         replicas: layers
             .file_only("history.replicas", replicas, || defaults.replicas)
-            .check(|replicas| {
-                if (1..=MAX_REPLICAS).contains(replicas) {
-                    Ok(())
-                } else {
-                    Err(format!("must be from 1 to {MAX_REPLICAS}"))
-                }
-            })?,
+            .within_bounds()?,
         memory_max_bytes: layers
             .file_only("history.memory_max_bytes", memory_max_bytes, || {
                 defaults.memory_max_bytes
             })
-            .check(at_least(1))?,
+            .within_bounds()?,
     })
 }
 
@@ -436,7 +429,7 @@ pub(super) fn resolve_rebalance(layers: &Layers, file: RebalanceSection) -> Resu
             .file_only("rebalance.max_per_second", max_per_second, || {
                 defaults.max_per_second
             })
-            .check(at_least(1))?,
+            .within_bounds()?,
         min_age: min_age_ms.map_or(defaults.min_age, Duration::from_millis),
         include_unrecoverable: include_unrecoverable.unwrap_or(defaults.include_unrecoverable),
     })
@@ -458,7 +451,7 @@ pub(super) fn resolve_namespaces(
         if let Err(problem) = validate::namespace_name(&name) {
             return Err(ConfigError::invalid(
                 key::dotted(&["namespaces", &name]),
-                layers.file_origin(),
+                layers.file_origin(&key::dotted(&["namespaces", &name])),
                 problem,
             ));
         }
@@ -493,15 +486,15 @@ pub(super) fn resolve_namespace(
             .file_only(key("history_max_bytes"), history_max_bytes, || {
                 base.history_max_bytes
             })
-            .check(at_least(1))?,
+            .within_bounds()?,
         history_max_msgs: layers
             .file_only(key("history_max_msgs"), history_max_msgs, || {
                 base.history_max_msgs
             })
-            .check(at_least(1))?,
+            .within_bounds()?,
         recovery_max: layers
             .file_only(key("recovery_max"), recovery_max, || base.recovery_max)
-            .check(at_least(1))?,
+            .within_bounds()?,
         presence: presence.unwrap_or(base.presence),
         join_leave: join_leave.unwrap_or(base.join_leave),
         client_publish: client_publish.unwrap_or(base.client_publish),

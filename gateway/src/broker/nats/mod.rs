@@ -47,12 +47,14 @@ mod jetstream;
 mod registry;
 mod rooms;
 mod subject;
+mod unreachable;
 
 use gather::Requests;
 use jetstream::Streams;
 use registry::Registry;
 use rooms::Barriers;
 use subject::{Subjects, Verb};
+use unreachable::UnreachableLog;
 
 /// The NATS-backed broker.
 pub struct NatsBroker {
@@ -106,6 +108,8 @@ impl NatsBroker {
         let (ping_interval, node_heartbeat, request_timeout) =
             (*ping_interval, *node_heartbeat, *request_timeout);
         let event_metrics = metrics.clone();
+        let unreachable = Arc::new(UnreachableLog::default());
+        let event_unreachable = unreachable.clone();
         let mut connect = async_nats::ConnectOptions::new()
             .name(format!("wsgate {cluster}/{node}"))
             .ping_interval(ping_interval)
@@ -116,12 +120,20 @@ impl NatsBroker {
                 let base = Duration::from_millis(100).saturating_mul(attempts.min(20) as u32);
                 base.min(Duration::from_secs(2)) + Duration::from_millis(rand::random_range(0..100))
             })
+            // Called before every attempt, with each server's last error: the cause of an
+            // outage, which the events only give as "IO error". Never picks a server itself.
+            .reconnect_to_server_callback(move |pool, _info| {
+                unreachable.report(&pool, std::time::Instant::now());
+                std::future::ready(None)
+            })
             .event_callback(move |event| {
                 let metrics = event_metrics.clone();
+                let unreachable = event_unreachable.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
                             metrics.broker_connected.set(1);
+                            unreachable.connected();
                             info!("nats connected");
                         }
                         async_nats::Event::Disconnected => {
