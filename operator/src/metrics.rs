@@ -1,15 +1,28 @@
-//! The operator's Prometheus metrics (`wsgate_operator_*`).
+//! The operator's Prometheus metrics (`wsgate_operator_*`), listed in
+//! docs/metrics.md.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use kube::ResourceExt as _;
+use kube::runtime::reflector::Store;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use wsgate_crds::WsCluster;
+use wsgate_crds::condition::READY;
 
 use crate::Error;
+
+/// Labels of a per-WsCluster metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WsClusterLabels {
+    pub namespace: String,
+    pub wscluster: String,
+}
 
 /// Label of the error counter: which step failed.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,6 +48,13 @@ pub struct Metrics {
     pub stats_failures: Counter,
     /// Scale changes made by the connection-aware autoscaler.
     pub autoscale_changes: Counter,
+    /// 1 while a WsCluster's `Ready` condition is `True`, 0 otherwise; read
+    /// from the WsClusters' cache at each scrape, so a deleted WsCluster's
+    /// series goes with it. "Fleet not ready" is alerted on from it without
+    /// kube-state-metrics.
+    pub wscluster_ready: Family<WsClusterLabels, Gauge>,
+    /// The WsClusters' cache, once the controller runs (only the leader's).
+    wsclusters: Arc<OnceLock<Store<WsCluster>>>,
     registry: Arc<Registry>,
 }
 
@@ -48,6 +68,7 @@ impl Default for Metrics {
         let applies_skipped = Counter::default();
         let stats_failures = Counter::default();
         let autoscale_changes = Counter::default();
+        let wscluster_ready = Family::<WsClusterLabels, Gauge>::default();
         registry.register("reconcile", "Reconciles started", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -79,6 +100,11 @@ impl Default for Metrics {
             "Replica changes made by the connection autoscaler",
             autoscale_changes.clone(),
         );
+        registry.register(
+            "wscluster_ready",
+            "1 while a WsCluster's Ready condition is True, 0 otherwise (leader only)",
+            wscluster_ready.clone(),
+        );
         Self {
             reconciles,
             failures,
@@ -87,6 +113,8 @@ impl Default for Metrics {
             applies_skipped,
             stats_failures,
             autoscale_changes,
+            wscluster_ready,
+            wsclusters: Arc::default(),
             registry: Arc::new(registry),
         }
     }
@@ -111,8 +139,36 @@ impl Metrics {
             .inc();
     }
 
+    /// Reads `wscluster_ready` from `store` at each scrape from now on.
+    pub fn observe(&self, store: Store<WsCluster>) {
+        let _ = self.wsclusters.set(store);
+    }
+
+    /// Sets `wscluster_ready` from the cache: one series per WsCluster.
+    fn refresh_ready(&self) {
+        let Some(store) = self.wsclusters.get() else {
+            return;
+        };
+        self.wscluster_ready.clear();
+        for wsc in store.state() {
+            let ready = wsc.status.as_ref().is_some_and(|status| {
+                status
+                    .conditions
+                    .iter()
+                    .any(|condition| condition.type_ == READY && condition.status == "True")
+            });
+            self.wscluster_ready
+                .get_or_create(&WsClusterLabels {
+                    namespace: wsc.namespace().unwrap_or_default(),
+                    wscluster: wsc.name_any(),
+                })
+                .set(i64::from(ready));
+        }
+    }
+
     /// The registry in the Prometheus text format.
     pub fn encode(&self) -> String {
+        self.refresh_ready();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -129,5 +185,55 @@ pub struct ReconcileMeasurer {
 impl Drop for ReconcileMeasurer {
     fn drop(&mut self) {
         self.metric.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::{reflector, watcher};
+    use wsgate_crds::WsClusterStatus;
+
+    use super::*;
+    use crate::fixtures::wsc;
+
+    /// `wscluster_ready` has one series per cached WsCluster, 1 only with
+    /// `Ready=True`, and a deleted WsCluster's series goes at the next scrape.
+    #[test]
+    fn wscluster_ready_follows_the_cached_ready_condition() {
+        let metrics = Metrics::default();
+        let (store, mut writer) = reflector::store::<WsCluster>();
+        let mut ready = wsc("chat");
+        ready.status = Some(WsClusterStatus {
+            conditions: vec![crate::status::condition(
+                READY,
+                true,
+                "Available",
+                "2/2",
+                Some(1),
+            )],
+            ..Default::default()
+        });
+        let not_ready = wsc("games");
+        writer.apply_watcher_event(&watcher::Event::Apply(ready));
+        writer.apply_watcher_event(&watcher::Event::Apply(not_ready.clone()));
+        metrics.observe(store);
+
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"wsgate_operator_wscluster_ready{namespace="prod",wscluster="chat"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"wsgate_operator_wscluster_ready{namespace="prod",wscluster="games"} 0"#
+            ),
+            "{text}"
+        );
+
+        writer.apply_watcher_event(&watcher::Event::Delete(not_ready));
+        let text = metrics.encode();
+        assert!(!text.contains(r#"wscluster="games""#), "{text}");
     }
 }
