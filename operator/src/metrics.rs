@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use kube::ResourceExt as _;
 use kube::runtime::reflector::Store;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use wsgate_crds::WsCluster;
@@ -48,12 +50,8 @@ pub struct Metrics {
     pub stats_failures: Counter,
     /// Scale changes made by the connection-aware autoscaler.
     pub autoscale_changes: Counter,
-    /// 1 while a WsCluster's `Ready` condition is `True`, 0 otherwise; read
-    /// from the WsClusters' cache at each scrape, so a deleted WsCluster's
-    /// series goes with it. "Fleet not ready" is alerted on from it without
-    /// kube-state-metrics.
-    pub wscluster_ready: Family<WsClusterLabels, Gauge>,
-    /// The WsClusters' cache, once the controller runs (only the leader's).
+    /// The WsClusters' cache, once the controller runs (only the leader's),
+    /// for `wsgate_operator_wscluster_ready` ([`ReadyCollector`]).
     wsclusters: Arc<OnceLock<Store<WsCluster>>>,
     registry: Arc<Registry>,
 }
@@ -68,7 +66,7 @@ impl Default for Metrics {
         let applies_skipped = Counter::default();
         let stats_failures = Counter::default();
         let autoscale_changes = Counter::default();
-        let wscluster_ready = Family::<WsClusterLabels, Gauge>::default();
+        let wsclusters = Arc::<OnceLock<Store<WsCluster>>>::default();
         registry.register("reconcile", "Reconciles started", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -100,11 +98,15 @@ impl Default for Metrics {
             "Replica changes made by the connection autoscaler",
             autoscale_changes.clone(),
         );
-        registry.register(
-            "wscluster_ready",
-            "1 while a WsCluster's Ready condition is True, 0 otherwise (leader only)",
-            wscluster_ready.clone(),
-        );
+        registry.register_collector(Box::new(ReadyCollector {
+            wsclusters: wsclusters.clone(),
+        }));
+        // Every step a reconcile can fail at is scraped from the start, at zero.
+        for error in RECONCILE_ERRORS {
+            let _ = failures.get_or_create(&ErrorLabels {
+                error: error.to_owned(),
+            });
+        }
         Self {
             reconciles,
             failures,
@@ -113,8 +115,7 @@ impl Default for Metrics {
             applies_skipped,
             stats_failures,
             autoscale_changes,
-            wscluster_ready,
-            wsclusters: Arc::default(),
+            wsclusters,
             registry: Arc::new(registry),
         }
     }
@@ -139,17 +140,58 @@ impl Metrics {
             .inc();
     }
 
-    /// Reads `wscluster_ready` from `store` at each scrape from now on.
+    /// Reads `wsgate_operator_wscluster_ready` from `store` at each scrape
+    /// from now on.
     pub fn observe(&self, store: Store<WsCluster>) {
         let _ = self.wsclusters.set(store);
     }
 
-    /// Sets `wscluster_ready` from the cache: one series per WsCluster.
-    fn refresh_ready(&self) {
+    /// The registry in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The [`Error::metric_label`]s a reconcile can fail with.
+const RECONCILE_ERRORS: [&str; 11] = [
+    "kube",
+    "apply",
+    "name_conflict",
+    "delete",
+    "read_secret",
+    "patch_status",
+    "missing_metadata",
+    "serialize",
+    "cache_not_ready",
+    "missing_nats_credentials",
+    "nats_credentials",
+];
+
+/// `wsgate_operator_wscluster_ready{namespace,wscluster}`: 1 while a
+/// WsCluster's `Ready` condition is `True`, 0 otherwise, read from the
+/// WsClusters' cache at each scrape, so a deleted WsCluster's series goes
+/// with it. "Fleet not ready" is alerted on from it without
+/// kube-state-metrics. The family is described even before the cache
+/// exists (a standby, or `wsgate-operator metrics`), with no series.
+#[derive(Debug)]
+struct ReadyCollector {
+    wsclusters: Arc<OnceLock<Store<WsCluster>>>,
+}
+
+impl Collector for ReadyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "wscluster_ready",
+            "1 while a WsCluster's Ready condition is True, 0 otherwise (leader only)",
+            None,
+            MetricType::Gauge,
+        )?;
         let Some(store) = self.wsclusters.get() else {
-            return;
+            return Ok(());
         };
-        self.wscluster_ready.clear();
         for wsc in store.state() {
             let ready = wsc.status.as_ref().is_some_and(|status| {
                 status
@@ -157,22 +199,13 @@ impl Metrics {
                     .iter()
                     .any(|condition| condition.type_ == READY && condition.status == "True")
             });
-            self.wscluster_ready
-                .get_or_create(&WsClusterLabels {
-                    namespace: wsc.namespace().unwrap_or_default(),
-                    wscluster: wsc.name_any(),
-                })
-                .set(i64::from(ready));
+            let labels = WsClusterLabels {
+                namespace: wsc.namespace().unwrap_or_default(),
+                wscluster: wsc.name_any(),
+            };
+            ConstGauge::new(i64::from(ready)).encode(family.encode_family(&labels)?)?;
         }
-    }
-
-    /// The registry in the Prometheus text format.
-    pub fn encode(&self) -> String {
-        self.refresh_ready();
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        Ok(())
     }
 }
 

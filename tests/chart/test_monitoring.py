@@ -263,14 +263,17 @@ def exported_names(exposition):
 
 
 @pytest.fixture(scope="module")
-def exported(wsgate_bin, operator_bin):
+def exported(wsgate_bin, operator_bin, tmp_path_factory):
     """The metric names a real gateway serves at /metrics (started on
-    loopback, stopped after the scrape) and the operator exports."""
+    loopback with a history namespace, stopped after the scrape) and the
+    operator exports."""
     public, admin = free_port(), free_port()
+    config = tmp_path_factory.mktemp("gateway") / "wsgate.toml"
+    config.write_text("version = 1\n\n[namespaces.chat]\nhistory_size = 10\n")
     env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1"}
     gateway = subprocess.Popen(
-        [wsgate_bin, "--listen", f"127.0.0.1:{public}", "--admin-listen", f"127.0.0.1:{admin}",
-         "--allow-anonymous"],
+        [wsgate_bin, "--config", str(config), "--listen", f"127.0.0.1:{public}",
+         "--admin-listen", f"127.0.0.1:{admin}", "--allow-anonymous"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
