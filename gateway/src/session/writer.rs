@@ -40,7 +40,8 @@ pub(super) async fn write_loop<S>(
             batch = outbox.next_batch() => {
                 let Some(batch) = batch else { break };
                 // Everything queued goes out in one flush.
-                state.metrics.sent_bytes.inc_by(batch.iter().map(|frame| frame.len() as u64).sum());
+                let bytes: u64 = batch.iter().map(|frame| frame.len() as u64).sum();
+                state.metrics.sent_bytes.inc_by(bytes);
                 for frame in batch {
                     if sink.feed(Message::Text(frame)).await.is_err() {
                         outbox.shut();
