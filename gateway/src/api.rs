@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -68,7 +68,31 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/stats", get(stats))
         .route("/rooms/{room}/presence", get(presence))
         .route("/rooms/{room}/history", get(history))
-        .layer(middleware::from_fn_with_state(state, require_api_key))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ))
+        .route_layer(middleware::from_fn_with_state(state, count_request))
+}
+
+/// Counts every request, refused ones included, by route and status
+/// (`wsgate_api_requests_total`).
+async fn count_request(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    if let Some(endpoint) = endpoint {
+        state
+            .metrics
+            .api_request(&endpoint, response.status().as_u16());
+    }
+    response
 }
 
 /// Refuses requests without a configured API key as their bearer token.

@@ -153,6 +153,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let metrics = &state.metrics;
+    metrics.ready.set(i64::from(state.is_ready()));
+    metrics
+        .draining
+        .set(i64::from(state.draining.load(Ordering::Acquire)));
     (
         [(
             header::CONTENT_TYPE,

@@ -77,6 +77,9 @@ impl Room {
             roster.remove(&(previous.user.clone(), previous.outbox.id.clone()));
         }
         roster.insert(entry);
+        if previous.is_none() {
+            self.metrics.joins.inc();
+        }
         previous.is_none()
     }
 
@@ -88,6 +91,7 @@ impl Room {
                 self.roster
                     .lock()
                     .remove(&(member.user, member.outbox.id.clone()));
+                self.metrics.leaves.inc();
                 true
             }
             None => false,
@@ -111,6 +115,7 @@ impl RoomSink for Room {
     /// messages that arrived together leave in one write.
     fn deliver(&self, messages: &[Delivery]) {
         let _timer = self.metrics.time_fanout();
+        let mut delivered = 0;
         for (key, member) in self.members.read().iter() {
             if member.holding {
                 self.held
@@ -119,11 +124,12 @@ impl RoomSink for Room {
                     .or_default()
                     .extend_from_slice(messages);
             } else {
-                member
+                delivered += member
                     .outbox
                     .push_all(messages.iter().map(|message| message.frame.clone()));
             }
         }
+        self.metrics.messages_delivered.inc_by(delivered as u64);
     }
 }
 
@@ -358,8 +364,8 @@ impl Hub {
                     .map_or(0, |(seq, _)| *seq)
                     .max(recovery.seq);
                 for message in held {
-                    if message.seq.is_none_or(|seq| seq > last) {
-                        outbox.push(message.frame);
+                    if message.seq.is_none_or(|seq| seq > last) && outbox.push(message.frame) {
+                        self.metrics.messages_delivered.inc();
                     }
                 }
                 if let Some(member) = members.get_mut(&outbox.key) {
@@ -487,10 +493,13 @@ impl Hub {
 
 impl LocalNode for Hub {
     fn send(&self, target: &Target, frame: &Utf8Bytes) -> usize {
-        self.outboxes(target)
+        let delivered = self
+            .outboxes(target)
             .iter()
             .filter(|outbox| outbox.push(frame.clone()))
-            .count()
+            .count();
+        self.metrics.messages_delivered.inc_by(delivered as u64);
+        delivered
     }
 
     fn disconnect(&self, target: &Target) -> usize {

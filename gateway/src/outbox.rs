@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Ending, Metrics};
 use crate::protocol::close;
 
 /// What the hub holds of one connection: its bounded outbound queue and the
@@ -103,7 +103,7 @@ impl Outbox {
         if overflow && self.close(close::TRY_AGAIN_LATER, "slow consumer") {
             self.metrics.slow_consumers.inc();
         }
-        self.metrics.messages_out.inc_by(queued as u64);
+        self.metrics.frames_queued.inc_by(queued as u64);
         queued
     }
 
@@ -156,9 +156,21 @@ impl Outbox {
     /// Asks the connection to close with `code`; the first request wins.
     /// Returns whether this call decided the code.
     pub fn close(&self, code: u16, reason: &'static str) -> bool {
+        self.decide(code, reason, Ending::Server(code))
+    }
+
+    /// Records that the client ended the connection (a close frame, or a lost
+    /// connection): the close frame sent back, if any, is 1000, and
+    /// `wsgate_closes_total` counts `ending`, not a server close. The first
+    /// request wins, as with [`Outbox::close`].
+    pub fn end(&self, ending: Ending) -> bool {
+        self.decide(close::NORMAL, "", ending)
+    }
+
+    fn decide(&self, code: u16, reason: &'static str, ending: Ending) -> bool {
         let decided = self.closing.set((code, reason)).is_ok();
         if decided {
-            self.metrics.close(code);
+            self.metrics.ended(ending);
         }
         self.cancel.cancel();
         self.ready.notify_one();

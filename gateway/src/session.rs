@@ -29,6 +29,7 @@ use crate::auth::Identity;
 use crate::broker::Gathered;
 use crate::command::{self, Issuer, Published};
 use crate::hub::UserSlot;
+use crate::metrics::Ending;
 use crate::outbox::Outbox;
 use crate::protocol::{self, Command, ErrorCode, Failure, Id, Target, close, frame};
 use crate::ratelimit::{self, ErrorBudget, RateLimit};
@@ -57,6 +58,8 @@ pub struct Start {
 enum Flow {
     Continue,
     Close(u16, &'static str),
+    /// The client closed, or the connection was lost: not a server close.
+    Ended(Ending),
 }
 
 struct Session {
@@ -164,16 +167,28 @@ where
         };
         last_heard.store(millis(origin), Ordering::Relaxed);
         let flow = match message {
-            None => break,
-            Some(Ok(Message::Text(text))) => Box::pin(session.on_text(&text)).await,
+            None => Flow::Ended(Ending::Lost),
+            Some(Ok(Message::Text(text))) => {
+                state.metrics.received_bytes.inc_by(text.len() as u64);
+                Box::pin(session.on_text(&text)).await
+            }
             Some(Ok(Message::Binary(_))) => session.on_binary(),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
-            Some(Ok(Message::Close(_))) => break,
+            Some(Ok(Message::Close(frame))) => {
+                Flow::Ended(Ending::Client(frame.map(|frame| frame.code)))
+            }
             Some(Err(error)) => on_read_error(error),
         };
-        if let Flow::Close(code, reason) = flow {
-            outbox.close(code, reason);
-            break;
+        match flow {
+            Flow::Continue => {}
+            Flow::Close(code, reason) => {
+                outbox.close(code, reason);
+                break;
+            }
+            Flow::Ended(ending) => {
+                outbox.end(ending);
+                break;
+            }
         }
     }
 
@@ -214,10 +229,14 @@ fn on_read_error(error: axum::Error) -> Flow {
     match inner.downcast_ref::<tungstenite::Error>() {
         Some(tungstenite::Error::Capacity(_)) => Flow::Close(close::TOO_BIG, "message too big"),
         Some(tungstenite::Error::Utf8(_)) => Flow::Close(close::INVALID_UTF8, "invalid UTF-8"),
+        // A client that drops TCP is a lost connection, not a protocol error.
+        Some(tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        )) => Flow::Ended(Ending::Lost),
         Some(tungstenite::Error::Protocol(_)) => Flow::Close(close::PROTOCOL, "protocol error"),
         other => {
             debug!(error = ?other, "connection read failed");
-            Flow::Close(close::NORMAL, "")
+            Flow::Ended(Ending::Lost)
         }
     }
 }

@@ -58,6 +58,12 @@ pub enum Command {
     /// chart's RBAC is tested against).
     #[command(hide = true)]
     Rbac,
+    /// Print what `/metrics` serves before the first reconcile: every
+    /// metric the operator exports, at its initial value (the chart's tests
+    /// check the dashboard and the alerts against it; the controller itself
+    /// needs a cluster).
+    #[command(hide = true)]
+    Metrics,
 }
 
 /// The gateway image of a WsCluster that names none, shown as the default in
@@ -201,6 +207,7 @@ impl Args {
             Command::Run(run) => crate::runtime::main(run).await,
             Command::Crd => print_crd(),
             Command::Rbac => print_rbac(),
+            Command::Metrics => print_metrics(),
             Command::Render {
                 file,
                 namespace,
@@ -232,6 +239,16 @@ fn print_rbac() -> anyhow::Result<()> {
     use std::io::Write;
     // A closed pipe (`| head`) is an error to report, not a panic.
     writeln!(std::io::stdout().lock(), "{}", crate::rbac::rules_json()?)?;
+    Ok(())
+}
+
+fn print_metrics() -> anyhow::Result<()> {
+    use std::io::Write;
+    write!(
+        std::io::stdout().lock(),
+        "{}",
+        crate::metrics::Metrics::default().encode()
+    )?;
     Ok(())
 }
 

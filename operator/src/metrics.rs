@@ -1,15 +1,30 @@
-//! The operator's Prometheus metrics (`wsgate_operator_*`).
+//! The operator's Prometheus metrics (`wsgate_operator_*`), listed in
+//! docs/metrics.md.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use kube::ResourceExt as _;
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use wsgate_crds::WsCluster;
+use wsgate_crds::condition::READY;
 
 use crate::Error;
+
+/// Labels of a per-WsCluster metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WsClusterLabels {
+    pub namespace: String,
+    pub wscluster: String,
+}
 
 /// Label of the error counter: which step failed.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,6 +50,9 @@ pub struct Metrics {
     pub stats_failures: Counter,
     /// Scale changes made by the connection-aware autoscaler.
     pub autoscale_changes: Counter,
+    /// The WsClusters' cache, once the controller runs (only the leader's),
+    /// for `wsgate_operator_wscluster_ready` ([`ReadyCollector`]).
+    wsclusters: Arc<OnceLock<Store<WsCluster>>>,
     registry: Arc<Registry>,
 }
 
@@ -48,6 +66,7 @@ impl Default for Metrics {
         let applies_skipped = Counter::default();
         let stats_failures = Counter::default();
         let autoscale_changes = Counter::default();
+        let wsclusters = Arc::<OnceLock<Store<WsCluster>>>::default();
         registry.register("reconcile", "Reconciles started", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -79,6 +98,15 @@ impl Default for Metrics {
             "Replica changes made by the connection autoscaler",
             autoscale_changes.clone(),
         );
+        registry.register_collector(Box::new(ReadyCollector {
+            wsclusters: wsclusters.clone(),
+        }));
+        // Every step a reconcile can fail at is scraped from the start, at zero.
+        for error in RECONCILE_ERRORS {
+            let _ = failures.get_or_create(&ErrorLabels {
+                error: error.to_owned(),
+            });
+        }
         Self {
             reconciles,
             failures,
@@ -87,6 +115,7 @@ impl Default for Metrics {
             applies_skipped,
             stats_failures,
             autoscale_changes,
+            wsclusters,
             registry: Arc::new(registry),
         }
     }
@@ -111,12 +140,72 @@ impl Metrics {
             .inc();
     }
 
+    /// Reads `wsgate_operator_wscluster_ready` from `store` at each scrape
+    /// from now on.
+    pub fn observe(&self, store: Store<WsCluster>) {
+        let _ = self.wsclusters.set(store);
+    }
+
     /// The registry in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The [`Error::metric_label`]s a reconcile can fail with.
+const RECONCILE_ERRORS: [&str; 11] = [
+    "kube",
+    "apply",
+    "name_conflict",
+    "delete",
+    "read_secret",
+    "patch_status",
+    "missing_metadata",
+    "serialize",
+    "cache_not_ready",
+    "missing_nats_credentials",
+    "nats_credentials",
+];
+
+/// `wsgate_operator_wscluster_ready{namespace,wscluster}`: 1 while a
+/// WsCluster's `Ready` condition is `True`, 0 otherwise, read from the
+/// WsClusters' cache at each scrape, so a deleted WsCluster's series goes
+/// with it. "Fleet not ready" is alerted on from it without
+/// kube-state-metrics. The family is described even before the cache
+/// exists (a standby, or `wsgate-operator metrics`), with no series.
+#[derive(Debug)]
+struct ReadyCollector {
+    wsclusters: Arc<OnceLock<Store<WsCluster>>>,
+}
+
+impl Collector for ReadyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "wscluster_ready",
+            "1 while a WsCluster's Ready condition is True, 0 otherwise (leader only)",
+            None,
+            MetricType::Gauge,
+        )?;
+        let Some(store) = self.wsclusters.get() else {
+            return Ok(());
+        };
+        for wsc in store.state() {
+            let ready = wsc.status.as_ref().is_some_and(|status| {
+                status
+                    .conditions
+                    .iter()
+                    .any(|condition| condition.type_ == READY && condition.status == "True")
+            });
+            let labels = WsClusterLabels {
+                namespace: wsc.namespace().unwrap_or_default(),
+                wscluster: wsc.name_any(),
+            };
+            ConstGauge::new(i64::from(ready)).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -129,5 +218,55 @@ pub struct ReconcileMeasurer {
 impl Drop for ReconcileMeasurer {
     fn drop(&mut self) {
         self.metric.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::{reflector, watcher};
+    use wsgate_crds::WsClusterStatus;
+
+    use super::*;
+    use crate::fixtures::wsc;
+
+    /// `wscluster_ready` has one series per cached WsCluster, 1 only with
+    /// `Ready=True`, and a deleted WsCluster's series goes at the next scrape.
+    #[test]
+    fn wscluster_ready_follows_the_cached_ready_condition() {
+        let metrics = Metrics::default();
+        let (store, mut writer) = reflector::store::<WsCluster>();
+        let mut ready = wsc("chat");
+        ready.status = Some(WsClusterStatus {
+            conditions: vec![crate::status::condition(
+                READY,
+                true,
+                "Available",
+                "2/2",
+                Some(1),
+            )],
+            ..Default::default()
+        });
+        let not_ready = wsc("games");
+        writer.apply_watcher_event(&watcher::Event::Apply(ready));
+        writer.apply_watcher_event(&watcher::Event::Apply(not_ready.clone()));
+        metrics.observe(store);
+
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"wsgate_operator_wscluster_ready{namespace="prod",wscluster="chat"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"wsgate_operator_wscluster_ready{namespace="prod",wscluster="games"} 0"#
+            ),
+            "{text}"
+        );
+
+        writer.apply_watcher_event(&watcher::Event::Delete(not_ready));
+        let text = metrics.encode();
+        assert!(!text.contains(r#"wscluster="games""#), "{text}");
     }
 }

@@ -243,6 +243,7 @@ pub async fn run(client: Client, args: RunArgs, metrics: Metrics, shutdown: Canc
     let found = futures::stream::once(found_rx).filter_map(|sent| async move { sent.ok() });
 
     let (wsc_store, wsc_writer) = reflector::store();
+    metrics.observe(wsc_store.clone());
     let wsc_stream = reflector(
         wsc_writer,
         watch::watch::<WsCluster>(

@@ -22,6 +22,7 @@ CRD_FILES = {
     ("wsgate.io", "WsCluster"): ROOT / "crds" / "wscluster.yaml",
     ("gateway.networking.k8s.io", "HTTPRoute"): TESTDATA / "httproute-crd.yaml",
     ("monitoring.coreos.com", "ServiceMonitor"): TESTDATA / "servicemonitor-crd.yaml",
+    ("monitoring.coreos.com", "PrometheusRule"): TESTDATA / "prometheusrule-crd.yaml",
 }
 
 
@@ -92,3 +93,18 @@ def operator_bin():
     subprocess.run(["cargo", "build", "-q", "-p", "wsgate-operator"], cwd=ROOT, check=True)
     target = os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target"))
     return str(pathlib.Path(target) / "debug" / "wsgate-operator")
+
+
+@pytest.fixture(scope="session")
+def wsgate_bin():
+    """The `wsgate` binary (WSGATE_BIN, as tests/run passes it), built with
+    cargo otherwise; tests needing it are skipped (with a reason) where cargo
+    is absent."""
+    explicit = os.environ.get("WSGATE_BIN")
+    if explicit:
+        return explicit
+    if shutil.which("cargo") is None:
+        pytest.skip("cargo not found: cannot build wsgate")
+    subprocess.run(["cargo", "build", "-q", "-p", "wsgate"], cwd=ROOT, check=True)
+    target = os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target"))
+    return str(pathlib.Path(target) / "debug" / "wsgate")

@@ -46,7 +46,7 @@ def test_every_rendered_manifest_validates_strictly(values):
 def test_everything_renders_every_optional_object():
     kinds = {m["kind"] for m in render(EVERYTHING)}
     assert {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-            "Service", "ServiceMonitor"} <= kinds
+            "Service", "ServiceMonitor", "ConfigMap", "PrometheusRule"} <= kinds
 
 
 def test_values_schema_refuses_unknown_keys_and_bad_values():

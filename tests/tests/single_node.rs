@@ -1423,8 +1423,8 @@ async fn drain_deadline_closes_the_rest_with_1001() -> Result<()> {
 // ---------------------------------------------------------------------------------------
 // HTTP endpoints and listeners.
 
-/// `/metrics` is Prometheus text with `wsgate_` names, and its connection and message
-/// counters move with traffic.
+/// `/metrics` is Prometheus text with `wsgate_` names (and the standard `process_*`
+/// metrics, docs/metrics.md), and its connection and message counters move with traffic.
 #[tokio::test]
 async fn metrics_expose_connection_and_message_counters() -> Result<()> {
     let deployment = single(options()).await?;
@@ -1453,7 +1453,7 @@ async fn metrics_expose_connection_and_message_counters() -> Result<()> {
     ensure!(!samples.is_empty(), "no samples in /metrics:\n{text}");
     for (name, _) in &samples {
         ensure!(
-            name.starts_with("wsgate_"),
+            name.starts_with("wsgate_") || name.starts_with("process_"),
             "metric {name} without the wsgate_ prefix"
         );
     }

@@ -65,6 +65,8 @@ impl LocalBroker {
         memory_max_bytes: u64,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        // A single node: the registry is this node alone.
+        metrics.nodes.set(1);
         let broker = Arc::new(Self {
             node,
             rooms: Arc::default(),

@@ -11,6 +11,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures::{Sink, SinkExt as _};
 
 use crate::app::AppState;
+use crate::metrics::Ending;
 use crate::outbox::Outbox;
 use crate::protocol::close;
 
@@ -39,16 +40,18 @@ pub(super) async fn write_loop<S>(
             batch = outbox.next_batch() => {
                 let Some(batch) = batch else { break };
                 // Everything queued goes out in one flush.
+                let bytes: u64 = batch.iter().map(|frame| frame.len() as u64).sum();
+                state.metrics.sent_bytes.inc_by(bytes);
                 for frame in batch {
                     if sink.feed(Message::Text(frame)).await.is_err() {
                         outbox.shut();
-                        outbox.close(close::NORMAL, "");
+                        outbox.end(Ending::Lost);
                         return;
                     }
                 }
                 if sink.flush().await.is_err() {
                     outbox.shut();
-                    outbox.close(close::NORMAL, "");
+                    outbox.end(Ending::Lost);
                     return;
                 }
             }
@@ -58,7 +61,7 @@ pub(super) async fn write_loop<S>(
                     break;
                 }
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    outbox.close(close::NORMAL, "");
+                    outbox.end(Ending::Lost);
                     return;
                 }
             }

@@ -19,6 +19,7 @@ use wsgate_config::{History, Namespace, Namespaces, Storage};
 use super::unavailable;
 use crate::broker::history::{Entry, Recovery, namespace_name, recover, safety_horizon};
 use crate::broker::{Ack, Availability, BrokerError};
+use crate::metrics::{Metrics, nats_error};
 use crate::protocol::Since;
 
 /// The JetStream streams that keep history: one per cluster and history
@@ -35,6 +36,8 @@ pub(super) struct Streams {
     pub(super) availability: Arc<Availability>,
     /// Stream name → epoch, for stamping republished messages.
     epochs: Arc<Mutex<HashMap<String, String>>>,
+    /// Publish latency and failures.
+    metrics: Arc<Metrics>,
 }
 
 /// One namespace's history stream.
@@ -57,6 +60,7 @@ impl Streams {
         namespaces: Namespaces,
         history: &History,
         availability: Arc<Availability>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             jetstream: async_nats::jetstream::new(client.clone()),
@@ -70,6 +74,7 @@ impl Streams {
             ensured: Arc::default(),
             availability,
             epochs: Arc::default(),
+            metrics,
         }
     }
 
@@ -81,6 +86,8 @@ impl Streams {
             Err(error) => return Ack::failed(error),
         };
         let subject = format!("{}{room}", stream.prefix);
+        let start = std::time::Instant::now();
+        let metrics = self.metrics.clone();
         // Handed to the connection now, in call order; its failure, like the
         // acknowledgement's, is reported when the acknowledgement is awaited.
         let sent = self.jetstream.publish(subject, frame.into()).await;
@@ -93,8 +100,14 @@ impl Streams {
                 Err(error) => Err(error),
             };
             match acknowledged {
-                Ok(ack) => Ok(ack.sequence),
+                Ok(ack) => {
+                    metrics
+                        .jetstream_publish_seconds
+                        .observe(start.elapsed().as_secs_f64());
+                    Ok(ack.sequence)
+                }
                 Err(error) => {
+                    metrics.nats_error(nats_error::JETSTREAM_PUBLISH);
                     // The stream may be gone (a NATS restart with memory
                     // storage): look it up again next time.
                     ensured.lock().await.remove(&namespace);

@@ -38,7 +38,7 @@ use super::{
     Ack, Availability, Broker, BrokerError, ClusterStats, Gathered, LocalNode, PresencePage,
     Recovery, RoomSink, Subscription,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, nats_error};
 use crate::protocol::{Since, Target};
 
 mod control;
@@ -110,6 +110,8 @@ impl NatsBroker {
         let event_metrics = metrics.clone();
         let unreachable = Arc::new(UnreachableLog::default());
         let event_unreachable = unreachable.clone();
+        // The first `Connected` is the connection; every later one a reconnect.
+        let connected_before = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut connect = async_nats::ConnectOptions::new()
             .name(format!("wsgate {cluster}/{node}"))
             .ping_interval(ping_interval)
@@ -129,16 +131,32 @@ impl NatsBroker {
             .event_callback(move |event| {
                 let metrics = event_metrics.clone();
                 let unreachable = event_unreachable.clone();
+                let connected_before = connected_before.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
                             metrics.broker_connected.set(1);
                             unreachable.connected();
+                            if connected_before.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                                metrics.nats_reconnects.inc();
+                            }
                             info!("nats connected");
                         }
                         async_nats::Event::Disconnected => {
                             metrics.broker_connected.set(0);
                             warn!("nats disconnected");
+                        }
+                        async_nats::Event::ServerError(_) => {
+                            metrics.nats_error(nats_error::SERVER);
+                            warn!(event = %event, "nats error");
+                        }
+                        async_nats::Event::ClientError(_) => {
+                            metrics.nats_error(nats_error::CLIENT);
+                            debug!(event = %event, "nats error");
+                        }
+                        async_nats::Event::SlowConsumer(_) => {
+                            metrics.nats_error(nats_error::SLOW_CONSUMER);
+                            warn!(event = %event, "nats slow consumer");
                         }
                         other => debug!(event = %other, "nats event"),
                     }
@@ -178,6 +196,7 @@ impl NatsBroker {
                 namespaces.clone(),
                 history,
                 Arc::new(Availability::new(metrics.clone(), namespaces, false)),
+                metrics.clone(),
             ),
             requests: Requests::new(client.new_inbox()),
             client,

@@ -154,6 +154,7 @@ impl NatsBroker {
                         _ = ticker.tick() => {}
                     }
                     broker.beat(hello, false).await;
+                    broker.time_round_trip().await;
                     hello = false;
                     broker.metrics.nodes.set(broker.live_nodes().len() as i64);
                 }
@@ -178,6 +179,18 @@ impl NatsBroker {
                 .await
         {
             debug!(%error, "heartbeat not sent");
+        }
+    }
+
+    /// Times one round trip to the NATS server (a flush is a PING answered
+    /// by a PONG) into `wsgate_nats_rtt_seconds`; one that fails or takes
+    /// longer than `nats.request_timeout_ms` is not recorded.
+    async fn time_round_trip(&self) {
+        let start = std::time::Instant::now();
+        if let Ok(Ok(())) = tokio::time::timeout(self.request_timeout, self.client.flush()).await {
+            self.metrics
+                .nats_rtt_seconds
+                .observe(start.elapsed().as_secs_f64());
         }
     }
 
