@@ -77,6 +77,9 @@ pub struct FileConfig {
     /// configured namespace and the values other namespaces leave out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<BTreeMap<String, NamespaceSection>>,
+    /// Extension: `[pusher]`, the Pusher Channels protocol (docs/pusher.md); absent: not served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pusher: Option<PusherSection>,
 }
 
 impl Default for FileConfig {
@@ -101,6 +104,7 @@ impl Default for FileConfig {
             drain: None,
             history: None,
             namespaces: None,
+            pusher: None,
         }
     }
 }
@@ -288,6 +292,45 @@ pub struct NamespaceSection {
     pub client_publish: Option<bool>,
 }
 
+/// `[pusher]`: the Pusher Channels protocol, served when the section is present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PusherSection {
+    /// `[[pusher.apps]]`: the apps whose keys admit Pusher clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apps: Option<Vec<PusherAppSection>>,
+}
+
+/// `[[pusher.apps]]`: one Pusher app. Its secret is named by file, like every secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PusherAppSection {
+    /// The app id the server SDKs put in `/apps/{id}/...`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The public key clients connect with at `/app/{key}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// File holding the app secret that signs channel authorizations and API requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<String>,
+    /// Connections of this app per gateway; unset: only `limits.max_connections`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Accept `client-` events on private and presence channels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_client_messages: Option<bool>,
+    /// Client events per second per connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_client_events_per_second: Option<u32>,
+    /// Members (distinct user ids) per presence channel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_presence_members: Option<usize>,
+    /// Largest event `data`, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_event_bytes: Option<usize>,
+}
+
 /// A parsed file and what the parser let pass with a warning.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedFile {
@@ -402,6 +445,13 @@ impl Check<'_> {
                         ));
                     }
                 }
+            } else if let Some(items) = self.array_of_tables(table, &name, path)? {
+                // `[[pusher.apps]]`: each element is checked as the table `apps[]`.
+                path.pop();
+                path.push(format!("{name}{}", key::ARRAY_SEGMENT));
+                for item in items {
+                    self.table(item, path)?;
+                }
             } else if self.version <= CONFIG_VERSION {
                 return Err(ConfigError::UnknownKey {
                     key: dotted,
@@ -418,6 +468,44 @@ impl Check<'_> {
             path.pop();
         }
         Ok(())
+    }
+}
+
+impl Check<'_> {
+    /// The elements of `table[name]` when the key table lists it as an array of tables
+    /// (`pusher.apps[]`); an error when it is listed as one but is something else.
+    fn array_of_tables<'t>(
+        &self,
+        table: &'t mut toml::Table,
+        name: &str,
+        path: &[String],
+    ) -> Result<Option<Vec<&'t mut toml::Table>>> {
+        let mut segments: Vec<String> = path.to_vec();
+        if let Some(last) = segments.last_mut() {
+            *last = format!("{name}{}", key::ARRAY_SEGMENT);
+        }
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        if !key::is_table(&segments) {
+            return Ok(None);
+        }
+        let not_tables = || {
+            ConfigError::invalid(
+                key::dotted(&segments),
+                Origin::File(self.file.to_owned()),
+                "must be an array of tables ([[...]])",
+            )
+        };
+        match table.get_mut(name) {
+            Some(toml::Value::Array(items)) => items
+                .iter_mut()
+                .map(|item| match item {
+                    toml::Value::Table(inner) => Ok(inner),
+                    _ => Err(not_tables()),
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            _ => Err(not_tables()),
+        }
     }
 }
 

@@ -182,6 +182,10 @@ impl Key {
 /// The segment of [`Key::key`] that stands for any namespace name.
 pub const NAMESPACE_SEGMENT: &str = "<ns>";
 
+/// The suffix of a segment that stands for every element of an array of tables: the keys of
+/// `[[pusher.apps]]` are written `pusher.apps[].id`.
+pub const ARRAY_SEGMENT: &str = "[]";
+
 /// Finds the key with the given dotted path, where a namespace name matches `<ns>`.
 ///
 /// The path is split at every `.`, so a namespace whose name holds a dot is not found; the
@@ -217,8 +221,9 @@ pub(crate) fn dotted(path: &[&str]) -> String {
     let quoted: Vec<String> = path
         .iter()
         .map(|segment| {
-            let bare = !segment.is_empty()
-                && segment
+            let name = segment.strip_suffix(ARRAY_SEGMENT).unwrap_or(segment);
+            let bare = !name.is_empty()
+                && name
                     .chars()
                     .all(|char| char.is_ascii_alphanumeric() || char == '_' || char == '-');
             if bare {

@@ -14,6 +14,7 @@ use crate::key::default_of;
 use crate::namespace::{DEMO_NAMESPACE, demo_section};
 use crate::{Args, Result, key, validate};
 
+mod pusher;
 mod section;
 
 use section::{
@@ -225,6 +226,7 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
         drain: file_drain,
         history: file_history,
         namespaces: file_namespaces,
+        pusher: file_pusher,
     } = file;
     let layers = Layers { file: path.clone() };
 
@@ -344,6 +346,9 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
             .or_insert_with(demo_section);
     }
     let namespaces = resolve_namespaces(&layers, namespace_sections)?;
+    let pusher = file_pusher
+        .map(|section| pusher::resolve_pusher(&layers, section))
+        .transpose()?;
 
     if !allow_anonymous && !auth.verifies_tokens() {
         warnings.push(
@@ -377,6 +382,7 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
         drain,
         history,
         namespaces,
+        pusher,
         file: path,
         warnings,
     })
