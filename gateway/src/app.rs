@@ -57,6 +57,8 @@ pub struct AppState {
     /// Random per-process part of connection ids, so ids never repeat across restarts of a node.
     boot: String,
     next_conn: AtomicU64,
+    /// The Pusher transport, installed at startup when `[pusher]` is configured.
+    pub pusher: std::sync::OnceLock<Arc<crate::pusher::Pusher>>,
 }
 
 impl AppState {
@@ -84,6 +86,7 @@ impl AppState {
             sessions: TaskTracker::new(),
             boot: format!("{:x}", rand::random::<u32>()),
             next_conn: AtomicU64::new(1),
+            pusher: std::sync::OnceLock::new(),
         })
     }
 
@@ -122,7 +125,8 @@ impl AppState {
 pub fn public(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/ws", get(upgrade))
-        .merge(crate::assets::router(&state));
+        .merge(crate::assets::router(&state))
+        .merge(crate::pusher::public(&state));
     if state.config.echo_endpoint {
         router = router.route("/echo", get(echo));
     }
@@ -136,6 +140,7 @@ pub fn admin(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", crate::api::router(state.clone()))
+        .merge(crate::pusher::admin(&state))
         .with_state(state)
 }
 

@@ -132,6 +132,8 @@ pub struct Metrics {
     pub sockets_shed: Family<ReasonLabel, Counter>,
     /// Public sockets closed for sending no request head within `limits.handshake_timeout_ms`.
     pub handshake_timeouts: Counter,
+    /// Open Pusher protocol connections (also counted in `connections`).
+    pub pusher_connections: Gauge,
 }
 
 impl Metrics {
@@ -155,12 +157,18 @@ impl Metrics {
             history_available: Family::default(),
             sockets_shed: Family::default(),
             handshake_timeouts: Counter::default(),
+            pusher_connections: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
             "connections",
             "Open WebSocket connections",
             metrics.connections.clone(),
+        );
+        registry.register(
+            "pusher_connections",
+            "Open Pusher protocol connections, also counted in connections",
+            metrics.pusher_connections.clone(),
         );
         registry.register(
             "connections_accepted",
