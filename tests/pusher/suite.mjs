@@ -8,6 +8,7 @@
 //   PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET
 
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import PusherClient from 'pusher-js';
@@ -32,8 +33,21 @@ const SECRET = env('PUSHER_SECRET');
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const TIMEOUT_MS = 10_000;
 
-const server = (admin, secret = SECRET) =>
-  new PusherServer({ appId: APP_ID, key: KEY, secret, host: admin.host, port: admin.port, useTLS: false });
+const SMALL_APP_ID = env('SMALL_APP_ID');
+const SMALL_KEY = env('SMALL_KEY');
+// Encrypted channels: only the SDKs know this key; the gateway relays ciphertext.
+const MASTER_KEY = randomBytes(32).toString('base64');
+
+const server = (admin, secret = SECRET, appId = APP_ID, key = KEY) =>
+  new PusherServer({
+    appId,
+    key,
+    secret,
+    host: admin.host,
+    port: admin.port,
+    useTLS: false,
+    encryptionMasterKeyBase64: MASTER_KEY,
+  });
 const serverA = server(ADMIN_A);
 const serverB = server(ADMIN_B);
 
@@ -50,6 +64,7 @@ const clients = [];
 /** A pusher-js client on `gateway`; private and presence channels are
  * authorized by the Node server SDK, with `user` as the presence member. */
 const connect = (gateway, { key = KEY, user, authorize } = {}) => {
+  const signer = key === SMALL_KEY ? server(ADMIN_A, SECRET, SMALL_APP_ID, SMALL_KEY) : serverA;
   const client = new PusherClient(key, {
     cluster: 'unused',
     wsHost: gateway.host,
@@ -63,7 +78,7 @@ const connect = (gateway, { key = KEY, user, authorize } = {}) => {
         const presence = channelName.startsWith('presence-')
           ? { user_id: user, user_info: { name: `name of ${user}` } }
           : undefined;
-        callback(null, serverA.authorizeChannel(socketId, channelName, presence));
+        callback(null, signer.authorizeChannel(socketId, channelName, presence));
       },
     },
   });
@@ -268,6 +283,54 @@ test('an unknown app key gets 4001 and no reconnect', async () => {
   const client = connect(A, { key: 'no-such-key' });
   const error = await within(new Promise((resolve) => client.connection.bind('error', resolve)), '4001');
   equal(error.data?.code ?? error.error?.data?.code, 4001, 'code');
+});
+
+test('encrypted channels are relayed: pusher-js decrypts what the SDK encrypted; client events are refused', async () => {
+  const b = connect(B);
+  const channel = await subscribed(b, 'private-encrypted-vault');
+  const got = once(channel, 'secret');
+  await serverA.trigger('private-encrypted-vault', 'secret', { code: 42 });
+  equal(await got, { code: 42 }, 'decrypted by the client');
+  const refused = within(new Promise((resolve) => b.connection.bind('error', resolve)), 'pusher:error');
+  b.send_event('client-x', { nonce: '', ciphertext: '' }, 'private-encrypted-vault');
+  equal((await refused).data.code, 4301, 'client event refused');
+});
+
+test('client events over max_client_events_per_second are refused with 4301, the rest delivered', async () => {
+  const a = connect(A);
+  const b = connect(B);
+  const [onA, onB] = await Promise.all([subscribed(a, 'private-burst'), subscribed(b, 'private-burst')]);
+  const errors = [];
+  a.connection.bind('error', (error) => errors.push(error.data.code));
+  const received = record(onB, 'client-burst');
+  for (let i = 0; i < 15; i += 1) onA.trigger('client-burst', i);
+  await new Promise((resolve) => setTimeout(resolve, 1200));
+  const last = once(onB, 'client-last');
+  onA.trigger('client-last', 0);
+  await last;
+  assert(received.length >= 10 && received.length < 15, `received ${received.length} of 15`);
+  assert(errors.length === 15 - received.length, `errors ${JSON.stringify(errors)}`);
+  assert(errors.every((code) => code === 4301), JSON.stringify(errors));
+});
+
+test("an app's limits: 4004 over max_connections, subscription_error over max_presence_members", async () => {
+  const first = connect(A, { key: SMALL_KEY, user: 'u1' });
+  await connected(first);
+  const second = connect(A, { key: SMALL_KEY });
+  const error = await within(new Promise((resolve) => second.connection.bind('error', resolve)), '4004');
+  equal(error.data?.code ?? error.error?.data?.code, 4004, 'over the quota');
+  await subscribed(first, 'presence-small');
+  const other = connect(B, { key: SMALL_KEY, user: 'u2' });
+  const refused = await once(other.subscribe('presence-small'), 'pusher:subscription_error');
+  equal(refused.status, 403, 'over max_presence_members');
+});
+
+test('metrics count Pusher connections', async () => {
+  const a = connect(A);
+  await connected(a);
+  const text = await (await fetch(`http://${ADMIN_A.host}:${ADMIN_A.port}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('wsgate_pusher_connections '));
+  assert(line && Number(line.split(' ')[1]) >= 1, `metric line: ${line}`);
 });
 
 // Last: it stops gateway A.

@@ -29,7 +29,12 @@ fn pusher_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("pusher")
 }
 
-/// A gateway on `nats` serving the app, its secret in `secrets`.
+/// The second app, with small limits: one connection per gateway, two
+/// client events per second, one presence member.
+const SMALL_ID: &str = "1002";
+const SMALL_KEY: &str = "small-key";
+
+/// A gateway on `nats` serving both apps, their secrets in `secrets`.
 fn options(node: &str, nats: &NatsServer, secrets: &TempDir) -> Result<GatewayOptions> {
     let secret = secrets.path().join(APP_ID);
     std::fs::write(&secret, format!("{APP_SECRET}\n"))?;
@@ -37,15 +42,19 @@ fn options(node: &str, nats: &NatsServer, secrets: &TempDir) -> Result<GatewayOp
         .node(node)
         .nats(nats)
         .raw_toml(&format!(
-            "[pusher]\n[[pusher.apps]]\nid = \"{APP_ID}\"\nkey = \"{APP_KEY}\"\nsecret_file = {:?}\n",
-            secret.display().to_string()
+            "[pusher]\n[[pusher.apps]]\nid = \"{APP_ID}\"\nkey = \"{APP_KEY}\"\nsecret_file = {secret:?}\n\
+             [[pusher.apps]]\nid = \"{SMALL_ID}\"\nkey = \"{SMALL_KEY}\"\nsecret_file = {secret:?}\n\
+             max_connections = 1\nmax_client_events_per_second = 2\nmax_presence_members = 1\n",
+            secret = secret.display().to_string()
         )))
 }
 
 /// pusher-js and both server SDKs pass every case of `suite.mjs` against two
 /// replicas: public, private and presence channels, client events, exclusion
 /// by socket id, batches in order, channel info and users, a bad signature,
-/// an unknown key, one user on two replicas, and a drain's 4200.
+/// an unknown key, one user on two replicas, encrypted channels relayed, the
+/// limits of an app (4004, 4301, `max_presence_members`), the metric, and a
+/// drain's 4200.
 #[tokio::test]
 async fn pusher_js_and_the_server_sdks_work_against_two_replicas() -> Result<()> {
     let dir = pusher_dir();
@@ -69,6 +78,8 @@ async fn pusher_js_and_the_server_sdks_work_against_two_replicas() -> Result<()>
         .env("PUSHER_APP_ID", APP_ID)
         .env("PUSHER_KEY", APP_KEY)
         .env("PUSHER_SECRET", APP_SECRET)
+        .env("SMALL_APP_ID", SMALL_ID)
+        .env("SMALL_KEY", SMALL_KEY)
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let output = tokio::time::timeout(SUITE_TIMEOUT, command.output())
