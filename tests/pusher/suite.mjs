@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import PusherClient from 'pusher-js';
 import PusherServer from 'pusher';
+import Echo from 'laravel-echo';
 
 const env = (name) => {
   const value = process.env[name];
@@ -331,6 +332,66 @@ test('metrics count Pusher connections', async () => {
   const text = await (await fetch(`http://${ADMIN_A.host}:${ADMIN_A.port}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith('wsgate_pusher_connections '));
   assert(line && Number(line.split(' ')[1]) >= 1, `metric line: ${line}`);
+});
+
+test('Laravel Echo: listen, private channels, presence here(), whispers', async () => {
+  const echo = (gateway, user) => {
+    const instance = new Echo({
+      broadcaster: 'pusher',
+      key: KEY,
+      cluster: 'unused',
+      wsHost: gateway.host,
+      wsPort: gateway.port,
+      forceTLS: false,
+      enabledTransports: ['ws'],
+      disableStats: true,
+      Pusher: PusherClient,
+      authorizer: (channel) => ({
+        authorize: (socketId, callback) => {
+          const presence = channel.name.startsWith('presence-')
+            ? { user_id: user, user_info: { name: user } }
+            : undefined;
+          callback(null, serverA.authorizeChannel(socketId, channel.name, presence));
+        },
+      }),
+    });
+    clients.push(instance.connector.pusher);
+    return instance;
+  };
+  const one = echo(A, 'ann');
+  const two = echo(B, 'ben');
+  const shipped = within(new Promise((resolve) => one.channel('orders').listen('.shipped', resolve)), 'Echo listen');
+  const orders = within(
+    new Promise((resolve) => one.private('orders.1').listen('.paid', resolve)),
+    'Echo private listen',
+  );
+  await within(
+    new Promise((resolve) => one.connector.pusher.connection.bind('connected', resolve)),
+    'Echo connected',
+  );
+  // Let both subscriptions be answered before triggering.
+  await new Promise((resolve) => one.private('orders.1').subscribed(resolve));
+  await serverB.trigger('orders', 'shipped', { id: 7 });
+  await serverB.trigger('private-orders.1', 'paid', { id: 8 });
+  equal(await shipped, { id: 7 }, 'public');
+  equal(await orders, { id: 8 }, 'private');
+
+  await within(new Promise((resolve) => one.join('team').here(resolve)), 'ann here');
+  const joining = within(new Promise((resolve) => one.join('team').joining(resolve)), 'ben joining');
+  const here = await within(new Promise((resolve) => two.join('team').here(resolve)), 'ben here');
+  equal(here.map((member) => member.name).sort(), ['ann', 'ben'], 'here()');
+  equal((await joining).name, 'ben', 'joining()');
+
+  const whisper = within(
+    new Promise((resolve) => two.private('chat.9').listenForWhisper('typing', resolve)),
+    'whisper',
+  );
+  await new Promise((resolve) => two.private('chat.9').subscribed(resolve));
+  await new Promise((resolve) => one.private('chat.9').subscribed(resolve));
+  one.private('chat.9').whisper('typing', { who: 'ann' });
+  equal(await whisper, { who: 'ann' }, 'whisper');
+  one.disconnect();
+  two.disconnect();
 });
 
 // Last: it stops gateway A.

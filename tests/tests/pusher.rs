@@ -1,5 +1,5 @@
-//! Pusher Channels compatibility with the real libraries: pusher-js 8 clients
-//! and the official server SDKs (npm `pusher`, PyPI `pusher`) against two
+//! Pusher Channels compatibility with the real libraries: pusher-js 8 clients,
+//! Laravel Echo, and the official server SDKs (npm `pusher`, PyPI `pusher`) against two
 //! `wsgate` processes sharing one nats-server (docs/pusher.md).
 //!
 //! The cases themselves are in `tests/pusher/suite.mjs` (Node), which calls
