@@ -64,7 +64,7 @@ const python = (...args) => {
 const clients = [];
 /** A pusher-js client on `gateway`; private and presence channels are
  * authorized by the Node server SDK, with `user` as the presence member. */
-const connect = (gateway, { key = KEY, user, authorize } = {}) => {
+const connect = (gateway, { key = KEY, user, authorize, signinAs } = {}) => {
   const signer = key === SMALL_KEY ? server(ADMIN_A, SECRET, SMALL_APP_ID, SMALL_KEY) : serverA;
   const client = new PusherClient(key, {
     cluster: 'unused',
@@ -73,6 +73,10 @@ const connect = (gateway, { key = KEY, user, authorize } = {}) => {
     forceTLS: false,
     enabledTransports: ['ws'],
     disableStats: true,
+    userAuthentication: {
+      customHandler: ({ socketId }, callback) =>
+        callback(null, signer.authenticateUser(socketId, { id: signinAs, name: `user ${signinAs}` })),
+    },
     channelAuthorization: {
       customHandler: ({ socketId, channelName }, callback) => {
         if (authorize) return authorize({ socketId, channelName }, callback);
@@ -392,6 +396,54 @@ test('Laravel Echo: listen, private channels, presence here(), whispers', async 
   equal(await whisper, { who: 'ann' }, 'whisper');
   one.disconnect();
   two.disconnect();
+});
+
+test('sign-in: sendToUser reaches every connection of the user on both replicas; terminate_connections closes them with 4009', async () => {
+  const signedIn = (client) =>
+    within(
+      new Promise((resolve) =>
+        client.connection.bind('message', (event) => event.event === 'pusher:signin_success' && resolve()),
+      ),
+      'signin_success',
+    );
+  const first = connect(A, { signinAs: 'carol' });
+  const second = connect(B, { signinAs: 'carol' });
+  const other = connect(B, { signinAs: 'dave' });
+  const done = [first, second, other].map(signedIn);
+  for (const client of [first, second, other]) client.signin();
+  await Promise.all(done);
+  // The user channel's subscription follows the sign-in; the next subscribe's
+  // answer proves it was processed.
+  await Promise.all([first, second, other].map((client) => subscribed(client, 'after-signin')));
+  const gotFirst = within(new Promise((resolve) => first.user.bind('note', resolve)), 'first note');
+  const gotSecond = within(new Promise((resolve) => second.user.bind('note', resolve)), 'second note');
+  const notForDave = [];
+  other.user.bind('note', (data) => notForDave.push(data));
+  await serverA.sendToUser('carol', 'note', { text: 'hi carol' });
+  equal(await Promise.all([gotFirst, gotSecond]), [{ text: 'hi carol' }, { text: 'hi carol' }], 'both');
+  const marker = once(other.channel('after-signin'), 'marker');
+  await serverA.trigger('after-signin', 'marker', 0);
+  await marker;
+  equal(notForDave, [], 'not other users');
+
+  const closed = (client) =>
+    within(new Promise((resolve) => client.connection.bind('error', resolve)), 'terminated');
+  const closes = [closed(first), closed(second)];
+  await serverB.terminateUserConnections('carol');
+  for (const error of await Promise.all(closes)) {
+    equal(error.data?.code ?? error.error?.data?.code, 4009, 'closed with 4009');
+  }
+  equal(other.connection.state, 'connected', 'other users stay');
+
+  const forged = connect(A, {
+    authorize: undefined,
+  });
+  forged.config.userAuthenticator = ({ socketId }, callback) =>
+    callback(null, server(ADMIN_A, 'wrong-secret').authenticateUser(socketId, { id: 'mallory' }));
+  const refused = within(new Promise((resolve) => forged.connection.bind('error', resolve)), 'bad signin');
+  forged.signin();
+  const error = await refused;
+  equal(error.data?.code ?? error.error?.data?.code, 4009, 'a forged sign-in closes with 4009');
 });
 
 // Last: it stops gateway A.

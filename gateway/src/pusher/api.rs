@@ -50,6 +50,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/apps/{id}/channels", get(channels))
         .route("/apps/{id}/channels/{name}", get(channel_info))
         .route("/apps/{id}/channels/{name}/users", get(users))
+        .route(
+            "/apps/{id}/users/{user_id}/terminate_connections",
+            post(terminate_connections),
+        )
 }
 
 /// A refused request: its status and Pusher-style plain-text reason.
@@ -197,7 +201,9 @@ impl EventBody<'_> {
                 "An event goes to 1 to {MAX_CHANNELS_PER_EVENT} channels"
             )));
         }
-        if let Some(invalid) = channels.iter().find(|name| !channel::is_valid(name)) {
+        // A user's own channel is where `sendToUser` sends.
+        let valid = |name: &&str| channel::is_valid(name) || channel::user_of(name).is_some();
+        if let Some(invalid) = channels.iter().find(|name| !valid(name)) {
             return Err(ApiError::bad_request(format!(
                 "Invalid channel name {invalid:?}"
             )));
@@ -362,7 +368,9 @@ async fn channels(
         .map_err(unavailable)?;
     let mut channels = BTreeMap::new();
     for entry in entries {
-        if entry.user.starts_with(prefix) && !channels.contains_key(&entry.user) {
+        // Users' own channels are not channels anyone subscribes to.
+        let listed = !entry.user.starts_with(channel::USER_CHANNEL_PREFIX);
+        if listed && entry.user.starts_with(prefix) && !channels.contains_key(&entry.user) {
             let count = if user_count {
                 let room = channel::roster(&app.config.id, &entry.user);
                 let members = roster::gather(&*state.broker, &room)
@@ -457,6 +465,34 @@ async fn users(
         .map(|member| User { id: member.user_id })
         .collect();
     Ok(Json(UsersReply { users }))
+}
+
+/// `POST /apps/{id}/users/{user_id}/terminate_connections` → `{}`: closes
+/// every connection signed in as the user, on every node, with 4009.
+async fn terminate_connections(
+    State(state): State<Arc<AppState>>,
+    Path((id, user_id)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
+    Query(query): Query<Vec<(String, String)>>,
+    body: Body,
+) -> ApiResult<Empty> {
+    let body = read_body(&state, body).await?;
+    let app = authenticate(&state, &id, &Method::POST, uri.path(), &query, &body)?;
+    if user_id.is_empty() || user_id.len() > channel::MAX_USER_ID_LEN {
+        return Err(ApiError::bad_request("Invalid user id"));
+    }
+    let entries = roster::gather(
+        &*state.broker,
+        &channel::user_room(&app.config.id, &user_id),
+    )
+    .await
+    .map_err(unavailable)?;
+    for entry in entries {
+        crate::command::disconnect(&state, crate::protocol::Target::Conn(entry.conn))
+            .await
+            .map_err(|failure| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, failure.message))?;
+    }
+    Ok(Json(Empty {}))
 }
 
 #[cfg(test)]

@@ -113,6 +113,27 @@ pub fn decode(token: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// The prefix of a user's own channel, where `sendToUser` events go.
+pub const USER_CHANNEL_PREFIX: &str = "#server-to-user-";
+
+/// Longest user id of a signed-in connection.
+pub const MAX_USER_ID_LEN: usize = 200;
+
+/// The user id of a user channel `#server-to-user-<id>`, `None` for any
+/// other name. These names are outside Pusher's channel name rule: only the
+/// server sends on them, and only a connection signed in as that user
+/// subscribes.
+pub fn user_of(name: &str) -> Option<&str> {
+    let id = name.strip_prefix(USER_CHANNEL_PREFIX)?;
+    (!id.is_empty() && id.len() <= MAX_USER_ID_LEN).then_some(id)
+}
+
+/// The hub room listing the connections of a signed-in user, which
+/// `terminate_connections` closes.
+pub fn user_room(app: &str, user_id: &str) -> String {
+    format!("pusher.{app}.u.{}", encode(user_id))
+}
+
 /// The broker's room key of a channel's events: the broker maps keys that
 /// start `pusher.` to subjects of their own.
 pub fn room(app: &str, name: &str) -> String {
@@ -154,6 +175,20 @@ mod tests {
         assert_eq!(Kind::of("privatex"), Kind::Public);
         assert!(!Kind::Encrypted.takes_client_events());
         assert!(!Kind::Public.takes_client_events());
+    }
+
+    /// User channels name their user; nothing else does.
+    #[test]
+    fn user_channels_name_their_user() {
+        assert_eq!(user_of("#server-to-user-42"), Some("42"));
+        assert_eq!(user_of("#server-to-user-a.b c"), Some("a.b c"));
+        assert_eq!(user_of("#server-to-user-"), None);
+        assert_eq!(user_of("server-to-user-42"), None);
+        assert_eq!(
+            user_of(&format!("#server-to-user-{}", "x".repeat(201))),
+            None
+        );
+        assert!(!is_valid("#server-to-user-42"));
     }
 
     /// Tokens that [`encode`] never makes do not decode: lower-case hex,

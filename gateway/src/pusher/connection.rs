@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::channel::{self, Kind};
-use super::protocol::{self, ChannelData, Incoming, Subscribe, code};
+use super::protocol::{self, ChannelData, Incoming, Signin, Subscribe, code};
 use super::registry::{Place, envelope};
 use super::roster::{self, Enlisted};
 use super::{App, AppSlot, Pusher, signature};
@@ -165,7 +165,16 @@ struct Subscription {
     kind: Kind,
     /// Presence: the member's user id.
     user_id: Option<String>,
-    /// The connection's entry in the channel's roster.
+    /// The connection's entry in the channel's roster (none on a user's own
+    /// channel, which lists no subscribers).
+    roster: Option<Enlisted>,
+}
+
+/// The user a connection signed in as (`pusher:signin`).
+struct SignedIn {
+    id: String,
+    /// The connection's entry among the user's connections, which
+    /// `terminate_connections` closes.
     roster: Enlisted,
 }
 
@@ -177,6 +186,7 @@ struct Connection {
     outbox: Arc<Outbox>,
     socket_id: Arc<str>,
     subscriptions: HashMap<String, Subscription>,
+    user: Option<SignedIn>,
     /// Client events (`max_client_events_per_second`, burst of the same).
     client_events: RateLimit,
 }
@@ -216,6 +226,7 @@ async fn run(socket: WebSocket, state: Arc<AppState>, pusher: Arc<Pusher>, admit
         outbox: outbox.clone(),
         socket_id,
         subscriptions: HashMap::new(),
+        user: None,
         client_events: RateLimit::new(f64::from(rate), rate),
     };
     loop {
@@ -253,6 +264,9 @@ async fn run(socket: WebSocket, state: Arc<AppState>, pusher: Arc<Pusher>, admit
     for name in channels {
         connection.unsubscribe(&name).await;
     }
+    if let Some(user) = connection.user.take() {
+        user.roster.leave(&state.hub).await;
+    }
     state.hub.detach(&outbox);
     drop(connection);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
@@ -282,6 +296,7 @@ impl Connection {
                 Some(subscribe) => self.subscribe(subscribe).await,
                 None => self.push(protocol::error(None, "pusher:subscribe needs data.channel")),
             },
+            "pusher:signin" => self.signin(Signin::parse(incoming.data)).await,
             "pusher:unsubscribe" => {
                 if let Some(subscribe) = Subscribe::parse(incoming.data) {
                     self.unsubscribe(&subscribe.channel).await;
@@ -301,12 +316,83 @@ impl Connection {
         self.push(protocol::subscription_error(channel, status, message));
     }
 
+    /// `pusher:signin`: a valid signature of the user data makes the
+    /// connection that user's (reachable by `sendToUser` and
+    /// `terminate_connections`); an invalid one closes it with 4009.
+    async fn signin(&mut self, signin: Option<Signin>) {
+        let user_id = signin.as_ref().and_then(|signin| {
+            let valid = signature::user_auth_is_valid(
+                &self.app.config.key,
+                &self.app.secret,
+                &signin.auth,
+                &self.socket_id,
+                &signin.user_data,
+            );
+            valid
+                .then(|| protocol::user_id_of(&signin.user_data))
+                .flatten()
+                .filter(|id| id.len() <= channel::MAX_USER_ID_LEN)
+        });
+        let (Some(signin), Some(user_id)) = (signin, user_id) else {
+            self.state.metrics.auth_failure("pusher_signin");
+            self.outbox.close(code::UNAUTHORIZED, "Invalid signin");
+            return;
+        };
+        if let Some(previous) = self.user.take() {
+            previous.roster.leave(&self.state.hub).await;
+        }
+        let room = channel::user_room(&self.app.config.id, &user_id);
+        match roster::enlist(&self.state, &room, &self.outbox.id, "-").await {
+            Ok(roster) => {
+                self.user = Some(SignedIn {
+                    id: user_id,
+                    roster,
+                });
+                self.push(protocol::signin_success(&signin.user_data));
+            }
+            Err(_) => self.push(protocol::error(None, "Sign-in unavailable: try again")),
+        }
+    }
+
+    /// Subscribes a signed-in connection to its user's own channel.
+    async fn subscribe_user_channel(&mut self, name: String, user_id: &str) {
+        if self.user.as_ref().is_none_or(|user| user.id != user_id) {
+            return self.refuse_subscription(&name, 403, "Sign in as this user first");
+        }
+        let app = self.app.config.id.clone();
+        let reply = protocol::subscription_succeeded(&name, None);
+        let place = Place {
+            app: &app,
+            channel: &name,
+        };
+        let subscribed = self
+            .pusher
+            .registry
+            .subscribe(&self.state, place, &self.socket_id, &self.outbox, reply)
+            .await;
+        if subscribed.is_err() {
+            return self.refuse_subscription(&name, 503, "Unavailable");
+        }
+        self.subscriptions.insert(
+            name,
+            Subscription {
+                kind: Kind::Public,
+                user_id: None,
+                roster: None,
+            },
+        );
+    }
+
     async fn subscribe(&mut self, subscribe: Subscribe) {
         let Subscribe {
             channel: name,
             auth,
             channel_data,
         } = subscribe;
+        if let Some(user_id) = channel::user_of(&name) {
+            let user_id = user_id.to_owned();
+            return self.subscribe_user_channel(name, &user_id).await;
+        }
         if !channel::is_valid(&name) {
             return self.refuse_subscription(&name, 400, "Invalid channel name");
         }
@@ -427,7 +513,7 @@ impl Connection {
             Subscription {
                 kind,
                 user_id: member.map(|(user_id, _)| user_id),
-                roster: enlisted,
+                roster: Some(enlisted),
             },
         );
     }
@@ -441,7 +527,9 @@ impl Connection {
             .registry
             .unsubscribe(&self.state.hub, &app, name, self.outbox.key)
             .await;
-        subscription.roster.leave(&self.state.hub).await;
+        if let Some(roster) = subscription.roster {
+            roster.leave(&self.state.hub).await;
+        }
         let Some(user_id) = subscription.user_id else {
             return;
         };
@@ -518,10 +606,13 @@ fn empty_object() -> Box<RawValue> {
 
 /// The Pusher close code of a close the gateway decided: drains and
 /// rebalances (1012, 1001) reconnect at once, a slow consumer after a
-/// back-off, a dead peer as Pusher's pong timeout.
+/// back-off, a dead peer as Pusher's pong timeout, a connection the backend
+/// closed (`terminate_connections`, or the native API's `disconnect`) as
+/// Sockudo closes terminated connections, 4009.
 fn pusher_close(code: u16) -> u16 {
     match code {
         close::RESTART | close::GOING_AWAY => protocol::code::RECONNECT,
+        close::DISCONNECTED => protocol::code::UNAUTHORIZED,
         close::TRY_AGAIN_LATER => protocol::code::OVER_CAPACITY,
         close::INTERNAL => protocol::code::PONG_NOT_RECEIVED,
         other => other,
@@ -589,10 +680,12 @@ async fn write_loop(
             }
         }
         if (4000..4400).contains(&code) {
-            let message = if code == protocol::code::RECONNECT {
-                "Reconnect: this node is going away"
-            } else {
-                reason
+            let message = match code {
+                protocol::code::RECONNECT => "Reconnect: this node is going away",
+                protocol::code::UNAUTHORIZED if reason == "disconnected by the backend" => {
+                    "You got disconnected by the app."
+                }
+                _ => reason,
             };
             let _ = sink
                 .feed(Message::Text(protocol::error(Some(code), message).into()))
@@ -622,6 +715,7 @@ mod tests {
         assert_eq!(pusher_close(close::GOING_AWAY), 4200);
         assert_eq!(pusher_close(close::TRY_AGAIN_LATER), 4100);
         assert_eq!(pusher_close(close::INTERNAL), 4201);
+        assert_eq!(pusher_close(close::DISCONNECTED), 4009);
         assert_eq!(pusher_close(4001), 4001);
         assert_eq!(pusher_close(close::NORMAL), close::NORMAL);
     }

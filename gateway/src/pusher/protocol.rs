@@ -26,7 +26,8 @@ pub const ACTIVITY_TIMEOUT_SECONDS: u64 = 120;
 pub mod code {
     /// The app key names no app.
     pub const APP_NOT_FOUND: u16 = 4001;
-    /// Refused: the Origin is not allowed.
+    /// Refused: the Origin is not allowed, a sign-in is not valid, or the
+    /// app terminated the user's connections.
     pub const UNAUTHORIZED: u16 = 4009;
     /// The app is over its connection quota (`max_connections`).
     pub const OVER_QUOTA: u16 = 4004;
@@ -76,6 +77,52 @@ impl Subscribe {
             serde_json::from_str(&text).ok()
         })
     }
+}
+
+/// The `data` of `pusher:signin`: the SDK's `authenticateUser` result.
+#[derive(Deserialize)]
+pub struct Signin {
+    pub auth: String,
+    /// The user's data as the JSON text the signature covers; its `id` is
+    /// the user id.
+    pub user_data: String,
+}
+
+impl Signin {
+    /// Reads a sign-in's `data`: an object, or a string holding one.
+    pub fn parse(data: Option<&RawValue>) -> Option<Self> {
+        let data = data?;
+        serde_json::from_str(data.get()).ok().or_else(|| {
+            let text: String = serde_json::from_str(data.get()).ok()?;
+            serde_json::from_str(&text).ok()
+        })
+    }
+}
+
+/// The user id in `user_data`: a non-empty string `id`.
+pub fn user_id_of(user_data: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct UserData {
+        id: String,
+    }
+    let parsed: UserData = serde_json::from_str(user_data).ok()?;
+    (!parsed.id.is_empty()).then_some(parsed.id)
+}
+
+/// `pusher:signin_success`, echoing the user data (as Sockudo does: an
+/// object holding the text).
+pub fn signin_success(user_data: &str) -> String {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        user_data: &'a str,
+    }
+    Outgoing {
+        event: "pusher:signin_success",
+        channel: None,
+        data: &Data { user_data },
+        user_id: None,
+    }
+    .text()
 }
 
 /// A presence member as `channel_data` gives it.

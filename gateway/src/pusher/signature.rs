@@ -50,6 +50,22 @@ pub fn channel_auth_is_valid(
     given_key == key && equal(signature, &expected)
 }
 
+/// Whether `auth` (`key:signature`) signs `user_data` for `socket_id`: what
+/// the server SDKs' `authenticateUser` returns for `pusher:signin`.
+pub fn user_auth_is_valid(
+    key: &str,
+    secret: &[u8],
+    auth: &str,
+    socket_id: &str,
+    user_data: &str,
+) -> bool {
+    let Some((given_key, signature)) = auth.split_once(':') else {
+        return false;
+    };
+    let expected = sign(secret, &format!("{socket_id}::user::{user_data}"));
+    given_key == key && equal(signature, &expected)
+}
+
 /// The MD5 of a request body, as lower-case hex (`body_md5`).
 pub fn body_md5(body: &[u8]) -> String {
     format!("{:x}", md5::compute(body))
@@ -148,6 +164,22 @@ mod tests {
             "1.2",
             "presence-x",
             None
+        ));
+    }
+
+    /// Sign-in signatures cover the socket and the user data as sent.
+    #[test]
+    fn signin_signatures_cover_socket_and_user_data() {
+        let data = r#"{"id":"7"}"#;
+        let auth = format!("key:{}", sign(b"secret", &format!("1.2::user::{data}")));
+        assert!(user_auth_is_valid("key", b"secret", &auth, "1.2", data));
+        assert!(!user_auth_is_valid("key", b"secret", &auth, "1.3", data));
+        assert!(!user_auth_is_valid(
+            "key",
+            b"secret",
+            &auth,
+            "1.2",
+            r#"{"id":"8"}"#
         ));
     }
 
