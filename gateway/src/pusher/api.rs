@@ -496,15 +496,4 @@ async fn terminate_connections(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Socket ids are `\d+\.\d+` and nothing else.
-    #[test]
-    fn socket_ids_have_pushers_form() {
-        assert!(is_socket_id("123.456"));
-        for text in ["", "1", "1.", ".1", "a.1", "1.2.3", "1 .2"] {
-            assert!(!is_socket_id(text), "{text:?}");
-        }
-    }
-}
+mod tests;
