@@ -204,6 +204,81 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::AppState;
+    use crate::pusher::channel;
+
+    fn outbox(state: &AppState) -> Arc<Outbox> {
+        let key = state.hub.next_key();
+        Outbox::new(
+            key,
+            format!("n:{key}").into(),
+            16,
+            tokio_util::sync::CancellationToken::new(),
+            state.metrics.clone(),
+        )
+    }
+
+    fn texts(outbox: &Outbox) -> Vec<String> {
+        outbox
+            .take()
+            .iter()
+            .map(|frame| frame.as_str().to_owned())
+            .collect()
+    }
+
+    /// Through the in-process broker: the reply comes first, an event skips
+    /// the socket its envelope names, the channel is listed in the app's
+    /// directory while it has subscribers, and the last unsubscribe ends both.
+    #[tokio::test]
+    async fn events_skip_the_excluded_socket_and_the_directory_follows_subscribers() {
+        let config = wsgate_config::Config::from_args(wsgate_config::Args::default()).unwrap();
+        let state = AppState::test(config);
+        let registry = Registry::default();
+        let (a, b) = (outbox(&state), outbox(&state));
+        let (id_a, id_b): (Arc<str>, Arc<str>) = ("1.1".into(), "1.2".into());
+        for (outbox, id) in [(&a, &id_a), (&b, &id_b)] {
+            let place = Place {
+                app: "app",
+                channel: "news",
+            };
+            registry
+                .subscribe(&state, place, id, outbox, "ok".into())
+                .await
+                .unwrap();
+        }
+        let room = channel::room("app", "news");
+        state
+            .broker
+            .publish(&room, envelope(Some("1.1"), "{\"event\":\"e\"}"))
+            .await
+            .unwrap();
+        state
+            .broker
+            .publish(&room, envelope(None, "{\"event\":\"f\"}"))
+            .await
+            .unwrap();
+        assert_eq!(texts(&a), ["ok", "{\"event\":\"f\"}"]);
+        assert_eq!(texts(&b), ["ok", "{\"event\":\"e\"}", "{\"event\":\"f\"}"]);
+        let listed = roster::gather(&*state.broker, &roster::directory("app"))
+            .await
+            .unwrap();
+        let names: Vec<&str> = listed.iter().map(|entry| entry.user.as_str()).collect();
+        assert_eq!(names, ["news"]);
+
+        assert!(registry.unsubscribe(&state.hub, "app", "news", a.key).await);
+        assert!(!registry.unsubscribe(&state.hub, "app", "news", a.key).await);
+        assert!(registry.unsubscribe(&state.hub, "app", "news", b.key).await);
+        state
+            .broker
+            .publish(&room, envelope(None, "{\"event\":\"g\"}"))
+            .await
+            .unwrap();
+        assert!(texts(&b).is_empty());
+        let listed = roster::gather(&*state.broker, &roster::directory("app"))
+            .await
+            .unwrap();
+        assert!(listed.is_empty(), "{listed:?}");
+    }
 
     /// An envelope names the socket to skip, possibly none, before the frame.
     #[test]
