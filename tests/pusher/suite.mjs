@@ -334,6 +334,32 @@ test("an app's limits: 4004 over max_connections, subscription_error over max_pr
   equal(refused.status, 403, 'over max_presence_members');
 });
 
+test('events over limits.command_rate are dropped with 4301; the connection stays', async () => {
+  const a = connect(A);
+  await connected(a);
+  const errors = [];
+  a.connection.bind('error', (error) => errors.push(error.data.code));
+  const pongs = [];
+  a.connection.bind('message', (event) => event.event === 'pusher:pong' && pongs.push(event));
+  for (let i = 0; i < 300; i += 1) a.send_event('pusher:ping', {});
+  await within(
+    new Promise((resolve) => {
+      const check = setInterval(() => {
+        if (pongs.length + errors.length === 300) resolve(clearInterval(check));
+      }, 20);
+    }),
+    'every ping answered or refused',
+  );
+  assert(errors.length > 0 && errors.every((code) => code === 4301), JSON.stringify(errors.slice(0, 5)));
+  assert(pongs.length >= 200, `the burst (200) was served: ${pongs.length}`);
+  // The budget refills at limits.command_rate (100/s): a second later it serves again.
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const channel = await subscribed(a, 'after-flood');
+  const got = once(channel, 'e');
+  await serverA.trigger('after-flood', 'e', 1);
+  equal(await got, 1, 'still served');
+});
+
 test('metrics count Pusher connections', async () => {
   const a = connect(A);
   await connected(a);

@@ -54,7 +54,8 @@ fn options(node: &str, nats: &NatsServer, secrets: &TempDir) -> Result<GatewayOp
 /// by socket id, batches in order, channel info and users, a bad signature,
 /// an unknown key, one user on two replicas, encrypted channels relayed, the
 /// limits of an app (4004, 4301, `max_presence_members`), sign-in with
-/// `sendToUser` and `terminate_connections`, Laravel Echo, the metric, and a
+/// `sendToUser` and `terminate_connections`, Laravel Echo, the command
+/// budget, the metric, and a
 /// drain's 4200.
 #[tokio::test]
 async fn pusher_js_and_the_server_sdks_work_against_two_replicas() -> Result<()> {

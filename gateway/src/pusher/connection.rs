@@ -189,6 +189,23 @@ struct Connection {
     user: Option<SignedIn>,
     /// Client events (`max_client_events_per_second`, burst of the same).
     client_events: RateLimit,
+    /// Every event pays its cost from the native command budget
+    /// (`limits.command_rate`, `limits.command_burst`): see [`cost`].
+    commands: RateLimit,
+}
+
+/// What an event from the client costs from the command budget, in the
+/// native protocol's units (docs/security.md): 1 for most, 2 for a signed
+/// subscribe (a signature check), 5 for anything on a presence channel
+/// (every node answers a gathering), 10 for a sign-in.
+fn cost(event: &str, channel: Option<&str>) -> u32 {
+    let channel = channel.unwrap_or_default();
+    match event {
+        "pusher:signin" => 10,
+        "pusher:subscribe" | "pusher:unsubscribe" if Kind::of(channel) == Kind::Presence => 5,
+        "pusher:subscribe" if Kind::of(channel).needs_auth() => 2,
+        _ => 1,
+    }
 }
 
 /// Runs an admitted connection to its end.
@@ -228,6 +245,10 @@ async fn run(socket: WebSocket, state: Arc<AppState>, pusher: Arc<Pusher>, admit
         subscriptions: HashMap::new(),
         user: None,
         client_events: RateLimit::new(f64::from(rate), rate),
+        commands: RateLimit::new(
+            state.config.limits.command_rate,
+            state.config.limits.command_burst,
+        ),
     };
     loop {
         let message = tokio::select! {
@@ -289,16 +310,33 @@ impl Connection {
             self.push(protocol::error(None, "Invalid JSON frame"));
             return;
         };
+        let subscribe = matches!(
+            incoming.event.as_str(),
+            "pusher:subscribe" | "pusher:unsubscribe"
+        )
+        .then(|| Subscribe::parse(incoming.data))
+        .flatten();
+        let channel = match &subscribe {
+            Some(subscribe) => Some(subscribe.channel.as_str()),
+            None => incoming.channel.as_deref(),
+        };
+        if !self.commands.take(cost(&incoming.event, channel)) {
+            self.state.metrics.client_error("rate_limited");
+            return self.push(protocol::error(
+                Some(code::CLIENT_EVENT_REJECTED),
+                "Over limits.command_rate: event dropped",
+            ));
+        }
         match incoming.event.as_str() {
             "pusher:ping" => self.push(protocol::empty("pusher:pong")),
             "pusher:pong" => {}
-            "pusher:subscribe" => match Subscribe::parse(incoming.data) {
+            "pusher:subscribe" => match subscribe {
                 Some(subscribe) => self.subscribe(subscribe).await,
                 None => self.push(protocol::error(None, "pusher:subscribe needs data.channel")),
             },
             "pusher:signin" => self.signin(Signin::parse(incoming.data)).await,
             "pusher:unsubscribe" => {
-                if let Some(subscribe) = Subscribe::parse(incoming.data) {
+                if let Some(subscribe) = subscribe {
                     self.unsubscribe(&subscribe.channel).await;
                 }
             }
@@ -718,6 +756,18 @@ mod tests {
         assert_eq!(pusher_close(close::DISCONNECTED), 4009);
         assert_eq!(pusher_close(4001), 4001);
         assert_eq!(pusher_close(close::NORMAL), close::NORMAL);
+    }
+
+    /// Gathering and signature checks cost more than a ping.
+    #[test]
+    fn events_cost_what_they_make_the_cluster_do() {
+        assert_eq!(cost("pusher:ping", None), 1);
+        assert_eq!(cost("pusher:subscribe", Some("news")), 1);
+        assert_eq!(cost("pusher:subscribe", Some("private-x")), 2);
+        assert_eq!(cost("pusher:subscribe", Some("presence-x")), 5);
+        assert_eq!(cost("pusher:unsubscribe", Some("presence-x")), 5);
+        assert_eq!(cost("pusher:signin", None), 10);
+        assert_eq!(cost("client-x", Some("presence-x")), 1);
     }
 
     /// Native frames never reach a Pusher client.
