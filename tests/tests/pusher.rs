@@ -130,3 +130,50 @@ async fn an_unreadable_secret_file_stops_the_gateway() -> Result<()> {
     ensure!(output.contains("/nonexistent/pusher/1"), "{output}");
     Ok(())
 }
+
+/// The `protocol` query parameter is checked after the upgrade, as pusher-js
+/// needs: missing gets `pusher:error` 4008 and close 4008, an unsupported
+/// version 4007, and 7 the connection.
+#[tokio::test]
+async fn the_protocol_version_is_checked() -> Result<()> {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let nats = NatsServer::start().await?;
+    let secrets = TempDir::new("pusher-secrets")?;
+    let gateway = Gateway::start(options("gw-p", &nats, &secrets)?).await?;
+    for (query, code) in [
+        ("", Some(4008)),
+        ("?protocol=3", Some(4007)),
+        ("?protocol=7", None),
+    ] {
+        let url = format!("ws://{}/app/{APP_KEY}{query}", gateway.public());
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url).await?;
+        let first = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .context("no first frame")?
+            .context("closed before a frame")??;
+        let Message::Text(text) = first else {
+            bail!("{query}: {first:?}");
+        };
+        let frame: serde_json::Value = serde_json::from_str(&text)?;
+        match code {
+            Some(code) => {
+                ensure!(frame["event"] == "pusher:error", "{query}: {frame}");
+                ensure!(frame["data"]["code"] == code, "{query}: {frame}");
+                let close = tokio::time::timeout(Duration::from_secs(5), socket.next())
+                    .await
+                    .context("no close")?
+                    .context("ended without a close frame")??;
+                let Message::Close(Some(close)) = close else {
+                    bail!("{query}: {close:?}");
+                };
+                ensure!(u16::from(close.code) == code, "{query}: {close:?}");
+            }
+            None => {
+                ensure!(frame["event"] == "pusher:connection_established", "{frame}");
+            }
+        }
+    }
+    Ok(())
+}
