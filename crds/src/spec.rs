@@ -198,6 +198,11 @@ pub struct WsClusterSpec {
     /// Autoscaling between `minReplicas` and `maxReplicas`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
+
+    /// The Pusher Channels protocol (docs/pusher.md): clients at `/app/{key}`,
+    /// the server SDKs' HTTP API at `/apps/{id}/`. Absent: not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pusher: Option<PusherSpec>,
 }
 
 /// When the kubelet pulls the gateway image.
@@ -1050,4 +1055,64 @@ fn default_min_replicas() -> i32 {
 }
 fn default_scale_down_stabilization_seconds() -> u64 {
     300
+}
+
+/// `pusher`: the Pusher apps served (`[pusher]` in docs/config.md).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("self.apps.all(a, self.apps.exists_one(b, b.id == a.id))").message("pusher.apps: every id must be distinct"))]
+#[x_kube(validation = Rule::new("self.apps.all(a, self.apps.exists_one(b, b.key == a.key))").message("pusher.apps: every key must be distinct"))]
+#[serde(rename_all = "camelCase")]
+pub struct PusherSpec {
+    /// The apps, each with its own id, key and secret.
+    #[serde(default)]
+    #[schemars(length(max = 100))]
+    pub apps: Vec<PusherAppSpec>,
+}
+
+/// One Pusher app. Its secret stays in the named Secret: the operator mounts
+/// the key into the pods and names the file, and never reads it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PusherAppSpec {
+    /// The app id of the HTTP API's `/apps/{id}/` (letters, digits, `_`, `-`).
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub id: String,
+    /// The key clients connect with at `/app/{key}`.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    pub key: String,
+    /// Name of the Secret holding the app secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Key inside the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_key: String,
+    /// Connections of this app per pod; absent: only `limits.maxConnections`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_connections: Option<u64>,
+    /// Accept `client-` events on private and presence channels.
+    #[serde(default = "default_true")]
+    pub enable_client_messages: bool,
+    /// Client events per second per connection.
+    #[serde(default = "default_max_client_events_per_second")]
+    #[schemars(range(min = 1, max = 4294967295u64))]
+    pub max_client_events_per_second: u64,
+    /// Distinct users per presence channel.
+    #[serde(default = "default_max_presence_members")]
+    #[schemars(range(min = 1))]
+    pub max_presence_members: u64,
+    /// Largest event `data`, in bytes.
+    #[serde(default = "default_max_event_bytes")]
+    #[schemars(range(min = 1))]
+    pub max_event_bytes: u64,
+}
+
+fn default_max_client_events_per_second() -> u64 {
+    10
+}
+fn default_max_presence_members() -> u64 {
+    100
+}
+fn default_max_event_bytes() -> u64 {
+    10_240
 }

@@ -59,6 +59,8 @@ pub struct AppState {
     /// Random per-process part of connection ids, so ids never repeat across restarts of a node.
     boot: String,
     next_conn: AtomicU64,
+    /// The Pusher transport, installed at startup when `[pusher]` is configured.
+    pub pusher: std::sync::OnceLock<Arc<crate::pusher::Pusher>>,
 }
 
 impl AppState {
@@ -87,6 +89,7 @@ impl AppState {
             sessions: TaskTracker::new(),
             boot: format!("{:x}", rand::random::<u32>()),
             next_conn: AtomicU64::new(1),
+            pusher: std::sync::OnceLock::new(),
         })
     }
 
@@ -125,7 +128,8 @@ impl AppState {
 pub fn public(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/ws", get(upgrade))
-        .merge(crate::assets::router(&state));
+        .merge(crate::assets::router(&state))
+        .merge(crate::pusher::public(&state));
     if state.config.echo_endpoint {
         router = router.route("/echo", get(echo));
     }
@@ -139,6 +143,7 @@ pub fn admin(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", crate::api::router(state.clone()))
+        .merge(crate::pusher::admin(&state))
         .with_state(state)
 }
 

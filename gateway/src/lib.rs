@@ -14,6 +14,7 @@
 //! - [`assets`]: the browser client and the demo page. [`origin`]: the Origin allow-list. [`metrics`]: Prometheus metrics.
 //! - [`listener`]: the public listener's accept loop, bounding sockets before their handshake;
 //!   [`peer`]: the client address of an upgrade and the connections per address.
+//! - [`pusher`]: Pusher Channels compatibility, a second transport over the same hub and broker.
 //! - [`shutdown`]: the signal and the drain; `server`: wiring it all from a [`Config`].
 //! - [`rebalance`]: shedding connections above the fleet's mean load after a scale-out.
 //!
@@ -33,6 +34,7 @@ pub mod origin;
 pub mod outbox;
 pub mod peer;
 pub mod protocol;
+pub mod pusher;
 pub mod ratelimit;
 pub mod rebalance;
 mod server;

@@ -363,6 +363,8 @@ pub struct Metrics {
     pub jetstream_publish_seconds: Histogram,
     /// Backend API requests, by endpoint and HTTP status.
     pub api_requests: Family<ApiLabels, Counter>,
+    /// Open Pusher protocol connections (also counted in `connections`).
+    pub pusher_connections: Gauge,
 }
 
 /// Buckets of the NATS round-trip and JetStream publish histograms: 100 µs to
@@ -407,6 +409,7 @@ impl Metrics {
             nats_errors: Family::default(),
             jetstream_publish_seconds: Histogram::new(latency_buckets()),
             api_requests: Family::default(),
+            pusher_connections: Gauge::default(),
             registry: Registry::default(),
             process: Registry::default(),
         };
@@ -421,6 +424,11 @@ impl Metrics {
             "connections",
             "Open WebSocket connections",
             metrics.connections.clone(),
+        );
+        registry.register(
+            "pusher_connections",
+            "Open Pusher protocol connections, also counted in connections",
+            metrics.pusher_connections.clone(),
         );
         registry.register(
             "connections_accepted",

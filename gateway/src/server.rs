@@ -262,6 +262,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let stop = CancellationToken::new();
+    crate::pusher::install(&state).context("pusher")?;
     let mut public_router = app::public(state.clone());
     if admin_listener.is_none() {
         public_router = public_router.merge(app::admin(state.clone()));

@@ -61,6 +61,8 @@ pub struct Config {
     pub rebalance: Rebalance,
     /// Per-namespace room behaviour.
     pub namespaces: Namespaces,
+    /// The Pusher Channels protocol; `None`: not served (no `[pusher]` section).
+    pub pusher: Option<Pusher>,
     /// The file the configuration was read from, if any, for the startup log.
     pub file: Option<PathBuf>,
     /// Things worth a log line that do not stop the gateway, e.g. ignored keys of a newer
@@ -363,6 +365,52 @@ impl Default for History {
             storage: default_of("history.storage"),
             replicas: default_of("history.replicas"),
             memory_max_bytes: default_of("history.memory_max_bytes"),
+        }
+    }
+}
+
+/// `[pusher]`: the Pusher Channels protocol (docs/pusher.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pusher {
+    /// The apps, each with a distinct id and key.
+    pub apps: Vec<PusherApp>,
+}
+
+/// One Pusher app: what admits its clients, signs its channels and bounds its traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PusherApp {
+    /// The id of `/apps/{id}/` in the HTTP API; one NATS subject token, since the app's
+    /// channels get subjects of their own under it.
+    pub id: String,
+    /// The key clients connect with at `/app/{key}` and that signs `auth_key`.
+    pub key: String,
+    /// The app secret, always a file: read by the gateway, never by this crate.
+    pub secret: Secret,
+    /// Connections of this app per gateway; `None`: only `limits.max_connections`.
+    pub max_connections: Option<usize>,
+    /// Accept `client-` events on private and presence channels.
+    pub enable_client_messages: bool,
+    /// Client events per second per connection.
+    pub max_client_events_per_second: u32,
+    /// Distinct users per presence channel, which keeps the member list of
+    /// `subscription_succeeded` within one frame.
+    pub max_presence_members: usize,
+    /// Largest event `data`, bytes.
+    pub max_event_bytes: usize,
+}
+
+impl PusherApp {
+    /// An app with every optional key at its default, for tests and the operator.
+    pub fn new(id: &str, key: &str, secret_file: &Path) -> Self {
+        PusherApp {
+            id: id.to_owned(),
+            key: key.to_owned(),
+            secret: Secret::File(secret_file.to_owned()),
+            max_connections: None,
+            enable_client_messages: default_of("pusher.apps[].enable_client_messages"),
+            max_client_events_per_second: default_of("pusher.apps[].max_client_events_per_second"),
+            max_presence_members: default_of("pusher.apps[].max_presence_members"),
+            max_event_bytes: default_of("pusher.apps[].max_event_bytes"),
         }
     }
 }

@@ -80,6 +80,9 @@ pub struct FileConfig {
     /// configured namespace and the values other namespaces leave out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<BTreeMap<String, NamespaceSection>>,
+    /// Extension: `[pusher]`, the Pusher Channels protocol (docs/pusher.md); absent: not served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pusher: Option<PusherSection>,
 }
 
 impl Default for FileConfig {
@@ -105,6 +108,7 @@ impl Default for FileConfig {
             history: None,
             rebalance: None,
             namespaces: None,
+            pusher: None,
         }
     }
 }
@@ -316,6 +320,45 @@ pub struct NamespaceSection {
     pub client_publish: Option<bool>,
 }
 
+/// `[pusher]`: the Pusher Channels protocol, served when the section is present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PusherSection {
+    /// `[[pusher.apps]]`: the apps whose keys admit Pusher clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apps: Option<Vec<PusherAppSection>>,
+}
+
+/// `[[pusher.apps]]`: one Pusher app. Its secret is named by file, like every secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PusherAppSection {
+    /// The app id the server SDKs put in `/apps/{id}/...`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The public key clients connect with at `/app/{key}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// File holding the app secret that signs channel authorizations and API requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<String>,
+    /// Connections of this app per gateway; unset: only `limits.max_connections`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Accept `client-` events on private and presence channels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_client_messages: Option<bool>,
+    /// Client events per second per connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_client_events_per_second: Option<u32>,
+    /// Members (distinct user ids) per presence channel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_presence_members: Option<usize>,
+    /// Largest event `data`, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_event_bytes: Option<usize>,
+}
+
 /// A parsed file and what the parser let pass with a warning.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedFile {
@@ -446,6 +489,17 @@ impl Check<'_> {
                         ));
                     }
                 }
+            } else if let Some(items) = self.array_of_tables(table, &name, path)? {
+                // `[[pusher.apps]]`: each element is checked as the table `apps[]`, and named
+                // by its position (`apps[0]`) in messages.
+                path.pop();
+                for (index, item) in items.into_iter().enumerate() {
+                    path.push(format!("{name}[{index}]"));
+                    let checked = self.table(item, path);
+                    path.pop();
+                    checked?;
+                }
+                path.push(name.clone());
             } else if self.version <= CONFIG_VERSION {
                 return Err(ConfigError::UnknownKey {
                     line: self.lines.get(&dotted).copied(),
@@ -478,22 +532,77 @@ fn key_lines(text: &str) -> BTreeMap<String, usize> {
     lines
 }
 
-/// Adds the line of each key of `table` (at `path`) and of every table inside it.
-fn collect_lines<'a>(
+/// Adds the line of each key of `table` (at `path`) and of every table inside it, the
+/// tables of an array of tables included (as `pusher.apps[0].id`).
+fn collect_lines(
     text: &str,
-    table: &'a toml::de::DeTable<'a>,
-    path: &mut Vec<&'a str>,
+    table: &toml::de::DeTable<'_>,
+    path: &mut Vec<String>,
     lines: &mut BTreeMap<String, usize>,
 ) {
     for (name, value) in table.iter() {
-        path.push(name.get_ref().as_ref());
+        path.push(name.get_ref().to_string());
         let offset = name.span().start;
         let line = text.get(..offset).unwrap_or(text).matches('\n').count() + 1;
-        lines.entry(key::dotted(path)).or_insert(line);
-        if let toml::de::DeValue::Table(inner) = value.get_ref() {
-            collect_lines(text, inner, path, lines);
+        let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+        lines.entry(key::dotted(&segments)).or_insert(line);
+        match value.get_ref() {
+            toml::de::DeValue::Table(inner) => collect_lines(text, inner, path, lines),
+            toml::de::DeValue::Array(items) => {
+                let base = path.pop().unwrap_or_default();
+                for (index, item) in items.iter().enumerate() {
+                    if let toml::de::DeValue::Table(inner) = item.get_ref() {
+                        path.push(format!("{base}[{index}]"));
+                        collect_lines(text, inner, path, lines);
+                        path.pop();
+                    }
+                }
+                path.push(base);
+            }
+            _ => {}
         }
         path.pop();
+    }
+}
+
+impl Check<'_> {
+    /// The elements of `table[name]` when the key table lists it as an array of tables
+    /// (`pusher.apps[]`); an error when it is listed as one but is something else.
+    fn array_of_tables<'t>(
+        &self,
+        table: &'t mut toml::Table,
+        name: &str,
+        path: &[String],
+    ) -> Result<Option<Vec<&'t mut toml::Table>>> {
+        let mut segments: Vec<String> = path.to_vec();
+        if let Some(last) = segments.last_mut() {
+            *last = format!("{name}{}", key::ARRAY_SEGMENT);
+        }
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        if !key::is_table(&segments) {
+            return Ok(None);
+        }
+        let not_tables = || {
+            ConfigError::invalid(
+                key::dotted(&segments),
+                Origin::File {
+                    file: self.file.to_owned(),
+                    line: self.lines.get(&key::dotted(&segments)).copied(),
+                },
+                "must be an array of tables ([[...]])",
+            )
+        };
+        match table.get_mut(name) {
+            Some(toml::Value::Array(items)) => items
+                .iter_mut()
+                .map(|item| match item {
+                    toml::Value::Table(inner) => Ok(inner),
+                    _ => Err(not_tables()),
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            _ => Err(not_tables()),
+        }
     }
 }
 

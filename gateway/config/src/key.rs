@@ -224,6 +224,10 @@ impl Key {
 /// The segment of [`Key::key`] that stands for any namespace name.
 pub const NAMESPACE_SEGMENT: &str = "<ns>";
 
+/// The suffix of a segment that stands for every element of an array of tables: the keys of
+/// `[[pusher.apps]]` are written `pusher.apps[].id`.
+pub const ARRAY_SEGMENT: &str = "[]";
+
 /// Finds the key with the given dotted path, where a namespace name matches `<ns>`.
 ///
 /// The path is split at every `.`, so a namespace whose name holds a dot is not found; the
@@ -233,14 +237,31 @@ pub fn find(dotted: &str) -> Option<&'static Key> {
     find_path(&path)
 }
 
-/// Finds the key at a path of TOML table names, where a namespace name matches `<ns>`.
+/// Finds the key at a path of TOML table names, where a namespace name matches `<ns>` and
+/// one element of an array of tables (`apps[0]`) matches the table's key (`apps[]`).
 pub(crate) fn find_path(path: &[&str]) -> Option<&'static Key> {
+    let path: Vec<String> = path.iter().map(|segment| generic(segment)).collect();
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    let path = path.as_slice();
     KEYS.iter()
         .find(|key| matches(key.key.split('.'), path) && key.key.split('.').count() == path.len())
 }
 
+/// `apps[0]` as the key table writes it (`apps[]`); any other segment as it is.
+fn generic(segment: &str) -> String {
+    match segment.strip_suffix(']').and_then(|s| s.rsplit_once('[')) {
+        Some((name, index)) if index.chars().all(|c| c.is_ascii_digit()) => {
+            format!("{name}{ARRAY_SEGMENT}")
+        }
+        _ => segment.to_owned(),
+    }
+}
+
 /// Whether some key lies inside the table at `path` (e.g. `nats`, `namespaces.chat`).
 pub(crate) fn is_table(path: &[&str]) -> bool {
+    let path: Vec<String> = path.iter().map(|segment| generic(segment)).collect();
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    let path = path.as_slice();
     KEYS.iter()
         .any(|key| key.key.split('.').count() > path.len() && matches(key.key.split('.'), path))
 }
@@ -259,8 +280,13 @@ pub(crate) fn dotted(path: &[&str]) -> String {
     let quoted: Vec<String> = path
         .iter()
         .map(|segment| {
-            let bare = !segment.is_empty()
-                && segment
+            // `apps[]` (the key table's) and `apps[0]` (one element's) are bare names.
+            let name = match segment.strip_suffix(']').and_then(|s| s.rsplit_once('[')) {
+                Some((name, index)) if index.chars().all(|c| c.is_ascii_digit()) => name,
+                _ => segment,
+            };
+            let bare = !name.is_empty()
+                && name
                     .chars()
                     .all(|char| char.is_ascii_alphanumeric() || char == '_' || char == '-');
             if bare {

@@ -61,12 +61,16 @@ pub use config::{
     AuthConfig, Config, Drain, History, Limits, LogFormat, MAX_MESSAGE_BYTES,
     MAX_REBALANCE_TOLERANCE, MAX_REPLICAS, MIN_MESSAGE_BYTES, NatsConfig, Rebalance, Storage,
 };
+pub use config::{Pusher, PusherApp};
 pub use error::{ConfigError, Origin};
 pub use file::{
     AuthSection, DrainSection, FileConfig, HistorySection, LimitsSection, NamespaceSection,
     NatsSection, ParsedFile, RebalanceSection,
 };
-pub use key::{KEYS, Key, Kind, NAMESPACE_SEGMENT, find as find_key, markdown_table};
+pub use file::{PusherAppSection, PusherSection};
+pub use key::{
+    ARRAY_SEGMENT, KEYS, Key, Kind, NAMESPACE_SEGMENT, find as find_key, markdown_table,
+};
 pub use namespace::{DEFAULT_NAMESPACE, DEMO_NAMESPACE, Namespace, Namespaces, demo_section};
 pub use secret::Secret;
 

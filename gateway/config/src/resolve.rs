@@ -14,6 +14,7 @@ use crate::key::default_of;
 use crate::namespace::{DEMO_NAMESPACE, demo_section};
 use crate::{Args, Result, key, validate};
 
+mod pusher;
 mod section;
 
 use section::{
@@ -247,6 +248,7 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
         history: file_history,
         rebalance: file_rebalance,
         namespaces: file_namespaces,
+        pusher: file_pusher,
     } = file;
     let layers = Layers {
         from_env,
@@ -371,6 +373,9 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
             .or_insert_with(demo_section);
     }
     let namespaces = resolve_namespaces(&layers, namespace_sections)?;
+    let pusher = file_pusher
+        .map(|section| pusher::resolve_pusher(&layers, section))
+        .transpose()?;
 
     if !allow_anonymous && !auth.verifies_tokens() {
         warnings.push(
@@ -414,6 +419,7 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
         history,
         rebalance,
         namespaces,
+        pusher,
         file: path,
         warnings,
     })

@@ -162,6 +162,18 @@ fn full_file() -> FileConfig {
             ]
             .into(),
         ),
+        pusher: Some(PusherSection {
+            apps: Some(vec![PusherAppSection {
+                id: Some("1001".into()),
+                key: Some("app-key".into()),
+                secret_file: Some("/p/1001".into()),
+                max_connections: Some(50),
+                enable_client_messages: Some(false),
+                max_client_events_per_second: Some(5),
+                max_presence_members: Some(20),
+                max_event_bytes: Some(2048),
+            }]),
+        }),
     }
 }
 
@@ -177,6 +189,16 @@ fn leaf_keys(table: &toml::Table, prefix: &[String], keys: &mut BTreeSet<String>
         path.push(segment);
         match value {
             toml::Value::Table(inner) => leaf_keys(inner, &path, keys),
+            // An array of tables (`[[pusher.apps]]`): its elements' keys, as `apps[]`.
+            toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
+                path.pop();
+                path.push(format!("{name}{ARRAY_SEGMENT}"));
+                for item in items {
+                    if let toml::Value::Table(inner) = item {
+                        leaf_keys(inner, &path, keys);
+                    }
+                }
+            }
             _ => {
                 keys.insert(path.join("."));
             }
@@ -304,6 +326,10 @@ fn keys_table_defaults_are_the_code_defaults() -> Result<()> {
     let defaults = load(args(), "version = 1")?;
     for key in KEYS {
         if matches!(key.default, "unset" | "host name") || key.key == "version" {
+            continue;
+        }
+        if key.key.contains(ARRAY_SEGMENT) {
+            // An app needs its id, key and secret_file: `pusher_apps_take_the_documented_defaults`.
             continue;
         }
         let value = match key.default.parse::<toml::Value>() {
@@ -1381,6 +1407,8 @@ fn every_value_of_a_keys_kind_fits_its_field() -> Result<()> {
         let (table, name) = dotted.rsplit_once('.').unwrap_or(("", &dotted));
         let header = if table.is_empty() {
             String::new()
+        } else if let Some(array) = table.strip_suffix(ARRAY_SEGMENT) {
+            format!("[[{array}]]\n")
         } else {
             format!("[{table}]\n")
         };
@@ -1682,5 +1710,142 @@ fn write_docs_table() {
     };
     if let Err(error) = std::fs::write(&path, updated) {
         panic!("write {}: {error}", path.display());
+    }
+}
+
+// ---------------------------------------------------------------- pusher
+
+/// An app given only its id, key and secret file takes every documented default, and no
+/// `[pusher]` section means no Pusher at all.
+#[test]
+fn pusher_apps_take_the_documented_defaults() -> Result<()> {
+    assert_eq!(load(args(), "version = 1")?.pusher, None);
+    let text = "version = 1\n[[pusher.apps]]\nid = \"1001\"\nkey = \"app-key\"\nsecret_file = \"/run/secrets/pusher/1001\"\n";
+    let config = load(args(), text)?;
+    let Some(pusher) = config.pusher else {
+        panic!("[pusher] was given")
+    };
+    assert_eq!(
+        pusher.apps,
+        vec![PusherApp {
+            id: "1001".into(),
+            key: "app-key".into(),
+            secret: Secret::File("/run/secrets/pusher/1001".into()),
+            max_connections: None,
+            enable_client_messages: true,
+            max_client_events_per_second: 10,
+            max_presence_members: 100,
+            max_event_bytes: 10_240,
+        }]
+    );
+    assert_eq!(
+        load(args(), "version = 1\n[pusher]\n")?.pusher,
+        Some(Pusher::default())
+    );
+    Ok(())
+}
+
+/// Every key of an app is read from `[[pusher.apps]]`, for each app.
+#[test]
+fn pusher_apps_read_every_key() -> Result<()> {
+    let config = load(args(), &full_file().to_toml())?;
+    let app = config
+        .pusher
+        .and_then(|pusher| pusher.apps.into_iter().next());
+    assert_eq!(
+        app,
+        Some(PusherApp {
+            id: "1001".into(),
+            key: "app-key".into(),
+            secret: Secret::File("/p/1001".into()),
+            max_connections: Some(50),
+            enable_client_messages: false,
+            max_client_events_per_second: 5,
+            max_presence_members: 20,
+            max_event_bytes: 2048,
+        })
+    );
+    Ok(())
+}
+
+/// A broken app is refused with the app's index and key: missing or invalid ids, keys and
+/// secret files, duplicates, zero limits, unknown keys and apps that are not tables.
+#[test]
+fn invalid_pusher_apps_name_the_app_and_key() {
+    let app = |extra: &str| {
+        format!(
+            "version = 1\n[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret_file = \"/s\"\n{extra}"
+        )
+    };
+    let cases = [
+        (
+            "version = 1\n[[pusher.apps]]\nkey = \"k\"\nsecret_file = \"/s\"\n".to_owned(),
+            "pusher.apps[0].id",
+        ),
+        (
+            "version = 1\n[[pusher.apps]]\nid = \"1\"\nsecret_file = \"/s\"\n".to_owned(),
+            "pusher.apps[0].key",
+        ),
+        (
+            "version = 1\n[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\n".to_owned(),
+            "pusher.apps[0].secret_file",
+        ),
+        (
+            "version = 1\n[[pusher.apps]]\nid = \"a.b\"\nkey = \"k\"\nsecret_file = \"/s\"\n"
+                .to_owned(),
+            "pusher.apps[0].id",
+        ),
+        (
+            "version = 1\n[[pusher.apps]]\nid = \"1\"\nkey = \"a/b\"\nsecret_file = \"/s\"\n"
+                .to_owned(),
+            "pusher.apps[0].key",
+        ),
+        (
+            "version = 1\n[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret_file = \"\"\n"
+                .to_owned(),
+            "pusher.apps[0].secret_file",
+        ),
+        (
+            app("[[pusher.apps]]\nid = \"1\"\nkey = \"k2\"\nsecret_file = \"/s\"\n"),
+            "pusher.apps[1].id",
+        ),
+        (
+            app("[[pusher.apps]]\nid = \"2\"\nkey = \"k\"\nsecret_file = \"/s\"\n"),
+            "pusher.apps[1].key",
+        ),
+        (
+            app("max_presence_members = 0\n"),
+            "pusher.apps[0].max_presence_members in /etc/wsgate/wsgate.toml, line 6:",
+        ),
+        (
+            app("max_event_bytes = 0\n"),
+            "pusher.apps[0].max_event_bytes",
+        ),
+        (
+            app("max_connections = 0\n"),
+            "pusher.apps[0].max_connections",
+        ),
+        (
+            app("max_client_events_per_second = 0\n"),
+            "pusher.apps[0].max_client_events_per_second",
+        ),
+        (app("secret = \"inline\"\n"), "pusher.apps[0].secret in"),
+        (
+            app("enable_client_messages = \"yes\"\n"),
+            "pusher.apps[0].enable_client_messages in",
+        ),
+        (
+            "version = 1\n[pusher]\napps = 3\n".to_owned(),
+            "pusher.apps[]",
+        ),
+        (
+            "version = 1\n[pusher]\napps = [1]\n".to_owned(),
+            "pusher.apps[]",
+        ),
+    ];
+    for (text, key) in cases {
+        let error = error_of(&text);
+        assert!(error.contains(key), "{text}: {error}");
+        assert!(!error.contains('\n'), "{error}");
     }
 }

@@ -20,6 +20,21 @@ pub(crate) fn subject_token(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest Pusher app key.
+pub(crate) const MAX_PUSHER_KEY_LEN: usize = 128;
+
+/// A Pusher app key: one path segment of `/app/{key}` and a query value of the HTTP API, so 1 to
+/// 128 of `[A-Za-z0-9_.-]` (hosted Pusher keys are hex; Soketi's and Sockudo's examples use `-`).
+pub(crate) fn pusher_key(key: &str) -> Result<(), String> {
+    let allowed = |char: char| is_token_char(char) || char == '.';
+    if key.is_empty() || key.len() > MAX_PUSHER_KEY_LEN || !key.chars().all(allowed) {
+        return Err(format!(
+            "{key:?} must be 1 to {MAX_PUSHER_KEY_LEN} letters, digits, '_', '-' or '.'"
+        ));
+    }
+    Ok(())
+}
+
 /// A namespace name: the part of a room name before the first `:`, restricted to `[A-Za-z0-9_-]`.
 pub(crate) fn namespace_name(name: &str) -> Result<(), String> {
     if name.is_empty() || !name.chars().all(is_token_char) {

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use wsgate_config::{
     AuthSection, CONFIG_VERSION, DrainSection, FileConfig, HistorySection, LimitsSection,
-    LogFormat, NamespaceSection, NatsSection, RebalanceSection, Storage,
+    LogFormat, NamespaceSection, NatsSection, PusherAppSection, PusherSection, RebalanceSection,
+    Storage,
 };
 use wsgate_crds::{HistoryStorage, WsCluster};
 
@@ -48,6 +49,12 @@ pub(crate) mod path {
     pub const NATS_CERT: &str = "nats/tls.crt";
     /// `nats.tls.clientCertSecretName`: key.
     pub const NATS_KEY: &str = "nats/tls.key";
+
+    /// `pusher.apps[].secretName`/`secretKey` of the app `id` (ids are distinct
+    /// subject tokens, so each app gets a file of its own).
+    pub fn pusher_secret(id: &str) -> String {
+        format!("pusher/{id}")
+    }
 }
 
 fn secret_file(relative: &str) -> String {
@@ -195,6 +202,24 @@ pub fn gateway_config(wsc: &WsCluster) -> Result<String> {
                 })
                 .collect()
         }),
+        pusher: spec.pusher.as_ref().map(|pusher| PusherSection {
+            apps: Some(
+                pusher
+                    .apps
+                    .iter()
+                    .map(|app| PusherAppSection {
+                        id: Some(app.id.clone()),
+                        key: Some(app.key.clone()),
+                        secret_file: Some(secret_file(&path::pusher_secret(&app.id))),
+                        max_connections: app.max_connections.map(size),
+                        enable_client_messages: Some(app.enable_client_messages),
+                        max_client_events_per_second: Some(small(app.max_client_events_per_second)),
+                        max_presence_members: Some(size(app.max_presence_members)),
+                        max_event_bytes: Some(size(app.max_event_bytes)),
+                    })
+                    .collect(),
+            ),
+        }),
         ..FileConfig::default()
     };
     Ok(format!(
@@ -265,6 +290,10 @@ mod tests {
             (
                 "namespaces.<ns>",
                 &spec["namespaces"]["additionalProperties"]["properties"],
+            ),
+            (
+                "pusher.apps[]",
+                &spec["pusher"]["properties"]["apps"]["items"]["properties"],
             ),
         ];
         let mut compared = 0;
@@ -417,6 +446,53 @@ mod tests {
             config.history.memory_max_bytes,
             wsgate_config::History::default().memory_max_bytes,
             "JetStream keeps fleet history: the memory budget is not rendered"
+        );
+    }
+
+    /// Each Pusher app of the spec reaches the gateway with its limits and a
+    /// secret file named after its id, under the Secrets directory; the
+    /// gateway's own parser reads the rendered file. No `pusher`: no section.
+    #[test]
+    fn pusher_apps_are_rendered_with_their_secret_files() {
+        let mut wsc = crate::fixtures::wsc("chat");
+        let path = std::path::Path::new("wsgate.toml");
+        let rendered = super::gateway_config(&wsc).unwrap_or_default();
+        assert!(!rendered.contains("pusher"), "{rendered}");
+        wsc.spec.pusher = Some(wsgate_crds::PusherSpec {
+            apps: vec![wsgate_crds::PusherAppSpec {
+                id: "1001".into(),
+                key: "app-key".into(),
+                secret_name: "pusher-secrets".into(),
+                secret_key: "app-1001".into(),
+                max_connections: Some(500),
+                enable_client_messages: false,
+                max_client_events_per_second: 3,
+                max_presence_members: 40,
+                max_event_bytes: 4096,
+            }],
+        });
+        let rendered = super::gateway_config(&wsc).unwrap_or_default();
+        assert!(
+            !rendered.contains("app-1001"),
+            "the Secret's key is not a file name: {rendered}"
+        );
+        let config = wsgate_config::Config::from_toml(&rendered, path)
+            .unwrap_or_else(|error| panic!("{error}\n{rendered}"));
+        let apps = config.pusher.map(|pusher| pusher.apps).unwrap_or_default();
+        assert_eq!(
+            apps,
+            vec![wsgate_config::PusherApp {
+                max_connections: Some(500),
+                enable_client_messages: false,
+                max_client_events_per_second: 3,
+                max_presence_members: 40,
+                max_event_bytes: 4096,
+                ..wsgate_config::PusherApp::new(
+                    "1001",
+                    "app-key",
+                    std::path::Path::new("/etc/wsgate/secrets/pusher/1001"),
+                )
+            }]
         );
     }
 }

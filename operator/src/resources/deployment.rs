@@ -323,6 +323,12 @@ fn secret_projections(wsc: &WsCluster, name: &str) -> Vec<VolumeProjection> {
             .as_ref()
             .map(|r| key_ref(r, path::USER_API_KEYS)),
     );
+    if let Some(pusher) = &spec.pusher {
+        for app in &pusher.apps {
+            let path = path::pusher_secret(&app.id);
+            sources.push(one(&app.secret_name, vec![(&app.secret_key, &path)]));
+        }
+    }
     if let Some(nats) = &spec.nats {
         sources.extend(
             nats.credentials_secret

@@ -751,3 +751,67 @@ fn user_api_keys_are_mounted_as_a_second_key_file_never_copied() {
     let text = &without.config_map.data.as_ref().unwrap()[CONFIG_KEY];
     assert!(!text.contains("api_keys_files"), "{text}");
 }
+
+/// Each Pusher app's Secret key is projected into the pods at the file the
+/// rendered config names (`pusher/<id>` under the Secrets directory), so the
+/// operator never reads the app secret; without `pusher` nothing is mounted.
+#[test]
+fn pusher_app_secrets_are_mounted_at_the_files_the_config_names() {
+    let mut wsc = fixtures::wsc("chat");
+    let projected = |children: &Children| {
+        pod_spec(children)
+            .volumes
+            .as_ref()
+            .and_then(|volumes| volumes.iter().find(|v| v.name == "secrets"))
+            .and_then(|v| v.projected.as_ref())
+            .and_then(|p| p.sources.clone())
+            .unwrap_or_default()
+    };
+    let without = projected(&build(&wsc));
+    wsc.spec.pusher = Some(wsgate_crds::PusherSpec {
+        apps: ["1001", "1002"]
+            .iter()
+            .map(|id| wsgate_crds::PusherAppSpec {
+                id: (*id).into(),
+                key: format!("key-{id}"),
+                secret_name: "pusher".into(),
+                secret_key: format!("secret-{id}"),
+                max_connections: None,
+                enable_client_messages: true,
+                max_client_events_per_second: 10,
+                max_presence_members: 100,
+                max_event_bytes: 10_240,
+            })
+            .collect(),
+    });
+    let children = build(&wsc);
+    let with = projected(&children);
+    assert_eq!(with.len(), without.len() + 2);
+    let items: Vec<(String, String)> = with
+        .iter()
+        .filter_map(|source| source.secret.as_ref())
+        .filter(|secret| secret.name == "pusher")
+        .flat_map(|secret| secret.items.clone().unwrap_or_default())
+        .map(|item| (item.key, item.path))
+        .collect();
+    assert_eq!(
+        items,
+        [
+            ("secret-1001".to_owned(), "pusher/1001".to_owned()),
+            ("secret-1002".to_owned(), "pusher/1002".to_owned())
+        ]
+    );
+    let text = &children.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+    let config = wsgate_config::Config::from_toml(text, std::path::Path::new(CONFIG_FILE)).unwrap();
+    let files: Vec<wsgate_config::Secret> = config
+        .pusher
+        .map(|pusher| pusher.apps.into_iter().map(|app| app.secret).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        files,
+        [
+            wsgate_config::Secret::File("/etc/wsgate/secrets/pusher/1001".into()),
+            wsgate_config::Secret::File("/etc/wsgate/secrets/pusher/1002".into())
+        ]
+    );
+}

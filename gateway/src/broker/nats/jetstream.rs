@@ -124,7 +124,8 @@ impl Streams {
     }
 
     pub(super) fn keeps_history(&self, room: &str) -> bool {
-        self.namespaces.for_room(room).history_size > 0
+        // Pusher channels keep none: their rooms are in no namespace.
+        !super::subject::is_pusher(room) && self.namespaces.for_room(room).history_size > 0
     }
 
     fn config(&self, namespace: &str, settings: &Namespace) -> StreamConfig {

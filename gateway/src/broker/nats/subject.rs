@@ -73,6 +73,11 @@ pub fn is_token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// Whether a room key is one of the Pusher transport's (`pusher.<app>.…`).
+pub fn is_pusher(room: &str) -> bool {
+    room.starts_with("pusher.")
+}
+
 /// The node a connection id belongs to: ids are `<node>:<rest>`.
 pub fn node_of_conn(conn: &str) -> Option<&str> {
     let (node, _) = conn.split_once(':')?;
@@ -87,8 +92,14 @@ impl Subjects {
         }
     }
 
+    /// A room's subject. Pusher channels' rooms (`pusher.<app>.…`, never a
+    /// native room name, which holds no `.`) get a subject space of their own.
     pub fn room(&self, room: &str) -> String {
-        format!("{}.room.{room}", self.prefix)
+        if is_pusher(room) {
+            format!("{}.{room}", self.prefix)
+        } else {
+            format!("{}.room.{room}", self.prefix)
+        }
     }
 
     pub fn user(&self, user: &str, verb: Verb) -> String {
@@ -182,6 +193,17 @@ mod tests {
         );
         assert_eq!(n2.control(&subject), None);
         assert_eq!(n1.control(&n1.barrier()), Some(Control::Barrier));
+    }
+
+    /// Pusher rooms live beside, not under, the native rooms' subjects.
+    #[test]
+    fn pusher_rooms_have_their_own_subject_space() {
+        let subjects = Subjects::new("c", "n1");
+        assert_eq!(subjects.room("chat:a"), "wsgate.c.room.chat:a");
+        assert_eq!(
+            subjects.room("pusher.1001.c.x_2Ey"),
+            "wsgate.c.pusher.1001.c.x_2Ey"
+        );
     }
 
     #[test]
