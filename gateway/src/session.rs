@@ -21,7 +21,7 @@
 //! piece.
 
 use std::collections::HashSet;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,6 +31,7 @@ use futures::future::{self, Either};
 use futures::stream::SplitStream;
 use futures::{Sink, Stream, StreamExt as _};
 use serde_json::value::RawValue;
+use tokio::time::Sleep;
 use tracing::debug;
 
 use crate::app::AppState;
@@ -85,8 +86,11 @@ struct Session {
     /// second, tighter one for `publish`.
     rate: RateLimit,
     errors: ErrorBudget,
-    /// When the connection must authenticate or re-authenticate by.
-    deadline: Option<tokio::time::Instant>,
+    /// When the connection must authenticate or re-authenticate by: one
+    /// timer, reset only when the deadline changes, and boxed so that a
+    /// connection without a deadline (anonymous, or a token without `exp`)
+    /// reserves no room for it.
+    deadline: Option<Pin<Box<Sleep>>>,
     /// Replies still on their way (a `send`'s count, a stored `publish`'s
     /// acknowledgement): the reader goes on with the next command meanwhile.
     replies: InFlight,
@@ -173,12 +177,11 @@ async fn read_loop<S>(
     S: Stream<Item = Result<Message, axum::Error>>,
 {
     loop {
-        let deadline = session.deadline;
         let in_flight = session.replies.len();
         let message = tokio::select! {
             biased;
             () = session.outbox.closed() => break,
-            () = sleep_until(deadline) => {
+            () = expired(&mut session.deadline) => {
                 session.outbox.close(close::AUTH_FAILED, if session.identity.is_some() { "token expired" } else { "authentication timed out" });
                 break;
             }
@@ -210,9 +213,10 @@ async fn read_loop<S>(
     Box::pin(session.end()).await;
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+/// Completes when `deadline` passes; pending without one.
+async fn expired(deadline: &mut Option<Pin<Box<Sleep>>>) {
     match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        Some(deadline) => deadline.as_mut().await,
         None => std::future::pending().await,
     }
 }
@@ -267,8 +271,8 @@ impl Session {
                 self.become_identity(identity, None);
             }
             None => {
-                self.deadline =
-                    Some(tokio::time::Instant::now() + self.state.config.auth.auth_timeout);
+                let deadline = tokio::time::Instant::now() + self.state.config.auth.auth_timeout;
+                self.set_deadline(Some(deadline));
             }
         }
     }
@@ -301,7 +305,7 @@ impl Session {
     /// Takes `identity` as the connection's and sends the welcome frame.
     fn become_identity(&mut self, identity: Identity, id: Option<&Id>) {
         self.outbox.set_user(&identity.user);
-        self.deadline = self.expiry(&identity);
+        self.set_deadline(self.expiry(&identity));
         let config = &self.state.config;
         let welcome = frame::Event::Welcome {
             id,
@@ -313,6 +317,12 @@ impl Session {
         .text();
         self.identity = Some(identity);
         self.push(welcome);
+    }
+
+    /// Sets (or, with `None`, removes) the deadline the connection closes at
+    /// with 4001.
+    fn set_deadline(&mut self, deadline: Option<tokio::time::Instant>) {
+        self.deadline = deadline.map(|deadline| Box::pin(tokio::time::sleep_until(deadline)));
     }
 
     /// When a connection holding `identity` must close with 4001: its `exp` plus
@@ -557,7 +567,7 @@ impl Session {
             ));
         }
         let exp = identity.expires_at;
-        self.deadline = self.expiry(&identity);
+        self.set_deadline(self.expiry(&identity));
         self.identity = Some(identity);
         self.drop_forbidden_rooms().await;
         Ok(Body::Refreshed(exp))
