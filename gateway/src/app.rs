@@ -305,13 +305,13 @@ async fn upgrade(
     // 6. Upgrade.
     let limits = &state.config.limits;
     let max_message = limits.max_message_bytes;
-    let tracker = state.sessions.token();
     let start = session::Start {
         conn_id,
         identity,
         slot,
         permit,
         address: address_slot,
+        tracked: state.sessions.token(),
     };
     ws.protocols(["wsgate.v1"])
         .read_buffer_size(READ_BUFFER)
@@ -329,10 +329,7 @@ async fn upgrade(
             // here: that task's future (the upgrade, axum's wrapper, this
             // closure) would otherwise stay allocated around the session for
             // the connection's whole life.
-            state
-                .sessions
-                .spawn(session::run(socket, state.clone(), start));
-            drop(tracker);
+            tokio::spawn(session::run(socket, state, start));
             std::future::ready(())
         })
 }

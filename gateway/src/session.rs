@@ -32,6 +32,7 @@ use futures::stream::SplitStream;
 use futures::{Sink, Stream, StreamExt as _};
 use serde_json::value::RawValue;
 use tokio::time::Sleep;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::debug;
 
 use crate::app::AppState;
@@ -65,6 +66,8 @@ pub struct Start {
     /// Held for the connection's life; releases its place under
     /// `limits.max_connections_per_ip`.
     pub address: AddressSlot,
+    /// Held until the connection is counted as ended: the drain waits for it.
+    pub tracked: TaskTrackerToken,
 }
 
 /// What the reader loop should do after a frame.
@@ -120,6 +123,7 @@ where
         slot,
         permit,
         address,
+        tracked,
     } = start;
     let limits = &state.config.limits;
     let outbox = Outbox::new(
@@ -150,19 +154,33 @@ where
         let last_heard = AtomicU64::new(0);
         let reader = pin!(read_loop(&mut session, &mut stream, origin, &last_heard));
         let writer = pin!(write_loop(&mut sink, &outbox, &state, origin, &last_heard));
-        match future::select(reader, writer).await {
+        let lingering = match future::select(reader, writer).await {
             // The rooms are left: the writer sends what is still queued and the
             // close frame.
-            Either::Left(((), writer)) => {
-                let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+            Either::Left(((), mut writer)) => {
+                match tokio::time::timeout(Duration::from_secs(5), &mut writer).await {
+                    Ok(()) => None,
+                    Err(_) => Some(writer),
+                }
             }
             // The socket failed or the writer closed: the reader sees the
             // close and leaves the rooms.
-            Either::Right(((), reader)) => reader.await,
-        }
+            Either::Right(((), reader)) => {
+                reader.await;
+                None
+            }
+        };
         state.metrics.connections.dec();
         drop(permit);
         drop(address);
+        drop(tracked);
+        // A client that stopped reading has 5 seconds to take the close frame
+        // before the connection is counted as ended (and the drain stops
+        // waiting for it); the writer still gets the close frame out if the
+        // client reads later, until the socket fails.
+        if let Some(writer) = lingering {
+            writer.await;
+        }
     }
 }
 

@@ -138,6 +138,7 @@ fn connect(state: &Arc<AppState>, token: Option<&str>) -> Client {
         slot,
         permit,
         address,
+        tracked: state.sessions.token(),
     };
     tokio::spawn(run(FakeSocket { incoming, outgoing }, state.clone(), start));
     Client {
@@ -536,6 +537,7 @@ async fn the_connection_future_stays_within_2_kib() {
         slot: None,
         permit,
         address,
+        tracked: state.sessions.token(),
     };
     let future = run(FakeSocket { incoming, outgoing }, state.clone(), start);
     let size = std::mem::size_of_val(&future);
