@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::hub::Hub;
+use crate::listener;
 use crate::metrics::{Metrics, Refusal};
 use crate::origin::AllowedOrigins;
 use crate::peer::{self, ConnectionsPerAddress};
@@ -27,16 +28,12 @@ use wsgate_config::Config;
 /// Largest message and frame on the `/echo` endpoint (docs/config.md: testing only).
 const ECHO_LIMIT: usize = 16 * 1024 * 1024;
 
-/// Initial read buffer of a connection. Idle connections dominate a gateway's
-/// memory, and most client frames are small; a larger frame grows the buffer.
-const READ_BUFFER: usize = 1024;
-
-/// Bytes of frames gathered before they are written: the writer feeds a whole
-/// batch of queued frames and flushes once, so a batch leaves in one `send`
-/// instead of one per frame. The buffer is empty between batches but keeps its
-/// capacity (tungstenite never shrinks it), so it stays small: a few dozen
-/// typical messages per `send` already make the syscall's cost marginal.
-const WRITE_BATCH: usize = 4 * 1024;
+/// Initial read buffer of a connection (tungstenite's, which never shrinks).
+/// Idle connections dominate a gateway's memory, and most client frames are
+/// small; a larger frame grows the buffer. Reads from the socket are larger: the
+/// socket reads ahead (see `listener::READ_AHEAD`) into a buffer it frees once
+/// taken.
+const READ_BUFFER: usize = 128;
 
 /// What every handler and session shares.
 pub struct AppState {
@@ -325,24 +322,32 @@ async fn upgrade(
     // 6. Upgrade.
     let limits = &state.config.limits;
     let max_message = limits.max_message_bytes;
-    let tracker = state.sessions.token();
-    let session_state = state.clone();
+    let start = session::Start {
+        conn_id,
+        identity,
+        slot,
+        permit,
+        address: address_slot,
+        tracked: state.sessions.token(),
+    };
     ws.protocols(["wsgate.v1"])
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BATCH)
-        .max_write_buffer_size(protocol::max_frame_bytes(max_message).saturating_add(WRITE_BATCH))
+        // Each frame goes straight to the socket's own buffer, which gathers a
+        // batch and is freed once sent (see `listener::WRITE_BATCH`):
+        // tungstenite's buffer would keep a burst's capacity for ever.
+        .write_buffer_size(0)
+        .max_write_buffer_size(
+            protocol::max_frame_bytes(max_message).saturating_add(listener::WRITE_BATCH),
+        )
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| async move {
-            let start = session::Start {
-                conn_id,
-                identity,
-                slot,
-                permit,
-            };
-            session::run(socket, session_state, start).await;
-            drop(address_slot);
-            drop(tracker);
+        .on_upgrade(move |socket| {
+            // The session gets a task of its own, and axum's upgrade task ends
+            // here: that task's future (the upgrade, axum's wrapper, this
+            // closure) would otherwise stay allocated around the session for
+            // the connection's whole life.
+            tokio::spawn(session::run(socket, state, start));
+            std::future::ready(())
         })
 }
 

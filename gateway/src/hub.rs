@@ -580,7 +580,6 @@ impl Drop for UserSlot {
 mod tests {
     use super::*;
     use crate::broker::LocalBroker;
-    use tokio_util::sync::CancellationToken;
 
     fn texts(outbox: &Outbox) -> Vec<String> {
         outbox
@@ -596,7 +595,6 @@ mod tests {
             key,
             format!("n:{key}").into(),
             capacity,
-            CancellationToken::new(),
             hub.metrics.clone(),
         )
     }
@@ -697,7 +695,6 @@ mod tests {
 mod cost {
     use super::*;
     use crate::broker::LocalBroker;
-    use tokio_util::sync::CancellationToken;
 
     #[tokio::test]
     #[ignore = "measurement, run by hand"]
@@ -709,13 +706,7 @@ mod cost {
         let mut outboxes = Vec::with_capacity(members);
         for i in 0..members {
             let key = hub.next_key();
-            let outbox = Outbox::new(
-                key,
-                format!("n:{key}").into(),
-                4,
-                CancellationToken::new(),
-                hub.metrics.clone(),
-            );
+            let outbox = Outbox::new(key, format!("n:{key}").into(), 4, hub.metrics.clone());
             outbox.set_user(&format!("user-{i:06}"));
             hub.join(&*broker, "big", &outbox, "ok".into())
                 .await

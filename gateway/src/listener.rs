@@ -21,7 +21,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
@@ -148,10 +148,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(CountedStream {
-            stream,
-            _place: place,
-        });
+        let io = TokioIo::new(CountedStream::new(stream, place));
         let service = router
             .clone()
             .map_request(move |mut request: Request<Incoming>| {
@@ -197,12 +194,90 @@ fn is_connection_error(error: &io::Error) -> bool {
     )
 }
 
+/// Bytes of writes gathered before they go to the socket: the WebSocket writer feeds a whole
+/// batch of queued frames and flushes once, so a batch leaves in one `send` (or a few) instead
+/// of one per frame. A few dozen typical messages per `send` already make the syscall's cost
+/// marginal.
+pub const WRITE_BATCH: usize = 4 * 1024;
+
+/// Bytes read from the socket at once when the reader asks for less: the WebSocket's own read
+/// buffer is kept small (idle connections dominate a gateway's memory), and its small reads are
+/// then served from here rather than one `recv` each.
+pub const READ_AHEAD: usize = 4 * 1024;
+
 /// A public socket holding its place in the [`SocketBudget`] for as long as it is open: the
 /// place follows the socket into the WebSocket session after the upgrade, and is freed when
 /// the session drops the socket.
+///
+/// It also holds the socket's buffers only while they hold bytes, so an idle connection holds
+/// none and one that saw a burst does not keep the burst's capacity (tungstenite's buffers
+/// never shrink, so the WebSocket is configured to keep its own small):
+/// - writes are gathered, up to [`WRITE_BATCH`] bytes, until they are flushed, and the buffer
+///   is freed once it has been sent;
+/// - a read smaller than [`READ_AHEAD`] reads up to that much from the socket, serves the
+///   following reads from it, and frees it once they have taken it all.
 struct CountedStream {
     stream: TcpStream,
+    /// Written but not yet sent; unallocated when empty.
+    pending: Vec<u8>,
+    /// Read from the socket but not yet taken, from `read_at` on; unallocated when empty.
+    read_ahead: Vec<u8>,
+    read_at: usize,
     _place: OwnedSemaphorePermit,
+}
+
+impl CountedStream {
+    fn new(stream: TcpStream, place: OwnedSemaphorePermit) -> Self {
+        Self {
+            stream,
+            pending: Vec::new(),
+            read_ahead: Vec::new(),
+            read_at: 0,
+            _place: place,
+        }
+    }
+
+    /// Fills the read-ahead buffer from the socket (empty at the end of the stream). Allocates
+    /// only once the socket is readable.
+    fn poll_read_ahead(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            let mut chunk = vec![0; READ_AHEAD];
+            match self.stream.try_read(&mut chunk) {
+                Ok(read) => {
+                    chunk.truncate(read);
+                    self.read_ahead = chunk;
+                    self.read_at = 0;
+                    return Poll::Ready(Ok(()));
+                }
+                // The readiness was stale (and is now cleared): wait again.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+
+    /// Sends everything gathered, then frees the buffer.
+    fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut sent = 0;
+        let result = loop {
+            if sent == self.pending.len() {
+                break Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.stream).poll_write(cx, &self.pending[sent..]) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => sent += n,
+                Poll::Ready(Err(error)) => break Poll::Ready(Err(error)),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        if sent == self.pending.len() {
+            self.pending = Vec::new();
+        } else {
+            self.pending.drain(..sent);
+        }
+        result
+    }
 }
 
 impl AsyncRead for CountedStream {
@@ -211,7 +286,22 @@ impl AsyncRead for CountedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = &mut *self;
+        if this.read_at == this.read_ahead.len() {
+            if buf.remaining() >= READ_AHEAD {
+                return Pin::new(&mut this.stream).poll_read(cx, buf);
+            }
+            ready!(this.poll_read_ahead(cx))?;
+        }
+        let available = &this.read_ahead[this.read_at..];
+        let taken = available.len().min(buf.remaining());
+        buf.put_slice(&available[..taken]);
+        this.read_at += taken;
+        if this.read_at == this.read_ahead.len() {
+            this.read_ahead = Vec::new();
+            this.read_at = 0;
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -221,26 +311,25 @@ impl AsyncWrite for CountedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        let this = &mut *self;
+        if this.pending.len() + buf.len() > WRITE_BATCH {
+            ready!(this.poll_send_pending(cx))?;
+        }
+        if buf.len() >= WRITE_BATCH {
+            // Nothing gathered is left: a large write goes straight to the socket.
+            return Pin::new(&mut this.stream).poll_write(cx, buf);
+        }
+        this.pending.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_pending(cx))?;
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_pending(cx))?;
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
@@ -270,6 +359,60 @@ mod tests {
         assert!(
             !budget.warned.load(Ordering::Relaxed),
             "well below the budget: re-armed"
+        );
+    }
+
+    /// A connected pair on loopback: the server's end counted, and the client's.
+    async fn pair() -> (CountedStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let place = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        (CountedStream::new(server, place), client)
+    }
+
+    /// Writes are gathered until the flush, which sends them in order and frees the buffer:
+    /// a burst leaves no capacity behind.
+    #[tokio::test]
+    async fn gathered_writes_leave_on_flush_and_free_their_buffer() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (mut server, mut client) = pair().await;
+        for frame in 0..100u8 {
+            server.write_all(&[frame; 30]).await.unwrap();
+        }
+        assert!(server.pending.capacity() > 0, "gathered until the flush");
+        server.flush().await.unwrap();
+        assert_eq!(server.pending.capacity(), 0, "freed once sent");
+        let mut received = vec![0; 3000];
+        client.read_exact(&mut received).await.unwrap();
+        let expected: Vec<u8> = (0..100u8).flat_map(|frame| [frame; 30]).collect();
+        assert_eq!(received, expected);
+    }
+
+    /// A small read reads ahead; the following reads take what was read, in order, and the
+    /// buffer is freed once they have taken it all.
+    #[tokio::test]
+    async fn reads_ahead_are_served_in_order_and_freed_once_taken() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (mut server, mut client) = pair().await;
+        let sent: Vec<u8> = (0..1000u32).map(|n| n as u8).collect();
+        client.write_all(&sent).await.unwrap();
+        let mut received = Vec::new();
+        let mut small = [0; 100];
+        while received.len() < sent.len() {
+            let read = server.read(&mut small).await.unwrap();
+            assert!(read > 0, "the stream ended early");
+            received.extend_from_slice(&small[..read]);
+        }
+        assert_eq!(received, sent);
+        assert_eq!(server.read_ahead.capacity(), 0, "freed once taken");
+        drop(client);
+        assert_eq!(
+            server.read(&mut small).await.unwrap(),
+            0,
+            "the end of the stream"
         );
     }
 }

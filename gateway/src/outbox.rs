@@ -12,7 +12,6 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Ending, Metrics};
 use crate::protocol::close;
@@ -23,7 +22,10 @@ use crate::protocol::close;
 /// The queue is a plain `VecDeque` behind a mutex rather than a channel: an idle
 /// connection's queue then holds no allocation at all (the writer takes the
 /// whole batch, leaving an empty deque behind), which matters at tens of
-/// thousands of idle connections per pod.
+/// thousands of idle connections per pod. For the same reason the close switch
+/// is a `OnceLock` and a [`Notify`] inside the outbox, not a
+/// `CancellationToken` (a separate allocation of about 100 bytes per
+/// connection).
 pub struct Outbox {
     /// Local key, unique for the life of the process.
     pub key: u64,
@@ -35,7 +37,8 @@ pub struct Outbox {
     ready: Notify,
     capacity: usize,
     closing: OnceLock<(u16, &'static str)>,
-    cancel: CancellationToken,
+    /// Wakes whoever waits in [`Outbox::closed`] when the close is requested.
+    closed: Notify,
     metrics: Arc<Metrics>,
 }
 
@@ -48,13 +51,7 @@ struct Queue {
 
 impl Outbox {
     /// Creates an outbox holding at most `capacity` frames.
-    pub fn new(
-        key: u64,
-        id: Arc<str>,
-        capacity: usize,
-        cancel: CancellationToken,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Self> {
+    pub fn new(key: u64, id: Arc<str>, capacity: usize, metrics: Arc<Metrics>) -> Arc<Self> {
         let user = Arc::from(format!("anon:{id}"));
         Arc::new(Self {
             key,
@@ -64,7 +61,7 @@ impl Outbox {
             ready: Notify::new(),
             capacity: capacity.max(1),
             closing: OnceLock::new(),
-            cancel,
+            closed: Notify::new(),
             metrics,
         })
     }
@@ -125,7 +122,7 @@ impl Outbox {
     /// Waits for queued frames and takes them all; `None` once the connection
     /// is asked to close (what is still queued stays for [`Outbox::shut`]).
     ///
-    /// The writer waits here alone, not also on the cancellation token: one
+    /// The writer waits here alone, not also in [`Outbox::closed`]: one
     /// wake-up source keeps the per-frame path to a lock and a notify.
     ///
     /// # Cancel safety
@@ -172,7 +169,7 @@ impl Outbox {
         if decided {
             self.metrics.ended(ending);
         }
-        self.cancel.cancel();
+        self.closed.notify_waiters();
         self.ready.notify_one();
         decided
     }
@@ -182,8 +179,16 @@ impl Outbox {
         self.closing.get().copied()
     }
 
-    /// Cancelled when the connection is asked to close.
-    pub fn cancelled(&self) -> &CancellationToken {
-        &self.cancel
+    /// Completes once the connection is asked to close (at once if it was already).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only waits.
+    pub async fn closed(&self) {
+        let notified = self.closed.notified();
+        // Created before the check, `notified` sees a close requested after it.
+        if self.closing.get().is_some() {
+            return;
+        }
+        notified.await;
     }
 }

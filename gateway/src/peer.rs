@@ -89,7 +89,7 @@ impl ConnectionsPerAddress {
         }
         *count += 1;
         Some(AddressSlot {
-            owner: Some((self.clone(), address)),
+            owner: Some(Box::new((self.clone(), address))),
         })
     }
 
@@ -100,17 +100,21 @@ impl ConnectionsPerAddress {
 }
 
 /// One connection's place under its address's cap; dropping it frees the place.
+///
+/// Every connection holds one for its life, so it is one pointer wide: with the cap off (the
+/// default) it holds nothing at all.
 #[derive(Debug)]
 pub struct AddressSlot {
     /// The counter and the address counted; `None` when nothing is counted (no cap).
-    owner: Option<(Arc<ConnectionsPerAddress>, IpAddr)>,
+    owner: Option<Box<(Arc<ConnectionsPerAddress>, IpAddr)>>,
 }
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let Some((owner, address)) = self.owner.take() else {
+        let Some(owner) = self.owner.take() else {
             return;
         };
+        let (owner, address) = *owner;
         let mut counts = owner.counts.lock();
         if let Some(count) = counts.get_mut(&address) {
             *count = count.saturating_sub(1);

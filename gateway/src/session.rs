@@ -1,9 +1,10 @@
-//! One WebSocket connection: a reader loop that runs the client's commands in
-//! order, and a writer task that drains the connection's bounded queue and sends
-//! heartbeats. A `send`, and a `publish` to a room with history, is handed to
-//! the broker in order too, but its reply waits for every node's count or the
-//! store's acknowledgement while the reader goes on (up to [`MAX_IN_FLIGHT`]
-//! at a time), so one connection is not held to one round trip per message.
+//! One WebSocket connection, run as one task: a reader loop that runs the
+//! client's commands in order, and a writer loop that drains the connection's
+//! bounded queue and sends heartbeats, polled together. A `send`, and a
+//! `publish` to a room with history, is handed to the broker in order too, but
+//! its reply waits for every node's count or the store's acknowledgement while
+//! the reader goes on (up to [`MAX_IN_FLIGHT`] at a time), so one connection is
+//! not held to one round trip per message.
 //!
 //! Every command first pays its cost (see [`ratelimit::cost`]) from the
 //! connection's command budget; a `publish` also takes a token of the tighter
@@ -13,15 +14,25 @@
 //! is the only one to change it, so no lock guards it. Frames reach the writer
 //! only through the [`Outbox`]; when either side ends, it asks the outbox to
 //! close, which stops the other.
+//!
+//! One task rather than a reader task and a writer task, and the session's own
+//! task rather than axum's upgrade task: an idle connection costs mostly its
+//! task, and docs/benchmarks.md ("Idle memory per connection") measures each
+//! piece.
 
 use std::collections::HashSet;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{Message, Utf8Bytes};
+use futures::future::{self, Either};
+use futures::stream::SplitStream;
 use futures::{Sink, Stream, StreamExt as _};
 use serde_json::value::RawValue;
+use tokio::time::Sleep;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::debug;
 
 use crate::app::AppState;
@@ -31,6 +42,7 @@ use crate::command::{self, Issuer, Published};
 use crate::hub::UserSlot;
 use crate::metrics::Ending;
 use crate::outbox::Outbox;
+use crate::peer::AddressSlot;
 use crate::protocol::{self, Command, ErrorCode, Failure, Id, Target, close, frame};
 use crate::ratelimit::{self, ErrorBudget, RateLimit};
 
@@ -52,6 +64,11 @@ pub struct Start {
     pub slot: Option<UserSlot>,
     /// Held for the connection's life; releases its place under `limits.max_connections`.
     pub permit: tokio::sync::OwnedSemaphorePermit,
+    /// Held for the connection's life; releases its place under
+    /// `limits.max_connections_per_ip`.
+    pub address: AddressSlot,
+    /// Held until the connection is counted as ended: the drain waits for it.
+    pub tracked: TaskTrackerToken,
 }
 
 /// What the reader loop should do after a frame.
@@ -75,16 +92,28 @@ struct Session {
     /// second, tighter one for `publish`.
     rate: RateLimit,
     errors: ErrorBudget,
-    /// When the connection must authenticate or re-authenticate by.
-    deadline: Option<tokio::time::Instant>,
+    /// When the connection must authenticate or re-authenticate by: one
+    /// timer, reset only when the deadline changes, and boxed so that a
+    /// connection without a deadline (anonymous, or a token without `exp`)
+    /// reserves no room for it.
+    deadline: Option<Pin<Box<Sleep>>>,
     /// Replies still on their way (a `send`'s count, a stored `publish`'s
     /// acknowledgement): the reader goes on with the next command meanwhile.
     replies: InFlight,
 }
 
-/// Runs one connection to its end. `socket` is the upgraded WebSocket in
-/// production and a pair of channels in unit tests.
-pub async fn run<S>(socket: S, state: Arc<AppState>, start: Start)
+/// Runs one connection to its end, as one task: the reader loop and the writer
+/// loop are two futures polled together, and the socket's halves share one
+/// lock. `socket` is the upgraded WebSocket in production and a pair of
+/// channels in unit tests.
+///
+/// An idle connection costs what this future holds, so it is built to hold
+/// everything once: the socket is split and the session assembled before the
+/// future starts (an `async fn`'s arguments would stay in its future beside
+/// whatever they are moved into), the loops borrow what they share, and the
+/// steps that run once (leaving the rooms, the close handshake) are boxed
+/// while they run rather than reserved in the future for the connection's life.
+pub fn run<S>(socket: S, state: Arc<AppState>, start: Start) -> impl Future<Output = ()> + Send
 where
     S: Stream<Item = Result<Message, axum::Error>>
         + Sink<Message, Error = axum::Error>
@@ -96,65 +125,85 @@ where
         identity,
         slot,
         permit,
+        address,
+        tracked,
     } = start;
-    let config = &state.config;
-    let key = state.hub.next_key();
+    let limits = &state.config.limits;
     let outbox = Outbox::new(
-        key,
-        conn_id.clone(),
-        config.limits.send_queue,
-        tokio_util::sync::CancellationToken::new(),
+        state.hub.next_key(),
+        conn_id,
+        limits.send_queue,
         state.metrics.clone(),
     );
-    state.metrics.connections.inc();
-    state.metrics.connections_accepted.inc();
-    let origin = Instant::now();
-    let last_heard = Arc::new(AtomicU64::new(0));
-    let (sink, mut stream) = socket.split();
-    // No span per connection: at tens of thousands of connections their
-    // registry entries cost more than the rare writer log line gains.
-    let writer = tokio::spawn(write_loop(
-        sink,
-        outbox.clone(),
-        state.clone(),
-        origin,
-        last_heard.clone(),
-    ));
     let mut session = Session {
-        commands: RateLimit::new(config.limits.command_rate, config.limits.command_burst),
-        rate: RateLimit::new(config.limits.publish_rate, config.limits.publish_burst),
-        errors: ErrorBudget::new(config.limits.max_errors_per_minute as usize),
+        commands: RateLimit::new(limits.command_rate, limits.command_burst),
+        rate: RateLimit::new(limits.publish_rate, limits.publish_burst),
+        errors: ErrorBudget::new(limits.max_errors_per_minute as usize),
         state: state.clone(),
         outbox: outbox.clone(),
-        identity: None,
-        slot: None,
+        identity,
+        slot,
         rooms: HashSet::new(),
         deadline: None,
         replies: InFlight::default(),
     };
-    state.hub.attach(&outbox);
-    match identity {
-        Some(identity) => {
-            let mut slot = slot;
-            if let Some(slot) = slot.as_mut() {
-                state.hub.register(slot, &outbox);
+    let (mut sink, mut stream) = socket.split();
+    async move {
+        state.metrics.connections.inc();
+        state.metrics.connections_accepted.inc();
+        state.hub.attach(&outbox);
+        session.begin();
+        let origin = Instant::now();
+        let last_heard = AtomicU64::new(0);
+        let reader = pin!(read_loop(&mut session, &mut stream, origin, &last_heard));
+        let writer = pin!(write_loop(&mut sink, &outbox, &state, origin, &last_heard));
+        let lingering = match future::select(reader, writer).await {
+            // The rooms are left: the writer sends what is still queued and the
+            // close frame.
+            Either::Left(((), mut writer)) => {
+                match tokio::time::timeout(Duration::from_secs(5), &mut writer).await {
+                    Ok(()) => None,
+                    Err(_) => Some(writer),
+                }
             }
-            session.slot = slot;
-            session.become_identity(identity, None);
-        }
-        None => {
-            session.deadline = Some(tokio::time::Instant::now() + config.auth.auth_timeout);
+            // The socket failed or the writer closed: the reader sees the
+            // close and leaves the rooms.
+            Either::Right(((), reader)) => {
+                reader.await;
+                None
+            }
+        };
+        state.metrics.connections.dec();
+        drop(permit);
+        drop(address);
+        drop(tracked);
+        // A client that stopped reading has 5 seconds to take the close frame
+        // before the connection is counted as ended (and the drain stops
+        // waiting for it); the writer still gets the close frame out if the
+        // client reads later, until the socket fails.
+        if let Some(writer) = lingering {
+            writer.await;
         }
     }
+}
 
+/// Reads the client's frames and runs its commands in order until the
+/// connection closes, then leaves every room.
+async fn read_loop<S>(
+    session: &mut Session,
+    stream: &mut SplitStream<S>,
+    origin: Instant,
+    last_heard: &AtomicU64,
+) where
+    S: Stream<Item = Result<Message, axum::Error>>,
+{
     loop {
-        let deadline = session.deadline;
         let in_flight = session.replies.len();
         let message = tokio::select! {
             biased;
-            () = outbox.cancelled().cancelled() => break,
-            () = sleep_until(deadline) => {
-                outbox.close(close::AUTH_FAILED, if session.identity.is_some() { "token expired" } else { "authentication timed out" });
+            () = session.outbox.closed() => break,
+            () = expired(&mut session.deadline) => {
+                session.outbox.close(close::AUTH_FAILED, if session.identity.is_some() { "token expired" } else { "authentication timed out" });
                 break;
             }
             reply = session.replies.next() => {
@@ -169,7 +218,11 @@ where
         let flow = match message {
             None => Flow::Ended(Ending::Lost),
             Some(Ok(Message::Text(text))) => {
-                state.metrics.received_bytes.inc_by(text.len() as u64);
+                session
+                    .state
+                    .metrics
+                    .received_bytes
+                    .inc_by(text.len() as u64);
                 Box::pin(session.on_text(&text)).await
             }
             Some(Ok(Message::Binary(_))) => session.on_binary(),
@@ -182,43 +235,25 @@ where
         match flow {
             Flow::Continue => {}
             Flow::Close(code, reason) => {
-                outbox.close(code, reason);
+                session.outbox.close(code, reason);
                 break;
             }
             Flow::Ended(ending) => {
-                outbox.end(ending);
+                session.outbox.end(ending);
                 break;
             }
         }
     }
-
     // The client is gone or being closed: leave every room, then let the writer
     // send the close frame.
-    outbox.close(close::NORMAL, "");
-    let user = outbox.user();
-    for room in std::mem::take(&mut session.rooms) {
-        state.hub.leave(&room, key).await;
-        announce(&state, &room, || {
-            frame::Event::Left {
-                room: &room,
-                user: &user,
-                conn: &conn_id,
-                reason: "disconnect",
-            }
-            .text()
-        })
-        .await;
-    }
-    state.hub.detach(&outbox);
-    drop(session);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    state.metrics.connections.dec();
-    drop(permit);
+    session.outbox.close(close::NORMAL, "");
+    Box::pin(session.end()).await;
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+/// Completes when `deadline` passes; pending without one.
+async fn expired(deadline: &mut Option<Pin<Box<Sleep>>>) {
     match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        Some(deadline) => deadline.as_mut().await,
         None => std::future::pending().await,
     }
 }
@@ -266,10 +301,52 @@ fn unix_now() -> u64 {
 }
 
 impl Session {
+    /// Starts the session: with the handshake's identity, registered under its
+    /// user slot and welcomed, or waiting for `auth` until `auth.auth_timeout`.
+    fn begin(&mut self) {
+        match self.identity.take() {
+            Some(identity) => {
+                if let Some(slot) = self.slot.as_mut() {
+                    self.state.hub.register(slot, &self.outbox);
+                }
+                self.become_identity(identity, None);
+            }
+            None => {
+                let deadline = tokio::time::Instant::now() + self.state.config.auth.auth_timeout;
+                self.set_deadline(Some(deadline));
+            }
+        }
+    }
+
+    /// Ends the session: leaves every room (announcing it where the namespace
+    /// does), leaves the hub and releases the user slot and the replies in
+    /// flight. The writer may still be sending the close frame.
+    async fn end(&mut self) {
+        let state = &self.state;
+        let key = self.outbox.key;
+        let user = self.outbox.user();
+        for room in std::mem::take(&mut self.rooms) {
+            state.hub.leave(&room, key).await;
+            announce(state, &room, || {
+                frame::Event::Left {
+                    room: &room,
+                    user: &user,
+                    conn: &self.outbox.id,
+                    reason: "disconnect",
+                }
+                .text()
+            })
+            .await;
+        }
+        state.hub.detach(&self.outbox);
+        drop(self.slot.take());
+        self.replies = InFlight::default();
+    }
+
     /// Takes `identity` as the connection's and sends the welcome frame.
     fn become_identity(&mut self, identity: Identity, id: Option<&Id>) {
         self.outbox.set_user(&identity.user);
-        self.deadline = self.expiry(&identity);
+        self.set_deadline(self.expiry(&identity));
         let config = &self.state.config;
         let welcome = frame::Event::Welcome {
             id,
@@ -281,6 +358,12 @@ impl Session {
         .text();
         self.identity = Some(identity);
         self.push(welcome);
+    }
+
+    /// Sets (or, with `None`, removes) the deadline the connection closes at
+    /// with 4001.
+    fn set_deadline(&mut self, deadline: Option<tokio::time::Instant>) {
+        self.deadline = deadline.map(|deadline| Box::pin(tokio::time::sleep_until(deadline)));
     }
 
     /// When a connection holding `identity` must close with 4001: its `exp` plus
@@ -525,7 +608,7 @@ impl Session {
             ));
         }
         let exp = identity.expires_at;
-        self.deadline = self.expiry(&identity);
+        self.set_deadline(self.expiry(&identity));
         self.identity = Some(identity);
         self.drop_forbidden_rooms().await;
         Ok(Body::Refreshed(exp))

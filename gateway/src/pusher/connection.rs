@@ -27,7 +27,6 @@ use axum::routing::get;
 use futures::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::channel::{self, Kind};
@@ -217,7 +216,6 @@ async fn run(socket: WebSocket, state: Arc<AppState>, pusher: Arc<Pusher>, admit
         key,
         conn_id,
         state.config.limits.send_queue,
-        CancellationToken::new(),
         state.metrics.clone(),
     );
     state.metrics.connections.inc();
@@ -253,7 +251,7 @@ async fn run(socket: WebSocket, state: Arc<AppState>, pusher: Arc<Pusher>, admit
     loop {
         let message = tokio::select! {
             biased;
-            () = outbox.cancelled().cancelled() => break,
+            () = outbox.closed() => break,
             message = stream.next() => message,
         };
         last_heard.store(millis(origin), Ordering::Relaxed);

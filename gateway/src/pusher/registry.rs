@@ -209,13 +209,7 @@ mod tests {
 
     fn outbox(state: &AppState) -> Arc<Outbox> {
         let key = state.hub.next_key();
-        Outbox::new(
-            key,
-            format!("n:{key}").into(),
-            16,
-            tokio_util::sync::CancellationToken::new(),
-            state.metrics.clone(),
-        )
+        Outbox::new(key, format!("n:{key}").into(), 16, state.metrics.clone())
     }
 
     fn texts(outbox: &Outbox) -> Vec<String> {

@@ -11,7 +11,6 @@
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
-use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
 use crate::broker::{Broker, BrokerError, Present};
@@ -53,13 +52,7 @@ pub async fn enlist(
     user: &str,
 ) -> Result<Enlisted, BrokerError> {
     let hub = &state.hub;
-    let outbox = Outbox::new(
-        hub.next_key(),
-        Arc::from(conn),
-        1,
-        CancellationToken::new(),
-        state.metrics.clone(),
-    );
+    let outbox = Outbox::new(hub.next_key(), Arc::from(conn), 1, state.metrics.clone());
     outbox.set_user(user);
     hub.join(&*state.broker, room, &outbox, Default::default())
         .await?;

@@ -66,17 +66,22 @@ impl InFlight {
     }
 
     /// The next reply that arrived (`None` for a success without `id`);
-    /// pending while none is in flight.
+    /// pending while none is in flight. The set is freed when its last reply
+    /// is taken, so a burst of `send`s leaves nothing behind.
     ///
     /// # Cancel safety
     /// Cancel-safe: a reply is taken only when the future completes.
     pub async fn next(&mut self) -> Option<String> {
-        match &mut self.replies {
-            Some(replies) if !replies.is_empty() => match replies.next().await {
-                Some(reply) => reply,
-                None => std::future::pending().await,
-            },
-            _ => std::future::pending().await,
+        let Some(replies) = self.replies.as_mut().filter(|replies| !replies.is_empty()) else {
+            return std::future::pending().await;
+        };
+        let reply = replies.next().await;
+        if replies.is_empty() {
+            self.replies = None;
+        }
+        match reply {
+            Some(reply) => reply,
+            None => std::future::pending().await,
         }
     }
 }

@@ -128,11 +128,17 @@ fn connect(state: &Arc<AppState>, token: Option<&str>) -> Client {
         .as_ref()
         .map(|identity| state.hub.reserve_user(&identity.user, 100).unwrap());
     let permit = state.connections.clone().try_acquire_owned().unwrap();
+    let address = state
+        .per_address
+        .reserve(std::net::Ipv4Addr::LOCALHOST.into())
+        .unwrap();
     let start = Start {
         conn_id,
         identity,
         slot,
         permit,
+        address,
+        tracked: state.sessions.token(),
     };
     tokio::spawn(run(FakeSocket { incoming, outgoing }, state.clone(), start));
     Client {
@@ -508,4 +514,32 @@ proptest::proptest! {
         proptest::prop_assert!(at >= now);
         proptest::prop_assert!(at - now <= MAX_TOKEN_LIFETIME);
     }
+}
+
+/// An idle connection costs mostly its task's future: it stays within 2 KiB
+/// (1,352 bytes in a debug build with this test's socket when written), so a
+/// change that stores the session twice or reserves room for a one-off step
+/// for the connection's whole life shows here (docs/benchmarks.md, "Idle
+/// memory per connection").
+#[tokio::test]
+async fn the_connection_future_stays_within_2_kib() {
+    let state = state("", &["--allow-anonymous"]);
+    let (_to_server, incoming) = mpsc::unbounded_channel();
+    let (outgoing, _from_server) = mpsc::unbounded_channel();
+    let permit = state.connections.clone().try_acquire_owned().unwrap();
+    let address = state
+        .per_address
+        .reserve(std::net::Ipv4Addr::LOCALHOST.into())
+        .unwrap();
+    let start = Start {
+        conn_id: Arc::from("test:1"),
+        identity: None,
+        slot: None,
+        permit,
+        address,
+        tracked: state.sessions.token(),
+    };
+    let future = run(FakeSocket { incoming, outgoing }, state.clone(), start);
+    let size = std::mem::size_of_val(&future);
+    assert!(size <= 2048, "the connection's future is {size} bytes");
 }

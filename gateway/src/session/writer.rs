@@ -1,13 +1,14 @@
-//! A connection's writer task: it drains the outbox to the socket (a batch in
-//! one write), pings the client every `limits.heartbeat_ms` and closes with
-//! 1011 when nothing was heard within `limits.heartbeat_timeout_ms`, and ends
-//! with the close frame the connection was asked to close with.
+//! A connection's writer loop, polled in the connection's task beside the
+//! reader: it drains the outbox to the socket (a batch in one write), pings the
+//! client every `limits.heartbeat_ms` and closes with 1011 when nothing was
+//! heard within `limits.heartbeat_timeout_ms`, and ends with the close frame the
+//! connection was asked to close with.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures::stream::SplitSink;
 use futures::{Sink, SinkExt as _};
 
 use crate::app::AppState;
@@ -22,11 +23,11 @@ pub(super) fn millis(origin: Instant) -> u64 {
 
 /// Drains the outbox to the socket, sends heartbeats, and sends the close frame.
 pub(super) async fn write_loop<S>(
-    mut sink: futures::stream::SplitSink<S, Message>,
-    outbox: Arc<Outbox>,
-    state: Arc<AppState>,
+    sink: &mut SplitSink<S, Message>,
+    outbox: &Outbox,
+    state: &AppState,
     origin: Instant,
-    last_heard: Arc<AtomicU64>,
+    last_heard: &AtomicU64,
 ) where
     S: Sink<Message, Error = axum::Error> + Send,
 {
@@ -67,6 +68,17 @@ pub(super) async fn write_loop<S>(
             }
         }
     }
+    // Boxed: it runs once, so the connection's future does not reserve room
+    // for its timers for the connection's whole life.
+    Box::pin(finish(sink, outbox)).await;
+}
+
+/// Sends what is still queued (unless the connection is closed as a slow
+/// consumer) and the close frame, then closes the socket.
+async fn finish<S>(sink: &mut SplitSink<S, Message>, outbox: &Outbox)
+where
+    S: Sink<Message, Error = axum::Error> + Send,
+{
     // Frames queued before the close was decided still go out first (a `left` or
     // `reconnect` event, an error reply), except for a slow consumer.
     let rest = outbox.shut();
