@@ -175,7 +175,14 @@ fn refuse(state: &AppState, reason: Refusal, code: ErrorCode, message: &str) -> 
     state.metrics.refused(reason);
     let status = StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = frame::http_error(&Failure::new(code, message));
-    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    // The socket is let go once the answer is sent: a refused client reconnects anew, and
+    // a kept-alive refused socket would hold a place of the sockets waiting for their
+    // handshake (as many as `limits.max_connections`).
+    let headers = [
+        (header::CONTENT_TYPE, "application/json"),
+        (header::CONNECTION, "close"),
+    ];
+    let mut response = (status, headers, body).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         let seconds = rand::random_range(2..=6u32);
         if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {

@@ -11,8 +11,8 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use wsgate_tests::behaviour::{self, FRAME, QUIET, connect_user, options, unique_room};
 use wsgate_tests::{
-    Client, ConnectOptions, Deployment, Gateway, GatewayOptions, SIGTERM, SOON, Token, Topology,
-    eventually, http, now, testdata,
+    Client, ConnectError, ConnectOptions, Deployment, Gateway, GatewayOptions, SIGTERM, SOON,
+    Token, Topology, eventually, http, now, testdata,
 };
 
 const SINGLE: Topology = Topology::Single;
@@ -143,6 +143,20 @@ async fn require_origin_refuses_upgrades_without_origin() -> Result<()> {
 /// few seconds; once a connection closes there is room again.
 #[tokio::test]
 async fn at_max_connections_upgrades_get_503_with_retry_after() -> Result<()> {
+    /// The refusal of an upgrade over the limit. With `--max-connections 2` only two sockets
+    /// may wait for their handshake: an attempt made while the last refused socket is still
+    /// being let go is closed before HTTP (shed, not refused), and is made again.
+    async fn refused_upgrade(url: &str, headers: &[(&str, &str)]) -> Result<ConnectError> {
+        eventually(SOON, "an answer to the upgrade", || async move {
+            match Client::connect_with(url, headers).await {
+                Ok(_) => anyhow::bail!("accepted over the limit"),
+                Err(ConnectError::Failed(_)) => Ok(None),
+                Err(refused) => Ok(Some(refused)),
+            }
+        })
+        .await
+    }
+
     let deployment = single(
         options()
             .arg("--max-connections", 2)
@@ -168,22 +182,23 @@ async fn at_max_connections_upgrades_get_503_with_retry_after() -> Result<()> {
         .parse()
         .context("Retry-After is not a number of seconds")?;
     ensure!((1..=60).contains(&retry), "Retry-After {retry}");
+    ensure!(
+        error.header("connection") == Some("close"),
+        "a refused upgrade keeps its socket: {error}"
+    );
     // Jittered: twenty refusals do not all name the same second.
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..20 {
-        match Client::connect_with(&url, &[("Authorization", &auth)]).await {
-            Ok(_) => anyhow::bail!("accepted over the limit"),
-            Err(error) => {
-                seen.insert(error.header("retry-after").unwrap_or_default().to_owned());
-            }
-        }
+        let error = refused_upgrade(&url, &[("Authorization", &auth)]).await?;
+        ensure!(error.status() == Some(503), "{error}");
+        seen.insert(error.header("retry-after").unwrap_or_default().to_owned());
     }
     ensure!(
         seen.len() > 1,
         "Retry-After is not jittered: always {seen:?}"
     );
     // 503 comes first in the order of decisions: before the origin and the token.
-    let status = Client::handshake_status(
+    let error = refused_upgrade(
         &url,
         &[
             ("Authorization", "Bearer not-a-jwt"),
@@ -192,8 +207,8 @@ async fn at_max_connections_upgrades_get_503_with_retry_after() -> Result<()> {
     )
     .await?;
     ensure!(
-        status == 503,
-        "at the limit, forbidden origin and bad token: {status}"
+        error.status() == Some(503),
+        "at the limit, forbidden origin and bad token: {error}"
     );
     // All 22 refusals were for capacity: counted under that reason, and
     // reported to the autoscaler in the stats; no other reason moved.
