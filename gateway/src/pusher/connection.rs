@@ -221,7 +221,9 @@ async fn run(socket: WebSocket, state: Arc<AppState>, pusher: Arc<Pusher>, admit
     state.metrics.connections.inc();
     state.metrics.pusher_connections.inc();
     state.metrics.connections_accepted.inc();
-    state.hub.attach(&outbox);
+    // Pusher clients cannot recover what they miss: the rebalancer sheds them
+    // only with `rebalance.include_unrecoverable`.
+    state.hub.attach_unrecoverable(&outbox);
     let origin = Instant::now();
     let last_heard = Arc::new(AtomicU64::new(0));
     let (sink, mut stream) = socket.split();
