@@ -106,10 +106,66 @@ pub fn problems(wsc: &WsCluster) -> Vec<String> {
             std::path::Path::new(crate::resources::CONFIG_FILE),
         )
     {
-        problems.push(format!("the gateway would refuse its config: {error}"));
+        problems.push(gateway_refusal(&error));
     }
 
     problems
+}
+
+/// The gateway's refusal of the rendered config, said of the spec field the
+/// refused key comes from (`auth.userRooms`, not `auth.user_rooms`), so the
+/// message names what the user wrote.
+fn gateway_refusal(error: &wsgate_config::ConfigError) -> String {
+    match error {
+        wsgate_config::ConfigError::Invalid { key, problem, .. } => {
+            format!(
+                "{}: {problem} (the gateway would refuse its config)",
+                spec_field(key)
+            )
+        }
+        other => format!("the gateway would refuse its config: {other}"),
+    }
+}
+
+/// The spec field that renders into the gateway's config key `key`: the
+/// top-level keys by name, the others segment by segment in camelCase (a
+/// namespace's or an app's name as it is).
+pub fn spec_field(key: &str) -> String {
+    let moved = match key {
+        "nats_url" => Some("nats.url"),
+        "allow_anonymous" => Some("auth.allowAnonymous"),
+        _ => None,
+    };
+    if let Some(field) = moved {
+        return field.to_owned();
+    }
+    let mut segments: Vec<String> = Vec::new();
+    for (index, segment) in key.split('.').enumerate() {
+        let named = index == 1 && segments.first().is_some_and(|first| first == "namespaces");
+        segments.push(if named {
+            segment.to_owned()
+        } else {
+            camel_case(segment)
+        });
+    }
+    segments.join(".")
+}
+
+/// `history_max_bytes` as `historyMaxBytes`.
+fn camel_case(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Names of the Secrets `wsc` references (keys, NATS credentials and TLS,
@@ -195,5 +251,22 @@ mod tests {
             found.iter().any(|p| p.starts_with("auth: set jwtSecret")),
             "{found:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod spec_field_tests {
+    use super::spec_field;
+
+    #[test]
+    fn gateway_keys_are_named_as_the_spec_fields_they_come_from() {
+        assert_eq!(spec_field("auth.user_rooms"), "auth.userRooms");
+        assert_eq!(spec_field("nats_url"), "nats.url");
+        assert_eq!(spec_field("allowed_origins"), "allowedOrigins");
+        assert_eq!(
+            spec_field("namespaces.my_room_ns.history_max_bytes"),
+            "namespaces.my_room_ns.historyMaxBytes"
+        );
+        assert_eq!(spec_field("limits.send_queue"), "limits.sendQueue");
     }
 }

@@ -363,7 +363,7 @@ async fn config_the_gateway_would_refuse_is_degraded() {
     let degraded = condition(&status.body["status"], DEGRADED);
     assert_eq!(degraded["status"], "True");
     let message = degraded["message"].as_str().unwrap();
-    assert!(message.contains("auth.user_rooms"), "{message}");
+    assert!(message.contains("auth.userRooms"), "{message}");
     server.next().await;
     reconcile.await.unwrap().unwrap();
 }

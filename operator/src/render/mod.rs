@@ -205,7 +205,16 @@ fn check(document: &serde_json::Value, namespace: &str) -> Result<WsCluster, Vec
     }
     // The controller's checks, less those a CEL rule already reported.
     for problem in crate::validate::problems(&wsc) {
-        if !problems.iter().any(|known| known.ends_with(&problem)) {
+        // A field the schema or a CEL rule already refused is reported once.
+        let field = problem.split_once(": ").map(|(field, _)| field);
+        let reported = problems.iter().any(|known| {
+            known.ends_with(&problem)
+                || field.is_some_and(|field| {
+                    known.starts_with(&format!("spec.{field}: "))
+                        || known.starts_with(&format!("{field}: "))
+                })
+        });
+        if !reported {
             problems.push(problem);
         }
     }

@@ -40,7 +40,7 @@ fn each_invalid_spec_is_refused_naming_the_field() {
         ),
         (
             manifest("    userRooms: [\"chat:**:x\"]\n"),
-            "auth.user_rooms",
+            "auth.userRooms: room pattern \"chat:**:x\" is invalid",
         ),
         (
             manifest("  limits: {heartbeatMs: 30000, heartbeatTimeoutMs: 20000}\n"),
@@ -86,7 +86,15 @@ fn each_invalid_spec_is_refused_naming_the_field() {
             "{text}\nexpected {expected:?} in:\n{message}"
         );
         assert!(message.starts_with("document 1 "), "{message}");
+        // Named as the user wrote it, never as the rendered gateway key, and once.
+        assert!(!message.contains("user_rooms"), "{message}");
     }
+    let bad_url = refusal(&manifest("  nats: {url: \"http://nats:4222\"}\n"));
+    assert_eq!(
+        bad_url.lines().filter(|line| line.contains("nats")).count(),
+        1,
+        "a bad nats.url is reported once:\n{bad_url}"
+    );
 }
 
 /// Unknown fields are errors naming them, at any depth and in metadata,

@@ -400,7 +400,7 @@ mod tests {
         assert!(
             problems
                 .iter()
-                .any(|problem| problem.contains("limits.trusted_proxies")
+                .any(|problem| problem.contains("limits.trustedProxies")
                     && problem.contains("lb.internal")),
             "{problems:?}"
         );
