@@ -280,6 +280,19 @@ impl CountedStream {
     }
 }
 
+impl Drop for CountedStream {
+    /// Sends what is still gathered, without waiting. tungstenite answers a client's close
+    /// frame and then, as the server, ends the connection without flushing the stream (its
+    /// `flush` returns `ConnectionClosed` before it calls the stream's): the answer is written
+    /// but may still be gathered here when the socket is dropped. A close frame fits any socket
+    /// buffer that is not full, so the client sees a clean closing handshake.
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            let _ = self.stream.try_write(&self.pending);
+        }
+    }
+}
+
 impl AsyncRead for CountedStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -389,6 +402,21 @@ mod tests {
         client.read_exact(&mut received).await.unwrap();
         let expected: Vec<u8> = (0..100u8).flat_map(|frame| [frame; 30]).collect();
         assert_eq!(received, expected);
+    }
+
+    /// What is gathered when the socket is dropped still leaves (tungstenite writes its answer
+    /// to a client's close frame and drops the socket without a flush).
+    #[tokio::test]
+    async fn gathered_writes_leave_when_the_socket_is_dropped() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (mut server, mut client) = pair().await;
+        let close = [0x88, 0x02, 0x03, 0xe8];
+        server.write_all(&close).await.unwrap();
+        assert!(!server.pending.is_empty(), "gathered, not sent");
+        drop(server);
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, close);
     }
 
     /// A small read reads ahead; the following reads take what was read, in order, and the
