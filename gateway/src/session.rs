@@ -48,7 +48,7 @@ use crate::ratelimit::{self, ErrorBudget, RateLimit};
 
 mod membership;
 mod replies;
-mod writer;
+pub(crate) mod writer;
 
 use membership::announce;
 use replies::{InFlight, MAX_IN_FLIGHT};
@@ -156,7 +156,14 @@ where
         let origin = Instant::now();
         let last_heard = AtomicU64::new(0);
         let reader = pin!(read_loop(&mut session, &mut stream, origin, &last_heard));
-        let writer = pin!(write_loop(&mut sink, &outbox, &state, origin, &last_heard));
+        let writer = pin!(write_loop(
+            &mut sink,
+            &outbox,
+            &state,
+            origin,
+            &last_heard,
+            &writer::NATIVE,
+        ));
         let lingering = match future::select(reader, writer).await {
             // The rooms are left: the writer sends what is still queued and the
             // close frame.

@@ -24,7 +24,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use axum::routing::get;
-use futures::{SinkExt as _, StreamExt as _};
+use futures::StreamExt as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tracing::debug;
@@ -38,6 +38,7 @@ use crate::app::AppState;
 use crate::outbox::Outbox;
 use crate::protocol::close;
 use crate::ratelimit::RateLimit;
+use crate::session::writer::{Dialect, millis, write_loop};
 
 /// Largest `channel_data` of a presence subscription.
 const MAX_CHANNEL_DATA_BYTES: usize = 1024;
@@ -227,13 +228,13 @@ async fn run(socket: WebSocket, state: Arc<AppState>, pusher: Arc<Pusher>, admit
     let origin = Instant::now();
     let last_heard = Arc::new(AtomicU64::new(0));
     let (sink, mut stream) = socket.split();
-    let writer = tokio::spawn(write_loop(
-        sink,
-        outbox.clone(),
-        state.clone(),
-        origin,
-        last_heard.clone(),
-    ));
+    let writer = {
+        let (outbox, state, last_heard) = (outbox.clone(), state.clone(), last_heard.clone());
+        let mut sink = sink;
+        tokio::spawn(async move {
+            write_loop(&mut sink, &outbox, &state, origin, &last_heard, &PUSHER).await;
+        })
+    };
     outbox.push(protocol::connection_established(&socket_id).into());
     let rate = admitted.app.config.max_client_events_per_second;
     let mut connection = Connection {
@@ -294,10 +295,6 @@ async fn run(socket: WebSocket, state: Arc<AppState>, pusher: Arc<Pusher>, admit
     state.metrics.pusher_connections.dec();
     state.metrics.connections.dec();
     drop(admitted);
-}
-
-fn millis(origin: Instant) -> u64 {
-    origin.elapsed().as_millis() as u64
 }
 
 impl Connection {
@@ -663,83 +660,30 @@ fn is_pusher_frame(frame: &str) -> bool {
     frame.starts_with("{\"event\":")
 }
 
-/// Drains the outbox to the socket, pings the client every
-/// `limits.heartbeat_ms`, closes with 4201 when nothing was heard within
-/// `limits.heartbeat_timeout_ms`, and ends with the Pusher form of the close.
-async fn write_loop(
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    outbox: Arc<Outbox>,
-    state: Arc<AppState>,
-    origin: Instant,
-    last_heard: Arc<AtomicU64>,
-) {
-    let heartbeat = state.config.limits.heartbeat;
-    let timeout = state.config.limits.heartbeat_timeout.as_millis() as u64;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            batch = outbox.next_batch() => {
-                let Some(batch) = batch else { break };
-                for frame in batch.into_iter().filter(|frame| is_pusher_frame(frame)) {
-                    if sink.feed(Message::Text(frame)).await.is_err() {
-                        outbox.shut();
-                        outbox.close(close::NORMAL, "");
-                        return;
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    outbox.shut();
-                    outbox.close(close::NORMAL, "");
-                    return;
-                }
+/// How Pusher connections are written to (the native writer's loop, in
+/// Pusher's terms): only Pusher frames, and a close in Pusher's codes with its
+/// `pusher:error` before it.
+const PUSHER: Dialect = Dialect {
+    admits: is_pusher_frame,
+    heartbeat_timeout: "Pong reply not received",
+    close: pusher_closing,
+};
+
+/// The Pusher close code for a native `code`, and the `pusher:error` said
+/// before a close in Pusher's range (4000–4399).
+fn pusher_closing(code: u16, reason: &'static str) -> (u16, Option<Utf8Bytes>) {
+    let code = pusher_close(code);
+    let error = (4000..4400).contains(&code).then(|| {
+        let message = match code {
+            protocol::code::RECONNECT => "Reconnect: this node is going away",
+            protocol::code::UNAUTHORIZED if reason == "disconnected by the backend" => {
+                "You got disconnected by the app."
             }
-            _ = ticker.tick() => {
-                if millis(origin).saturating_sub(last_heard.load(Ordering::Relaxed)) > timeout {
-                    outbox.close(close::INTERNAL, "Pong reply not received");
-                    break;
-                }
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    outbox.close(close::NORMAL, "");
-                    return;
-                }
-            }
-        }
-    }
-    let rest = outbox.shut();
-    if let Some((code, reason)) = outbox.closing() {
-        let code = pusher_close(code);
-        if code != protocol::code::OVER_CAPACITY {
-            for frame in rest.into_iter().filter(|frame| is_pusher_frame(frame)) {
-                if sink.feed(Message::Text(frame)).await.is_err() {
-                    return;
-                }
-            }
-        }
-        if (4000..4400).contains(&code) {
-            let message = match code {
-                protocol::code::RECONNECT => "Reconnect: this node is going away",
-                protocol::code::UNAUTHORIZED if reason == "disconnected by the backend" => {
-                    "You got disconnected by the app."
-                }
-                _ => reason,
-            };
-            let _ = sink
-                .feed(Message::Text(protocol::error(Some(code), message).into()))
-                .await;
-        }
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason),
+            _ => reason,
         };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            sink.send(Message::Close(Some(frame))),
-        )
-        .await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+        Utf8Bytes::from(protocol::error(Some(code), message))
+    });
+    (code, error)
 }
 
 #[cfg(test)]

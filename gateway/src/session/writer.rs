@@ -3,6 +3,9 @@
 //! client every `limits.heartbeat_ms` and closes with 1011 when nothing was
 //! heard within `limits.heartbeat_timeout_ms`, and ends with the close frame the
 //! connection was asked to close with.
+//!
+//! The Pusher transport writes through the same loop in its own [`Dialect`]:
+//! which queued frames are its own, and how a close is said.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,17 +20,39 @@ use crate::outbox::Outbox;
 use crate::protocol::close;
 
 /// Milliseconds since the process's clock origin, for the heartbeat.
-pub(super) fn millis(origin: Instant) -> u64 {
+pub(crate) fn millis(origin: Instant) -> u64 {
     origin.elapsed().as_millis() as u64
 }
 
+/// How one transport's connections are written to: which queued frames are
+/// theirs and how a close is said.
+pub(crate) struct Dialect {
+    /// Whether a queued frame is for this connection (the hub queues native
+    /// events, such as the drain's `reconnect`, to every connection).
+    pub admits: fn(&str) -> bool,
+    /// The close reason of a heartbeat timeout.
+    pub heartbeat_timeout: &'static str,
+    /// The close code this transport sends for the (native) code the
+    /// connection was asked to close with, and a frame to send before the close
+    /// frame, if any.
+    pub close: fn(u16, &'static str) -> (u16, Option<Utf8Bytes>),
+}
+
+/// The native protocol's: every frame, and the close as asked.
+pub(crate) const NATIVE: Dialect = Dialect {
+    admits: |_| true,
+    heartbeat_timeout: "heartbeat timeout",
+    close: |code, _| (code, None),
+};
+
 /// Drains the outbox to the socket, sends heartbeats, and sends the close frame.
-pub(super) async fn write_loop<S>(
+pub(crate) async fn write_loop<S>(
     sink: &mut SplitSink<S, Message>,
     outbox: &Outbox,
     state: &AppState,
     origin: Instant,
     last_heard: &AtomicU64,
+    dialect: &Dialect,
 ) where
     S: Sink<Message, Error = axum::Error> + Send,
 {
@@ -41,15 +66,16 @@ pub(super) async fn write_loop<S>(
             batch = outbox.next_batch() => {
                 let Some(batch) = batch else { break };
                 // Everything queued goes out in one flush.
-                let bytes: u64 = batch.iter().map(|frame| frame.len() as u64).sum();
-                state.metrics.sent_bytes.inc_by(bytes);
-                for frame in batch {
+                let mut bytes = 0;
+                for frame in batch.into_iter().filter(|frame| (dialect.admits)(frame)) {
+                    bytes += frame.len() as u64;
                     if sink.feed(Message::Text(frame)).await.is_err() {
                         outbox.shut();
                         outbox.end(Ending::Lost);
                         return;
                     }
                 }
+                state.metrics.sent_bytes.inc_by(bytes);
                 if sink.flush().await.is_err() {
                     outbox.shut();
                     outbox.end(Ending::Lost);
@@ -58,7 +84,7 @@ pub(super) async fn write_loop<S>(
             }
             _ = ticker.tick() => {
                 if millis(origin).saturating_sub(last_heard.load(Ordering::Relaxed)) > timeout {
-                    outbox.close(close::INTERNAL, "heartbeat timeout");
+                    outbox.close(close::INTERNAL, dialect.heartbeat_timeout);
                     break;
                 }
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
@@ -70,12 +96,12 @@ pub(super) async fn write_loop<S>(
     }
     // Boxed: it runs once, so the connection's future does not reserve room
     // for its timers for the connection's whole life.
-    Box::pin(finish(sink, outbox)).await;
+    Box::pin(finish(sink, outbox, dialect)).await;
 }
 
 /// Sends what is still queued (unless the connection is closed as a slow
 /// consumer) and the close frame, then closes the socket.
-async fn finish<S>(sink: &mut SplitSink<S, Message>, outbox: &Outbox)
+async fn finish<S>(sink: &mut SplitSink<S, Message>, outbox: &Outbox, dialect: &Dialect)
 where
     S: Sink<Message, Error = axum::Error> + Send,
 {
@@ -84,11 +110,15 @@ where
     let rest = outbox.shut();
     if let Some((code, reason)) = outbox.closing() {
         if code != close::TRY_AGAIN_LATER {
-            for frame in rest {
+            for frame in rest.into_iter().filter(|frame| (dialect.admits)(frame)) {
                 if sink.feed(Message::Text(frame)).await.is_err() {
                     return;
                 }
             }
+        }
+        let (code, last) = (dialect.close)(code, reason);
+        if let Some(last) = last {
+            let _ = sink.feed(Message::Text(last)).await;
         }
         let frame = CloseFrame {
             code,
