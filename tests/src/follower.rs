@@ -87,6 +87,34 @@ pub struct FollowerSpec {
 }
 
 impl Follower {
+    /// Starts `clients` followers of `room` at `url` (through an ingress), 50 at a time, each
+    /// with its own user's token (`client-<k>`, all rooms) and a 20 ms backoff.
+    ///
+    /// # Errors
+    /// When a follower cannot connect and join.
+    pub async fn start_many(
+        url: &str,
+        room: &str,
+        clients: usize,
+        controls: &Controls,
+    ) -> Result<Vec<Follower>> {
+        let mut followers = Vec::with_capacity(clients);
+        for chunk in 0..clients.div_ceil(50) {
+            let batch = (chunk * 50..(chunk * 50 + 50).min(clients)).map(|k| {
+                let token = crate::behaviour::user_token(&format!("client-{k}"));
+                let spec = FollowerSpec {
+                    urls: vec![format!("{url}?token={token}")],
+                    first: 0,
+                    room: room.to_owned(),
+                    backoff: Duration::from_millis(20),
+                };
+                Follower::start(spec, controls.clone())
+            });
+            followers.extend(futures::future::try_join_all(batch).await?);
+        }
+        Ok(followers)
+    }
+
     /// Connects, joins `spec.room` (without `since`), and returns once joined; the
     /// follower then runs until `controls` stop it.
     ///

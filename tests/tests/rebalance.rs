@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use wsgate_tests::behaviour::{options, unique_room, user_token};
-use wsgate_tests::follower::{Controls, Follower, FollowerSpec, Publisher, Received, Tally};
+use wsgate_tests::behaviour::{options, unique_room};
+use wsgate_tests::follower::{Controls, Follower, Publisher, Received, Tally};
 use wsgate_tests::nginx::Nginx;
 use wsgate_tests::{Gateway, GatewayOptions, NatsOptions, NatsServer, SIGKILL, TEST_API_KEY};
 
@@ -115,34 +115,6 @@ async fn await_counts(
     }
 }
 
-/// Starts `clients` followers through `nginx` in `room`, 50 at a time.
-async fn start_followers(
-    nginx: &Nginx,
-    room: &str,
-    clients: usize,
-    controls: &Controls,
-) -> Result<Vec<Follower>> {
-    let mut followers = Vec::with_capacity(clients);
-    for chunk in 0..clients.div_ceil(50) {
-        let batch = (chunk * 50..(chunk * 50 + 50).min(clients)).map(|k| {
-            let url = format!(
-                "{}?token={}",
-                nginx.ws_url(),
-                user_token(&format!("client-{k}"))
-            );
-            let spec = FollowerSpec {
-                urls: vec![url],
-                first: 0,
-                room: room.to_owned(),
-                backoff: Duration::from_millis(20),
-            };
-            Follower::start(spec, controls.clone())
-        });
-        followers.extend(futures::future::try_join_all(batch).await?);
-    }
-    Ok(followers)
-}
-
 /// Stops publishing, lets every follower catch up to the last acknowledged seq (30 s at
 /// most), and compares. Followers that finish leave their gateway, so the fleet may
 /// rebalance meanwhile: count what happened before with [`events_before`].
@@ -192,7 +164,7 @@ async fn a_scale_out_moves_the_excess_to_the_new_gateway_and_loses_nothing() -> 
     let room = unique_room("hist:rebalance");
     let controls = Controls::default();
     let started = Instant::now();
-    let followers = start_followers(&nginx, &room, CLIENTS, &controls).await?;
+    let followers = Follower::start_many(&nginx.ws_url(), &room, CLIENTS, &controls).await?;
     let joined = Instant::now();
     println!(
         "{CLIENTS} clients joined gw-a through nginx in {:?}",
@@ -314,7 +286,7 @@ async fn survivors_absorb_a_killed_gateway_without_shedding_and_rebalance_when_i
 
     let room = unique_room("hist:absorb");
     let controls = Controls::default();
-    let followers = start_followers(&nginx, &room, CLIENTS, &controls).await?;
+    let followers = Follower::start_many(&nginx.ws_url(), &room, CLIENTS, &controls).await?;
     let joined = Instant::now();
     let spread = await_counts(&gateways, Duration::from_secs(10), "clients spread", |c| {
         balanced(c, CLIENTS)

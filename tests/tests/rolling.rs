@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use wsgate_tests::behaviour::{options, unique_room, user_token};
-use wsgate_tests::follower::{Controls, Follower, FollowerSpec, Publisher, Tally};
+use wsgate_tests::behaviour::{options, unique_room};
+use wsgate_tests::follower::{Controls, Follower, Publisher, Tally};
 use wsgate_tests::nginx::Nginx;
 use wsgate_tests::{
     Deployment, Gateway, GatewayOptions, NatsOptions, NatsServer, SIGTERM, TEST_API_KEY,
@@ -51,25 +51,8 @@ async fn a_rolling_restart_behind_nginx_loses_no_acknowledged_message() -> Resul
 
     let room = unique_room("hist:rolling");
     let controls = Controls::default();
-    let mut followers = Vec::with_capacity(clients);
     let started = Instant::now();
-    for chunk in 0..clients.div_ceil(50) {
-        let batch = (chunk * 50..(chunk * 50 + 50).min(clients)).map(|k| {
-            let url = format!(
-                "{}?token={}",
-                nginx.ws_url(),
-                user_token(&format!("client-{k}"))
-            );
-            let spec = FollowerSpec {
-                urls: vec![url],
-                first: 0,
-                room: room.clone(),
-                backoff: Duration::from_millis(20),
-            };
-            Follower::start(spec, controls.clone())
-        });
-        followers.extend(futures::future::try_join_all(batch).await?);
-    }
+    let followers = Follower::start_many(&nginx.ws_url(), &room, clients, &controls).await?;
     println!(
         "{clients} clients joined through nginx in {:?}",
         started.elapsed()
