@@ -496,4 +496,4 @@ async fn terminate_connections(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -690,6 +690,33 @@ fn pusher_closing(code: u16, reason: &'static str) -> (u16, Option<Utf8Bytes>) {
 mod tests {
     use super::*;
 
+    /// Pusher clients cannot recover what they miss while they reconnect: the
+    /// rebalancer may shed them only with `rebalance.include_unrecoverable`.
+    #[tokio::test]
+    async fn pusher_connections_are_shed_only_when_unrecoverable_ones_may_be() {
+        let state = super::super::api::tests::state();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let service = crate::app::public(state.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = tokio::spawn(async move { axum::serve(listener, service).await });
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let url = format!("ws://{address}/app/k?protocol=7");
+        let (mut client, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+        let established = client.next().await.unwrap().unwrap();
+        assert!(
+            established
+                .to_text()
+                .unwrap()
+                .contains("pusher:connection_established"),
+            "{established:?}"
+        );
+        let now = Duration::ZERO;
+        assert!(state.hub.sheddable(now, false).is_empty());
+        assert_eq!(state.hub.sheddable(now, true).len(), 1);
+        server.abort();
+    }
+
     /// Drains and rebalances reconnect at once (4200); Pusher's own codes pass.
     #[test]
     fn native_closes_map_to_pusher_codes() {

@@ -15,7 +15,7 @@ use crate::app;
 const SECRET: &str = "api-test-secret";
 
 /// A single-node state serving app `1` (key `k`, `max_event_bytes` 100).
-fn state() -> Arc<AppState> {
+pub(crate) fn state() -> Arc<AppState> {
     let file = std::env::temp_dir().join(format!(
         "wsgate-pusher-api-{}-{}",
         std::process::id(),
