@@ -394,18 +394,8 @@ impl Connection {
         if self.user.as_ref().is_none_or(|user| user.id != user_id) {
             return self.refuse_subscription(&name, 403, "Sign in as this user first");
         }
-        let app = self.app.config.id.clone();
         let reply = protocol::subscription_succeeded(&name, None);
-        let place = Place {
-            app: &app,
-            channel: &name,
-        };
-        let subscribed = self
-            .pusher
-            .registry
-            .subscribe(&self.state, place, &self.socket_id, &self.outbox, reply)
-            .await;
-        if subscribed.is_err() {
+        if !self.register(&name, reply).await {
             return self.refuse_subscription(&name, 503, "Unavailable");
         }
         self.subscriptions.insert(
@@ -416,6 +406,20 @@ impl Connection {
                 roster: None,
             },
         );
+    }
+
+    /// Enters this connection in the channel's registry, which sends `reply`
+    /// once it holds the subscription; `false` when the broker is unavailable.
+    async fn register(&self, name: &str, reply: String) -> bool {
+        let place = Place {
+            app: &self.app.config.id,
+            channel: name,
+        };
+        self.pusher
+            .registry
+            .subscribe(&self.state, place, &self.socket_id, &self.outbox, reply)
+            .await
+            .is_ok()
     }
 
     async fn subscribe(&mut self, subscribe: Subscribe) {
@@ -525,16 +529,7 @@ impl Connection {
                 count: members.len(),
             }),
         );
-        let place = Place {
-            app: &app,
-            channel: &name,
-        };
-        let subscribed = self
-            .pusher
-            .registry
-            .subscribe(&self.state, place, &self.socket_id, &self.outbox, reply)
-            .await;
-        if subscribed.is_err() {
+        if !self.register(&name, reply).await {
             enlisted.leave(&self.state.hub).await;
             return self.refuse_subscription(&name, 503, "Unavailable");
         }
