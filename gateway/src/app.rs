@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
@@ -17,12 +18,12 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::hub::Hub;
-use crate::listener;
 use crate::metrics::{Metrics, Refusal};
 use crate::origin::AllowedOrigins;
 use crate::peer::{self, ConnectionsPerAddress};
 use crate::protocol::{self, ErrorCode, Failure, close, frame};
 use crate::session;
+use crate::socket::{self, FrameWriter};
 use wsgate_config::Config;
 
 /// Largest message and frame on the `/echo` endpoint (docs/config.md: testing only).
@@ -31,7 +32,7 @@ const ECHO_LIMIT: usize = 16 * 1024 * 1024;
 /// Initial read buffer of a connection (tungstenite's, which never shrinks).
 /// Idle connections dominate a gateway's memory, and most client frames are
 /// small; a larger frame grows the buffer. Reads from the socket are larger: the
-/// socket reads ahead (see `listener::READ_AHEAD`) into a buffer it frees once
+/// socket reads ahead (see `socket::READ_AHEAD`) into a buffer it frees once
 /// taken.
 const READ_BUFFER: usize = 128;
 
@@ -227,6 +228,7 @@ async fn upgrade(
     ConnectInfo(remote): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
+    frames: Option<Extension<FrameWriter>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     // 1. Draining, rebalancing, or at the connection limit.
@@ -336,15 +338,18 @@ async fn upgrade(
         permit,
         address: address_slot,
         tracked: state.sessions.token(),
+        frames: frames.map(|Extension(frames)| frames),
     };
     ws.protocols(["wsgate.v1"])
         .read_buffer_size(READ_BUFFER)
-        // Each frame goes straight to the socket's own buffer, which gathers a
-        // batch and is freed once sent (see `listener::WRITE_BATCH`):
-        // tungstenite's buffer would keep a burst's capacity for ever.
+        // The session's frames bypass tungstenite (see `socket::FrameWriter`);
+        // what tungstenite still writes goes straight to the socket's own
+        // buffer, which gathers a batch and is freed once sent (see
+        // `socket::WRITE_BATCH`): tungstenite's buffer would keep a burst's
+        // capacity for ever.
         .write_buffer_size(0)
         .max_write_buffer_size(
-            protocol::max_frame_bytes(max_message).saturating_add(listener::WRITE_BATCH),
+            protocol::max_frame_bytes(max_message).saturating_add(socket::WRITE_BATCH),
         )
         .max_message_size(max_message)
         .max_frame_size(max_message)

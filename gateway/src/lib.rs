@@ -13,6 +13,7 @@
 //! - [`app`]: shared state, routers and the WebSocket handshake; [`api`]: the backend HTTP API.
 //! - [`assets`]: the browser client and the demo page. [`origin`]: the Origin allow-list. [`metrics`]: Prometheus metrics.
 //! - [`listener`]: the public listener's accept loop, bounding sockets before their handshake;
+//!   [`socket`]: one accepted socket, its buffers and the writer's direct path for frames;
 //!   [`peer`]: the client address of an upgrade and the connections per address.
 //! - [`pusher`]: Pusher Channels compatibility, a second transport over the same hub and broker.
 //! - [`shutdown`]: the signal and the drain; `server`: wiring it all from a [`Config`].
@@ -40,6 +41,7 @@ pub mod rebalance;
 mod server;
 pub mod session;
 pub mod shutdown;
+pub mod socket;
 
 pub use server::{init_tracing, run};
 pub use wsgate_config::{Args, Config};

@@ -12,16 +12,15 @@
 //!   itself is closed, the WebSocket session included. A socket over either bound is closed as
 //!   soon as it is accepted, so the reserve stays free for the admin listener, NATS and the
 //!   key files, and health checks, metrics and key reloads keep working under a flood;
-//! - carries its peer address into the request as [`ConnectInfo`], for the per-address cap.
+//! - carries its peer address into the request as [`ConnectInfo`], for the per-address cap,
+//!   and its [`FrameWriter`](crate::socket::FrameWriter), for the session's writer.
 //!
 //! When the public sockets near their budget, one warning is logged; it is logged again only
 //! after their number has fallen back well below it.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,8 +29,7 @@ use axum::extract::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,6 +37,7 @@ use tower::ServiceExt as _;
 use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
+use crate::socket::CountedStream;
 
 /// How many sockets the public listener holds, and for how long before they speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,11 +147,14 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(CountedStream::new(stream, place));
+        let stream = CountedStream::new(stream, place);
+        let frames = stream.frame_writer();
+        let io = TokioIo::new(stream);
         let service = router
             .clone()
             .map_request(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(frames.clone());
                 request
             });
         let connection = http
@@ -194,159 +196,6 @@ fn is_connection_error(error: &io::Error) -> bool {
     )
 }
 
-/// Bytes of writes gathered before they go to the socket: the WebSocket writer feeds a whole
-/// batch of queued frames and flushes once, so a batch leaves in one `send` (or a few) instead
-/// of one per frame. A few dozen typical messages per `send` already make the syscall's cost
-/// marginal.
-pub const WRITE_BATCH: usize = 4 * 1024;
-
-/// Bytes read from the socket at once when the reader asks for less: the WebSocket's own read
-/// buffer is kept small (idle connections dominate a gateway's memory), and its small reads are
-/// then served from here rather than one `recv` each.
-pub const READ_AHEAD: usize = 4 * 1024;
-
-/// A public socket holding its place in the [`SocketBudget`] for as long as it is open: the
-/// place follows the socket into the WebSocket session after the upgrade, and is freed when
-/// the session drops the socket.
-///
-/// It also holds the socket's buffers only while they hold bytes, so an idle connection holds
-/// none and one that saw a burst does not keep the burst's capacity (tungstenite's buffers
-/// never shrink, so the WebSocket is configured to keep its own small):
-/// - writes are gathered, up to [`WRITE_BATCH`] bytes, until they are flushed, and the buffer
-///   is freed once it has been sent;
-/// - a read smaller than [`READ_AHEAD`] reads up to that much from the socket, serves the
-///   following reads from it, and frees it once they have taken it all.
-struct CountedStream {
-    stream: TcpStream,
-    /// Written but not yet sent; unallocated when empty.
-    pending: Vec<u8>,
-    /// Read from the socket but not yet taken, from `read_at` on; unallocated when empty.
-    read_ahead: Vec<u8>,
-    read_at: usize,
-    _place: OwnedSemaphorePermit,
-}
-
-impl CountedStream {
-    fn new(stream: TcpStream, place: OwnedSemaphorePermit) -> Self {
-        Self {
-            stream,
-            pending: Vec::new(),
-            read_ahead: Vec::new(),
-            read_at: 0,
-            _place: place,
-        }
-    }
-
-    /// Fills the read-ahead buffer from the socket (empty at the end of the stream). Allocates
-    /// only once the socket is readable.
-    fn poll_read_ahead(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            let mut chunk = vec![0; READ_AHEAD];
-            match self.stream.try_read(&mut chunk) {
-                Ok(read) => {
-                    chunk.truncate(read);
-                    self.read_ahead = chunk;
-                    self.read_at = 0;
-                    return Poll::Ready(Ok(()));
-                }
-                // The readiness was stale (and is now cleared): wait again.
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(error) => return Poll::Ready(Err(error)),
-            }
-        }
-    }
-
-    /// Sends everything gathered, then frees the buffer.
-    fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut sent = 0;
-        let result = loop {
-            if sent == self.pending.len() {
-                break Poll::Ready(Ok(()));
-            }
-            match Pin::new(&mut self.stream).poll_write(cx, &self.pending[sent..]) {
-                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => sent += n,
-                Poll::Ready(Err(error)) => break Poll::Ready(Err(error)),
-                Poll::Pending => break Poll::Pending,
-            }
-        };
-        if sent == self.pending.len() {
-            self.pending = Vec::new();
-        } else {
-            self.pending.drain(..sent);
-        }
-        result
-    }
-}
-
-impl Drop for CountedStream {
-    /// Sends what is still gathered, without waiting. tungstenite answers a client's close
-    /// frame and then, as the server, ends the connection without flushing the stream (its
-    /// `flush` returns `ConnectionClosed` before it calls the stream's): the answer is written
-    /// but may still be gathered here when the socket is dropped. A close frame fits any socket
-    /// buffer that is not full, so the client sees a clean closing handshake.
-    fn drop(&mut self) {
-        if !self.pending.is_empty() {
-            let _ = self.stream.try_write(&self.pending);
-        }
-    }
-}
-
-impl AsyncRead for CountedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.read_at == this.read_ahead.len() {
-            if buf.remaining() >= READ_AHEAD {
-                return Pin::new(&mut this.stream).poll_read(cx, buf);
-            }
-            ready!(this.poll_read_ahead(cx))?;
-        }
-        let available = &this.read_ahead[this.read_at..];
-        let taken = available.len().min(buf.remaining());
-        buf.put_slice(&available[..taken]);
-        this.read_at += taken;
-        if this.read_at == this.read_ahead.len() {
-            this.read_ahead = Vec::new();
-            this.read_at = 0;
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for CountedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.pending.len() + buf.len() > WRITE_BATCH {
-            ready!(this.poll_send_pending(cx))?;
-        }
-        if buf.len() >= WRITE_BATCH {
-            // Nothing gathered is left: a large write goes straight to the socket.
-            return Pin::new(&mut this.stream).poll_write(cx, buf);
-        }
-        this.pending.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_send_pending(cx))?;
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_send_pending(cx))?;
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,75 +221,6 @@ mod tests {
         assert!(
             !budget.warned.load(Ordering::Relaxed),
             "well below the budget: re-armed"
-        );
-    }
-
-    /// A connected pair on loopback: the server's end counted, and the client's.
-    async fn pair() -> (CountedStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let place = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-        (CountedStream::new(server, place), client)
-    }
-
-    /// Writes are gathered until the flush, which sends them in order and frees the buffer:
-    /// a burst leaves no capacity behind.
-    #[tokio::test]
-    async fn gathered_writes_leave_on_flush_and_free_their_buffer() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let (mut server, mut client) = pair().await;
-        for frame in 0..100u8 {
-            server.write_all(&[frame; 30]).await.unwrap();
-        }
-        assert!(server.pending.capacity() > 0, "gathered until the flush");
-        server.flush().await.unwrap();
-        assert_eq!(server.pending.capacity(), 0, "freed once sent");
-        let mut received = vec![0; 3000];
-        client.read_exact(&mut received).await.unwrap();
-        let expected: Vec<u8> = (0..100u8).flat_map(|frame| [frame; 30]).collect();
-        assert_eq!(received, expected);
-    }
-
-    /// What is gathered when the socket is dropped still leaves (tungstenite writes its answer
-    /// to a client's close frame and drops the socket without a flush).
-    #[tokio::test]
-    async fn gathered_writes_leave_when_the_socket_is_dropped() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let (mut server, mut client) = pair().await;
-        let close = [0x88, 0x02, 0x03, 0xe8];
-        server.write_all(&close).await.unwrap();
-        assert!(!server.pending.is_empty(), "gathered, not sent");
-        drop(server);
-        let mut received = Vec::new();
-        client.read_to_end(&mut received).await.unwrap();
-        assert_eq!(received, close);
-    }
-
-    /// A small read reads ahead; the following reads take what was read, in order, and the
-    /// buffer is freed once they have taken it all.
-    #[tokio::test]
-    async fn reads_ahead_are_served_in_order_and_freed_once_taken() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let (mut server, mut client) = pair().await;
-        let sent: Vec<u8> = (0..1000u32).map(|n| n as u8).collect();
-        client.write_all(&sent).await.unwrap();
-        let mut received = Vec::new();
-        let mut small = [0; 100];
-        while received.len() < sent.len() {
-            let read = server.read(&mut small).await.unwrap();
-            assert!(read > 0, "the stream ended early");
-            received.extend_from_slice(&small[..read]);
-        }
-        assert_eq!(received, sent);
-        assert_eq!(server.read_ahead.capacity(), 0, "freed once taken");
-        drop(client);
-        assert_eq!(
-            server.read(&mut small).await.unwrap(),
-            0,
-            "the end of the stream"
         );
     }
 }

@@ -7,6 +7,7 @@
 //! (slow consumer) and everyone else carries on.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
@@ -37,6 +38,9 @@ pub struct Outbox {
     ready: Notify,
     capacity: usize,
     closing: OnceLock<(u16, &'static str)>,
+    /// Set when the close was decided by [`Outbox::end`]: the client or the network ended
+    /// the connection, so nothing more is written to it but the answer to a close frame.
+    ended: AtomicBool,
     /// Wakes whoever waits in [`Outbox::closed`] when the close is requested.
     closed: Notify,
     metrics: Arc<Metrics>,
@@ -61,6 +65,7 @@ impl Outbox {
             ready: Notify::new(),
             capacity: capacity.max(1),
             closing: OnceLock::new(),
+            ended: AtomicBool::new(false),
             closed: Notify::new(),
             metrics,
         })
@@ -164,9 +169,18 @@ impl Outbox {
         self.decide(close::NORMAL, "", ending)
     }
 
+    /// Whether the client or the network ended the connection ([`Outbox::end`] decided its
+    /// close), rather than the server closing it.
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
     fn decide(&self, code: u16, reason: &'static str, ending: Ending) -> bool {
         let decided = self.closing.set((code, reason)).is_ok();
         if decided {
+            if !matches!(ending, Ending::Server(_)) {
+                self.ended.store(true, Ordering::Release);
+            }
             self.metrics.ended(ending);
         }
         self.closed.notify_waiters();

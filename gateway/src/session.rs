@@ -54,6 +54,8 @@ use membership::announce;
 use replies::{InFlight, MAX_IN_FLIGHT};
 use writer::{millis, write_loop};
 
+use crate::socket::FrameWriter;
+
 /// How a session starts: with an identity from the handshake, or waiting for `auth`.
 pub struct Start {
     pub conn_id: Arc<str>,
@@ -69,6 +71,9 @@ pub struct Start {
     pub address: AddressSlot,
     /// Held until the connection is counted as ended: the drain waits for it.
     pub tracked: TaskTrackerToken,
+    /// The socket's direct path for the writer's text frames (see [`crate::socket`]);
+    /// `None` for a socket that is not a public listener's (unit tests' channels).
+    pub frames: Option<FrameWriter>,
 }
 
 /// What the reader loop should do after a frame.
@@ -127,6 +132,7 @@ where
         permit,
         address,
         tracked,
+        frames,
     } = start;
     let limits = &state.config.limits;
     let outbox = Outbox::new(
@@ -158,6 +164,7 @@ where
         let reader = pin!(read_loop(&mut session, &mut stream, origin, &last_heard));
         let writer = pin!(write_loop(
             &mut sink,
+            frames.as_ref(),
             &outbox,
             &state,
             origin,

@@ -232,7 +232,16 @@ async fn run(socket: WebSocket, state: Arc<AppState>, pusher: Arc<Pusher>, admit
         let (outbox, state, last_heard) = (outbox.clone(), state.clone(), last_heard.clone());
         let mut sink = sink;
         tokio::spawn(async move {
-            write_loop(&mut sink, &outbox, &state, origin, &last_heard, &PUSHER).await;
+            write_loop(
+                &mut sink,
+                None,
+                &outbox,
+                &state,
+                origin,
+                &last_heard,
+                &PUSHER,
+            )
+            .await;
         })
     };
     outbox.push(protocol::connection_established(&socket_id).into());

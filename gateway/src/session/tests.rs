@@ -139,6 +139,7 @@ fn connect(state: &Arc<AppState>, token: Option<&str>) -> Client {
         permit,
         address,
         tracked: state.sessions.token(),
+        frames: None,
     };
     tokio::spawn(run(FakeSocket { incoming, outgoing }, state.clone(), start));
     Client {
@@ -538,6 +539,7 @@ async fn the_connection_future_stays_within_2_kib() {
         permit,
         address,
         tracked: state.sessions.token(),
+        frames: None,
     };
     let future = run(FakeSocket { incoming, outgoing }, state.clone(), start);
     let size = std::mem::size_of_val(&future);

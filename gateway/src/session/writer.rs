@@ -6,6 +6,11 @@
 //!
 //! The Pusher transport writes through the same loop in its own [`Dialect`]:
 //! which queued frames are its own, and how a close is said.
+//!
+//! On a real socket, queued frames bypass tungstenite: the [`FrameWriter`]
+//! frames each one straight into the socket's outgoing bytes, and the sink only
+//! flushes them (see [`crate::socket`]). Pings and the close handshake still go
+//! through the sink.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +23,7 @@ use crate::app::AppState;
 use crate::metrics::Ending;
 use crate::outbox::Outbox;
 use crate::protocol::close;
+use crate::socket::{FrameWriter, WRITE_BATCH};
 
 /// Milliseconds since the process's clock origin, for the heartbeat.
 pub(crate) fn millis(origin: Instant) -> u64 {
@@ -46,8 +52,12 @@ pub(crate) const NATIVE: Dialect = Dialect {
 };
 
 /// Drains the outbox to the socket, sends heartbeats, and sends the close frame.
+///
+/// `frames` is the socket's direct path for text frames; without it (the
+/// in-memory sockets of unit tests) frames are fed to the sink.
 pub(crate) async fn write_loop<S>(
     sink: &mut SplitSink<S, Message>,
+    frames: Option<&FrameWriter>,
     outbox: &Outbox,
     state: &AppState,
     origin: Instant,
@@ -69,7 +79,7 @@ pub(crate) async fn write_loop<S>(
                 let mut bytes = 0;
                 for frame in batch.into_iter().filter(|frame| (dialect.admits)(frame)) {
                     bytes += frame.len() as u64;
-                    if sink.feed(Message::Text(frame)).await.is_err() {
+                    if write(sink, frames, frame).await.is_err() {
                         outbox.shut();
                         outbox.end(Ending::Lost);
                         return;
@@ -96,22 +106,44 @@ pub(crate) async fn write_loop<S>(
     }
     // Boxed: it runs once, so the connection's future does not reserve room
     // for its timers for the connection's whole life.
-    Box::pin(finish(sink, outbox, dialect)).await;
+    Box::pin(finish(sink, frames, outbox, dialect)).await;
+}
+
+/// Writes one text frame: appended to the socket's outgoing bytes (flushed once
+/// a batch's worth has gathered), or fed to the sink.
+async fn write<S>(
+    sink: &mut SplitSink<S, Message>,
+    frames: Option<&FrameWriter>,
+    frame: Utf8Bytes,
+) -> Result<(), axum::Error>
+where
+    S: Sink<Message, Error = axum::Error> + Send,
+{
+    match frames {
+        Some(frames) if frames.text(frame.as_bytes()) >= WRITE_BATCH => sink.flush().await,
+        Some(_) => Ok(()),
+        None => sink.feed(Message::Text(frame)).await,
+    }
 }
 
 /// Sends what is still queued (unless the connection is closed as a slow
 /// consumer) and the close frame, then closes the socket.
-async fn finish<S>(sink: &mut SplitSink<S, Message>, outbox: &Outbox, dialect: &Dialect)
-where
+async fn finish<S>(
+    sink: &mut SplitSink<S, Message>,
+    frames: Option<&FrameWriter>,
+    outbox: &Outbox,
+    dialect: &Dialect,
+) where
     S: Sink<Message, Error = axum::Error> + Send,
 {
     // Frames queued before the close was decided still go out first (a `left` or
-    // `reconnect` event, an error reply), except for a slow consumer.
+    // `reconnect` event, an error reply), except for a slow consumer, and except
+    // when the client ended the connection: its close frame has been answered.
     let rest = outbox.shut();
     if let Some((code, reason)) = outbox.closing() {
-        if code != close::TRY_AGAIN_LATER {
+        if code != close::TRY_AGAIN_LATER && !outbox.ended() {
             for frame in rest.into_iter().filter(|frame| (dialect.admits)(frame)) {
-                if sink.feed(Message::Text(frame)).await.is_err() {
+                if write(sink, frames, frame).await.is_err() {
                     return;
                 }
             }
