@@ -36,6 +36,25 @@ const ECHO_LIMIT: usize = 16 * 1024 * 1024;
 /// taken.
 const READ_BUFFER: usize = 128;
 
+/// The WebSocket settings of every transport's connections on the public
+/// listener: messages and frames up to `max_message` bytes, and tungstenite's
+/// buffers kept small.
+pub(crate) fn websocket(ws: WebSocketUpgrade, max_message: usize) -> WebSocketUpgrade {
+    ws.read_buffer_size(READ_BUFFER)
+        // The writers' frames bypass tungstenite (see `socket::FrameWriter`);
+        // what tungstenite still writes goes straight to the socket's own
+        // buffer, which gathers a batch and is freed once sent (see
+        // `socket::WRITE_BATCH`): tungstenite's buffer would keep a burst's
+        // capacity for ever, and would hold its frames back from the order of
+        // the writer's.
+        .write_buffer_size(0)
+        .max_write_buffer_size(
+            protocol::max_frame_bytes(max_message).saturating_add(socket::WRITE_BATCH),
+        )
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+}
+
 /// What every handler and session shares.
 pub struct AppState {
     pub config: Config,
@@ -228,7 +247,7 @@ async fn upgrade(
     ConnectInfo(remote): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
-    frames: Option<Extension<FrameWriter>>,
+    Extension(frames): Extension<FrameWriter>,
     ws: WebSocketUpgrade,
 ) -> Response {
     // 1. Draining, rebalancing, or at the connection limit.
@@ -338,29 +357,16 @@ async fn upgrade(
         permit,
         address: address_slot,
         tracked: state.sessions.token(),
-        frames: frames.map(|Extension(frames)| frames),
+        frames,
     };
-    ws.protocols(["wsgate.v1"])
-        .read_buffer_size(READ_BUFFER)
-        // The session's frames bypass tungstenite (see `socket::FrameWriter`);
-        // what tungstenite still writes goes straight to the socket's own
-        // buffer, which gathers a batch and is freed once sent (see
-        // `socket::WRITE_BATCH`): tungstenite's buffer would keep a burst's
-        // capacity for ever.
-        .write_buffer_size(0)
-        .max_write_buffer_size(
-            protocol::max_frame_bytes(max_message).saturating_add(socket::WRITE_BATCH),
-        )
-        .max_message_size(max_message)
-        .max_frame_size(max_message)
-        .on_upgrade(move |socket| {
-            // The session gets a task of its own, and axum's upgrade task ends
-            // here: that task's future (the upgrade, axum's wrapper, this
-            // closure) would otherwise stay allocated around the session for
-            // the connection's whole life.
-            tokio::spawn(session::run(socket, state, start));
-            std::future::ready(())
-        })
+    websocket(ws.protocols(["wsgate.v1"]), max_message).on_upgrade(move |socket| {
+        // The session gets a task of its own, and axum's upgrade task ends
+        // here: that task's future (the upgrade, axum's wrapper, this
+        // closure) would otherwise stay allocated around the session for
+        // the connection's whole life.
+        tokio::spawn(session::run(socket, state, start));
+        std::future::ready(())
+    })
 }
 
 /// `GET /echo`: a plain echo WebSocket for conformance suites (no auth, no origin check).

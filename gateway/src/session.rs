@@ -71,9 +71,8 @@ pub struct Start {
     pub address: AddressSlot,
     /// Held until the connection is counted as ended: the drain waits for it.
     pub tracked: TaskTrackerToken,
-    /// The socket's direct path for the writer's text frames (see [`crate::socket`]);
-    /// `None` for a socket that is not a public listener's (unit tests' channels).
-    pub frames: Option<FrameWriter>,
+    /// The socket's direct path for the writer's text frames (see [`crate::socket`]).
+    pub frames: FrameWriter,
 }
 
 /// What the reader loop should do after a frame.
@@ -164,7 +163,7 @@ where
         let reader = pin!(read_loop(&mut session, &mut stream, origin, &last_heard));
         let writer = pin!(write_loop(
             &mut sink,
-            frames.as_ref(),
+            &frames,
             &outbox,
             &state,
             origin,

@@ -213,6 +213,21 @@ pub struct FrameWriter {
 }
 
 impl FrameWriter {
+    /// A writer whose frames go to no socket: the in-memory sockets of unit tests take them
+    /// with [`FrameWriter::take`].
+    #[cfg(test)]
+    pub(crate) fn detached() -> Self {
+        Self {
+            pending: Pending::default(),
+        }
+    }
+
+    /// Takes the bytes appended so far.
+    #[cfg(test)]
+    pub(crate) fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut self.pending.lock())
+    }
+
     /// Appends one text frame carrying `payload`; returns how many bytes are now waiting to be
     /// sent, so the caller flushes once a batch's worth has gathered.
     pub fn text(&self, payload: &[u8]) -> usize {

@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use axum::routing::get;
+use axum::{Extension, Router};
 use futures::StreamExt as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -39,6 +39,7 @@ use crate::outbox::Outbox;
 use crate::protocol::close;
 use crate::ratelimit::RateLimit;
 use crate::session::writer::{Dialect, millis, write_loop};
+use crate::socket::FrameWriter;
 
 /// Largest `channel_data` of a presence subscription.
 const MAX_CHANNEL_DATA_BYTES: usize = 1024;
@@ -122,6 +123,7 @@ async fn upgrade(
     Path(key): Path<String>,
     Query(query): Query<ConnectQuery>,
     headers: HeaderMap,
+    Extension(frames): Extension<FrameWriter>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let pusher = state.pusher.get().cloned();
@@ -131,16 +133,14 @@ async fn upgrade(
     };
     let max_message = state.config.limits.max_message_bytes;
     let tracker = state.sessions.token();
-    ws.max_message_size(max_message)
-        .max_frame_size(max_message)
-        .on_upgrade(move |socket| async move {
-            match (decision, pusher) {
-                (Ok(admitted), Some(pusher)) => run(socket, state, pusher, admitted).await,
-                (Err((code, message)), _) => refuse(socket, code, message).await,
-                (Ok(_), None) => {}
-            }
-            drop(tracker);
-        })
+    crate::app::websocket(ws, max_message).on_upgrade(move |socket| async move {
+        match (decision, pusher) {
+            (Ok(admitted), Some(pusher)) => run(socket, frames, state, pusher, admitted).await,
+            (Err((code, message)), _) => refuse(socket, code, message).await,
+            (Ok(_), None) => {}
+        }
+        drop(tracker);
+    })
 }
 
 /// Sends `pusher:error` and closes with its code.
@@ -209,7 +209,13 @@ fn cost(event: &str, channel: Option<&str>) -> u32 {
 }
 
 /// Runs an admitted connection to its end.
-async fn run(socket: WebSocket, state: Arc<AppState>, pusher: Arc<Pusher>, admitted: Admitted) {
+async fn run(
+    socket: WebSocket,
+    frames: FrameWriter,
+    state: Arc<AppState>,
+    pusher: Arc<Pusher>,
+    admitted: Admitted,
+) {
     let socket_id = pusher.socket_id();
     let key = state.hub.next_key();
     let conn_id: Arc<str> = Arc::from(format!("{}:pusher-{socket_id}", state.hub.node()));
@@ -234,7 +240,7 @@ async fn run(socket: WebSocket, state: Arc<AppState>, pusher: Arc<Pusher>, admit
         tokio::spawn(async move {
             write_loop(
                 &mut sink,
-                None,
+                &frames,
                 &outbox,
                 &state,
                 origin,
@@ -701,9 +707,19 @@ mod tests {
         let state = super::super::api::tests::state();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let service = crate::app::public(state.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let server = tokio::spawn(async move { axum::serve(listener, service).await });
+        let limits = crate::listener::SocketLimits {
+            handshake_timeout: Duration::from_secs(5),
+            handshakes: 10,
+            sockets: 10,
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(crate::listener::serve(
+            listener,
+            crate::app::public(state.clone()),
+            limits,
+            state.metrics.clone(),
+            stop.clone(),
+        ));
         let stream = tokio::net::TcpStream::connect(address).await.unwrap();
         let url = format!("ws://{address}/app/k?protocol=7");
         let (mut client, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
@@ -718,7 +734,8 @@ mod tests {
         let now = Duration::ZERO;
         assert!(state.hub.sheddable(now, false).is_empty());
         assert_eq!(state.hub.sheddable(now, true).len(), 1);
-        server.abort();
+        stop.cancel();
+        server.await.unwrap();
     }
 
     /// Drains and rebalances reconnect at once (4200); Pusher's own codes pass.

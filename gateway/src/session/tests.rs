@@ -12,13 +12,58 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::app::AppState;
 use crate::broker::LocalNode;
+use crate::socket::FrameWriter;
 
 const SECRET: &str = "session-test-secret";
 
-/// The server's end of an in-memory WebSocket.
+/// The server's end of an in-memory WebSocket. As on a real socket, the
+/// writer's frames are appended to the socket's outgoing bytes (`frames`) and
+/// leave, as messages, before whatever the sink is given next, and at a flush.
 struct FakeSocket {
     incoming: mpsc::UnboundedReceiver<Result<Message, axum::Error>>,
     outgoing: mpsc::UnboundedSender<Message>,
+    frames: FrameWriter,
+}
+
+impl FakeSocket {
+    fn new(
+        incoming: mpsc::UnboundedReceiver<Result<Message, axum::Error>>,
+        outgoing: mpsc::UnboundedSender<Message>,
+    ) -> (Self, FrameWriter) {
+        let frames = FrameWriter::detached();
+        let socket = Self {
+            incoming,
+            outgoing,
+            frames: frames.clone(),
+        };
+        (socket, frames)
+    }
+
+    /// Sends the frames appended so far, parsed back into messages.
+    fn send_appended(&self) -> Result<(), axum::Error> {
+        let bytes = self.frames.take();
+        let mut rest = &bytes[..];
+        while let [0x81, length, after @ ..] = rest {
+            let (length, after) = match *length {
+                126 => (
+                    usize::from(u16::from_be_bytes([after[0], after[1]])),
+                    &after[2..],
+                ),
+                127 => {
+                    let length = u64::from_be_bytes(after[..8].try_into().unwrap());
+                    (usize::try_from(length).unwrap(), &after[8..])
+                }
+                length => (usize::from(length), after),
+            };
+            let text = std::str::from_utf8(&after[..length]).unwrap();
+            self.outgoing
+                .send(Message::Text(text.into()))
+                .map_err(axum::Error::new)?;
+            rest = &after[length..];
+        }
+        assert!(rest.is_empty(), "not a whole text frame: {rest:?}");
+        Ok(())
+    }
 }
 
 impl Stream for FakeSocket {
@@ -37,15 +82,16 @@ impl Sink<Message> for FakeSocket {
     }
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+        self.send_appended()?;
         self.outgoing.send(item).map_err(axum::Error::new)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+        Poll::Ready(self.send_appended())
     }
 
     fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+        Poll::Ready(self.send_appended())
     }
 }
 
@@ -118,6 +164,7 @@ fn now() -> u64 {
 fn connect(state: &Arc<AppState>, token: Option<&str>) -> Client {
     let (to_server, incoming) = mpsc::unbounded_channel();
     let (outgoing, from_server) = mpsc::unbounded_channel();
+    let (socket, frames) = FakeSocket::new(incoming, outgoing);
     let conn_id: Arc<str> = Arc::from(format!("test:{}", state.hub.next_key()));
     let identity = match token {
         Some(token) => Some(state.auth.verify(token).unwrap()),
@@ -139,9 +186,9 @@ fn connect(state: &Arc<AppState>, token: Option<&str>) -> Client {
         permit,
         address,
         tracked: state.sessions.token(),
-        frames: None,
+        frames,
     };
-    tokio::spawn(run(FakeSocket { incoming, outgoing }, state.clone(), start));
+    tokio::spawn(run(socket, state.clone(), start));
     Client {
         to_server,
         from_server,
@@ -527,6 +574,7 @@ async fn the_connection_future_stays_within_2_kib() {
     let state = state("", &["--allow-anonymous"]);
     let (_to_server, incoming) = mpsc::unbounded_channel();
     let (outgoing, _from_server) = mpsc::unbounded_channel();
+    let (socket, frames) = FakeSocket::new(incoming, outgoing);
     let permit = state.connections.clone().try_acquire_owned().unwrap();
     let address = state
         .per_address
@@ -539,9 +587,9 @@ async fn the_connection_future_stays_within_2_kib() {
         permit,
         address,
         tracked: state.sessions.token(),
-        frames: None,
+        frames,
     };
-    let future = run(FakeSocket { incoming, outgoing }, state.clone(), start);
+    let future = run(socket, state.clone(), start);
     let size = std::mem::size_of_val(&future);
     assert!(size <= 2048, "the connection's future is {size} bytes");
 }

@@ -53,11 +53,11 @@ pub(crate) const NATIVE: Dialect = Dialect {
 
 /// Drains the outbox to the socket, sends heartbeats, and sends the close frame.
 ///
-/// `frames` is the socket's direct path for text frames; without it (the
-/// in-memory sockets of unit tests) frames are fed to the sink.
+/// `frames` is the socket's direct path for text frames: they are appended to
+/// the socket's outgoing bytes and the sink only flushes them.
 pub(crate) async fn write_loop<S>(
     sink: &mut SplitSink<S, Message>,
-    frames: Option<&FrameWriter>,
+    frames: &FrameWriter,
     outbox: &Outbox,
     state: &AppState,
     origin: Instant,
@@ -79,7 +79,8 @@ pub(crate) async fn write_loop<S>(
                 let mut bytes = 0;
                 for frame in batch.into_iter().filter(|frame| (dialect.admits)(frame)) {
                     bytes += frame.len() as u64;
-                    if write(sink, frames, frame).await.is_err() {
+                    // Sent once a batch's worth has gathered, and at the flush below.
+                    if frames.text(frame.as_bytes()) >= WRITE_BATCH && sink.flush().await.is_err() {
                         outbox.shut();
                         outbox.end(Ending::Lost);
                         return;
@@ -109,28 +110,11 @@ pub(crate) async fn write_loop<S>(
     Box::pin(finish(sink, frames, outbox, dialect)).await;
 }
 
-/// Writes one text frame: appended to the socket's outgoing bytes (flushed once
-/// a batch's worth has gathered), or fed to the sink.
-async fn write<S>(
-    sink: &mut SplitSink<S, Message>,
-    frames: Option<&FrameWriter>,
-    frame: Utf8Bytes,
-) -> Result<(), axum::Error>
-where
-    S: Sink<Message, Error = axum::Error> + Send,
-{
-    match frames {
-        Some(frames) if frames.text(frame.as_bytes()) >= WRITE_BATCH => sink.flush().await,
-        Some(_) => Ok(()),
-        None => sink.feed(Message::Text(frame)).await,
-    }
-}
-
 /// Sends what is still queued (unless the connection is closed as a slow
 /// consumer) and the close frame, then closes the socket.
 async fn finish<S>(
     sink: &mut SplitSink<S, Message>,
-    frames: Option<&FrameWriter>,
+    frames: &FrameWriter,
     outbox: &Outbox,
     dialect: &Dialect,
 ) where
@@ -143,7 +127,7 @@ async fn finish<S>(
     if let Some((code, reason)) = outbox.closing() {
         if code != close::TRY_AGAIN_LATER && !outbox.ended() {
             for frame in rest.into_iter().filter(|frame| (dialect.admits)(frame)) {
-                if write(sink, frames, frame).await.is_err() {
+                if frames.text(frame.as_bytes()) >= WRITE_BATCH && sink.flush().await.is_err() {
                     return;
                 }
             }
