@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use wsgate_tests::http::Request;
-use wsgate_tests::{Gateway, GatewayOptions, NatsServer, TempDir};
+use wsgate_tests::{Gateway, GatewayOptions, NatsOptions, NatsServer, TempDir};
 
 /// The app every gateway of this suite serves.
 const APP_ID: &str = "1001";
@@ -54,9 +54,11 @@ fn options(node: &str, nats: &NatsServer, secrets: &TempDir) -> Result<GatewayOp
 /// by socket id, batches in order, channel info and users, a bad signature,
 /// an unknown key, one user on two replicas, encrypted channels relayed, the
 /// limits of an app (4004, 4301, `max_presence_members`), sign-in with
-/// `sendToUser` and `terminate_connections`, Laravel Echo, the command
-/// budget, the metric, and a
-/// drain's 4200.
+/// `sendToUser` and `terminate_connections`, cache channels of every kind
+/// (their last event kept in JetStream, served on the other replica, and
+/// `pusher:cache_miss`), one user joining a presence channel twice at once
+/// announced once, a repeated presence subscribe answered with the members,
+/// Laravel Echo, the command budget, the metric, and a drain's 4200.
 #[tokio::test]
 async fn pusher_js_and_the_server_sdks_work_against_two_replicas() -> Result<()> {
     let dir = pusher_dir();
@@ -64,7 +66,8 @@ async fn pusher_js_and_the_server_sdks_work_against_two_replicas() -> Result<()>
         dir.join("node_modules/pusher-js").is_dir() && dir.join("node_modules/pusher").is_dir(),
         "the npm packages are missing: run `npm ci --prefix tests/pusher` (tests/run does)"
     );
-    let nats = NatsServer::start().await?;
+    // JetStream keeps cache channels' last events.
+    let nats = NatsServer::start_with(NatsOptions { jetstream: true }).await?;
     let secrets = TempDir::new("pusher-secrets")?;
     let a = Gateway::start(options("gw-a", &nats, &secrets)?).await?;
     let b = Gateway::start(options("gw-b", &nats, &secrets)?).await?;

@@ -31,7 +31,7 @@ use tracing::debug;
 
 use super::channel::{self, Kind};
 use super::protocol::{self, ChannelData, Incoming, Signin, Subscribe, code};
-use super::registry::{Place, envelope};
+use super::registry::{MAX_HOLD, Place, envelope};
 use super::roster::{self, Enlisted};
 use super::{App, AppSlot, Pusher, signature};
 use crate::app::AppState;
@@ -168,6 +168,29 @@ struct Subscription {
     /// The connection's entry in the channel's roster (none on a user's own
     /// channel, which lists no subscribers).
     roster: Option<Enlisted>,
+}
+
+/// A connection's entry in a channel's roster, made by a subscribe.
+struct Joined {
+    enlisted: Enlisted,
+    /// Presence: the member's user id and info.
+    member: Option<(String, Box<RawValue>)>,
+    /// Presence: the channel's members, this one included.
+    members: Option<Vec<roster::Member>>,
+    /// Presence: whether this connection announces the member.
+    announce: bool,
+}
+
+/// The member list of a presence `subscription_succeeded`.
+fn listing(members: &[roster::Member]) -> protocol::Presence<'_> {
+    protocol::Presence {
+        ids: members.iter().map(|m| m.user_id.as_str()).collect(),
+        hash: members
+            .iter()
+            .map(|m| (m.user_id.as_str(), &*m.user_info))
+            .collect(),
+        count: members.len(),
+    }
 }
 
 /// The user a connection signed in as (`pusher:signin`).
@@ -395,7 +418,7 @@ impl Connection {
             return self.refuse_subscription(&name, 403, "Sign in as this user first");
         }
         let reply = protocol::subscription_succeeded(&name, None);
-        if !self.register(&name, reply).await {
+        if !self.register(&name, reply, false).await {
             return self.refuse_subscription(&name, 503, "Unavailable");
         }
         self.subscriptions.insert(
@@ -408,18 +431,78 @@ impl Connection {
         );
     }
 
-    /// Enters this connection in the channel's registry, which sends `reply`
-    /// once it holds the subscription; `false` when the broker is unavailable.
-    async fn register(&self, name: &str, reply: String) -> bool {
-        let place = Place {
+    fn place<'a>(&'a self, name: &'a str) -> Place<'a> {
+        Place {
             app: &self.app.config.id,
             channel: name,
+        }
+    }
+
+    /// Enters this connection in the channel's registry, which sends `reply`
+    /// once it holds the subscription (and holds the channel's events with
+    /// `hold`); `false` when the broker is unavailable.
+    async fn register(&self, name: &str, reply: String, hold: bool) -> bool {
+        self.pusher
+            .registry
+            .subscribe(
+                &self.state,
+                self.place(name),
+                &self.socket_id,
+                &self.outbox,
+                reply,
+                hold,
+            )
+            .await
+            .is_ok()
+    }
+
+    /// Sends a held subscriber of a cache channel the channel's last event,
+    /// or `pusher:cache_miss` when there is none (or it cannot be read in
+    /// time, as Sockudo answers a failed read), then the events it held.
+    async fn send_cached(&self, name: &str) {
+        let key = channel::room(&self.app.config.id, name);
+        let kept = tokio::time::timeout(MAX_HOLD, self.state.broker.last(&key)).await;
+        let first = match kept {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => protocol::cache_miss(name),
+            Ok(Err(error)) => {
+                debug!(%error, channel = name, "cache channel read failed");
+                protocol::cache_miss(name)
+            }
+            Err(_) => {
+                debug!(channel = name, "cache channel read timed out");
+                protocol::cache_miss(name)
+            }
         };
         self.pusher
             .registry
-            .subscribe(&self.state, place, &self.socket_id, &self.outbox, reply)
-            .await
-            .is_ok()
+            .release(self.place(name), self.outbox.key, Some(first));
+    }
+
+    /// A subscribe to a channel the connection is already on changes nothing
+    /// and is answered as the first one was, as Sockudo answers it: with the
+    /// current member list on a presence channel, and the last event (or
+    /// `pusher:cache_miss`) on a cache channel.
+    async fn subscribe_again(&self, name: &str) {
+        let presence = if Kind::of(name) == Kind::Presence {
+            let room = channel::roster(&self.app.config.id, name);
+            match roster::gather(&*self.state.broker, &room).await {
+                Ok(entries) => Some(roster::members(&entries)),
+                Err(_) => return self.refuse_subscription(name, 503, "Unavailable"),
+            }
+        } else {
+            None
+        };
+        let reply = protocol::subscription_succeeded(name, presence.as_deref().map(listing));
+        if channel::is_cache(name)
+            && self
+                .pusher
+                .registry
+                .hold(self.place(name), self.outbox.key, reply.clone())
+        {
+            return self.send_cached(name).await;
+        }
+        self.push(reply);
     }
 
     async fn subscribe(&mut self, subscribe: Subscribe) {
@@ -436,8 +519,7 @@ impl Connection {
             return self.refuse_subscription(&name, 400, "Invalid channel name");
         }
         if self.subscriptions.contains_key(&name) {
-            // Already subscribed: nothing changes, the client learns it is.
-            return self.push(protocol::subscription_succeeded(&name, None));
+            return self.subscribe_again(&name).await;
         }
         if self.subscriptions.len() >= self.state.config.limits.max_rooms_per_connection {
             return self.refuse_subscription(
@@ -464,12 +546,8 @@ impl Connection {
                 return self.refuse_subscription(&name, 401, "Invalid signature");
             }
         }
-        let app = self.app.config.id.clone();
-        let roster_room = channel::roster(&app, &name);
-        let mut member = None;
-        let mut list = None;
-        let mut new_member = false;
-        if kind == Kind::Presence {
+        let roster_room = channel::roster(&self.app.config.id, &name);
+        let joined = if kind == Kind::Presence {
             let Some(data) = data.filter(|data| data.len() <= MAX_CHANNEL_DATA_BYTES) else {
                 return self.refuse_subscription(
                     &name,
@@ -487,53 +565,31 @@ impl Connection {
                 .user_info
                 .map(|info| info.to_owned())
                 .unwrap_or_else(empty_object);
-            let entries = match roster::gather(&*self.state.broker, &roster_room).await {
-                Ok(entries) => entries,
-                Err(_) => return self.refuse_subscription(&name, 503, "Unavailable"),
-            };
-            let mut members = roster::members(&entries);
-            new_member = !members.iter().any(|m| m.user_id == user_id);
-            if new_member {
-                if members.len() >= self.app.config.max_presence_members {
-                    return self.refuse_subscription(
-                        &name,
-                        403,
-                        "Over the app's max_presence_members",
-                    );
-                }
-                members.push(roster::Member {
-                    user_id: user_id.clone(),
-                    user_info: info.clone(),
-                });
+            match self.join_presence(&roster_room, user_id, info).await {
+                Ok(joined) => joined,
+                Err((status, message)) => return self.refuse_subscription(&name, status, message),
             }
-            list = Some(members);
-            member = Some((user_id, info));
-        }
-        let entry_user = match &member {
-            Some((user_id, info)) => roster::member(user_id, info),
-            None => "-".to_owned(),
-        };
-        let enlisted =
-            match roster::enlist(&self.state, &roster_room, &self.socket_id, &entry_user).await {
-                Ok(enlisted) => enlisted,
+        } else {
+            match roster::enlist(&self.state, &roster_room, &self.socket_id, "-").await {
+                Ok(enlisted) => Joined {
+                    enlisted,
+                    member: None,
+                    members: None,
+                    announce: false,
+                },
                 Err(_) => return self.refuse_subscription(&name, 503, "Unavailable"),
-            };
-        let reply = protocol::subscription_succeeded(
-            &name,
-            list.as_ref().map(|members| protocol::Presence {
-                ids: members.iter().map(|m| m.user_id.as_str()).collect(),
-                hash: members
-                    .iter()
-                    .map(|m| (m.user_id.as_str(), &*m.user_info))
-                    .collect(),
-                count: members.len(),
-            }),
-        );
-        if !self.register(&name, reply).await {
-            enlisted.leave(&self.state.hub).await;
+            }
+        };
+        let reply = protocol::subscription_succeeded(&name, joined.members.as_deref().map(listing));
+        let cache = channel::is_cache(&name);
+        if !self.register(&name, reply, cache).await {
+            joined.enlisted.leave(&self.state.hub).await;
             return self.refuse_subscription(&name, 503, "Unavailable");
         }
-        if let (true, Some((user_id, info))) = (new_member, &member) {
+        if cache {
+            self.send_cached(&name).await;
+        }
+        if let (true, Some((user_id, info))) = (joined.announce, &joined.member) {
             let frame = protocol::member_added(&name, user_id, info);
             self.publish(&name, Some(&self.socket_id.clone()), &frame)
                 .await;
@@ -542,10 +598,73 @@ impl Connection {
             name,
             Subscription {
                 kind,
-                user_id: member.map(|(user_id, _)| user_id),
-                roster: Some(enlisted),
+                user_id: joined.member.map(|(user_id, _)| user_id),
+                roster: Some(joined.enlisted),
             },
         );
+    }
+
+    /// Enters this connection in a presence channel's roster, then gathers
+    /// the roster: its members answer the subscription, and this connection
+    /// announces the member when its entry is the user's earliest
+    /// (`roster::is_earliest`, which makes one of several connections of a
+    /// user joining at once announce it). A new member over the app's
+    /// `max_presence_members` leaves again and is refused.
+    async fn join_presence(
+        &self,
+        roster_room: &str,
+        user_id: String,
+        info: Box<RawValue>,
+    ) -> Result<Joined, (u16, &'static str)> {
+        const UNAVAILABLE: (u16, &str) = (503, "Unavailable");
+        let entry_user = roster::member(&user_id, &info);
+        // An entry that is no member makes sure this node holds the roster's
+        // subscription before the stamp is taken, so the stamped entry is in
+        // place as soon as it is made (not a broker round trip later).
+        let placeholder = roster::enlist(&self.state, roster_room, &self.socket_id, "-")
+            .await
+            .map_err(|_| UNAVAILABLE)?;
+        let stamped = {
+            // Stamp and entry in one turn, so this node's entries of the user
+            // are in the order of their stamps.
+            let _turn = self.pusher.join_turn(roster_room, &user_id).lock().await;
+            let conn = roster::stamped(self.pusher.stamp(), &self.socket_id);
+            roster::enlist(&self.state, roster_room, &conn, &entry_user)
+                .await
+                .map(|enlisted| (enlisted, conn))
+        };
+        placeholder.leave(&self.state.hub).await;
+        let (enlisted, conn) = stamped.map_err(|_| UNAVAILABLE)?;
+        let entries = match roster::gather(&*self.state.broker, roster_room).await {
+            Ok(entries) => entries,
+            Err(_) => {
+                enlisted.leave(&self.state.hub).await;
+                return Err(UNAVAILABLE);
+            }
+        };
+        let mut members = roster::members(&entries);
+        let others = entries
+            .iter()
+            .filter(|entry| entry.conn != conn)
+            .filter_map(|entry| roster::read_member(&entry.user))
+            .any(|member| member.user_id == user_id);
+        if !members.iter().any(|member| member.user_id == user_id) {
+            // Our own entry, should the gathering have missed it.
+            members.push(roster::Member {
+                user_id: user_id.clone(),
+                user_info: info.clone(),
+            });
+        }
+        if !others && members.len() > self.app.config.max_presence_members {
+            enlisted.leave(&self.state.hub).await;
+            return Err((403, "Over the app's max_presence_members"));
+        }
+        Ok(Joined {
+            enlisted,
+            announce: roster::is_earliest(&entries, &user_id, &conn),
+            members: Some(members),
+            member: Some((user_id, info)),
+        })
     }
 
     async fn unsubscribe(&mut self, name: &str) {
