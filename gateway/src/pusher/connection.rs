@@ -831,6 +831,82 @@ mod tests {
         server.abort();
     }
 
+    type Client = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// The next text frame from the server.
+    async fn next(client: &mut Client) -> String {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), client.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if let tungstenite::Message::Text(text) = frame {
+                return text.to_string();
+            }
+        }
+    }
+
+    /// Single node, through a real socket: a cache channel's subscriber gets
+    /// `subscription_succeeded`, then the last event triggered, or
+    /// `pusher:cache_miss` when there is none; subscribing again repeats both.
+    #[tokio::test]
+    async fn cache_channels_answer_with_their_last_event_or_a_miss() {
+        use futures::SinkExt as _;
+        use tokio_tungstenite::tungstenite::Message as Frame;
+
+        let state = super::super::api::tests::state();
+        state
+            .broker
+            .keep_last(
+                &channel::room("1", "cache-kept"),
+                r#"{"event":"score","channel":"cache-kept","data":"2"}"#.to_owned(),
+            )
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let service = crate::app::public(state.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = tokio::spawn(async move { axum::serve(listener, service).await });
+        let url = format!("ws://{address}/app/k?protocol=7");
+        let (mut client, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        assert!(
+            next(&mut client)
+                .await
+                .contains("pusher:connection_established")
+        );
+        let subscribe = |name: &str| {
+            Frame::text(format!(
+                r#"{{"event":"pusher:subscribe","data":{{"channel":"{name}"}}}}"#
+            ))
+        };
+        let succeeded = |name: &str| protocol::subscription_succeeded(name, None);
+        let kept = r#"{"event":"score","channel":"cache-kept","data":"2"}"#;
+        for _ in 0..2 {
+            client.send(subscribe("cache-kept")).await.unwrap();
+            assert_eq!(next(&mut client).await, succeeded("cache-kept"));
+            assert_eq!(next(&mut client).await, kept);
+        }
+        client.send(subscribe("cache-none")).await.unwrap();
+        assert_eq!(next(&mut client).await, succeeded("cache-none"));
+        assert_eq!(next(&mut client).await, protocol::cache_miss("cache-none"));
+        client.send(subscribe("plain")).await.unwrap();
+        assert_eq!(next(&mut client).await, succeeded("plain"));
+        client
+            .send(Frame::text(r#"{"event":"pusher:ping"}"#))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut client).await,
+            protocol::empty("pusher:pong"),
+            "no miss on a plain channel"
+        );
+        server.abort();
+    }
+
     /// Drains and rebalances reconnect at once (4200); Pusher's own codes pass.
     #[test]
     fn native_closes_map_to_pusher_codes() {
