@@ -219,14 +219,15 @@ struct Connection {
 
 /// What an event from the client costs from the command budget, in the
 /// native protocol's units (docs/security.md): 1 for most, 2 for a signed
-/// subscribe (a signature check), 5 for anything on a presence channel
+/// subscribe (a signature check) or one to a cache channel (a storage read,
+/// as a native join with `since`), 5 for anything on a presence channel
 /// (every node answers a gathering), 10 for a sign-in.
 fn cost(event: &str, channel: Option<&str>) -> u32 {
     let channel = channel.unwrap_or_default();
     match event {
         "pusher:signin" => 10,
         "pusher:subscribe" | "pusher:unsubscribe" if Kind::of(channel) == Kind::Presence => 5,
-        "pusher:subscribe" if Kind::of(channel).needs_auth() => 2,
+        "pusher:subscribe" if Kind::of(channel).needs_auth() || channel::is_cache(channel) => 2,
         _ => 1,
     }
 }
@@ -925,6 +926,8 @@ mod tests {
         assert_eq!(cost("pusher:ping", None), 1);
         assert_eq!(cost("pusher:subscribe", Some("news")), 1);
         assert_eq!(cost("pusher:subscribe", Some("private-x")), 2);
+        assert_eq!(cost("pusher:subscribe", Some("cache-x")), 2);
+        assert_eq!(cost("pusher:subscribe", Some("presence-cache-x")), 5);
         assert_eq!(cost("pusher:subscribe", Some("presence-x")), 5);
         assert_eq!(cost("pusher:unsubscribe", Some("presence-x")), 5);
         assert_eq!(cost("pusher:signin", None), 10);
