@@ -1,5 +1,5 @@
 //! The last-value store on JetStream: one stream per cluster,
-//! `WSGATE_<cluster>_last`, on `wsgate.<cluster>.last.>`, that keeps one
+//! `WSGATE-LAST_<cluster>`, on `wsgate.<cluster>.last.>`, that keeps one
 //! message per subject (a key's last frame) for [`LAST_TTL`] (`max_age`), all
 //! within [`LAST_MAX_BYTES`] (the oldest discarded first). Written by a
 //! JetStream publish, read by a direct get of a subject's last message, so
@@ -46,7 +46,8 @@ impl LastValues {
 
     fn config(&self) -> StreamConfig {
         StreamConfig {
-            name: format!("WSGATE_{}_last", self.cluster),
+            // Not `WSGATE_<cluster>_<ns>`: no history namespace can take it.
+            name: format!("WSGATE-LAST_{}", self.cluster),
             description: Some(format!(
                 "wsgate's last frame per key (Pusher cache channels) in cluster {}",
                 self.cluster
