@@ -432,6 +432,7 @@ impl Connection {
         );
     }
 
+    /// Where the channel `name` of this connection's app is, for the registry.
     fn place<'a>(&'a self, name: &'a str) -> Place<'a> {
         Place {
             app: &self.app.config.id,
