@@ -2,12 +2,13 @@
 //! `WSGATE-LAST_<cluster>`, on `wsgate.<cluster>.last.>`, that keeps one
 //! message per subject (a key's last frame) for [`LAST_TTL`] (`max_age`), all
 //! within [`LAST_MAX_BYTES`] (the oldest discarded first). Written by a
-//! JetStream publish, read by a direct get of a subject's last message, so
-//! any node reads what any node kept. Created on first use, with the
-//! history's storage and replicas.
+//! JetStream publish, read from the stream's leader (never a direct get,
+//! which a lagging replica may answer): once a publish is acknowledged, every
+//! node reads it or a later one. Created on first use, with the history's
+//! storage and replicas.
 
 use async_nats::jetstream::stream::{
-    Config as StreamConfig, DirectGetErrorKind, DiscardPolicy, StorageType, Stream,
+    Config as StreamConfig, DiscardPolicy, LastRawMessageErrorKind, StorageType, Stream,
 };
 use wsgate_config::{History, Storage};
 
@@ -59,7 +60,8 @@ impl LastValues {
             discard: DiscardPolicy::Old,
             storage: self.storage,
             num_replicas: self.replicas,
-            allow_direct: true,
+            // Reads go to the leader (see the module docs).
+            allow_direct: false,
             ..Default::default()
         }
     }
@@ -115,9 +117,14 @@ impl LastValues {
     /// `key`'s last frame, if one is kept.
     pub(super) async fn get(&self, key: &str) -> Result<Option<String>, BrokerError> {
         let stream = self.ensure().await?;
-        match stream.direct_get_last_for_subject(self.subject(key)).await {
+        match stream
+            .get_last_raw_message_by_subject(&self.subject(key))
+            .await
+        {
             Ok(message) => Ok(String::from_utf8(message.payload.to_vec()).ok()),
-            Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => Ok(None),
+            Err(error) if matches!(error.kind(), LastRawMessageErrorKind::NoMessageFound) => {
+                Ok(None)
+            }
             Err(error) => {
                 self.forget().await;
                 Err(unavailable(error))
