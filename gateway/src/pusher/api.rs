@@ -249,9 +249,6 @@ async fn publish(
     event: &EventBody<'_>,
     channels: &[&str],
 ) -> Result<(), ApiError> {
-    let unavailable = |error: crate::broker::BrokerError| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
-    };
     for name in channels {
         let frame = protocol::event(&event.name, name, event.data, None);
         let room = channel::room(&app.config.id, name);
@@ -438,12 +435,13 @@ async fn channel_info(
         .await
         .map_err(unavailable)?;
     // A presence channel's entries that are no member are joins under way.
-    let subscriptions = match presence {
-        true => entries
+    let subscriptions = if presence {
+        entries
             .iter()
             .filter(|entry| roster::read_member(&entry.user).is_some())
-            .count(),
-        false => entries.len(),
+            .count()
+    } else {
+        entries.len()
     };
     Ok(Json(ChannelReply {
         occupied: !entries.is_empty(),
