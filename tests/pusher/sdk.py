@@ -5,6 +5,7 @@ Connection details come from the environment: PUSHER_APP_ID, PUSHER_KEY,
 PUSHER_SECRET, and PUSHER_HOST / PUSHER_PORT (a gateway's admin listener).
 
   sdk.py trigger CHANNEL EVENT DATA [SOCKET_ID]
+                                   (a refusal other than 400/401/403: {"status": N, "error": ...})
   sdk.py info CHANNEL              channel_info with subscription_count (and user_count on presence-)
   sdk.py channels PREFIX           channels_info filtered by PREFIX (user_count for presence-)
   sdk.py users CHANNEL             users_info
@@ -34,7 +35,14 @@ def main(argv):
     if command == "trigger":
         channel, event, data = args[:3]
         socket_id = args[3] if len(args) > 3 else None
-        print(json.dumps(client().trigger([channel], event, json.loads(data), socket_id=socket_id)))
+        try:
+            answer = client().trigger([channel], event, json.loads(data), socket_id=socket_id)
+        except pusher.errors.PusherBadStatus as error:
+            # The SDK says "<status>: <body>".
+            status, _, body = str(error).partition(": ")
+            print(json.dumps({"status": int(status), "error": body}))
+            return
+        print(json.dumps(answer))
     elif command == "info":
         attributes = ["subscription_count"]
         if args[0].startswith("presence-"):

@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use wsgate_config::{History, Namespaces};
 
 use super::history::MemoryHistory;
+use super::last::MemoryLast;
 use super::{
     Ack, Availability, Broker, BrokerError, ClusterStats, Delivery, Fleet, Gathered, LoadReport,
     LocalNode, PresencePage, Recovery, RoomSink, Subscription,
@@ -28,6 +29,8 @@ pub struct LocalBroker {
     node: Arc<dyn LocalNode>,
     rooms: Rooms,
     history: MemoryHistory,
+    /// The last frame kept per key (Pusher's cache channels).
+    last: MemoryLast,
     /// Always available: the history is in this process's memory.
     availability: Availability,
     /// Stores and deliveries of history messages happen under this lock, so
@@ -58,7 +61,8 @@ impl LocalBroker {
     /// `memory_max_bytes` (`history.memory_max_bytes`).
     ///
     /// Inside a Tokio runtime, also starts the task that sweeps expired
-    /// history every [`SWEEP_INTERVAL`]; it ends when the broker is dropped.
+    /// history and kept last frames every [`SWEEP_INTERVAL`]; it ends when the
+    /// broker is dropped.
     pub fn with_memory_budget(
         node: Arc<dyn LocalNode>,
         namespaces: Namespaces,
@@ -72,12 +76,12 @@ impl LocalBroker {
             rooms: Arc::default(),
             availability: Availability::new(metrics, &namespaces, true),
             history: MemoryHistory::new(namespaces, memory_max_bytes),
+            last: MemoryLast::default(),
             ordered: Mutex::new(()),
             report: OnceLock::new(),
         });
-        if broker.history.expires()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
+        // Kept last frames always expire, whatever the history does.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sweep(Arc::downgrade(&broker)));
         }
         broker
@@ -101,7 +105,10 @@ async fn sweep(broker: Weak<LocalBroker>) {
         let Some(broker) = broker.upgrade() else {
             return;
         };
-        broker.history.sweep();
+        if broker.history.expires() {
+            broker.history.sweep();
+        }
+        broker.last.sweep();
     }
 }
 
@@ -186,6 +193,20 @@ impl Broker for LocalBroker {
             .recover(room, since)
             .ok_or_else(|| BrokerError::Internal(format!("room {room} keeps no history")));
         async move { result }.boxed()
+    }
+
+    fn keep_last<'a>(
+        &'a self,
+        key: &'a str,
+        frame: String,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.last.keep(key, frame);
+        async { Ok(()) }.boxed()
+    }
+
+    fn last<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, BrokerError>> {
+        let kept = self.last.get(key);
+        async move { Ok(kept) }.boxed()
     }
 
     fn send(&self, target: Target, frame: String) -> BoxFuture<'_, Ack<Gathered>> {

@@ -13,6 +13,7 @@
 //! - `ack`: [`Ack`], the later outcome of an operation taken in order.
 //! - `delivery`: the traits the broker delivers through.
 //! - `history`: the recovery rule, stamping, and the in-memory history.
+//! - `last`: the last-value store's bounds and its in-memory form.
 //! - `local`: the in-process broker. `nats/`: the NATS broker, by concern.
 //! - `subject`: the NATS subject layout.
 
@@ -27,6 +28,7 @@ mod ack;
 mod availability;
 mod delivery;
 pub mod history;
+pub mod last;
 mod local;
 mod nats;
 
@@ -252,6 +254,19 @@ pub trait Broker: Send + Sync + 'static {
         room: &'a str,
         since: Option<&'a Since>,
     ) -> BoxFuture<'a, Result<Recovery, BrokerError>>;
+
+    /// Keeps `frame` as the one last frame under `key`, replacing the one
+    /// before, for [`last::LAST_TTL`] and within [`last::LAST_MAX_BYTES`] over
+    /// all keys; resolves once stored. Keys are room keys (one subject's
+    /// worth of tokens).
+    fn keep_last<'a>(
+        &'a self,
+        key: &'a str,
+        frame: String,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// The frame last kept under `key` on any node, unless it expired.
+    fn last<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, BrokerError>>;
 
     /// Queues a ready `direct` frame to every connection `target` names on every
     /// node. Resolves once the frame is handed over, so sends from one

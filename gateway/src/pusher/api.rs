@@ -10,7 +10,10 @@
 //! reason, which both SDKs surface as the error's body.
 //!
 //! Events reach the cluster like client events, through the broker, in the
-//! order of the request; `socket_id` names the one connection to skip.
+//! order of the request; `socket_id` names the one connection to skip. An
+//! event on a cache channel is kept as the channel's last first (then
+//! published), so a subscriber that joins once it is published gets it or a
+//! later one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -248,14 +251,19 @@ async fn publish(
 ) -> Result<(), ApiError> {
     for name in channels {
         let frame = protocol::event(&event.name, name, event.data, None);
+        let room = channel::room(&app.config.id, name);
+        if channel::is_cache(name) {
+            state
+                .broker
+                .keep_last(&room, frame.clone())
+                .await
+                .map_err(unavailable)?;
+        }
         state
             .broker
-            .publish(
-                &channel::room(&app.config.id, name),
-                envelope(event.socket_id.as_deref(), &frame),
-            )
+            .publish(&room, envelope(event.socket_id.as_deref(), &frame))
             .await
-            .map_err(|error| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()))?;
+            .map_err(unavailable)?;
         state.metrics.messages_in.inc();
     }
     Ok(())
@@ -426,9 +434,18 @@ async fn channel_info(
     let entries = roster::gather(&*state.broker, &channel::roster(&app.config.id, name))
         .await
         .map_err(unavailable)?;
+    // A presence channel's entries that are no member are joins under way.
+    let subscriptions = if presence {
+        entries
+            .iter()
+            .filter(|entry| roster::read_member(&entry.user).is_some())
+            .count()
+    } else {
+        entries.len()
+    };
     Ok(Json(ChannelReply {
         occupied: !entries.is_empty(),
-        subscription_count: wants("subscription_count").then_some(entries.len()),
+        subscription_count: wants("subscription_count").then_some(subscriptions),
         user_count: wants("user_count").then(|| roster::members(&entries).len()),
     }))
 }

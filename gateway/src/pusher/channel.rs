@@ -3,7 +3,9 @@
 //!
 //! A valid name is 1 to [`MAX_NAME_LEN`] characters of `A-Z a-z 0-9 _ - = @ ,
 //! . ;` (Pusher's rule). Its prefix says its kind: `private-encrypted-`,
-//! `private-`, `presence-`, or none for a public channel.
+//! `private-`, `presence-`, or none for a public channel; and whether it is a
+//! cache channel (`cache-`, `private-cache-`, `private-encrypted-cache-`,
+//! `presence-cache-`), which keeps its last event for new subscribers.
 //!
 //! Pusher channels live in their own subject space,
 //! `wsgate.<cluster>.pusher.<app>.<c|p>.<token>`, apart from native rooms
@@ -52,6 +54,20 @@ impl Kind {
     pub fn takes_client_events(self) -> bool {
         matches!(self, Kind::Private | Kind::Presence)
     }
+}
+
+/// The prefixes of cache channels, one per kind (Pusher's names).
+const CACHE_PREFIXES: [&str; 4] = [
+    "cache-",
+    "private-cache-",
+    "private-encrypted-cache-",
+    "presence-cache-",
+];
+
+/// Whether a channel keeps its last event for new subscribers (a cache
+/// channel, of any kind).
+pub fn is_cache(name: &str) -> bool {
+    CACHE_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
 }
 
 /// Whether a byte may appear in a channel name.
@@ -175,6 +191,29 @@ mod tests {
         assert_eq!(Kind::of("privatex"), Kind::Public);
         assert!(!Kind::Encrypted.takes_client_events());
         assert!(!Kind::Public.takes_client_events());
+    }
+
+    /// Cache channels are of every kind, told by the prefix after the kind's.
+    #[test]
+    fn cache_channels_keep_their_kind() {
+        for (name, kind) in [
+            ("cache-x", Kind::Public),
+            ("private-cache-x", Kind::Private),
+            ("private-encrypted-cache-x", Kind::Encrypted),
+            ("presence-cache-x", Kind::Presence),
+        ] {
+            assert!(is_cache(name), "{name}");
+            assert_eq!(Kind::of(name), kind, "{name}");
+        }
+        for name in [
+            "cachex",
+            "x-cache-y",
+            "private-x",
+            "presence-cachex",
+            "#server-to-user-cache-1",
+        ] {
+            assert!(!is_cache(name), "{name}");
+        }
     }
 
     /// User channels name their user; nothing else does.

@@ -31,7 +31,7 @@ use tracing::debug;
 
 use super::channel::{self, Kind};
 use super::protocol::{self, ChannelData, Incoming, Signin, Subscribe, code};
-use super::registry::{Place, envelope};
+use super::registry::{MAX_HOLD, Place, envelope};
 use super::roster::{self, Enlisted};
 use super::{App, AppSlot, Pusher, signature};
 use crate::app::AppState;
@@ -170,6 +170,29 @@ struct Subscription {
     roster: Option<Enlisted>,
 }
 
+/// A connection's entry in a channel's roster, made by a subscribe.
+struct Joined {
+    enlisted: Enlisted,
+    /// Presence: the member's user id and info.
+    member: Option<(String, Box<RawValue>)>,
+    /// Presence: the channel's members, this one included.
+    members: Option<Vec<roster::Member>>,
+    /// Presence: whether this connection announces the member.
+    announce: bool,
+}
+
+/// The member list of a presence `subscription_succeeded`.
+fn listing(members: &[roster::Member]) -> protocol::Presence<'_> {
+    protocol::Presence {
+        ids: members.iter().map(|m| m.user_id.as_str()).collect(),
+        hash: members
+            .iter()
+            .map(|m| (m.user_id.as_str(), &*m.user_info))
+            .collect(),
+        count: members.len(),
+    }
+}
+
 /// The user a connection signed in as (`pusher:signin`).
 struct SignedIn {
     id: String,
@@ -196,14 +219,15 @@ struct Connection {
 
 /// What an event from the client costs from the command budget, in the
 /// native protocol's units (docs/security.md): 1 for most, 2 for a signed
-/// subscribe (a signature check), 5 for anything on a presence channel
+/// subscribe (a signature check) or one to a cache channel (a storage read,
+/// as a native join with `since`), 5 for anything on a presence channel
 /// (every node answers a gathering), 10 for a sign-in.
 fn cost(event: &str, channel: Option<&str>) -> u32 {
     let channel = channel.unwrap_or_default();
     match event {
         "pusher:signin" => 10,
         "pusher:subscribe" | "pusher:unsubscribe" if Kind::of(channel) == Kind::Presence => 5,
-        "pusher:subscribe" if Kind::of(channel).needs_auth() => 2,
+        "pusher:subscribe" if Kind::of(channel).needs_auth() || channel::is_cache(channel) => 2,
         _ => 1,
     }
 }
@@ -410,7 +434,7 @@ impl Connection {
             return self.refuse_subscription(&name, 403, "Sign in as this user first");
         }
         let reply = protocol::subscription_succeeded(&name, None);
-        if !self.register(&name, reply).await {
+        if !self.register(&name, reply, false).await {
             return self.refuse_subscription(&name, 503, "Unavailable");
         }
         self.subscriptions.insert(
@@ -423,18 +447,79 @@ impl Connection {
         );
     }
 
-    /// Enters this connection in the channel's registry, which sends `reply`
-    /// once it holds the subscription; `false` when the broker is unavailable.
-    async fn register(&self, name: &str, reply: String) -> bool {
-        let place = Place {
+    /// Where the channel `name` of this connection's app is, for the registry.
+    fn place<'a>(&'a self, name: &'a str) -> Place<'a> {
+        Place {
             app: &self.app.config.id,
             channel: name,
+        }
+    }
+
+    /// Enters this connection in the channel's registry, which sends `reply`
+    /// once it holds the subscription (and holds the channel's events with
+    /// `hold`); `false` when the broker is unavailable.
+    async fn register(&self, name: &str, reply: String, hold: bool) -> bool {
+        self.pusher
+            .registry
+            .subscribe(
+                &self.state,
+                self.place(name),
+                &self.socket_id,
+                &self.outbox,
+                reply,
+                hold,
+            )
+            .await
+            .is_ok()
+    }
+
+    /// Sends a held subscriber of a cache channel the channel's last event,
+    /// or `pusher:cache_miss` when there is none (or it cannot be read in
+    /// time, as Sockudo answers a failed read), then the events it held.
+    async fn send_cached(&self, name: &str) {
+        let key = channel::room(&self.app.config.id, name);
+        let kept = tokio::time::timeout(MAX_HOLD, self.state.broker.last(&key)).await;
+        let first = match kept {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => protocol::cache_miss(name),
+            Ok(Err(error)) => {
+                debug!(%error, channel = name, "cache channel read failed");
+                protocol::cache_miss(name)
+            }
+            Err(_) => {
+                debug!(channel = name, "cache channel read timed out");
+                protocol::cache_miss(name)
+            }
         };
         self.pusher
             .registry
-            .subscribe(&self.state, place, &self.socket_id, &self.outbox, reply)
-            .await
-            .is_ok()
+            .release(self.place(name), self.outbox.key, Some(first));
+    }
+
+    /// A subscribe to a channel the connection is already on changes nothing
+    /// and is answered as the first one was, as Sockudo answers it: with the
+    /// current member list on a presence channel, and the last event (or
+    /// `pusher:cache_miss`) on a cache channel.
+    async fn subscribe_again(&self, name: &str) {
+        let presence = if Kind::of(name) == Kind::Presence {
+            let room = channel::roster(&self.app.config.id, name);
+            match roster::gather(&*self.state.broker, &room).await {
+                Ok(entries) => Some(roster::members(&entries)),
+                Err(_) => return self.refuse_subscription(name, 503, "Unavailable"),
+            }
+        } else {
+            None
+        };
+        let reply = protocol::subscription_succeeded(name, presence.as_deref().map(listing));
+        if channel::is_cache(name)
+            && self
+                .pusher
+                .registry
+                .hold(self.place(name), self.outbox.key, reply.clone())
+        {
+            return self.send_cached(name).await;
+        }
+        self.push(reply);
     }
 
     async fn subscribe(&mut self, subscribe: Subscribe) {
@@ -451,8 +536,7 @@ impl Connection {
             return self.refuse_subscription(&name, 400, "Invalid channel name");
         }
         if self.subscriptions.contains_key(&name) {
-            // Already subscribed: nothing changes, the client learns it is.
-            return self.push(protocol::subscription_succeeded(&name, None));
+            return self.subscribe_again(&name).await;
         }
         if self.subscriptions.len() >= self.state.config.limits.max_rooms_per_connection {
             return self.refuse_subscription(
@@ -479,12 +563,8 @@ impl Connection {
                 return self.refuse_subscription(&name, 401, "Invalid signature");
             }
         }
-        let app = self.app.config.id.clone();
-        let roster_room = channel::roster(&app, &name);
-        let mut member = None;
-        let mut list = None;
-        let mut new_member = false;
-        if kind == Kind::Presence {
+        let roster_room = channel::roster(&self.app.config.id, &name);
+        let joined = if kind == Kind::Presence {
             let Some(data) = data.filter(|data| data.len() <= MAX_CHANNEL_DATA_BYTES) else {
                 return self.refuse_subscription(
                     &name,
@@ -502,53 +582,31 @@ impl Connection {
                 .user_info
                 .map(|info| info.to_owned())
                 .unwrap_or_else(empty_object);
-            let entries = match roster::gather(&*self.state.broker, &roster_room).await {
-                Ok(entries) => entries,
-                Err(_) => return self.refuse_subscription(&name, 503, "Unavailable"),
-            };
-            let mut members = roster::members(&entries);
-            new_member = !members.iter().any(|m| m.user_id == user_id);
-            if new_member {
-                if members.len() >= self.app.config.max_presence_members {
-                    return self.refuse_subscription(
-                        &name,
-                        403,
-                        "Over the app's max_presence_members",
-                    );
-                }
-                members.push(roster::Member {
-                    user_id: user_id.clone(),
-                    user_info: info.clone(),
-                });
+            match self.join_presence(&roster_room, user_id, info).await {
+                Ok(joined) => joined,
+                Err((status, message)) => return self.refuse_subscription(&name, status, message),
             }
-            list = Some(members);
-            member = Some((user_id, info));
-        }
-        let entry_user = match &member {
-            Some((user_id, info)) => roster::member(user_id, info),
-            None => "-".to_owned(),
-        };
-        let enlisted =
-            match roster::enlist(&self.state, &roster_room, &self.socket_id, &entry_user).await {
-                Ok(enlisted) => enlisted,
+        } else {
+            match roster::enlist(&self.state, &roster_room, &self.socket_id, "-").await {
+                Ok(enlisted) => Joined {
+                    enlisted,
+                    member: None,
+                    members: None,
+                    announce: false,
+                },
                 Err(_) => return self.refuse_subscription(&name, 503, "Unavailable"),
-            };
-        let reply = protocol::subscription_succeeded(
-            &name,
-            list.as_ref().map(|members| protocol::Presence {
-                ids: members.iter().map(|m| m.user_id.as_str()).collect(),
-                hash: members
-                    .iter()
-                    .map(|m| (m.user_id.as_str(), &*m.user_info))
-                    .collect(),
-                count: members.len(),
-            }),
-        );
-        if !self.register(&name, reply).await {
-            enlisted.leave(&self.state.hub).await;
+            }
+        };
+        let reply = protocol::subscription_succeeded(&name, joined.members.as_deref().map(listing));
+        let cache = channel::is_cache(&name);
+        if !self.register(&name, reply, cache).await {
+            joined.enlisted.leave(&self.state.hub).await;
             return self.refuse_subscription(&name, 503, "Unavailable");
         }
-        if let (true, Some((user_id, info))) = (new_member, &member) {
+        if cache {
+            self.send_cached(&name).await;
+        }
+        if let (true, Some((user_id, info))) = (joined.announce, &joined.member) {
             let frame = protocol::member_added(&name, user_id, info);
             self.publish(&name, Some(&self.socket_id.clone()), &frame)
                 .await;
@@ -557,10 +615,73 @@ impl Connection {
             name,
             Subscription {
                 kind,
-                user_id: member.map(|(user_id, _)| user_id),
-                roster: Some(enlisted),
+                user_id: joined.member.map(|(user_id, _)| user_id),
+                roster: Some(joined.enlisted),
             },
         );
+    }
+
+    /// Enters this connection in a presence channel's roster, then gathers
+    /// the roster: its members answer the subscription, and this connection
+    /// announces the member when its entry is the user's earliest
+    /// (`roster::is_earliest`, which makes one of several connections of a
+    /// user joining at once announce it). A new member over the app's
+    /// `max_presence_members` leaves again and is refused.
+    async fn join_presence(
+        &self,
+        roster_room: &str,
+        user_id: String,
+        info: Box<RawValue>,
+    ) -> Result<Joined, (u16, &'static str)> {
+        const UNAVAILABLE: (u16, &str) = (503, "Unavailable");
+        let entry_user = roster::member(&user_id, &info);
+        // An entry that is no member makes sure this node holds the roster's
+        // subscription before the stamp is taken, so the stamped entry is in
+        // place as soon as it is made (not a broker round trip later).
+        let placeholder = roster::enlist(&self.state, roster_room, &self.socket_id, "-")
+            .await
+            .map_err(|_| UNAVAILABLE)?;
+        let stamped = {
+            // Stamp and entry in one turn, so this node's entries of the user
+            // are in the order of their stamps.
+            let _turn = self.pusher.join_turn(roster_room, &user_id).lock().await;
+            let conn = roster::stamped(self.pusher.stamp(), &self.socket_id);
+            roster::enlist(&self.state, roster_room, &conn, &entry_user)
+                .await
+                .map(|enlisted| (enlisted, conn))
+        };
+        placeholder.leave(&self.state.hub).await;
+        let (enlisted, conn) = stamped.map_err(|_| UNAVAILABLE)?;
+        let entries = match roster::gather(&*self.state.broker, roster_room).await {
+            Ok(entries) => entries,
+            Err(_) => {
+                enlisted.leave(&self.state.hub).await;
+                return Err(UNAVAILABLE);
+            }
+        };
+        let mut members = roster::members(&entries);
+        let others = entries
+            .iter()
+            .filter(|entry| entry.conn != conn)
+            .filter_map(|entry| roster::read_member(&entry.user))
+            .any(|member| member.user_id == user_id);
+        if !members.iter().any(|member| member.user_id == user_id) {
+            // Our own entry, should the gathering have missed it.
+            members.push(roster::Member {
+                user_id: user_id.clone(),
+                user_info: info.clone(),
+            });
+        }
+        if !others && members.len() > self.app.config.max_presence_members {
+            enlisted.leave(&self.state.hub).await;
+            return Err((403, "Over the app's max_presence_members"));
+        }
+        Ok(Joined {
+            enlisted,
+            announce: roster::is_earliest(&entries, &user_id, &conn),
+            members: Some(members),
+            member: Some((user_id, info)),
+        })
     }
 
     async fn unsubscribe(&mut self, name: &str) {
@@ -738,6 +859,82 @@ mod tests {
         server.await.unwrap();
     }
 
+    type Client = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// The next text frame from the server.
+    async fn next(client: &mut Client) -> String {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), client.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if let tungstenite::Message::Text(text) = frame {
+                return text.to_string();
+            }
+        }
+    }
+
+    /// Single node, through a real socket: a cache channel's subscriber gets
+    /// `subscription_succeeded`, then the last event triggered, or
+    /// `pusher:cache_miss` when there is none; subscribing again repeats both.
+    #[tokio::test]
+    async fn cache_channels_answer_with_their_last_event_or_a_miss() {
+        use futures::SinkExt as _;
+        use tokio_tungstenite::tungstenite::Message as Frame;
+
+        let state = super::super::api::tests::state();
+        state
+            .broker
+            .keep_last(
+                &channel::room("1", "cache-kept"),
+                r#"{"event":"score","channel":"cache-kept","data":"2"}"#.to_owned(),
+            )
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let service = crate::app::public(state.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = tokio::spawn(async move { axum::serve(listener, service).await });
+        let url = format!("ws://{address}/app/k?protocol=7");
+        let (mut client, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        assert!(
+            next(&mut client)
+                .await
+                .contains("pusher:connection_established")
+        );
+        let subscribe = |name: &str| {
+            Frame::text(format!(
+                r#"{{"event":"pusher:subscribe","data":{{"channel":"{name}"}}}}"#
+            ))
+        };
+        let succeeded = |name: &str| protocol::subscription_succeeded(name, None);
+        let kept = r#"{"event":"score","channel":"cache-kept","data":"2"}"#;
+        for _ in 0..2 {
+            client.send(subscribe("cache-kept")).await.unwrap();
+            assert_eq!(next(&mut client).await, succeeded("cache-kept"));
+            assert_eq!(next(&mut client).await, kept);
+        }
+        client.send(subscribe("cache-none")).await.unwrap();
+        assert_eq!(next(&mut client).await, succeeded("cache-none"));
+        assert_eq!(next(&mut client).await, protocol::cache_miss("cache-none"));
+        client.send(subscribe("plain")).await.unwrap();
+        assert_eq!(next(&mut client).await, succeeded("plain"));
+        client
+            .send(Frame::text(r#"{"event":"pusher:ping"}"#))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut client).await,
+            protocol::empty("pusher:pong"),
+            "no miss on a plain channel"
+        );
+        server.abort();
+    }
+
     /// Drains and rebalances reconnect at once (4200); Pusher's own codes pass.
     #[test]
     fn native_closes_map_to_pusher_codes() {
@@ -756,6 +953,8 @@ mod tests {
         assert_eq!(cost("pusher:ping", None), 1);
         assert_eq!(cost("pusher:subscribe", Some("news")), 1);
         assert_eq!(cost("pusher:subscribe", Some("private-x")), 2);
+        assert_eq!(cost("pusher:subscribe", Some("cache-x")), 2);
+        assert_eq!(cost("pusher:subscribe", Some("presence-cache-x")), 5);
         assert_eq!(cost("pusher:subscribe", Some("presence-x")), 5);
         assert_eq!(cost("pusher:unsubscribe", Some("presence-x")), 5);
         assert_eq!(cost("pusher:signin", None), 10);

@@ -93,7 +93,16 @@ pub struct Pusher {
     /// are unique across the cluster and across restarts.
     boot: u64,
     next_socket: AtomicU64,
+    /// The last roster stamp given out (see [`Pusher::stamp`]).
+    last_stamp: AtomicU64,
+    /// Presence joins of one user to one channel take turns on this node
+    /// (striped by a hash of both), so their stamps follow their entries'
+    /// order (see `roster::is_earliest`).
+    joins: Box<[tokio::sync::Mutex<()>]>,
 }
+
+/// Stripes of [`Pusher::joins`].
+const JOIN_STRIPES: usize = 64;
 
 impl Pusher {
     /// Reads every app's secret.
@@ -139,7 +148,40 @@ impl Pusher {
             // Below 2^52: socket ids stay exact in JavaScript numbers too.
             boot: rand::random_range(1..(1u64 << 52)),
             next_socket: AtomicU64::new(1),
+            last_stamp: AtomicU64::new(0),
+            joins: (0..JOIN_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         })
+    }
+
+    /// A roster stamp: the time in nanoseconds since the Unix epoch, and
+    /// always above the last one this node gave out, so that stamps order one
+    /// node's entries exactly and different nodes' entries as their clocks do.
+    fn stamp(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+            });
+        let previous = self
+            .last_stamp
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                Some(now.max(last.saturating_add(1)))
+            })
+            // The closure always returns `Some`: this is the previous value.
+            .unwrap_or_else(|last| last);
+        now.max(previous.saturating_add(1))
+    }
+
+    /// The turn of presence joins of `user_id` to the channel of `roster`.
+    fn join_turn(&self, roster: &str, user_id: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (roster, user_id).hash(&mut hasher);
+        // The modulo keeps the index below the stripes' count.
+        let index = (hasher.finish() % self.joins.len() as u64) as usize;
+        &self.joins[index]
     }
 
     /// A new socket id, `<boot>.<n>`: Pusher's `\d+\.\d+`.

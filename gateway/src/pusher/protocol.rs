@@ -247,6 +247,21 @@ pub fn subscription_succeeded(channel: &str, presence: Option<Presence<'_>>) -> 
     )
 }
 
+/// `pusher:cache_miss`: a cache channel has no event to give a new
+/// subscriber (Pusher's frame: the event and the channel, no data).
+pub fn cache_miss(channel: &str) -> String {
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        event: &'a str,
+        channel: &'a str,
+    }
+    serde_json::to_string(&Frame {
+        event: "pusher:cache_miss",
+        channel,
+    })
+    .unwrap_or_else(|_| "{}".to_owned())
+}
+
 /// `pusher:subscription_error`: the shape pusher-js gives its own
 /// authorization failures (`type`, `error`, `status`), so one handler serves both.
 pub fn subscription_error(channel: &str, status: u16, message: &str) -> String {
@@ -339,6 +354,10 @@ mod tests {
         assert_eq!(
             subscription_succeeded("presence-c", Some(presence)),
             r#"{"event":"pusher_internal:subscription_succeeded","channel":"presence-c","data":"{\"presence\":{\"ids\":[\"u1\"],\"hash\":{\"u1\":{\"name\":\"a\"}},\"count\":1}}"}"#
+        );
+        assert_eq!(
+            cache_miss("cache-c"),
+            r#"{"event":"pusher:cache_miss","channel":"cache-c"}"#
         );
         assert_eq!(
             member_removed("presence-c", "u1"),

@@ -5,8 +5,21 @@
 //!
 //! An entry is a hub membership of a small outbox that never receives
 //! anything (no one publishes to these rooms), listed under a "user" and a
-//! "connection": in a roster, the member (see [`member`]) and the socket id;
-//! in the directory, the channel name and `<node>:<channel>`.
+//! "connection": in a roster, the member (see [`member`]) and the socket id
+//! (on a presence channel, stamped: see [`stamped`]); in the directory, the
+//! channel name and `<node>:<channel>`.
+//!
+//! Whether a joining connection announces its member (`member_added`) is
+//! decided after its entry is in the roster, from a gathering: it does when
+//! its entry is the user's earliest ([`is_earliest`]). A connection joining
+//! later always sees the earlier entries (they were in place before its
+//! gathering began), so of several connections of one user joining at once,
+//! on one node or several, one announces; on one node exactly, since joins of
+//! a user take turns there, and across nodes as far as their clocks agree.
+//! A joining connection holds a placeholder entry (user `-`, no member) while
+//! it takes its stamp, so that this node already holds the roster's broker
+//! subscription and the stamped entry is in place at once: a stamp never
+//! waits a broker round trip for its entry.
 
 use std::sync::Arc;
 
@@ -90,6 +103,31 @@ pub fn member(user_id: &str, user_info: &RawValue) -> String {
     serde_json::to_string(&(user_id, user_info)).unwrap_or_default()
 }
 
+/// A presence roster entry's "connection": `<stamp>/<socket id>`, the stamp
+/// (nanoseconds since the Unix epoch, 20 digits) saying when it was made.
+pub fn stamped(stamp: u64, socket_id: &str) -> String {
+    format!("{stamp:020}/{socket_id}")
+}
+
+/// The stamp and socket id of an entry's "connection"; an entry without a
+/// stamp (made by an older node) counts as made first.
+fn read_stamped(conn: &str) -> (u64, &str) {
+    conn.split_once('/')
+        .and_then(|(stamp, socket)| Some((stamp.parse().ok()?, socket)))
+        .unwrap_or((0, conn))
+}
+
+/// Whether the entry `conn` is the earliest of `user_id`'s entries in
+/// `entries` (by stamp, then socket id): the one that announces the member.
+pub fn is_earliest(entries: &[Present], user_id: &str, conn: &str) -> bool {
+    let mine = read_stamped(conn);
+    entries
+        .iter()
+        .filter(|entry| entry.conn != conn)
+        .filter(|entry| read_member(&entry.user).is_some_and(|member| member.user_id == user_id))
+        .all(|entry| read_stamped(&entry.conn) > mine)
+}
+
 /// A presence member read back from a roster entry.
 pub struct Member {
     pub user_id: String,
@@ -138,5 +176,40 @@ mod tests {
         assert_eq!(ids, ["a", "b"]);
         assert_eq!(members[0].user_info.get(), r#"{"name":"A"}"#);
         assert!(read_member("-").is_none());
+    }
+
+    /// Of one user's entries the earliest stamp announces, whatever the
+    /// order gathered; other users' entries and unstamped ones from older
+    /// nodes (counted as first) are told apart.
+    #[test]
+    fn the_earliest_entry_of_a_user_announces_it() {
+        let info = RawValue::from_string("{}".to_owned()).unwrap();
+        let entry = |user: &str, conn: &str| Present {
+            user: member(user, &info),
+            conn: conn.to_owned(),
+            node: "n".to_owned(),
+        };
+        let (early, late) = (stamped(5, "2.1"), stamped(7, "1.1"));
+        let entries = vec![
+            entry("a", &late),
+            entry("b", &stamped(1, "3.1")),
+            entry("a", &early),
+        ];
+        assert!(is_earliest(&entries, "a", &early));
+        assert!(!is_earliest(&entries, "a", &late));
+        assert!(
+            is_earliest(&entries[..2], "a", &late),
+            "alone, the later one is the earliest"
+        );
+        assert!(is_earliest(&entries, "b", &stamped(1, "3.1")));
+        // Equal stamps: the socket id decides, for one of them only.
+        let (x, y) = (stamped(5, "1.1"), stamped(5, "1.2"));
+        let tied = vec![entry("a", &x), entry("a", &y)];
+        assert!(is_earliest(&tied, "a", &x) && !is_earliest(&tied, "a", &y));
+        let old = vec![entry("a", "9.9"), entry("a", &early)];
+        assert!(
+            !is_earliest(&old, "a", &early),
+            "an older node's entry was first"
+        );
     }
 }

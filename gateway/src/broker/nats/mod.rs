@@ -18,6 +18,8 @@
 //!   Connection-addressed operations go to the one node the id names.
 //! - **History** (`jetstream`). One JetStream stream per history namespace,
 //!   which republishes each stored message on the room's subject.
+//! - **Last values** (`last`). One JetStream stream keeping a key's last
+//!   frame (Pusher's cache channels).
 //!
 //! This file holds the connection and the [`Broker`] implementation, which
 //! delegates to those modules.
@@ -44,6 +46,7 @@ use crate::protocol::{Since, Target};
 mod control;
 mod gather;
 mod jetstream;
+mod last;
 mod registry;
 mod rooms;
 mod subject;
@@ -51,6 +54,7 @@ mod unreachable;
 
 use gather::Requests;
 use jetstream::Streams;
+use last::LastValues;
 use registry::Registry;
 use rooms::Barriers;
 use subject::{Subjects, Verb};
@@ -67,6 +71,7 @@ pub struct NatsBroker {
     requests: Requests,
     barriers: Barriers,
     streams: Streams,
+    last: LastValues,
     request_timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -198,6 +203,7 @@ impl NatsBroker {
                 Arc::new(Availability::new(metrics.clone(), namespaces, false)),
                 metrics.clone(),
             ),
+            last: LastValues::new(&client, cluster, history),
             requests: Requests::new(client.new_inbox()),
             client,
             subjects: Subjects::new(cluster, node),
@@ -332,6 +338,27 @@ impl Broker for NatsBroker {
             self.ensure_connected()?;
             let stream = self.streams.ensure(room).await?;
             stream.recover(room, since).await
+        }
+        .boxed()
+    }
+
+    fn keep_last<'a>(
+        &'a self,
+        key: &'a str,
+        frame: String,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        async move {
+            self.ensure_connected()?;
+            self.fits(&frame)?;
+            self.last.keep(key, frame).await
+        }
+        .boxed()
+    }
+
+    fn last<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, BrokerError>> {
+        async move {
+            self.ensure_connected()?;
+            self.last.get(key).await
         }
         .boxed()
     }

@@ -258,3 +258,41 @@ fn socket_ids_have_pushers_form() {
         assert!(!is_socket_id(text), "{text:?}");
     }
 }
+
+/// Single node: a trigger (or a batch) on a cache channel is kept as the
+/// channel's last event, the last one winning; other channels keep nothing.
+#[tokio::test]
+async fn triggers_on_cache_channels_are_kept_as_their_last_event() {
+    let state = state();
+    let one = json!({"name": "score", "channels": ["cache-a", "plain"], "data": "1"});
+    assert_eq!(
+        post(&state, "/apps/1/events", &one, &Signing::default())
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let batch = json!({"batch": [
+        {"name": "score", "channel": "cache-a", "data": "2"},
+        {"name": "score", "channel": "private-cache-b", "data": "3"},
+    ]});
+    assert_eq!(
+        post(&state, "/apps/1/batch_events", &batch, &Signing::default())
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let last = |name: &str| {
+        let state = state.clone();
+        let room = channel::room("1", name);
+        async move { state.broker.last(&room).await.unwrap() }
+    };
+    assert_eq!(
+        last("cache-a").await.as_deref(),
+        Some(r#"{"event":"score","channel":"cache-a","data":"2"}"#)
+    );
+    assert_eq!(
+        last("private-cache-b").await.as_deref(),
+        Some(r#"{"event":"score","channel":"private-cache-b","data":"3"}"#)
+    );
+    assert_eq!(last("plain").await, None);
+}
