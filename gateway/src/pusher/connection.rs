@@ -826,24 +826,9 @@ mod tests {
     #[tokio::test]
     async fn pusher_connections_are_shed_only_when_unrecoverable_ones_may_be() {
         let state = super::super::api::tests::state();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let limits = crate::listener::SocketLimits {
-            handshake_timeout: Duration::from_secs(5),
-            handshakes: 10,
-            sockets: 10,
-        };
-        let stop = tokio_util::sync::CancellationToken::new();
-        let server = tokio::spawn(crate::listener::serve(
-            listener,
-            crate::app::public(state.clone()),
-            limits,
-            state.metrics.clone(),
-            stop.clone(),
-        ));
-        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-        let url = format!("ws://{address}/app/k?protocol=7");
-        let (mut client, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+        let served = Served::start(&state).await;
+        let url = format!("ws://{}/app/k?protocol=7", served.address);
+        let (mut client, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         let established = client.next().await.unwrap().unwrap();
         assert!(
             established
@@ -855,8 +840,44 @@ mod tests {
         let now = Duration::ZERO;
         assert!(state.hub.sheddable(now, false).is_empty());
         assert_eq!(state.hub.sheddable(now, true).len(), 1);
-        stop.cancel();
-        server.await.unwrap();
+        served.stop().await;
+    }
+
+    /// The public router served by the real accept loop on a loopback port.
+    struct Served {
+        address: std::net::SocketAddr,
+        stop: tokio_util::sync::CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Served {
+        async fn start(state: &Arc<AppState>) -> Self {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let limits = crate::listener::SocketLimits {
+                handshake_timeout: Duration::from_secs(5),
+                handshakes: 10,
+                sockets: 10,
+            };
+            let stop = tokio_util::sync::CancellationToken::new();
+            let task = tokio::spawn(crate::listener::serve(
+                listener,
+                crate::app::public(state.clone()),
+                limits,
+                state.metrics.clone(),
+                stop.clone(),
+            ));
+            Self {
+                address,
+                stop,
+                task,
+            }
+        }
+
+        async fn stop(self) {
+            self.stop.cancel();
+            self.task.await.unwrap();
+        }
     }
 
     type Client = tokio_tungstenite::WebSocketStream<
@@ -894,12 +915,8 @@ mod tests {
             )
             .await
             .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let service = crate::app::public(state.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let server = tokio::spawn(async move { axum::serve(listener, service).await });
-        let url = format!("ws://{address}/app/k?protocol=7");
+        let served = Served::start(&state).await;
+        let url = format!("ws://{}/app/k?protocol=7", served.address);
         let (mut client, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         assert!(
             next(&mut client)
@@ -932,7 +949,7 @@ mod tests {
             protocol::empty("pusher:pong"),
             "no miss on a plain channel"
         );
-        server.abort();
+        served.stop().await;
     }
 
     /// Drains and rebalances reconnect at once (4200); Pusher's own codes pass.
