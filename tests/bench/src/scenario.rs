@@ -174,6 +174,12 @@ async fn run(scenario: &Scenario) -> Result<Report> {
     if common.per_worker == 0 || common.tasks == 0 {
         bail!("--per-worker and --tasks must be at least 1");
     }
+    // Pusher channels keep no history: these flags would measure nothing in that protocol.
+    if scenario.wsgate_protocol() == Protocol::Pusher
+        && (common.history.is_some() || common.prefill_rooms > 0)
+    {
+        bail!("--history and --prefill-rooms measure native rooms: not with --proto pusher");
+    }
     let mut report = Report {
         scenario: scenario.name().to_owned(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
