@@ -289,6 +289,22 @@ pub struct FanoutArgs {
     /// Members per room, spread over the gateways.
     #[arg(long, default_value_t = 1000)]
     pub members: u64,
+    /// The protocol wsgate is measured in: its own (`native`), or Pusher Channels (`pusher`):
+    /// the gateways serve a generated `[pusher]` app, members subscribe to public channels at
+    /// `/app/{key}?protocol=7`, and publishers trigger events through the signed HTTP API on
+    /// the admin listener, as `--compare sockudo` does with Sockudo. Needs gateways started by
+    /// the tool (no `--target` or `--gateway-config`).
+    #[arg(long, value_enum, default_value_t = Proto::Native)]
+    pub proto: Proto,
+}
+
+/// The protocol of wsgate's run of `fanout`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// wsgate's own protocol (docs/protocol.md) at `/ws`.
+    Native,
+    /// The Pusher Channels protocol (docs/pusher.md) at `/app/{key}`.
+    Pusher,
 }
 
 /// `direct`.

@@ -1,6 +1,7 @@
 //! One client connection: TCP from a chosen loopback source address, the WebSocket upgrade,
 //! and the protocols the tool speaks: wsgate's JSON frames, the NATS text protocol over
-//! nats-server's WebSocket listener, Socket.IO, and the Pusher protocol (Sockudo).
+//! nats-server's WebSocket listener, Socket.IO, and the Pusher protocol (Sockudo, and wsgate's
+//! `/app/{key}`).
 //!
 //! A connection is opened and set up ([`open`], [`setup`]) by one future, then becomes a
 //! [`Member`]: a stream of [`Event`]s that many of can be polled by one task (a `SelectAll`).
@@ -36,8 +37,9 @@ pub enum Protocol {
     /// Socket.IO (Engine.IO 4 over WebSocket) to the peer's `server.js`: `join`, `leave` and
     /// `publish` events with acknowledgements, `message` events to members.
     Socketio,
-    /// The Pusher protocol (version 7) to Sockudo: members subscribe to a public channel named
-    /// after their room (or user); publishers use the HTTP events API ([`crate::pusher_api`]).
+    /// The Pusher protocol (version 7) to Sockudo or wsgate: members subscribe to a public
+    /// channel named after their room (or user); publishers use the HTTP events API
+    /// ([`crate::pusher_api`]).
     Pusher,
 }
 

@@ -50,8 +50,8 @@ pub fn series(report: &Report, suffix: Option<&str>) -> Vec<Series> {
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             Series {
                 label: match suffix {
-                    Some(suffix) => format!("{} ({suffix})", run.system),
-                    None => run.system.clone(),
+                    Some(suffix) => format!("{} ({suffix})", run.label()),
+                    None => run.label(),
                 },
                 points,
             }
@@ -336,6 +336,26 @@ mod tests {
             vec![(10_000.0, FLOOR_MS, 2.0), (20_000.0, FLOOR_MS, 4.0)]
         );
         assert_eq!(all[1].label, "nats");
+    }
+
+    /// Runs in the Pusher protocol name it, so wsgate's Pusher line and Sockudo's read as one
+    /// protocol, and wsgate's native line stays `wsgate`; the JSON carries the protocol.
+    #[test]
+    fn pusher_runs_are_labelled_with_their_protocol() {
+        let mut report = report(&whole(&[
+            run("wsgate", &[step(100.0, 1000, 10, Some(10_000.0), 2.0)]),
+            run("sockudo", &[step(100.0, 1000, 10, Some(10_000.0), 3.0)]),
+        ]));
+        for run in &mut report.runs {
+            run.protocol = Some(crate::client::Protocol::Pusher);
+        }
+        let labels: Vec<_> = series(&report, None).into_iter().map(|s| s.label).collect();
+        assert_eq!(labels, ["wsgate (pusher)", "sockudo (pusher)"]);
+        assert!(report.table().contains("== wsgate (pusher) ("));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["runs"][0]["protocol"], "pusher");
+        report.runs[0].protocol = Some(crate::client::Protocol::Wsgate);
+        assert_eq!(series(&report, None)[0].label, "wsgate");
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! paced rate, each message stamped with the time it was meant to be sent (so a stalled
 //! publisher shows up as latency rather than hiding it), and count the server's answers.
 //!
-//! For Sockudo a publisher is no connection but a client of a node's HTTP events API
-//! ([`crate::pusher_api`]): each message is one request on its own task, so a slow answer
-//! delays no later message, as a WebSocket publisher does not wait for its acknowledgements.
+//! In the Pusher protocol (Sockudo, and wsgate with `--proto pusher`) a publisher is no
+//! connection but a client of a node's HTTP events API ([`crate::pusher_api`]): each message
+//! is one request on its own task, so a slow answer delays no later message, as a WebSocket
+//! publisher does not wait for its acknowledgements.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::client::{self, Endpoint, Frame, Mode, NatsOp, NatsParser, Protocol, Ws};
 use crate::pusher_api::{EventsApi, PusherApp};
 
-/// Most HTTP publishes in flight per Sockudo publisher; when they are all waiting, pacing
+/// Most HTTP publishes in flight per Pusher publisher; when they are all waiting, pacing
 /// waits too (and falls behind, which the step reports).
 const HTTP_IN_FLIGHT: usize = 256;
 
@@ -46,7 +47,7 @@ enum Link {
         sink: SplitSink<Ws, Message>,
         reader: JoinHandle<()>,
     },
-    /// Sockudo's HTTP events API: one request per message on a task of its own, at most
+    /// A Pusher HTTP events API: one request per message on a task of its own, at most
     /// [`HTTP_IN_FLIGHT`] at once; each task counts its answer.
     Http {
         api: Arc<EventsApi>,
@@ -91,8 +92,10 @@ pub struct Publishers {
 pub struct Credentials<'a> {
     /// wsgate's HS256 secret, to mint the senders' tokens in `direct`.
     pub jwt_secret: Option<&'a str>,
-    /// The Pusher app whose secret signs Sockudo's HTTP API requests.
+    /// The Pusher app whose secret signs HTTP API requests (Sockudo, wsgate's `--proto pusher`).
     pub pusher_app: Option<&'a PusherApp>,
+    /// Where each endpoint's Pusher HTTP API listens (`host:port`, in the endpoints' order).
+    pub pusher_api: &'a [String],
 }
 
 impl Publishers {
@@ -101,7 +104,8 @@ impl Publishers {
     /// destinations than publishers).
     ///
     /// # Errors
-    /// When a publisher cannot connect, or Sockudo's publishers have no app to sign with.
+    /// When a publisher cannot connect, or Pusher publishers have no app to sign with or no
+    /// API to call.
     pub async fn connect(
         count: u64,
         endpoints: &[String],
@@ -114,7 +118,6 @@ impl Publishers {
         let mut list = Vec::new();
         for p in 0..count.max(1) as usize {
             let url = &endpoints[p % endpoints.len()];
-            let endpoint = Endpoint::resolve(url).await?;
             let mine: Vec<String> = if destinations.len() <= p {
                 destinations.to_vec()
             } else {
@@ -129,10 +132,21 @@ impl Publishers {
             if protocol == Protocol::Pusher {
                 let app = credentials
                     .pusher_app
-                    .ok_or_else(|| anyhow!("publishing to Sockudo needs its app's secret"))?;
+                    .ok_or_else(|| anyhow!("publishing over Pusher needs the app's secret"))?;
+                let api = credentials
+                    .pusher_api
+                    .get(p % endpoints.len())
+                    .ok_or_else(|| {
+                        anyhow!("publishing over Pusher needs the HTTP API's address")
+                    })?;
+                let address = tokio::net::lookup_host(api.as_str())
+                    .await
+                    .with_context(|| format!("resolving {api}"))?
+                    .next()
+                    .ok_or_else(|| anyhow!("{api} resolves to no address"))?;
                 list.push(Publisher {
                     link: Link::Http {
-                        api: Arc::new(EventsApi::new(endpoint.address, app.clone())),
+                        api: Arc::new(EventsApi::new(address, app.clone())),
                         in_flight: Arc::new(Semaphore::new(HTTP_IN_FLIGHT)),
                     },
                     counters,
@@ -151,6 +165,7 @@ impl Publishers {
                 }
                 _ => None,
             };
+            let endpoint = Endpoint::resolve(url).await?;
             let mut ws = client::open(&endpoint, None, token.as_deref())
                 .await
                 .map_err(|e| anyhow!("publisher {p} to {url}: {e}"))?;

@@ -1,4 +1,5 @@
-//! The Pusher HTTP events API, as Sockudo serves it: how `--compare sockudo` publishes.
+//! The Pusher HTTP events API, as Sockudo and wsgate (on its admin listener) serve it: how
+//! `--compare sockudo` and `fanout --proto pusher` publish.
 //!
 //! Pusher clients cannot publish to public channels (client events need private channels, an
 //! auth signature per subscription and the app's `enable_client_messages`, and are not
@@ -7,7 +8,7 @@
 //!
 //! Sockudo answers every API request with `Connection: close`, so each publish is one short
 //! TCP connection: connect, request, response, close. Requests go through hyper-util's client,
-//! which would reuse connections if the server kept them open.
+//! which reuses connections where the server keeps them open (wsgate does).
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -107,7 +108,7 @@ impl std::fmt::Display for PublishError {
     }
 }
 
-/// A client of one Sockudo node's events API.
+/// A client of one node's events API.
 #[derive(Debug, Clone)]
 pub struct EventsApi {
     address: SocketAddr,

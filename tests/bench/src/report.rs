@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::client::Protocol;
 use crate::histogram::Latency;
 
 /// Everything one invocation measured.
@@ -52,6 +53,11 @@ impl StepBound {
 pub struct Run {
     /// `wsgate` or the peer's name.
     pub system: String,
+    /// The protocol the clients spoke: `wsgate` (native), `nats`, `socketio` or `pusher`
+    /// (Sockudo, and wsgate with `--proto pusher`). Absent from reports written before it
+    /// existed.
+    #[serde(default)]
+    pub protocol: Option<Protocol>,
     /// What was started (or targeted).
     pub setup: String,
     pub connect: Option<Connect>,
@@ -79,6 +85,18 @@ pub struct Run {
     pub member_errors: u64,
     /// A few error messages, for diagnosis.
     pub samples: Vec<String>,
+}
+
+impl Run {
+    /// The run's name in tables and plots: the system, and the protocol when it is Pusher's
+    /// (`wsgate (pusher)`, `sockudo (pusher)`), so the lines of one protocol read as
+    /// comparable and wsgate's two protocols are told apart.
+    pub fn label(&self) -> String {
+        match self.protocol {
+            Some(Protocol::Pusher) => format!("{} (pusher)", self.system),
+            _ => self.system.clone(),
+        }
+    }
 }
 
 /// The connect phase.
@@ -168,7 +186,7 @@ impl Report {
                 if let (Some(a), Some(b)) = (a, b) {
                     ratios.push(Ratio {
                         metric: metric.to_owned(),
-                        peer: peer.system.clone(),
+                        peer: peer.label(),
                         wsgate: a,
                         other: b,
                         ratio: if b > 0.0 { a / b } else { f64::NAN },
@@ -247,7 +265,7 @@ impl Report {
     pub fn insanities(&self) -> Vec<String> {
         let mut problems = Vec::new();
         for run in &self.runs {
-            let name = &run.system;
+            let name = &run.label();
             if let Some(connect) = &run.connect {
                 if connect.established != connect.attempted {
                     problems.push(format!(
@@ -319,7 +337,7 @@ impl Report {
             self.scenario, self.cpus
         );
         for run in &self.runs {
-            let _ = writeln!(out, "\n== {} ({}) ==", run.system, run.setup);
+            let _ = writeln!(out, "\n== {} ({}) ==", run.label(), run.setup);
             if let Some(c) = &run.connect {
                 let _ = writeln!(
                     out,

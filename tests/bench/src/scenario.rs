@@ -8,11 +8,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
-use crate::args::{Args, Command, Common, LoadArgs, Peer};
+use crate::args::{Args, Command, Common, LoadArgs, Peer, Proto};
 use crate::client::{self, Mode, Protocol};
 use crate::histogram::{self, Latency};
 use crate::proc::Sample;
 use crate::publisher::{Credentials, Publishers};
+use crate::pusher_api::PusherApp;
 use crate::report::{self, Report, Run, ServerFigures};
 use crate::stack::{self, Stack};
 use crate::worker::{self, Event, Job, Worker};
@@ -150,6 +151,14 @@ impl Scenario {
         }
     }
 
+    /// The protocol wsgate is measured in: Pusher's for `fanout --proto pusher`, else its own.
+    fn wsgate_protocol(&self) -> Protocol {
+        match self {
+            Self::Fanout(a) if a.proto == Proto::Pusher => Protocol::Pusher,
+            _ => Protocol::Wsgate,
+        }
+    }
+
     fn load(&self) -> Option<&LoadArgs> {
         match self {
             Self::Fanout(a) => Some(&a.load),
@@ -164,6 +173,12 @@ async fn run(scenario: &Scenario) -> Result<Report> {
     let common = scenario.common();
     if common.per_worker == 0 || common.tasks == 0 {
         bail!("--per-worker and --tasks must be at least 1");
+    }
+    // Pusher channels keep no history: these flags would measure nothing in that protocol.
+    if scenario.wsgate_protocol() == Protocol::Pusher
+        && (common.history.is_some() || common.prefill_rooms > 0)
+    {
+        bail!("--history and --prefill-rooms measure native rooms: not with --proto pusher");
     }
     let mut report = Report {
         scenario: scenario.name().to_owned(),
@@ -288,11 +303,16 @@ pub(crate) async fn gather<T>(
 async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
     let common = scenario.common();
     let (mut stack, protocol, name) = match system {
-        System::Wsgate => (
-            Stack::wsgate(common, &scenario.gateway_config())?,
-            Protocol::Wsgate,
-            "wsgate",
-        ),
+        System::Wsgate => {
+            let protocol = scenario.wsgate_protocol();
+            // In Pusher's protocol the gateways serve a generated app, as Sockudo's nodes do.
+            let app = (protocol == Protocol::Pusher).then(PusherApp::generate);
+            (
+                Stack::wsgate(common, &scenario.gateway_config(), app)?,
+                protocol,
+                "wsgate",
+            )
+        }
         System::Nats => (Stack::nats_reference(common)?, Protocol::Nats, "nats"),
         System::Socketio => (Stack::socketio(common)?, Protocol::Socketio, "socketio"),
         System::Sockudo => (Stack::sockudo(common)?, Protocol::Pusher, "sockudo"),
@@ -308,7 +328,12 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
             .join(" + ")
     };
     if !common.quiet && !common.json {
-        eprintln!("{name}: {setup}");
+        let over = if protocol == Protocol::Pusher {
+            " (pusher)"
+        } else {
+            ""
+        };
+        eprintln!("{name}{over}: {setup}");
     }
     let (members, members_per_room, join, mode) = scenario.members();
     let jwt_secret = stack.jwt_secret.clone();
@@ -387,6 +412,7 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
     let load_cpu_before = load_cpu();
     let mut run = Run {
         system: name.to_owned(),
+        protocol: Some(protocol),
         setup,
         connect: None,
         servers: Vec::new(),
@@ -585,6 +611,7 @@ async fn publish(
         Credentials {
             jwt_secret: stack.jwt_secret.as_deref(),
             pusher_app: stack.pusher_app.as_ref(),
+            pusher_api: &stack.pusher_api,
         },
         load.padding,
     )
@@ -604,7 +631,7 @@ async fn publish(
         let progress = bar(
             common,
             duration.as_secs(),
-            format!("{}: {rate:.0} msgs/s", run.system),
+            format!("{}: {rate:.0} msgs/s", run.label()),
         );
         let ticker = {
             let progress = progress.clone();
@@ -693,7 +720,7 @@ async fn publish(
         if !common.quiet && !common.json {
             eprintln!(
                 "{}: {rate:.0} msgs/s: {}/{} delivered, p99 {:.2} ms: {}",
-                run.system,
+                run.label(),
                 step.received,
                 step.expected,
                 step.latency.p99_ms,

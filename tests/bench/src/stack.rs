@@ -177,8 +177,13 @@ pub struct Stack {
     pub servers: Vec<Server>,
     /// The HS256 secret the gateways accept, when known.
     pub jwt_secret: Option<String>,
-    /// The app Sockudo serves: its key is in the endpoints, its secret signs API requests.
+    /// The Pusher app the stack serves (Sockudo, or wsgate with `--proto pusher`): its key is
+    /// in the endpoints, its secret signs API requests.
     pub pusher_app: Option<PusherApp>,
+    /// Where the Pusher HTTP API of each endpoint listens (`host:port`, in the endpoints'
+    /// order): wsgate serves it on its admin listener, Sockudo on its WebSocket port. Empty
+    /// when the stack serves no Pusher app.
+    pub pusher_api: Vec<String>,
     /// Starts more gateways (a stack of started gateways only).
     launcher: Option<Launcher>,
     _dir: Option<TempDir>,
@@ -207,14 +212,29 @@ impl Stack {
 
     /// The stack a run of wsgate uses: `--target` URLs, or a nats-server (when more than one
     /// gateway or `--nats`) and the gateways, started here. `extra_config` is appended to the
-    /// generated configuration file (a scenario's own sections).
-    pub fn wsgate(common: &Common, extra_config: &str) -> Result<Self> {
+    /// generated configuration file (a scenario's own sections). With `pusher`, the gateways
+    /// serve that app (its secret in a file of the run's temporary directory) and the
+    /// endpoints are its Pusher path, `/app/{key}`, instead of `/ws`.
+    ///
+    /// # Errors
+    /// With `pusher` and `--target` or `--gateway-config` (the tool cannot know or add the
+    /// app), or when a process does not start.
+    pub fn wsgate(common: &Common, extra_config: &str, pusher: Option<PusherApp>) -> Result<Self> {
+        if pusher.is_some() && !common.target.is_empty() {
+            bail!("--proto pusher starts its own gateways: --target is not supported");
+        }
+        if pusher.is_some() && common.gateway_config.is_some() {
+            bail!(
+                "--proto pusher generates the gateway configuration: --gateway-config is not supported"
+            );
+        }
         if !common.target.is_empty() {
             return Ok(Self {
                 endpoints: common.target.clone(),
                 servers: Vec::new(),
                 jwt_secret: common.jwt_secret.clone(),
                 pusher_app: None,
+                pusher_api: Vec::new(),
                 admin: Vec::new(),
                 launcher: None,
                 _dir: None,
@@ -250,6 +270,12 @@ impl Stack {
                     }
                 }
                 text.push_str(extra_config);
+                if let Some(app) = &pusher {
+                    let secret_file = dir.0.join("pusher-secret");
+                    std::fs::write(&secret_file, &app.secret)
+                        .with_context(|| format!("writing {}", secret_file.display()))?;
+                    text.push_str(&pusher_config(app, &secret_file));
+                }
                 std::fs::write(&path, text)?;
                 path
             }
@@ -265,13 +291,17 @@ impl Stack {
             cluster: format!("bench{}", std::process::id()),
             nats_url,
             log: common.gateway_log.clone(),
+            path: pusher
+                .as_ref()
+                .map_or_else(|| "/ws".to_owned(), PusherApp::websocket_path),
         };
         let mut stack = Self {
             endpoints: Vec::new(),
             admin: Vec::new(),
             servers,
             jwt_secret: Some(secret),
-            pusher_app: None,
+            pusher_app: pusher,
+            pusher_api: Vec::new(),
             launcher: Some(launcher),
             _dir: Some(dir),
         };
@@ -293,8 +323,11 @@ impl Stack {
         for _ in 0..count {
             let index = self.endpoints.len() + 1;
             let (server, public, admin) = launcher.start(index)?;
-            let endpoint = format!("ws://{public}/ws");
+            let endpoint = format!("ws://{public}{}", launcher.path);
             self.endpoints.push(endpoint.clone());
+            if self.pusher_app.is_some() {
+                self.pusher_api.push(admin.clone());
+            }
             self.admin.push(admin);
             self.servers.push(server);
             added.push(endpoint);
@@ -311,6 +344,7 @@ impl Stack {
             servers: vec![server],
             jwt_secret: None,
             pusher_app: None,
+            pusher_api: Vec::new(),
             admin: Vec::new(),
             launcher: None,
             _dir: Some(dir),
@@ -327,6 +361,8 @@ struct Launcher {
     cluster: String,
     nats_url: Option<String>,
     log: String,
+    /// The WebSocket path clients connect to: `/ws`, or a Pusher app's `/app/{key}?...`.
+    path: String,
 }
 
 impl Launcher {
@@ -470,6 +506,7 @@ impl Stack {
             servers,
             jwt_secret: None,
             pusher_app: None,
+            pusher_api: Vec::new(),
             admin: Vec::new(),
             launcher: None,
             _dir: Some(dir),
@@ -560,6 +597,7 @@ impl Stack {
         let app = PusherApp::generate();
         let mut servers = vec![nats];
         let mut endpoints = Vec::new();
+        let mut pusher_api = Vec::new();
         for index in 1..=common.gateways.max(1) {
             let port = free_port()?;
             let path = dir.0.join(format!("sockudo-{index}.json"));
@@ -587,6 +625,7 @@ impl Stack {
                 Duration::from_secs(30),
             )?;
             endpoints.push(format!("ws://127.0.0.1:{port}{}", app.websocket_path()));
+            pusher_api.push(format!("127.0.0.1:{port}"));
             servers.push(node);
         }
         Ok(Self {
@@ -594,11 +633,25 @@ impl Stack {
             servers,
             jwt_secret: None,
             pusher_app: Some(app),
+            pusher_api,
             admin: Vec::new(),
             launcher: None,
             _dir: Some(dir),
         })
     }
+}
+
+/// The `[pusher]` section serving `app` (appended to a generated gateway configuration), its
+/// secret read from `secret_file`. The strings are written as JSON strings, which are valid
+/// TOML basic strings.
+fn pusher_config(app: &PusherApp, secret_file: &Path) -> String {
+    let quote = |text: &str| serde_json::Value::from(text).to_string();
+    format!(
+        "\n[pusher]\n[[pusher.apps]]\nid = {}\nkey = {}\nsecret_file = {}\n",
+        quote(&app.id),
+        quote(&app.key),
+        quote(&secret_file.display().to_string())
+    )
 }
 
 /// Whether `program` can be run (a path that exists, or a name found in PATH).
@@ -707,5 +760,21 @@ mod tests {
         assert_eq!(config["rate_limiter"]["enabled"], false);
         assert_eq!(config["metrics"]["enabled"], false);
         assert_eq!(config["instance"]["process_id"], "bench-sockudo-2");
+    }
+
+    /// The `[pusher]` section a `--proto pusher` run appends serves the run's app by id, key
+    /// and secret file, quoted for TOML.
+    #[test]
+    fn pusher_sections_name_the_app_and_its_secret_file() {
+        let app = PusherApp::generate();
+        let section = pusher_config(&app, Path::new("/tmp/run \"1\"/pusher-secret"));
+        assert_eq!(
+            section,
+            format!(
+                "\n[pusher]\n[[pusher.apps]]\nid = \"wsgate-bench\"\nkey = \"{}\"\n\
+                 secret_file = \"/tmp/run \\\"1\\\"/pusher-secret\"\n",
+                app.key
+            )
+        );
     }
 }
