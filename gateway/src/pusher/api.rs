@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -165,6 +165,45 @@ fn authenticate(
     Ok(app)
 }
 
+/// A request signed by the app of `/apps/{id}`: what every route of this API
+/// extracts, so none can skip the check. The body is read (within
+/// `limits.max_http_body_bytes`) and signed only on a POST; a GET is signed
+/// as having none.
+struct Signed {
+    app: Arc<App>,
+    query: Vec<(String, String)>,
+    body: Bytes,
+}
+
+impl FromRequest<Arc<AppState>> for Signed {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let Path(params) = Path::<BTreeMap<String, String>>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Query(query) = Query::<Vec<(String, String)>>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let body = if parts.method == Method::POST {
+            read_body(state, body)
+                .await
+                .map_err(IntoResponse::into_response)?
+        } else {
+            Bytes::new()
+        };
+        let path = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or(parts.uri.path(), |OriginalUri(uri)| uri.path());
+        let id = params.get("id").map_or("", String::as_str);
+        let app = authenticate(state, id, &parts.method, path, &query, &body)
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self { app, query, body })
+    }
+}
+
 /// Reads a body within `limits.max_http_body_bytes`.
 async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     let limit = state.config.limits.max_http_body_bytes;
@@ -276,13 +315,8 @@ struct Empty {}
 /// `POST /apps/{id}/events` → `{}`.
 async fn trigger(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    OriginalUri(uri): OriginalUri,
-    Query(query): Query<Vec<(String, String)>>,
-    body: Body,
+    Signed { app, body, .. }: Signed,
 ) -> ApiResult<Empty> {
-    let body = read_body(&state, body).await?;
-    let app = authenticate(&state, &id, &Method::POST, uri.path(), &query, &body)?;
     let event: EventBody = serde_json::from_slice(&body)
         .map_err(|error| ApiError::bad_request(format!("Invalid event: {error}")))?;
     let channels = event.check(&app)?;
@@ -300,13 +334,8 @@ struct BatchBody<'a> {
 /// first is published, and they are published in order.
 async fn trigger_batch(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    OriginalUri(uri): OriginalUri,
-    Query(query): Query<Vec<(String, String)>>,
-    body: Body,
+    Signed { app, body, .. }: Signed,
 ) -> ApiResult<Empty> {
-    let body = read_body(&state, body).await?;
-    let app = authenticate(&state, &id, &Method::POST, uri.path(), &query, &body)?;
     let batch: BatchBody = serde_json::from_slice(&body)
         .map_err(|error| ApiError::bad_request(format!("Invalid batch: {error}")))?;
     if batch.batch.len() > MAX_BATCH_EVENTS {
@@ -355,11 +384,8 @@ struct ChannelSummary {
 /// channels across the cluster.
 async fn channels(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    OriginalUri(uri): OriginalUri,
-    Query(query): Query<Vec<(String, String)>>,
+    Signed { app, query, .. }: Signed,
 ) -> ApiResult<ChannelsReply> {
-    let app = authenticate(&state, &id, &Method::GET, uri.path(), &query, &[])?;
     let prefix = query
         .iter()
         .find(|(key, _)| key == "filter_by_prefix")
@@ -417,11 +443,9 @@ fn channel_name(name: &str) -> Result<&str, ApiError> {
 /// `GET /apps/{id}/channels/{name}?info=subscription_count,user_count`.
 async fn channel_info(
     State(state): State<Arc<AppState>>,
-    Path((id, name)): Path<(String, String)>,
-    OriginalUri(uri): OriginalUri,
-    Query(query): Query<Vec<(String, String)>>,
+    Path((_, name)): Path<(String, String)>,
+    Signed { app, query, .. }: Signed,
 ) -> ApiResult<ChannelReply> {
-    let app = authenticate(&state, &id, &Method::GET, uri.path(), &query, &[])?;
     let name = channel_name(&name)?;
     let info = info_of(&query);
     let wants = |item: &str| info.iter().any(|given| given == item);
@@ -463,11 +487,9 @@ struct User {
 /// `GET /apps/{id}/channels/{name}/users`: a presence channel's members.
 async fn users(
     State(state): State<Arc<AppState>>,
-    Path((id, name)): Path<(String, String)>,
-    OriginalUri(uri): OriginalUri,
-    Query(query): Query<Vec<(String, String)>>,
+    Path((_, name)): Path<(String, String)>,
+    Signed { app, .. }: Signed,
 ) -> ApiResult<UsersReply> {
-    let app = authenticate(&state, &id, &Method::GET, uri.path(), &query, &[])?;
     let name = channel_name(&name)?;
     if Kind::of(name) != Kind::Presence {
         return Err(ApiError::bad_request(
@@ -488,13 +510,9 @@ async fn users(
 /// every connection signed in as the user, on every node, with 4009.
 async fn terminate_connections(
     State(state): State<Arc<AppState>>,
-    Path((id, user_id)): Path<(String, String)>,
-    OriginalUri(uri): OriginalUri,
-    Query(query): Query<Vec<(String, String)>>,
-    body: Body,
+    Path((_, user_id)): Path<(String, String)>,
+    Signed { app, .. }: Signed,
 ) -> ApiResult<Empty> {
-    let body = read_body(&state, body).await?;
-    let app = authenticate(&state, &id, &Method::POST, uri.path(), &query, &body)?;
     if user_id.is_empty() || user_id.len() > channel::MAX_USER_ID_LEN {
         return Err(ApiError::bad_request("Invalid user id"));
     }
