@@ -45,7 +45,16 @@ fn main() -> ExitCode {
         }
     };
     wsgate::init_tracing(config.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Always sized here: left to itself the runtime reads TOKIO_WORKER_THREADS and panics on a
+    // value that is not a positive number.
+    let threads = config.worker_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cannot start the runtime: {error}");

@@ -144,6 +144,15 @@ pub struct Args {
     )]
     pub log_format: Option<LogFormat>,
 
+    /// Threads that run the connections; default: one per CPU the process may use.
+    #[arg(
+        long,
+        help_heading = "Limits and shutdown",
+        env = "WSGATE_WORKER_THREADS",
+        value_name = "N"
+    )]
+    pub worker_threads: Option<usize>,
+
     /// HS256 key itself, for development; in production use auth.jwt_secret_file.
     #[arg(
         long, help_heading = "Access",

@@ -47,6 +47,8 @@ pub struct Config {
     pub echo_endpoint: bool,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Threads that run the gateway's connections; `None`: one per CPU the process may use.
+    pub worker_threads: Option<usize>,
     /// NATS connection details.
     pub nats: NatsConfig,
     /// Token verification and API keys.
@@ -289,6 +291,9 @@ pub const MIN_MESSAGE_BYTES: usize = 1024;
 
 /// Largest `limits.max_message_bytes`: NATS refuses larger payloads whatever its settings.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most worker threads a gateway runs.
+pub const MAX_WORKER_THREADS: usize = 1024;
 
 /// Most JetStream replicas a stream may have.
 pub const MAX_REPLICAS: u32 = 5;

@@ -58,6 +58,9 @@ pub struct FileConfig {
     /// Log line format.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// Extension: threads that run the gateway's connections; unset: one per usable CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
     /// `[nats]`: connection details of the NATS cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats: Option<NatsSection>,
@@ -101,6 +104,7 @@ impl Default for FileConfig {
             demo: None,
             echo_endpoint: None,
             log_format: None,
+            worker_threads: None,
             nats: None,
             auth: None,
             limits: None,

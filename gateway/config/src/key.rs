@@ -99,6 +99,13 @@ impl Kind {
         max: crate::MAX_MESSAGE_BYTES as u64,
     };
 
+    /// `worker_threads`: at least one, and not so many that a typo exhausts the threads a
+    /// process may start.
+    const WORKER_THREADS: Kind = Kind::Count {
+        min: 1,
+        max: crate::MAX_WORKER_THREADS as u64,
+    };
+
     /// `history.replicas`: what a JetStream stream allows.
     const REPLICAS: Kind = Kind::Count {
         min: 1,

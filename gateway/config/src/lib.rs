@@ -59,7 +59,8 @@ mod validate;
 pub use args::Args;
 pub use config::{
     AuthConfig, Config, Drain, History, Limits, LogFormat, MAX_MESSAGE_BYTES,
-    MAX_REBALANCE_TOLERANCE, MAX_REPLICAS, MIN_MESSAGE_BYTES, NatsConfig, Rebalance, Storage,
+    MAX_REBALANCE_TOLERANCE, MAX_REPLICAS, MAX_WORKER_THREADS, MIN_MESSAGE_BYTES, NatsConfig,
+    Rebalance, Storage,
 };
 pub use config::{Pusher, PusherApp};
 pub use error::{ConfigError, Origin};

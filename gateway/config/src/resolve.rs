@@ -203,6 +203,7 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
         demo,
         echo_endpoint,
         log_format,
+        worker_threads,
         jwt_secret,
         jwt_public_key_file,
         api_keys,
@@ -241,6 +242,7 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
         demo: file_demo,
         echo_endpoint: file_echo_endpoint,
         log_format: file_log_format,
+        worker_threads: file_worker_threads,
         nats: file_nats,
         auth: file_auth,
         limits: file_limits,
@@ -343,6 +345,19 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
         })
         .value;
 
+    let worker_threads = layers
+        .pick(
+            "worker_threads",
+            worker_threads.map(Some),
+            file_worker_threads.map(Some),
+            || None,
+        )
+        .check(|threads| match threads {
+            Some(threads) => key::find("worker_threads")
+                .map_or(Ok(()), |known| known.kind.check_count(*threads as u64)),
+            None => Ok(()),
+        })?;
+
     let nats = resolve_nats(&layers, file_nats.unwrap_or_default())?;
     let auth = resolve_auth(
         &layers,
@@ -412,6 +427,7 @@ pub(crate) fn resolve(args: Args, file: Option<(PathBuf, ParsedFile)>) -> Result
         demo,
         echo_endpoint,
         log_format,
+        worker_threads,
         nats,
         auth,
         limits,

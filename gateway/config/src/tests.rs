@@ -78,6 +78,7 @@ fn full_file() -> FileConfig {
         demo: Some(true),
         echo_endpoint: Some(true),
         log_format: Some(LogFormat::Json),
+        worker_threads: Some(3),
         nats: Some(NatsSection {
             credentials_file: Some("/n/creds".into()),
             tls_ca_file: Some("/n/ca.pem".into()),
@@ -230,6 +231,7 @@ fn an_empty_file_gives_every_documented_default() -> Result<()> {
     assert!(!config.demo);
     assert!(!config.echo_endpoint);
     assert_eq!(config.log_format, LogFormat::Text);
+    assert_eq!(config.worker_threads, None, "one per usable CPU");
 
     let nats = &config.nats;
     assert_eq!(nats.credentials_file, None);
@@ -493,6 +495,8 @@ fn flags_parse_into_typed_fields() {
         "yes",
         "--log-format",
         "json",
+        "--worker-threads",
+        "4",
         "--jwt-secret",
         "s",
         "--jwt-public-key-file",
@@ -523,6 +527,7 @@ fn flags_parse_into_typed_fields() {
             demo: Some(false),
             echo_endpoint: Some(true),
             log_format: Some(LogFormat::Json),
+            worker_threads: Some(4),
             jwt_secret: Some(Secret::Value("s".into())),
             jwt_public_key_file: Some("/k.pem".into()),
             api_keys: Some(Secret::Value("a\nb".into())),
@@ -1113,6 +1118,14 @@ fn bounds_in_messages_agree_whatever_the_value_or_layer() {
             max_connections: Some(0),
             ..args()
         },
+        Args {
+            worker_threads: Some(0),
+            ..args()
+        },
+        Args {
+            worker_threads: Some(1025),
+            ..args()
+        },
     ] {
         let message = Config::from_args(flags)
             .map(|_| ())
@@ -1124,6 +1137,35 @@ fn bounds_in_messages_agree_whatever_the_value_or_layer() {
             "{message:?}"
         );
     }
+}
+
+/// `worker_threads` is unset by default (the gateway then runs one thread per usable CPU),
+/// takes 1 to 1024 from any layer, and names the layer of a value out of range.
+#[test]
+fn worker_threads_are_bounded_in_every_layer() -> Result<()> {
+    assert_eq!(load(args(), "version = 1")?.worker_threads, None);
+    assert_eq!(
+        load(args(), "version = 1\nworker_threads = 3\n")?.worker_threads,
+        Some(3)
+    );
+    let flag = Args {
+        worker_threads: Some(1),
+        ..args()
+    };
+    assert_eq!(
+        load(flag, "version = 1\nworker_threads = 3\n")?.worker_threads,
+        Some(1),
+        "the flag wins over the file"
+    );
+    for value in ["0", "1025", "-1"] {
+        let message = error_of(&format!("version = 1\nworker_threads = {value}\n"));
+        assert!(
+            message.contains("worker_threads")
+                && message.contains("must be an integer from 1 to 1024"),
+            "{value}: {message}"
+        );
+    }
+    Ok(())
 }
 
 /// A TOML syntax error is one line with its position.
@@ -1501,6 +1543,11 @@ fn keys_keep_the_documented_flags() {
         ("demo", "--demo", "WSGATE_DEMO"),
         ("echo_endpoint", "--echo-endpoint", "WSGATE_ECHO_ENDPOINT"),
         ("log_format", "--log-format", "WSGATE_LOG_FORMAT"),
+        (
+            "worker_threads",
+            "--worker-threads",
+            "WSGATE_WORKER_THREADS",
+        ),
         ("auth.jwt_secret_file", "--jwt-secret", "WSGATE_JWT_SECRET"),
         (
             "auth.jwt_public_key_file",

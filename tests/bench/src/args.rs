@@ -133,6 +133,15 @@ pub struct Common {
     #[arg(long)]
     pub send_queue: Option<u64>,
 
+    /// Threads of each started gateway and Sockudo node (`WSGATE_WORKER_THREADS`, and
+    /// `TOKIO_WORKER_THREADS` for Sockudo and gateways older than `worker_threads`). Default:
+    /// the machine's CPUs shared among the nodes, at least 1 each, as pods with CPU limits on
+    /// one machine would get; 0: each node's own default, a thread per CPU. Several nodes with
+    /// a thread per CPU each oversubscribe the cores they share with the load generator, and
+    /// the kernel then gives the load generator a smaller share of the machine.
+    #[arg(long, value_name = "N")]
+    pub node_threads: Option<usize>,
+
     /// `RUST_LOG` of the started gateways (and Sockudo nodes); logging costs CPU, so it is quiet
     /// by default.
     #[arg(long, default_value = "warn")]

@@ -320,12 +320,24 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
     let setup = if stack.servers.is_empty() {
         format!("target {}", stack.endpoints.join(", "))
     } else {
-        stack
+        let names = stack
             .servers
             .iter()
             .map(|s| s.name.as_str())
             .collect::<Vec<_>>()
-            .join(" + ")
+            .join(" + ");
+        match crate::stack::node_threads(common) {
+            Some(threads) if matches!(system, System::Wsgate | System::Sockudo) => {
+                let each = if stack.endpoints.len() > 1 {
+                    " each"
+                } else {
+                    ""
+                };
+                let plural = if threads == 1 { "" } else { "s" };
+                format!("{names}; {threads} thread{plural}{each}")
+            }
+            _ => names,
+        }
     };
     if !common.quiet && !common.json {
         let over = if protocol == Protocol::Pusher {

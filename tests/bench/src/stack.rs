@@ -291,6 +291,7 @@ impl Stack {
             cluster: format!("bench{}", std::process::id()),
             nats_url,
             log: common.gateway_log.clone(),
+            threads: node_threads(common),
             path: pusher
                 .as_ref()
                 .map_or_else(|| "/ws".to_owned(), PusherApp::websocket_path),
@@ -352,6 +353,29 @@ impl Stack {
     }
 }
 
+/// The threads each started gateway or Sockudo node runs: `--node-threads`, or the machine's
+/// CPUs shared among `--gateways` nodes (at least 1); `None` leaves each node its default.
+pub fn node_threads(common: &Common) -> Option<usize> {
+    match common.node_threads {
+        Some(0) => None,
+        Some(threads) => Some(threads),
+        None => {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Some((cpus / common.gateways.max(1)).max(1))
+        }
+    }
+}
+
+/// Gives a node started by `command` `threads` worker threads, in the variable the gateway
+/// reads and in tokio's own (Sockudo's runtime, and gateways older than `worker_threads`).
+fn set_threads(command: &mut Command, threads: Option<usize>) {
+    if let Some(threads) = threads {
+        command
+            .env("WSGATE_WORKER_THREADS", threads.to_string())
+            .env("TOKIO_WORKER_THREADS", threads.to_string());
+    }
+}
+
 /// What starts one more gateway of a stack: the same binary, configuration, secret, cluster
 /// and nats-server as the others.
 struct Launcher {
@@ -361,6 +385,8 @@ struct Launcher {
     cluster: String,
     nats_url: Option<String>,
     log: String,
+    /// Worker threads of each gateway (see [`node_threads`]).
+    threads: Option<usize>,
     /// The WebSocket path clients connect to: `/ws`, or a Pusher app's `/app/{key}?...`.
     path: String,
 }
@@ -389,6 +415,7 @@ impl Launcher {
         if let Some(url) = &self.nats_url {
             command.arg("--nats-url").arg(url);
         }
+        set_threads(&mut command, self.threads);
         let (tx, rx) = std::sync::mpsc::channel();
         let mut server = Server::start(&name, command, move |line| {
             if let Some(rest) = line.strip_prefix("wsgate listening: public=") {
@@ -618,6 +645,7 @@ impl Stack {
             if let Some(paths) = std::env::var_os("PATH") {
                 command.env("PATH", paths);
             }
+            set_threads(&mut command, node_threads(common));
             let mut node = Server::start(&format!("sockudo-{index}"), command, |_| {})?;
             wait_for_port(
                 &mut node,

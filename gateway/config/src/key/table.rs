@@ -101,6 +101,8 @@ pub const KEYS: &[Key] = &[
         Kind::Choice(LOG_FORMATS),
         "text or json"
     ),
+    key!(extension "worker_threads", Some("--worker-threads"), Some("WSGATE_WORKER_THREADS"), "unset", Kind::WORKER_THREADS,
+        "threads that run the gateway's connections; unset: one per CPU the process may use (its CPU affinity and cgroup CPU quota, so a container's CPU limit); from 1 to 1024"),
     key!(
         "nats.credentials_file",
         None,
