@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{Message, Utf8Bytes};
-use futures::future::{self, Either};
+use futures::future::Either;
 use futures::stream::SplitStream;
 use futures::{Sink, Stream, StreamExt as _};
 use serde_json::value::RawValue;
@@ -47,6 +47,7 @@ use crate::protocol::{self, Command, ErrorCode, Failure, Id, Target, close, fram
 use crate::ratelimit::{self, ErrorBudget, RateLimit};
 
 mod membership;
+mod quiet;
 mod replies;
 pub(crate) mod writer;
 
@@ -107,8 +108,8 @@ struct Session {
 }
 
 /// Runs one connection to its end, as one task: the reader loop and the writer
-/// loop are two futures polled together, and the socket's halves share one
-/// lock. `socket` is the upgraded WebSocket in production and a pair of
+/// loop are two futures polled together (the reader only when it was woken:
+/// see [`quiet`]), and the socket's halves share one lock. `socket` is the upgraded WebSocket in production and a pair of
 /// channels in unit tests.
 ///
 /// An idle connection costs what this future holds, so it is built to hold
@@ -170,7 +171,7 @@ where
             &last_heard,
             &writer::NATIVE,
         ));
-        let lingering = match future::select(reader, writer).await {
+        let lingering = match quiet::select(reader, writer).await {
             // The rooms are left: the writer sends what is still queued and the
             // close frame.
             Either::Left(((), mut writer)) => {
