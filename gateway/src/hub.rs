@@ -228,6 +228,16 @@ impl Hub {
         self.conns.write().insert(outbox.id.clone(), attached);
     }
 
+    /// Asks every attached connection whose key falls in `slice` of `slices` (key modulo
+    /// `slices`) for its heartbeat (see [`Outbox::beat`]).
+    pub fn beat(&self, slice: u64, slices: u64) {
+        for attached in self.conns.read().values() {
+            if attached.outbox.key % slices.max(1) == slice {
+                attached.outbox.beat();
+            }
+        }
+    }
+
     /// How many connections are attached.
     pub fn connection_count(&self) -> usize {
         self.conns.read().len()

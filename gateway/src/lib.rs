@@ -7,6 +7,7 @@
 //!   [`ratelimit`]: the publish budget.
 //! - [`hub`]: this node's rooms and their local members, connections and users.
 //! - [`outbox`]: a connection's bounded outbound queue, which rooms and replies fill.
+//!   [`heartbeat`]: one task asking every connection to ping its client in turn.
 //! - [`broker`]: how messages cross nodes: [`broker::LocalBroker`] (single node) and
 //!   [`broker::NatsBroker`], behind the [`broker::Broker`] trait.
 //! - [`auth`]: JWT verification, room patterns, API keys, key reloading.
@@ -28,6 +29,7 @@ pub mod assets;
 pub mod auth;
 pub mod broker;
 pub mod command;
+pub mod heartbeat;
 pub mod hub;
 pub mod listener;
 pub mod metrics;

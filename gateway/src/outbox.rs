@@ -1,14 +1,17 @@
 //! A connection's outbound side as the rest of the gateway sees it: its bounded
-//! queue of frames, the writer's wake-up, its user id, and the switch that closes
-//! it. Sessions push replies into it, rooms push their messages, and the
-//! connection's writer task drains it.
+//! queue of frames, the writer's wake-up, its user id, the switch that closes
+//! it, and its heartbeat (when the client was last heard from, and the node's
+//! request to ping it). Sessions push replies into it, rooms push their
+//! messages, the node's [`crate::heartbeat`] asks for pings, and the
+//! connection's writer drains it.
 //!
 //! A full queue is a decision, not growth: the connection is closed with 1013
 //! (slow consumer) and everyone else carries on.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
@@ -43,7 +46,29 @@ pub struct Outbox {
     ended: AtomicBool,
     /// Wakes whoever waits in [`Outbox::closed`] when the close is requested.
     closed: Notify,
+    /// Set by [`Outbox::beat`]: the writer's next wake-up pings the client, or closes it
+    /// when it has been silent too long.
+    beat: AtomicBool,
+    /// When the client was last heard from, in milliseconds of [`clock`].
+    heard: AtomicU64,
     metrics: Arc<Metrics>,
+}
+
+/// What the writer does next.
+#[derive(Debug)]
+pub enum Next {
+    /// Send these frames.
+    Frames(VecDeque<Utf8Bytes>),
+    /// The heartbeat is due: ping the client, or close it if it has been silent too long.
+    Beat,
+    /// The connection is asked to close (what is still queued stays for [`Outbox::shut`]).
+    Closed,
+}
+
+/// Milliseconds since the process's clock origin: when clients were last heard from.
+fn clock() -> u64 {
+    static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
+    ORIGIN.elapsed().as_millis() as u64
 }
 
 #[derive(Default)]
@@ -67,6 +92,8 @@ impl Outbox {
             closing: OnceLock::new(),
             ended: AtomicBool::new(false),
             closed: Notify::new(),
+            beat: AtomicBool::new(false),
+            heard: AtomicU64::new(clock()),
             metrics,
         })
     }
@@ -124,28 +151,50 @@ impl Outbox {
         std::mem::take(&mut self.queue.lock().frames)
     }
 
-    /// Waits for queued frames and takes them all; `None` once the connection
-    /// is asked to close (what is still queued stays for [`Outbox::shut`]).
+    /// Waits for what the writer does next: the heartbeat, queued frames (all of them), or
+    /// the close. The close wins over both; the heartbeat comes before frames, so a
+    /// connection that is always sent something is still pinged and timed out.
     ///
-    /// The writer waits here alone, not also in [`Outbox::closed`]: one
-    /// wake-up source keeps the per-frame path to a lock and a notify.
+    /// The writer waits here alone, not also in [`Outbox::closed`] or on a timer of its
+    /// own: one wake-up source keeps the per-frame path to a lock and a notify, and an idle
+    /// connection to no timer at all.
     ///
     /// # Cancel safety
     /// Cancel-safe: frames are taken only when the future completes.
-    pub async fn next_batch(&self) -> Option<VecDeque<Utf8Bytes>> {
+    pub async fn next(&self) -> Next {
         loop {
             if self.closing.get().is_some() {
-                return None;
+                return Next::Closed;
+            }
+            if self.beat.swap(false, Ordering::AcqRel) {
+                return Next::Beat;
             }
             let batch = self.take();
             if !batch.is_empty() {
-                return Some(batch);
+                return Next::Frames(batch);
             }
             self.ready.notified().await;
             // Let other tasks run once before taking: under load, frames queued
             // meanwhile leave in the same write instead of one syscall each.
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Asks the writer to ping the client (or to close it, when it has been silent too long);
+    /// the node's heartbeat calls it once per `limits.heartbeat_ms`.
+    pub fn beat(&self) {
+        self.beat.store(true, Ordering::Release);
+        self.ready.notify_one();
+    }
+
+    /// Records that the client was heard from.
+    pub fn heard(&self) {
+        self.heard.store(clock(), Ordering::Relaxed);
+    }
+
+    /// How long the client has been silent.
+    pub fn silence(&self) -> Duration {
+        Duration::from_millis(clock().saturating_sub(self.heard.load(Ordering::Relaxed)))
     }
 
     /// Stops queueing: later pushes are dropped. Returns what was still queued.

@@ -245,6 +245,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let single_node = config.nats_url.is_none();
     let rebalance = !single_node && config.rebalance.enabled;
     let heartbeat = config.nats.node_heartbeat;
+    let pings = config.limits.heartbeat;
     let banner = startup_lines(&config, public_address, admin_address);
     let node = config.node.clone();
     let state = AppState::new(
@@ -256,6 +257,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         origins,
         max_connections,
     );
+    crate::heartbeat::spawn(state.hub.clone(), pings, &tracker, background.clone());
     broker.report_load(crate::rebalance::load_report(&state, max_connections));
     if rebalance {
         crate::rebalance::spawn(state.clone(), heartbeat, &tracker, background.clone());

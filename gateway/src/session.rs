@@ -23,8 +23,7 @@
 use std::collections::HashSet;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use futures::future::Either;
@@ -53,7 +52,7 @@ pub(crate) mod writer;
 
 use membership::announce;
 use replies::{InFlight, MAX_IN_FLIGHT};
-use writer::{millis, write_loop};
+use writer::write_loop;
 
 use crate::socket::FrameWriter;
 
@@ -159,16 +158,12 @@ where
         state.metrics.connections_accepted.inc();
         state.hub.attach(&outbox);
         session.begin();
-        let origin = Instant::now();
-        let last_heard = AtomicU64::new(0);
-        let reader = pin!(read_loop(&mut session, &mut stream, origin, &last_heard));
+        let reader = pin!(read_loop(&mut session, &mut stream));
         let writer = pin!(write_loop(
             &mut sink,
             &frames,
             &outbox,
             &state,
-            origin,
-            &last_heard,
             &writer::NATIVE,
         ));
         let lingering = match quiet::select(reader, writer).await {
@@ -203,12 +198,8 @@ where
 
 /// Reads the client's frames and runs its commands in order until the
 /// connection closes, then leaves every room.
-async fn read_loop<S>(
-    session: &mut Session,
-    stream: &mut SplitStream<S>,
-    origin: Instant,
-    last_heard: &AtomicU64,
-) where
+async fn read_loop<S>(session: &mut Session, stream: &mut SplitStream<S>)
+where
     S: Stream<Item = Result<Message, axum::Error>>,
 {
     loop {
@@ -228,7 +219,7 @@ async fn read_loop<S>(
             }
             message = stream.next(), if in_flight < MAX_IN_FLIGHT => message,
         };
-        last_heard.store(millis(origin), Ordering::Relaxed);
+        session.outbox.heard();
         let flow = match message {
             None => Flow::Ended(Ending::Lost),
             Some(Ok(Message::Text(text))) => {

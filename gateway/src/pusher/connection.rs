@@ -15,8 +15,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -38,7 +38,7 @@ use crate::app::AppState;
 use crate::outbox::Outbox;
 use crate::protocol::close;
 use crate::ratelimit::RateLimit;
-use crate::session::writer::{Dialect, millis, write_loop};
+use crate::session::writer::{Dialect, write_loop};
 use crate::socket::FrameWriter;
 
 /// Largest `channel_data` of a presence subscription.
@@ -255,23 +255,12 @@ async fn run(
     // Pusher clients cannot recover what they miss: the rebalancer sheds them
     // only with `rebalance.include_unrecoverable`.
     state.hub.attach_unrecoverable(&outbox);
-    let origin = Instant::now();
-    let last_heard = Arc::new(AtomicU64::new(0));
     let (sink, mut stream) = socket.split();
     let writer = {
-        let (outbox, state, last_heard) = (outbox.clone(), state.clone(), last_heard.clone());
+        let (outbox, state) = (outbox.clone(), state.clone());
         let mut sink = sink;
         tokio::spawn(async move {
-            write_loop(
-                &mut sink,
-                &frames,
-                &outbox,
-                &state,
-                origin,
-                &last_heard,
-                &PUSHER,
-            )
-            .await;
+            write_loop(&mut sink, &frames, &outbox, &state, &PUSHER).await;
         })
     };
     outbox.push(protocol::connection_established(&socket_id).into());
@@ -296,7 +285,7 @@ async fn run(
             () = outbox.closed() => break,
             message = stream.next() => message,
         };
-        last_heard.store(millis(origin), Ordering::Relaxed);
+        outbox.heard();
         match message {
             None | Some(Ok(Message::Close(_))) => break,
             Some(Ok(Message::Text(text))) => connection.on_text(&text).await,

@@ -147,7 +147,15 @@ fn state(toml: &str, args: &[&str]) -> Arc<AppState> {
     let text = format!("version = 1\n{toml}");
     let config =
         wsgate_config::Config::from_args_and_toml(args, &text, Path::new("test.toml")).unwrap();
-    AppState::test(config)
+    let state = AppState::test(config);
+    // As the server does; stopped with the test's runtime.
+    crate::heartbeat::spawn(
+        state.hub.clone(),
+        state.config.limits.heartbeat,
+        &tokio_util::task::TaskTracker::new(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    state
 }
 
 fn token(claims: Value) -> String {

@@ -1,8 +1,9 @@
 //! A connection's writer loop, polled in the connection's task beside the
 //! reader: it drains the outbox to the socket (a batch in one write), pings the
-//! client every `limits.heartbeat_ms` and closes with 1011 when nothing was
-//! heard within `limits.heartbeat_timeout_ms`, and ends with the close frame the
-//! connection was asked to close with.
+//! client when the node's [`crate::heartbeat`] says so (every
+//! `limits.heartbeat_ms`) and closes with 1011 when nothing was heard within
+//! `limits.heartbeat_timeout_ms`, and ends with the close frame the connection
+//! was asked to close with.
 //!
 //! The Pusher transport writes through the same loop in its own [`Dialect`]:
 //! which queued frames are its own, and how a close is said.
@@ -12,8 +13,7 @@
 //! flushes them (see [`crate::socket`]). Pings and the close handshake still go
 //! through the sink.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures::stream::SplitSink;
@@ -21,14 +21,9 @@ use futures::{Sink, SinkExt as _};
 
 use crate::app::AppState;
 use crate::metrics::Ending;
-use crate::outbox::Outbox;
+use crate::outbox::{Next, Outbox};
 use crate::protocol::close;
 use crate::socket::{FrameWriter, WRITE_BATCH};
-
-/// Milliseconds since the process's clock origin, for the heartbeat.
-pub(crate) fn millis(origin: Instant) -> u64 {
-    origin.elapsed().as_millis() as u64
-}
 
 /// How one transport's connections are written to: which queued frames are
 /// theirs and how a close is said.
@@ -60,21 +55,15 @@ pub(crate) async fn write_loop<S>(
     frames: &FrameWriter,
     outbox: &Outbox,
     state: &AppState,
-    origin: Instant,
-    last_heard: &AtomicU64,
     dialect: &Dialect,
 ) where
     S: Sink<Message, Error = axum::Error> + Send,
 {
-    let heartbeat = state.config.limits.heartbeat;
-    let timeout = state.config.limits.heartbeat_timeout.as_millis() as u64;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let timeout = state.config.limits.heartbeat_timeout;
     loop {
-        tokio::select! {
-            biased;
-            batch = outbox.next_batch() => {
-                let Some(batch) = batch else { break };
+        match outbox.next().await {
+            Next::Closed => break,
+            Next::Frames(batch) => {
                 // Everything queued goes out in one flush.
                 let mut bytes = 0;
                 for frame in batch.into_iter().filter(|frame| (dialect.admits)(frame)) {
@@ -93,8 +82,8 @@ pub(crate) async fn write_loop<S>(
                     return;
                 }
             }
-            _ = ticker.tick() => {
-                if millis(origin).saturating_sub(last_heard.load(Ordering::Relaxed)) > timeout {
+            Next::Beat => {
+                if outbox.silence() > timeout {
                     outbox.close(close::INTERNAL, dialect.heartbeat_timeout);
                     break;
                 }
