@@ -13,6 +13,7 @@
 //! flushes them (see [`crate::socket`]). Pings and the close handshake still go
 //! through the sink.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
@@ -65,18 +66,14 @@ pub(crate) async fn write_loop<S>(
             Next::Closed => break,
             Next::Frames(batch) => {
                 // Everything queued goes out in one flush.
-                let mut bytes = 0;
-                for frame in batch.into_iter().filter(|frame| (dialect.admits)(frame)) {
-                    bytes += frame.len() as u64;
-                    // Sent once a batch's worth has gathered, and at the flush below.
-                    if frames.text(frame.as_bytes()) >= WRITE_BATCH && sink.flush().await.is_err() {
-                        outbox.shut();
-                        outbox.end(Ending::Lost);
-                        return;
+                let sent = match append(sink, frames, batch, dialect).await {
+                    Ok(bytes) => {
+                        state.metrics.sent_bytes.inc_by(bytes);
+                        sink.flush().await
                     }
-                }
-                state.metrics.sent_bytes.inc_by(bytes);
-                if sink.flush().await.is_err() {
+                    Err(error) => Err(error),
+                };
+                if sent.is_err() {
                     outbox.shut();
                     outbox.end(Ending::Lost);
                     return;
@@ -99,6 +96,31 @@ pub(crate) async fn write_loop<S>(
     Box::pin(finish(sink, frames, outbox, dialect)).await;
 }
 
+/// Appends the queued frames `dialect` admits to the socket's outgoing bytes,
+/// sending them whenever a batch's worth has gathered (the rest leaves at the
+/// caller's flush). Returns the payload bytes appended.
+///
+/// # Errors
+/// The sink's, when a send failed.
+async fn append<S>(
+    sink: &mut SplitSink<S, Message>,
+    frames: &FrameWriter,
+    batch: VecDeque<Utf8Bytes>,
+    dialect: &Dialect,
+) -> Result<u64, axum::Error>
+where
+    S: Sink<Message, Error = axum::Error> + Send,
+{
+    let mut bytes = 0;
+    for frame in batch.into_iter().filter(|frame| (dialect.admits)(frame)) {
+        bytes += frame.len() as u64;
+        if frames.text(frame.as_bytes()) >= WRITE_BATCH {
+            sink.flush().await?;
+        }
+    }
+    Ok(bytes)
+}
+
 /// Sends what is still queued (unless the connection is closed as a slow
 /// consumer) and the close frame, then closes the socket.
 async fn finish<S>(
@@ -114,12 +136,11 @@ async fn finish<S>(
     // when the client ended the connection: its close frame has been answered.
     let rest = outbox.shut();
     if let Some((code, reason)) = outbox.closing() {
-        if code != close::TRY_AGAIN_LATER && !outbox.ended() {
-            for frame in rest.into_iter().filter(|frame| (dialect.admits)(frame)) {
-                if frames.text(frame.as_bytes()) >= WRITE_BATCH && sink.flush().await.is_err() {
-                    return;
-                }
-            }
+        if code != close::TRY_AGAIN_LATER
+            && !outbox.ended()
+            && append(sink, frames, rest, dialect).await.is_err()
+        {
+            return;
         }
         let (code, last) = (dialect.close)(code, reason);
         if let Some(last) = last {
