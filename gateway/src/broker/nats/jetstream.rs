@@ -66,10 +66,7 @@ impl Streams {
             jetstream: async_nats::jetstream::new(client.clone()),
             cluster: cluster.to_owned(),
             namespaces,
-            storage: match history.storage {
-                Storage::File => StorageType::File,
-                Storage::Memory => StorageType::Memory,
-            },
+            storage: storage_type(history.storage),
             replicas: history.replicas.max(1) as usize,
             ensured: Arc::default(),
             availability,
@@ -278,6 +275,14 @@ impl Streams {
                 .await
                 .map_err(|_| unavailable(error)),
         }
+    }
+}
+
+/// JetStream's name for `history.storage`, which every stream of the gateway uses.
+pub(super) fn storage_type(storage: Storage) -> StorageType {
+    match storage {
+        Storage::File => StorageType::File,
+        Storage::Memory => StorageType::Memory,
     }
 }
 

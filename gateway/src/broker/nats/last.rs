@@ -10,7 +10,7 @@
 use async_nats::jetstream::stream::{
     Config as StreamConfig, DiscardPolicy, LastRawMessageErrorKind, StorageType, Stream,
 };
-use wsgate_config::{History, Storage};
+use wsgate_config::History;
 
 use super::unavailable;
 use crate::broker::BrokerError;
@@ -32,10 +32,7 @@ impl LastValues {
         Self {
             jetstream: async_nats::jetstream::new(client.clone()),
             cluster: cluster.to_owned(),
-            storage: match history.storage {
-                Storage::File => StorageType::File,
-                Storage::Memory => StorageType::Memory,
-            },
+            storage: super::jetstream::storage_type(history.storage),
             replicas: history.replicas.max(1) as usize,
             stream: tokio::sync::Mutex::default(),
         }
