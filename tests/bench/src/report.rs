@@ -92,10 +92,15 @@ impl Run {
     /// (`wsgate (pusher)`, `sockudo (pusher)`), so the lines of one protocol read as
     /// comparable and wsgate's two protocols are told apart.
     pub fn label(&self) -> String {
-        match self.protocol {
-            Some(Protocol::Pusher) => format!("{} (pusher)", self.system),
-            _ => self.system.clone(),
-        }
+        label(&self.system, self.protocol)
+    }
+}
+
+/// The name of `system`'s run in `protocol` (see [`Run::label`]).
+pub fn label(system: &str, protocol: Option<Protocol>) -> String {
+    match protocol {
+        Some(Protocol::Pusher) => format!("{system} (pusher)"),
+        _ => system.to_owned(),
     }
 }
 

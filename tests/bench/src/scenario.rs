@@ -340,12 +340,7 @@ async fn run_system(scenario: &Scenario, system: System) -> Result<Run> {
         }
     };
     if !common.quiet && !common.json {
-        let over = if protocol == Protocol::Pusher {
-            " (pusher)"
-        } else {
-            ""
-        };
-        eprintln!("{name}{over}: {setup}");
+        eprintln!("{}: {setup}", report::label(name, Some(protocol)));
     }
     let (members, members_per_room, join, mode) = scenario.members();
     let jwt_secret = stack.jwt_secret.clone();
