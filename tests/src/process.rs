@@ -6,7 +6,7 @@
 //! two threads into a [`LogBuffer`] so the pipes never fill, and the last lines are
 //! printed when the guard drops (libtest shows them only for failing tests).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -315,16 +315,29 @@ pub fn replace_file(path: &Path, contents: &str) -> Result<()> {
     Ok(())
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released), and
+/// that this process has not handed out before: the kernel may give a released port to the
+/// next bind to port 0 again, and two servers of one test handed the same port would clash
+/// (a three-server NATS cluster once got one client port twice).
 ///
 /// # Panics
-/// When no port can be bound at all.
+/// When no port can be bound at all, or none is new after many tries.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    listener
-        .local_addr()
-        .expect("local address of a bound listener")
-        .port()
+    static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..1000 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+        let port = listener
+            .local_addr()
+            .expect("local address of a bound listener")
+            .port();
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
+    panic!("no new port on 127.0.0.1 after 1000 binds");
 }
 
 /// Looks `program` up on `PATH` like a shell does.
@@ -338,4 +351,18 @@ pub fn find_on_path(program: &str) -> Option<PathBuf> {
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// Ports handed out in a row are all different, though the kernel may offer a released
+    /// port again.
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let ports: Vec<u16> = (0..300).map(|_| super::free_port()).collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
+    }
 }
